@@ -1,0 +1,27 @@
+# Two entry points: `make demo` and `make test`. Each creates .venv when missing.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test schema clean-demo
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# requirements.lock pins every transitive package; torch comes from the local wheel cache.
+	$(BIN)/python -m pip install -q -c requirements.lock -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/curate run pipelines/local.yaml
+	$(BIN)/curate stats out/local
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+schema: $(STAMP)
+	$(BIN)/curate schema
+
+clean-demo:
+	rm -rf out/local data/samples

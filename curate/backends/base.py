@@ -1,0 +1,14 @@
+"""Types shared by backends of one stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class CaptionResult:
+    """A region's caption, or why it has none (``reason`` a short label, ``dropped`` for people)."""
+
+    text: str | None
+    reason: str | None = None
+    dropped: str | None = None

@@ -1,0 +1,86 @@
+"""OCR captions with RapidOCR (PP-OCR ONNX models shipped inside the ``rapidocr`` wheel)."""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import version
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from curate.backends.base import CaptionResult
+from curate.config import RapidOcrConfig
+from curate.images import fit_within
+
+
+@dataclass(frozen=True)
+class OcrLine:
+    box: np.ndarray  # (4, 2) corner points
+    text: str
+    score: float
+
+    @property
+    def centre_y(self) -> float:
+        return float(self.box[:, 1].mean())
+
+    @property
+    def height(self) -> float:
+        return float(self.box[:, 1].max() - self.box[:, 1].min())
+
+    @property
+    def left(self) -> float:
+        return float(self.box[:, 0].min())
+
+
+def reading_order(lines: list[OcrLine]) -> str:
+    """Join OCR lines top to bottom, left to right; lines whose centres are within half a line height
+    of each other are one visual row."""
+    if not lines:
+        return ""
+    rows: list[list[OcrLine]] = []
+    for line in sorted(lines, key=lambda l: (l.centre_y, l.left)):
+        if rows:
+            ref = rows[-1][0]
+            if abs(line.centre_y - ref.centre_y) <= 0.5 * max(min(line.height, ref.height), 1.0):
+                rows[-1].append(line)
+                continue
+        rows.append([line])
+    return "\n".join(" ".join(l.text for l in sorted(row, key=lambda l: l.left)) for row in rows)
+
+
+class RapidOcrCaptioner:
+    name = "rapidocr"
+    source = "ocr"
+
+    def __init__(self, cfg: RapidOcrConfig):
+        from rapidocr import RapidOCR
+
+        logging.getLogger("RapidOCR").setLevel(logging.ERROR)
+        self.cfg = cfg
+        self.engine = RapidOCR()
+        logging.getLogger("RapidOCR").setLevel(logging.ERROR)
+
+    def describe(self) -> str:
+        return f"rapidocr-{version('rapidocr')} (bundled PP-OCR det/cls/rec ONNX models)"
+
+    def read_lines(self, crop: Image.Image) -> list[OcrLine]:
+        result = self.engine(np.asarray(crop.convert("RGB")))
+        if result.boxes is None or result.txts is None:
+            return []
+        return [
+            OcrLine(np.asarray(box, dtype=np.float64), text.strip(), float(score))
+            for box, text, score in zip(result.boxes, result.txts, result.scores)
+            if score >= self.cfg.min_score and text.strip()
+        ]
+
+    def caption(self, image: Image.Image, boxes: list[tuple[int, int, int, int]]) -> list[CaptionResult]:
+        out = []
+        for box in boxes:
+            crop, _ = fit_within(image.crop(box), self.cfg.max_side)
+            text = reading_order(self.read_lines(crop))
+            if text:
+                out.append(CaptionResult(text))
+            else:
+                out.append(CaptionResult(None, "no_text", "OCR found no text in the region"))
+        return out

@@ -1,0 +1,211 @@
+"""curate command line (typer)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="Turn raw high-resolution images into region-caption corpora (WebDataset shards) with Ray Data.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _load(pipeline: Path, overrides: list[str]):
+    from curate.config import ConfigError, load_config
+
+    try:
+        return load_config(pipeline, overrides)
+    except ConfigError as e:
+        _fail(str(e))
+
+
+@app.command()
+def run(
+    pipeline: Annotated[Path, typer.Argument(help="pipeline YAML, e.g. pipelines/local.yaml")],
+    input: Annotated[Optional[list[str]], typer.Option(
+        "--input", "-i", help="replace the config's sources with these directories/globs/lists/tars "
+                              "(repeatable; kind 'auto')")] = None,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="output directory (output.path)")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="override a config key: --set select.max_boxes=6 (repeatable)")] = None,
+    address: Annotated[Optional[str], typer.Option(
+        "--address", help="join a Ray cluster (default: RAY_ADDRESS, else start local Ray)")] = None,
+) -> None:
+    """Run (or resume) a pipeline: ingest -> masks -> select -> caption -> shards.
+
+    Re-running the same command on the same output resumes: inputs already committed are skipped,
+    and a killed run never leaves a partial shard.
+    """
+    overrides = list(set_ or [])
+    if output:
+        overrides.append(f"output.path={output}")
+    if address:
+        overrides.append(f"ray.address={address}")
+    cfg = _load(pipeline, overrides)
+    if input:
+        from curate.config import SourceConfig
+
+        cfg.sources = [SourceConfig(type=_guess_source_type(p), path=p) for p in input]
+
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    from curate.backends import BackendUnavailable
+    from curate.io.corpus import OutputConflict
+    from curate.io.sources import SourceError
+    from curate.pipeline import run_pipeline
+
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                        TimeRemainingColumn(), console=console, disable=not cfg.ray.progress)
+    task = {}
+
+    def on_start(pending: int, skipped: int) -> None:
+        if skipped:
+            console.print(f"resuming: {skipped} inputs already done, {pending} to go")
+        task["id"] = progress.add_task("images", total=pending, rate="")
+
+    def on_progress(done: int, total: int) -> None:
+        t = progress.tasks[0]
+        rate = f"{done / t.elapsed:.2f} img/s" if t.elapsed else ""
+        progress.update(task["id"], completed=done, rate=rate)
+
+    try:
+        with progress:
+            result = run_pipeline(cfg, on_progress=on_progress, on_start=on_start)
+    except (BackendUnavailable, OutputConflict, SourceError) as e:
+        _fail(str(e))
+    _print_summary(result.output)
+
+
+def _guess_source_type(path: str) -> str:
+    if path.endswith(".tar") or ".tar" in path and any(c in path for c in "*{"):
+        return "webdataset"
+    if path.endswith((".txt", ".parquet")):
+        return "list"
+    if any(c in path for c in "*?["):
+        return "glob"
+    return "dir"
+
+
+def _print_summary(output: str) -> None:
+    from curate.io.layout import OutputLayout
+    from curate.io.manifest import read_manifest
+
+    m = read_manifest(OutputLayout(Path(output)))
+    c = m.counts
+    out = Console()
+    out.print(f"[bold green]done[/] {output}: read {c.read} = written {c.written} + quarantined {c.quarantined}; "
+              f"{c.regions} regions, {c.captioned_regions} captioned, {len(m.shards)} shards")
+    table = Table("stage", "rows", "seconds", "rows/s", "outcomes / skipped")
+    for name, s in m.stages.items():
+        rate = f"{s.rows / s.seconds:.2f}" if s.seconds else "-"
+        note = s.skipped or ", ".join(f"{k}={v}" for k, v in sorted(s.counts.items()))
+        table.add_row(name, str(s.rows), f"{s.seconds:.1f}", rate, note)
+    out.print(table)
+    if m.quarantine:
+        out.print(f"quarantined ({len(m.quarantine)}), first few:")
+        for q in m.quarantine[:5]:
+            out.print(f"  {q.uri}: {q.reason.value}: {q.detail}", highlight=False)
+
+
+@app.command()
+def validate(
+    pipeline: Annotated[Path, typer.Argument(help="pipeline YAML to check")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override a key, as in `run`")] = None,
+) -> None:
+    """Check a pipeline YAML against the config schema; prints the effective config hash."""
+    cfg = _load(pipeline, list(set_ or []))
+    from curate.backends import BackendUnavailable
+    from curate.pipeline import check_backends
+
+    note = ""
+    try:
+        check_backends(cfg)
+    except BackendUnavailable as e:
+        note = f"\n  note: {e}"
+    Console().print(f"[green]valid[/] {pipeline}: {cfg.name} (config sha256 {cfg.sha256()[:12]}){note}",
+                    highlight=False)
+
+
+@app.command()
+def schema(
+    out_dir: Annotated[Path, typer.Option("--out", help="where to write the JSON Schemas")] = Path("schemas"),
+    check: Annotated[bool, typer.Option("--check", help="exit 1 if the files differ from the models")] = False,
+) -> None:
+    """Write JSON Schemas of the records and the pipeline config (generated from the pydantic models)."""
+    from curate.schemas import render_schemas
+
+    stale = []
+    for name, text in render_schemas().items():
+        path = out_dir / name
+        if check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(str(path))
+        else:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            Console().print(f"wrote {path}")
+    if stale:
+        _fail("stale schemas (run `curate schema`): " + ", ".join(stale), code=1)
+
+
+@app.command()
+def stats(
+    output: Annotated[Path, typer.Argument(help="a curate output directory")],
+) -> None:
+    """Report on a corpus: counts, boxes per resolution bucket beside PS3 Table 9, stage times, plots."""
+    from curate.stats.report import write_report
+
+    try:
+        report = write_report(output)
+    except FileNotFoundError as e:
+        _fail(str(e))
+    Console().print(report.read_text(), markup=False, highlight=False)
+    Console().print(f"[green]wrote[/] {report} (and stats.json, PNG plots beside it)")
+
+
+@app.command()
+def inspect(
+    output: Annotated[Path, typer.Argument(help="a curate output directory")],
+    key: Annotated[str, typer.Argument(help="sample key (20 hex digits), or a prefix of it")],
+) -> None:
+    """Print one sample's record (KEY.json), read from its shard by offset via the index."""
+    from curate.io.reader import find_record
+
+    try:
+        record = find_record(output, key)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        _fail(str(e))
+    sys.stdout.write(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+
+
+@app.command()
+def samples(
+    out_dir: Annotated[Path, typer.Argument(help="where to write the sample images")] = Path("data/samples"),
+    count: Annotated[int, typer.Option(help="number of images (half documents, half photos)")] = 16,
+) -> None:
+    """Generate the offline sample set: rendered document pages and upscaled skimage photos (1K-4K)."""
+    from curate.samples import generate_samples
+
+    path = generate_samples(out_dir, count)
+    Console().print(f"[green]wrote[/] {count} images to {path}")
+
+
+if __name__ == "__main__":
+    app()

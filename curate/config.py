@@ -1,0 +1,331 @@
+"""Pipeline configuration: one pydantic model per stage, loaded from YAML.
+
+Unknown keys are errors (``extra="forbid"``) and every error names the file and the dotted key.
+Backend-specific settings are discriminated unions on ``backend``, so each backend accepts only
+its own keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A pipeline file that cannot be used; the message names the file and the key."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+# ---------------------------------------------------------------- sources
+
+ImageKind = Literal["natural", "document"]
+
+
+class SourceConfig(Strict):
+    """Where input images come from.
+
+    ``dir``: every image file below ``path`` (recursive); ``glob``: files matching ``path``;
+    ``list``: a ``.txt`` (one URI per line) or ``.parquet`` file with a ``column`` of URIs;
+    ``webdataset``: tar shards (``path`` may be a glob), one input per image member;
+    ``samples``: the generated offline sample set (documents and natural scenes) at ``path``.
+    Local paths and ``s3://`` / ``gs://`` URIs go through pyarrow filesystems.
+    """
+
+    type: Literal["dir", "glob", "list", "webdataset", "samples"]
+    path: str
+    dataset: str | None = Field(None, description="name recorded in each record; defaults to the path's stem")
+    kind: ImageKind | Literal["auto"] = Field(
+        "auto", description="route every image of this source as natural/document; 'auto' uses the heuristic"
+    )
+    column: str = Field("uri", description="list sources in parquet: column holding the URIs")
+    caption_column: str | None = Field(None, description="list sources in parquet: column with a global caption")
+    count: int = Field(16, ge=1, description="samples sources: how many images to generate")
+
+
+# ---------------------------------------------------------------- ingest
+
+
+class IngestConfig(Strict):
+    min_side: int = Field(256, ge=1, description="images whose shorter side is below this are quarantined")
+    max_side: int = Field(16384, ge=1, description="images whose longer side is above this are quarantined")
+    max_pixels: int = Field(
+        178_956_970, ge=1, description="decompression-bomb guard (Pillow's own default limit x2)"
+    )
+    max_aspect_ratio: float = Field(12.0, gt=1, description="long/short side above this is quarantined")
+    max_file_bytes: int = Field(512 * 1024 * 1024, ge=1, description="files larger than this are quarantined")
+    document_white_fraction: float = Field(
+        0.55, ge=0, le=1, description="heuristic: min share of near-white, unsaturated pixels for a document"
+    )
+    document_max_colorfulness: float = Field(
+        0.12, ge=0, le=1, description="heuristic: max mean saturation for a document"
+    )
+
+
+# ---------------------------------------------------------------- masks
+
+
+class SkimageMasksConfig(Strict):
+    """CPU region proposals from scikit-image's Felzenszwalb graph segmentation (not SAM)."""
+
+    backend: Literal["skimage_felzenszwalb"]
+    work_side: int = Field(1024, ge=64, description="segment a copy downscaled so its long side is this")
+    scale: float = Field(200.0, gt=0, description="felzenszwalb scale: larger gives larger segments")
+    sigma: float = Field(0.8, ge=0)
+    min_size: int = Field(30, ge=1, description="min segment size in pixels at work_side")
+    max_area_frac: float = Field(0.25, gt=0, le=1, description="drop segments covering more of the image")
+
+
+class SamAmgParams(Strict):
+    """Automatic-mask-generation arguments shared by the SAM family (PS3 Table 10 defaults)."""
+
+    points_per_side: int = 24
+    points_per_batch: int = 128
+    crop_n_layers: int = 1
+    crop_n_points_downscale_factor: int = 1
+    pred_iou_thresh: float = 0.6
+    stability_score_thresh: float = 0.85
+    min_mask_region_area: int = 0
+    box_nms_thresh: float = 0.7
+    crop_nms_thresh: float = 0.7
+
+
+class EfficientVitSamConfig(SamAmgParams):
+    backend: Literal["efficientvit_sam"]
+    model: Literal["l0", "l1", "l2", "xl0", "xl1"] = "xl1"
+    checkpoint: str = Field(..., description="local path or HF id of the EfficientViT-SAM weights")
+    dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+    batch_size: int = Field(4, ge=1, description="images per GPU batch")
+    num_gpus: float = Field(1.0, ge=0)
+
+
+class SamConfig(SamAmgParams):
+    backend: Literal["sam"]
+    model: Literal["vit_b", "vit_l", "vit_h"] = "vit_h"
+    checkpoint: str = Field(..., description="local path or HF id of the SAM weights")
+    dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+    batch_size: int = Field(2, ge=1)
+    num_gpus: float = Field(1.0, ge=0)
+
+
+MasksConfig = Annotated[
+    Union[SkimageMasksConfig, EfficientVitSamConfig, SamConfig], Field(discriminator="backend")
+]
+
+
+# ---------------------------------------------------------------- select
+
+
+class SelectConfig(Strict):
+    """Salient-box selection: windows dense in small masks (see curate/stages/select.py)."""
+
+    max_boxes: int = Field(4, ge=0, description="boxes kept per image")
+    window_fracs: list[float] = Field(
+        [0.12, 0.2, 0.3], description="candidate window sides as fractions of the image's shorter side"
+    )
+    stride_frac: float = Field(0.25, gt=0, le=1, description="window stride as a fraction of its side")
+    small_mask_frac: float = Field(0.01, gt=0, le=1, description="masks below this area fraction count fully")
+    size_exponent: float = Field(
+        0.5, ge=0, description="mask weight = (small_mask_frac / area_frac) ** -exponent above the threshold"
+    )
+    scale_penalty: float = Field(0.5, ge=0, le=1, description="score = weight sum / window_area_frac ** this")
+    nms_iou: float = Field(0.2, ge=0, le=1, description="max IoU between two kept boxes")
+    min_masks: int = Field(3, ge=1, description="windows with fewer mask centres are not candidates")
+    min_box_px: int = Field(64, ge=1, description="boxes are grown to at least this side")
+    tighten: bool = Field(True, description="shrink each window to the union of its masks' boxes")
+
+
+# ---------------------------------------------------------------- caption
+
+
+class NoCaptionConfig(Strict):
+    """No captioner: regions keep no caption and the stage records that it was skipped, and why."""
+
+    backend: Literal["none"] = "none"
+    reason: str = "no captioning model configured"
+
+
+class RapidOcrConfig(Strict):
+    backend: Literal["rapidocr"]
+    min_score: float = Field(0.5, ge=0, le=1, description="drop recognised lines below this confidence")
+    max_side: int = Field(2048, ge=64, description="crops larger than this are downscaled before OCR")
+
+
+class VlmConfig(Strict):
+    """MLLM captioner (Qwen2-VL class)."""
+
+    backend: Literal["hf", "vllm"]
+    model: str = Field(..., description="HF id or local path")
+    dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+    prompt: str = "Describe in detail everything visible in this image region, including any text."
+    max_new_tokens: int = Field(256, ge=1)
+    temperature: float = Field(0.0, ge=0)
+    batch_size: int = Field(16, ge=1)
+    min_pixels: int = Field(256 * 28 * 28, ge=1)
+    max_pixels: int = Field(1280 * 28 * 28, ge=1)
+    context_margin: float = Field(0.05, ge=0, description="box margin as a fraction of its side")
+    num_gpus: float = Field(1.0, ge=0)
+    tensor_parallel_size: int = Field(1, ge=1)
+
+
+NaturalCaptionConfig = Annotated[Union[NoCaptionConfig, VlmConfig], Field(discriminator="backend")]
+DocumentCaptionConfig = Annotated[Union[NoCaptionConfig, RapidOcrConfig], Field(discriminator="backend")]
+
+
+class CaptionConfig(Strict):
+    natural: NaturalCaptionConfig = Field(default_factory=NoCaptionConfig)
+    document: DocumentCaptionConfig = Field(default_factory=NoCaptionConfig)
+
+
+# ---------------------------------------------------------------- retarget
+
+
+class RetargetConfig(Strict):
+    """LLM that rewrites local captions into questions about the region (top-down selection FT data)."""
+
+    backend: Literal["none", "hf", "vllm"] = "none"
+    model: str | None = None
+    prompt: str = (
+        "Rewrite this description of one region of a large image as a single question that can only be "
+        "answered by looking closely at that region. Description: {caption}\nQuestion:"
+    )
+    max_new_tokens: int = Field(64, ge=1)
+    dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+
+    @model_validator(mode="after")
+    def _model_for_backend(self) -> "RetargetConfig":
+        if self.backend != "none" and not self.model:
+            raise ValueError(f"retarget backend {self.backend!r} needs a model (HF id or local path)")
+        return self
+
+
+# ---------------------------------------------------------------- output and runtime
+
+
+class OutputConfig(Strict):
+    path: str = Field("out/run", description="output directory (local path or s3:// / gs:// URI)")
+    split: str = Field("train", pattern=r"^[A-Za-z0-9_]+$")
+    shard_max_samples: int = Field(1000, ge=1, description="close a shard after this many samples")
+    shard_max_bytes: int = Field(1_000_000_000, ge=1, description="close a shard once it reaches this size")
+
+
+class RayConfig(Strict):
+    address: str | None = Field(None, description="Ray cluster address; None starts local Ray")
+    num_cpus: int | None = Field(None, ge=1, description="local Ray only: CPUs to use (default: all)")
+    ingest_batch_size: int = Field(8, ge=1)
+    cpu_batch_size: int = Field(4, ge=1, description="batch size of the CPU model stages")
+    max_concurrency: int | None = Field(None, ge=1, description="upper bound on actors per CPU stage")
+    progress: bool = True
+
+
+class PipelineConfig(Strict):
+    name: str
+    description: str = ""
+    sources: list[SourceConfig] = Field(..., min_length=1)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    masks: MasksConfig
+    select: SelectConfig = Field(default_factory=SelectConfig)
+    caption: CaptionConfig = Field(default_factory=CaptionConfig)
+    retarget: RetargetConfig = Field(default_factory=RetargetConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+    def sha256(self) -> str:
+        """Hash of what shapes the data; runs with different hashes must not share an output.
+
+        Where the output lives and how Ray runs (address, CPUs, progress) do not change a sample,
+        so they are left out: moving an output or resuming on a cluster keeps the hash.
+        """
+        data = self.model_dump(mode="json", exclude={"ray": True, "output": {"path"}})
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _format_errors(source: str, err: ValidationError) -> str:
+    lines = [f"{source}: invalid pipeline config"]
+    for e in err.errors():
+        # Discriminated unions insert the tag into the location; keep only real keys.
+        loc = ".".join(_real_keys(e["loc"]))
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {loc}: unknown key")
+        else:
+            lines.append(f"  {loc or '<root>'}: {e['msg']}")
+    return "\n".join(lines)
+
+
+_UNION_FIELDS = {"masks", "natural", "document"}
+
+
+def _real_keys(loc: tuple) -> list[str]:
+    """Drop the backend tag pydantic inserts after a discriminated-union field."""
+    return [
+        str(part)
+        for i, part in enumerate(loc)
+        if not (i > 0 and loc[i - 1] in _UNION_FIELDS and part in _TAGS)
+    ]
+
+
+_TAGS = {"skimage_felzenszwalb", "efficientvit_sam", "sam", "none", "rapidocr", "hf", "vllm"}
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` -> (['a','b','c'], value parsed as a YAML scalar/flow value)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. output.path=out/x")
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"--set {text!r}: empty key")
+    return parts, yaml.safe_load(raw) if raw.strip() else ""
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Set dotted keys in the raw config; a numeric part indexes a list (``sources.0.path``)."""
+    for text in overrides:
+        parts, value = parse_override(text)
+        node: Any = raw
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"--set {text!r}: {'.'.join(parts[:depth])} has no item {part}")
+                part = int(part)
+            elif not isinstance(node, dict):
+                raise ConfigError(f"--set {text!r}: {'.'.join(parts[:depth])} is not a mapping")
+            if last:
+                node[part] = value
+            else:
+                if isinstance(node, dict) and not isinstance(node.get(part), (dict, list)):
+                    node[part] = {}
+                node = node[part]
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
+    """Read a pipeline YAML, apply ``--set`` overrides, validate. Raises ConfigError naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read pipeline config ({e.strerror or e})") from e
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a pipeline config is a mapping at the top level")
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(str(path), e)) from e

@@ -1,0 +1,75 @@
+"""Per-shard commit records ("parts") and the run's index.parquet.
+
+A part holds one row per input handled in that shard: written samples and quarantined inputs alike,
+so the parts alone tell which inputs are done (resume) and add up the counts.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curate.io.layout import OutputLayout, atomic_write_bytes
+
+PART_SCHEMA = pa.schema(
+    [
+        ("uri", pa.string()),
+        ("dataset", pa.string()),
+        ("status", pa.string()),  # "written" | "quarantined"
+        ("key", pa.string()),
+        ("shard", pa.string()),  # shard file name, null when quarantined
+        ("image_member", pa.string()),
+        ("image_offset", pa.int64()),
+        ("image_size", pa.int64()),
+        ("json_offset", pa.int64()),
+        ("json_size", pa.int64()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("kind", pa.string()),
+        ("n_regions", pa.int32()),
+        ("n_captioned", pa.int32()),
+        ("box_widths", pa.list_(pa.int32())),
+        ("box_heights", pa.list_(pa.int32())),
+        ("caption_words", pa.list_(pa.int32())),  # per captioned region
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("timings", pa.string()),  # JSON {stage: seconds}
+        ("events", pa.string()),  # JSON {"stage.outcome": count}
+    ]
+)
+
+INDEX_COLUMNS = [
+    "key", "shard", "image_member", "image_offset", "image_size", "json_offset", "json_size",
+    "width", "height", "kind", "n_regions", "n_captioned", "box_widths", "box_heights", "caption_words",
+    "dataset", "uri",
+]
+
+
+def part_table(rows: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=PART_SCHEMA)
+
+
+def write_part(path: Path, rows: list[dict]) -> None:
+    buf = io.BytesIO()
+    pq.write_table(part_table(rows), buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_parts(layout: OutputLayout) -> pa.Table:
+    files = layout.part_files()
+    if not files:
+        return PART_SCHEMA.empty_table()
+    return pa.concat_tables([pq.read_table(p, schema=PART_SCHEMA) for p in files])
+
+
+def write_index(layout: OutputLayout, parts: pa.Table) -> int:
+    """index.parquet: one row per written sample, ordered by shard then position."""
+    written = parts.filter(pc.equal(parts["status"], "written")).select(INDEX_COLUMNS)
+    buf = io.BytesIO()
+    pq.write_table(written, buf)
+    atomic_write_bytes(layout.index, buf.getvalue())
+    return written.num_rows

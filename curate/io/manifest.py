@@ -1,0 +1,114 @@
+"""The run's manifest.json: built from committed part rows, so it always agrees with the shards."""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections import Counter, defaultdict
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+
+from curate import __version__
+from curate.config import NoCaptionConfig, PipelineConfig
+from curate.io.layout import OutputLayout, atomic_write_bytes
+from curate.records import Counts, Manifest, QuarantineEntry, StageStats
+
+VERSIONED_PACKAGES = ["ray", "pyarrow", "pillow", "numpy", "torch", "scikit-image", "rapidocr", "onnxruntime",
+                      "webdataset", "pydantic"]
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "curate": __version__}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def skipped_stages(cfg: PipelineConfig) -> dict[str, str]:
+    """Stages (or halves of them) that the config turns off, with the reason recorded for users."""
+    skipped = {}
+    for kind in ("natural", "document"):
+        kind_cfg = getattr(cfg.caption, kind)
+        if isinstance(kind_cfg, NoCaptionConfig):
+            skipped[f"caption.{kind}"] = kind_cfg.reason
+    if cfg.retarget.backend == "none":
+        skipped["retarget"] = "no question-retargeting LLM configured"
+    return skipped
+
+
+class RunTally:
+    """Running totals over committed part rows (counts, per-stage time and outcomes, quarantine)."""
+
+    def __init__(self) -> None:
+        self.counts = Counts()
+        self.stage_rows: Counter = Counter()
+        self.stage_seconds: defaultdict[str, float] = defaultdict(float)
+        self.stage_events: defaultdict[str, Counter] = defaultdict(Counter)
+        self.quarantine: list[QuarantineEntry] = []
+        self.shards: list[str] = []
+        self._shard_set: set[str] = set()
+
+    def add(self, row: dict) -> None:
+        self.counts.read += 1
+        if row["status"] == "written":
+            self.counts.written += 1
+            self.counts.regions += row["n_regions"] or 0
+            self.counts.captioned_regions += row["n_captioned"] or 0
+            if row["shard"] and row["shard"] not in self._shard_set:
+                self._shard_set.add(row["shard"])
+                self.shards.append(row["shard"])
+        else:
+            self.counts.quarantined += 1
+            self.quarantine.append(QuarantineEntry(uri=row["uri"], reason=row["reason"], detail=row["detail"] or ""))
+        for stage, seconds in json.loads(row["timings"] or "{}").items():
+            self.stage_rows[stage] += 1
+            self.stage_seconds[stage] += seconds
+        for name, n in json.loads(row["events"] or "{}").items():
+            stage, outcome = name.split(".", 1)
+            self.stage_events[stage][outcome] += n
+
+    def stages(self, skipped: dict[str, str]) -> dict[str, StageStats]:
+        names = sorted(set(self.stage_rows) | set(self.stage_events) | set(skipped))
+        return {
+            name: StageStats(
+                rows=self.stage_rows.get(name, 0),
+                seconds=round(self.stage_seconds.get(name, 0.0), 4),
+                counts=dict(self.stage_events.get(name, {})),
+                skipped=skipped.get(name),
+            )
+            for name in names
+        }
+
+
+def write_manifest(layout: OutputLayout, cfg: PipelineConfig, tally: RunTally, status: str, started_at: str,
+                   wall_seconds: float) -> Manifest:
+    manifest = Manifest(
+        name=cfg.name,
+        config=cfg.model_dump(mode="json"),
+        config_sha256=cfg.sha256(),
+        curate_version=__version__,
+        versions=package_versions(),
+        status=status,
+        started_at=started_at,
+        finished_at=now_iso() if status == "complete" else None,
+        wall_seconds=round(wall_seconds, 3),
+        counts=tally.counts,
+        stages=tally.stages(skipped_stages(cfg)),
+        shards=tally.shards,
+        quarantine=tally.quarantine,
+    )
+    atomic_write_bytes(layout.manifest, manifest.model_dump_json(indent=2).encode())
+    return manifest
+
+
+def read_manifest(layout: OutputLayout) -> Manifest | None:
+    if not layout.manifest.exists():
+        return None
+    return Manifest.model_validate_json(layout.manifest.read_text())

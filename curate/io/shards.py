@@ -1,0 +1,80 @@
+"""WebDataset tar shards: written member by member into NAME.tmp, fsynced and renamed when closed.
+
+Tar headers are normalised (mtime 0, uid/gid 0, mode 0444) so the same samples give the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from curate.io.layout import tmp_path
+
+
+@dataclass(frozen=True)
+class MemberLocation:
+    """Where a member's data starts in the tar and how long it is (for random access)."""
+
+    offset: int
+    size: int
+
+
+class ShardWriter:
+    """One tar shard. ``add`` appends a sample's members; ``close`` makes the shard visible."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._tmp = tmp_path(path)
+        self._file = open(self._tmp, "wb")
+        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.USTAR_FORMAT)
+        self.n_samples = 0
+
+    @property
+    def bytes_written(self) -> int:
+        return self._file.tell()
+
+    def add(self, key: str, members: dict[str, bytes]) -> dict[str, MemberLocation]:
+        """Append ``KEY.EXT`` members in the given order; returns where each one's data lies."""
+        locations = {}
+        for ext, data in members.items():
+            info = tarfile.TarInfo(name=f"{key}.{ext}")
+            info.size = len(data)
+            info.mtime = 0
+            info.mode = 0o444
+            info.uname = info.gname = ""
+            start = self._tar.offset
+            self._tar.addfile(info, io.BytesIO(data))
+            # tarfile does not record where the data went: header = what was added minus padded data.
+            padded = -(-len(data) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+            header = self._tar.offset - start - padded
+            locations[ext] = MemberLocation(offset=start + header, size=len(data))
+        self.n_samples += 1
+        return locations
+
+    def close(self) -> Path:
+        self._tar.close()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the unfinished shard (nothing was visible yet)."""
+        try:
+            self._tar.close()
+        finally:
+            self._file.close()
+            self._tmp.unlink(missing_ok=True)
+
+
+def iter_tar_members(fileobj) -> Iterator[tuple[tarfile.TarInfo, int]]:
+    """Regular-file members of a tar stream with their data offsets, without reading the data."""
+    with tarfile.open(fileobj=fileobj, mode="r|") as tar:
+        for info in tar:
+            if info.isfile():
+                yield info, info.offset_data

@@ -1,0 +1,191 @@
+"""The only module that knows Ray: turns a PipelineConfig into a ray.data plan and runs it.
+
+sources (listed on the driver, already-committed inputs skipped)
+  -> ingest   (CPU tasks: read, validate, orient, route)
+  -> regions  (actor pool, model loaded once per actor: masks + salient boxes)
+  -> caption  (actor pool: OCR for documents, MLLM for natural images)
+  -> writer   (driver: shards + parts + index + manifest, see curate/io/corpus.py)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from curate import backends
+from curate.config import PipelineConfig
+from curate.io.corpus import CorpusWriter
+from curate.io.sources import list_inputs
+from curate.records import QuarantineReason
+from curate.stages.ingest import ingest_row
+from curate.stages.rows import ROW_SCHEMA, add_timing, quarantine, to_table
+
+log = logging.getLogger("curate")
+
+
+# ---------------------------------------------------------------- stage adapters (no Ray imports)
+
+
+def run_stage_on_table(stage_name: str, process: Callable[[list[dict]], list[dict]], table: pa.Table) -> pa.Table:
+    """Apply a stage to a block; a failing batch is retried row by row so one bad image is
+    quarantined with the error instead of taking its neighbours (or the run) down."""
+    rows = table.to_pylist()
+    live = sum(1 for r in rows if r["status"] == "ok")
+    start = time.perf_counter()
+    try:
+        rows = process(rows)
+    except Exception:
+        rows = [_process_one(stage_name, process, r) for r in table.to_pylist()]
+    per_row = (time.perf_counter() - start) / max(live, 1)
+    for row in rows:
+        if row["status"] == "ok":
+            add_timing(row, stage_name, per_row)
+    return to_table(rows)
+
+
+def _process_one(stage_name: str, process: Callable[[list[dict]], list[dict]], row: dict) -> dict:
+    if row["status"] != "ok":
+        return row
+    try:
+        return process([row])[0]
+    except Exception as e:
+        detail = f"{stage_name}: {type(e).__name__}: {e}"
+        log.warning("%s failed on %s: %s", stage_name, row["uri"], traceback.format_exc(limit=3))
+        return quarantine(row, QuarantineReason.stage_error.value, detail)
+
+
+def ingest_batch(table: pa.Table, cfg: PipelineConfig) -> pa.Table:
+    rows = []
+    for row in table.to_pylist():
+        start = time.perf_counter()
+        try:
+            row = ingest_row(row, cfg.ingest)
+        except Exception as e:  # a bug or an exotic file must not end the run
+            row = quarantine(row, QuarantineReason.stage_error.value, f"ingest: {type(e).__name__}: {e}")
+        if row["status"] == "ok":
+            add_timing(row, "ingest", time.perf_counter() - start)
+        rows.append(row)
+    return to_table(rows)
+
+
+class StageActor:
+    """Ray actor wrapper: builds the stage (and its model) once, then maps blocks."""
+
+    def __init__(self, stage_cls: type, cfg: PipelineConfig):
+        logging.basicConfig(level=logging.WARNING)
+        self.stage = stage_cls(cfg)
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        return run_stage_on_table(self.stage.name, self.stage.process, table)
+
+
+# ---------------------------------------------------------------- Ray plan
+
+
+def init_ray(cfg: PipelineConfig) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    runtime_env = {"env_vars": {"PYTHONWARNINGS": "ignore::DeprecationWarning"}}
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+    else:
+        ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, runtime_env=runtime_env,
+                 log_to_driver=False, configure_logging=True, logging_level=logging.WARNING)
+
+
+def build_dataset(cfg: PipelineConfig, pending: list[dict]):
+    """ray.data plan for the pending inputs (rows in curate.stages.rows format)."""
+    import ray
+    from curate.stages.caption import CaptionStage
+    from curate.stages.regions import RegionsStage
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = cfg.ray.progress
+    ctx.verbose_progress = False
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    max_actors = cfg.ray.max_concurrency or max(1, cpus)
+    # Small input blocks so ingest starts at once and spreads over every CPU.
+    table = to_table(pending)
+    step = max(1, min(cfg.ray.ingest_batch_size, -(-len(pending) // (2 * cpus))), -(-len(pending) // 20000))
+    ds = ray.data.from_arrow([table.slice(i, step) for i in range(0, len(pending), step)])
+    ds = ds.map_batches(ingest_batch, fn_kwargs={"cfg": cfg}, batch_format="pyarrow",
+                        batch_size=cfg.ray.ingest_batch_size, num_cpus=0.5)
+    for stage_cls, gpus in ((RegionsStage, getattr(cfg.masks, "num_gpus", 0)), (CaptionStage, 0)):
+        ds = ds.map_batches(
+            StageActor, fn_constructor_kwargs={"stage_cls": stage_cls, "cfg": cfg}, batch_format="pyarrow",
+            batch_size=cfg.ray.cpu_batch_size, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max_actors),
+            num_cpus=0.5 if not gpus else 1, num_gpus=gpus or None,
+        )
+    return ds
+
+
+def check_backends(cfg: PipelineConfig) -> None:
+    """Fail before starting Ray when the config names a backend that cannot run here."""
+    backends.check_available("masks", cfg.masks.backend)
+    for kind_cfg in (cfg.caption.natural, cfg.caption.document):
+        if kind_cfg.backend != "none":
+            backends.check_available("caption", kind_cfg.backend)
+    if cfg.retarget.backend != "none":
+        backends.check_available("retarget", cfg.retarget.backend)
+
+
+@dataclass
+class RunResult:
+    read: int
+    written: int
+    quarantined: int
+    skipped_done: int
+    output: str
+
+
+def run_pipeline(cfg: PipelineConfig, on_progress: Callable[[int, int], None] | None = None,
+                 on_start: Callable[[int, int], None] | None = None) -> RunResult:
+    """Run (or resume) the pipeline described by ``cfg``; returns the final counts."""
+    check_backends(cfg)
+    writer = CorpusWriter(cfg.output.path, cfg).open()
+    listed = 0
+    pending: list[dict] = []
+    for row in list_inputs(cfg.sources):
+        listed += 1
+        if row["uri"] in writer.done_uris:
+            continue
+        pending.append(row)
+    skipped = listed - len(pending)
+    if on_start:
+        on_start(len(pending), skipped)
+    try:
+        for i, row in enumerate(_process(cfg, pending), start=1):
+            writer.add(row)
+            if on_progress:
+                on_progress(i, len(pending))
+        writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    counts = writer.tally.counts
+    return RunResult(counts.read, counts.written, counts.quarantined, skipped, str(writer.layout.root))
+
+
+def _process(cfg: PipelineConfig, pending: list[dict]) -> Iterator[dict]:
+    # Rows quarantined while listing skip Ray; the rest stream through it.
+    to_ray = []
+    for row in pending:
+        if row["status"] == "quarantined":
+            yield row
+        else:
+            to_ray.append(row)
+    if not to_ray:
+        return
+    init_ray(cfg)
+    ds = build_dataset(cfg, to_ray)
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
+        yield from batch.cast(ROW_SCHEMA).to_pylist()

@@ -1,0 +1,112 @@
+"""What a run writes: one ImageRecord per sample (``KEY.json`` in the shards) and the run's Manifest.
+
+Coordinates are absolute pixels of the stored (EXIF-oriented) image, ``[x0, y0, x1, y1]`` with x1/y1
+exclusive; ``box_norm`` is the same box divided by width/height.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceRef(Record):
+    uri: str = Field(..., description="where the input was read from (path, URI, or tar#member)")
+    dataset: str
+
+
+class Region(Record):
+    box: tuple[int, int, int, int] = Field(..., description="xyxy absolute pixels, x1/y1 exclusive")
+    box_norm: tuple[float, float, float, float] = Field(..., description="box / (w, h, w, h)")
+    score: float = Field(..., description="saliency score from box selection (higher is more salient)")
+    n_masks: int = Field(..., ge=0, description="masks whose centre lies in the box")
+    mask_area_frac: float = Field(..., ge=0, description="summed mask area inside the box / box area")
+    caption: str | None = None
+    caption_source: Literal["mllm", "ocr"] | None = None
+    caption_model: str | None = None
+    caption_skipped: str | None = Field(None, description="why this region has no caption")
+    question: str | None = None
+    question_model: str | None = None
+
+
+class PipelineInfo(Record):
+    name: str
+    config_sha256: str
+    curate_version: str
+    models: dict[str, str] = Field(default_factory=dict, description="stage -> model/backend that ran")
+
+
+class ImageRecord(Record):
+    key: str = Field(..., pattern=r"^[0-9a-f]{20}$", description="first 20 hex digits of sha256")
+    source: SourceRef
+    width: int = Field(..., ge=1)
+    height: int = Field(..., ge=1)
+    sha256: str = Field(..., pattern=r"^[0-9a-f]{64}$", description="sha256 of the input file's bytes")
+    kind: Literal["natural", "document"]
+    image_ext: Literal["jpg", "png", "webp"] = Field(..., description="member name of the stored image")
+    reencoded: str | None = Field(None, description="why the stored bytes differ from the input, if they do")
+    regions: list[Region] = Field(default_factory=list)
+    regions_note: str | None = Field(None, description="why there are no regions, when there are none")
+    global_caption: str | None = None
+    pipeline: PipelineInfo
+
+
+class QuarantineReason(str, Enum):
+    unreadable = "unreadable"
+    empty_file = "empty_file"
+    too_large_file = "too_large_file"
+    not_an_image = "not_an_image"
+    truncated = "truncated"
+    decompression_bomb = "decompression_bomb"
+    too_small = "too_small"
+    too_large = "too_large"
+    extreme_aspect = "extreme_aspect"
+    unsupported_mode = "unsupported_mode"
+    duplicate = "duplicate"
+    stage_error = "stage_error"
+
+
+class QuarantineEntry(Record):
+    uri: str
+    reason: QuarantineReason
+    detail: str
+
+
+class StageStats(Record):
+    rows: int = 0
+    seconds: float = Field(0.0, description="summed worker time spent in the stage")
+    counts: dict[str, int] = Field(default_factory=dict, description="what the stage did, by outcome")
+    skipped: str | None = Field(None, description="set when the stage did not run, with the reason")
+
+
+class Counts(Record):
+    read: int = 0
+    written: int = 0
+    quarantined: int = 0
+    regions: int = 0
+    captioned_regions: int = 0
+
+
+class Manifest(Record):
+    name: str
+    config: dict
+    config_sha256: str
+    curate_version: str
+    versions: dict[str, str]
+    status: Literal["running", "complete"]
+    started_at: str
+    finished_at: str | None = None
+    wall_seconds: float = 0.0
+    counts: Counts
+    stages: dict[str, StageStats]
+    shards: list[str]
+    quarantine: list[QuarantineEntry]
+
+
+SCHEMA_MODELS = {"image_record": ImageRecord, "manifest": Manifest}

@@ -1,0 +1,115 @@
+"""The offline sample set: rendered document pages and natural photographs, 1K-4K.
+
+Documents are pages of known text rendered with Pillow's bundled TrueType font (so OCR can be
+checked against what was drawn). Natural images are the photographs that ship inside
+scikit-image (``skimage.data``), upscaled with Lanczos to 1K-4K: real scenes, but their fine
+detail is that of the originals (at most ~1.4K), which the file names say (``-upscaled``).
+Generation is deterministic; a ``truth.json`` beside the images lists the text of each page.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+WORDS = (
+    "invoice total amount shipping address order number date payment account customer service "
+    "report summary quarterly revenue growth market analysis section figure table results method "
+    "data model training image resolution region caption benchmark encoder vision language "
+    "station platform departure arrival schedule weekday weekend museum library entrance ticket"
+).split()
+
+# (skimage.data name, target long side in pixels)
+PHOTOS = [
+    ("astronaut", 1536), ("coffee", 2048), ("chelsea", 1600), ("rocket", 2560),
+    ("stereo_motorcycle", 3840), ("hubble_deep_field", 2400), ("retina", 2816), ("immunohistochemistry", 1200),
+]
+PAGE_SIZES = [(1700, 2200), (2480, 3508), (1275, 1650), (2200, 1700)]
+
+
+def page_lines(rng: random.Random, n_lines: int) -> list[str]:
+    lines = []
+    for i in range(n_lines):
+        words = [rng.choice(WORDS) for _ in range(rng.randint(3, 8))]
+        if rng.random() < 0.5:
+            words.append(str(rng.randint(10, 99999)))
+        line = " ".join(words)
+        lines.append(line.capitalize() if i % 4 else line.upper())
+    return lines
+
+
+def render_document(index: int) -> tuple[Image.Image, list[str]]:
+    """A page with a title, paragraphs at several font sizes, and a boxed table-like block."""
+    rng = random.Random(1000 + index)
+    width, height = PAGE_SIZES[index % len(PAGE_SIZES)]
+    page = Image.new("RGB", (width, height), (250, 250, 247))
+    draw = ImageDraw.Draw(page)
+    unit = width / 1700
+    margin = int(120 * unit)
+    y = margin
+    texts: list[str] = []
+    title_font = ImageFont.load_default(size=int(64 * unit))
+    title = f"DOCUMENT {index + 1} " + " ".join(rng.choice(WORDS) for _ in range(3)).upper()
+    draw.text((margin, y), title, font=title_font, fill=(20, 20, 20))
+    texts.append(title)
+    y += int(110 * unit)
+    for block in range(rng.randint(3, 5)):
+        size = int(rng.choice([22, 28, 34, 40]) * unit)
+        font = ImageFont.load_default(size=size)
+        for line in page_lines(rng, rng.randint(3, 7)):
+            if y + size * 2 > height - margin:
+                break
+            draw.text((margin, y), line, font=font, fill=(30, 30, 40))
+            texts.append(line)
+            y += int(size * 1.6)
+        y += int(40 * unit)
+        if block == 1 and y + int(300 * unit) < height - margin:
+            x0, y0 = margin, y
+            draw.rectangle([x0, y0, width - margin, y0 + int(260 * unit)], outline=(60, 60, 60), width=3)
+            small = ImageFont.load_default(size=int(24 * unit))
+            for r in range(4):
+                row = f"Item {r + 1}   {rng.choice(WORDS)}   {rng.randint(1, 999)}.{rng.randint(10, 99)}"
+                draw.text((x0 + int(30 * unit), y0 + int((20 + 60 * r) * unit)), row, font=small, fill=(0, 0, 0))
+                texts.append(row)
+            y = y0 + int(300 * unit)
+    return page, texts
+
+
+def natural_photo(index: int) -> tuple[Image.Image, str]:
+    from skimage import data
+
+    name, long_side = PHOTOS[index % len(PHOTOS)]
+    arr = getattr(data, name)()
+    if isinstance(arr, tuple):  # stereo_motorcycle returns (left, right, disparity)
+        arr = arr[0]
+    img = Image.fromarray(arr).convert("RGB")
+    scale = long_side / max(img.size)
+    img = img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.LANCZOS)
+    return img, name
+
+
+def generate_samples(out_dir: str | Path, count: int = 16) -> Path:
+    """Write ``count`` images (half documents, half photos) to ``out_dir``; idempotent."""
+    out = Path(out_dir)
+    truth_path = out / "truth.json"
+    if truth_path.exists() and json.loads(truth_path.read_text()).get("count") == count:
+        return out
+    (out / "documents").mkdir(parents=True, exist_ok=True)
+    (out / "natural").mkdir(parents=True, exist_ok=True)
+    truth: dict = {"count": count, "documents": {}, "natural": {}}
+    n_docs = (count + 1) // 2
+    for i in range(n_docs):
+        page, texts = render_document(i)
+        name = f"documents/page-{i:03d}.png"
+        page.save(out / name, optimize=False, compress_level=6)
+        truth["documents"][name] = texts
+    for i in range(count - n_docs):
+        img, source = natural_photo(i)
+        name = f"natural/{source}-{i:03d}-upscaled.jpg"
+        img.save(out / name, quality=92)
+        truth["natural"][name] = source
+    truth_path.write_text(json.dumps(truth, indent=1))
+    return out

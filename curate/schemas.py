@@ -1,0 +1,17 @@
+"""JSON Schemas generated from the pydantic models (``curate schema`` writes them to schemas/)."""
+
+from __future__ import annotations
+
+import json
+
+from curate.config import PipelineConfig
+from curate.records import SCHEMA_MODELS
+
+
+def render_schemas() -> dict[str, str]:
+    """File name -> schema text, stable (sorted keys, trailing newline) so a diff means a change."""
+    models = {**SCHEMA_MODELS, "pipeline_config": PipelineConfig}
+    return {
+        f"{name}.schema.json": json.dumps(model.model_json_schema(), indent=2, sort_keys=True) + "\n"
+        for name, model in sorted(models.items())
+    }
