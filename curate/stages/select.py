@@ -8,7 +8,8 @@ Pure numpy, no Ray. Steps:
    ``window_area_frac ** scale_penalty`` (0 favours big windows, 1 pure density);
 3. take windows best-first, optionally tightened to the union of their masks' boxes, grown to
    ``min_box_px``, kept only if their IoU with every kept box is at most ``nms_iou``.
-Ties break on window position, so the result does not depend on the order of the masks.
+Masks are put in a canonical order and ties break on window position, so the result does not
+depend on the order of the masks.
 Boxes are xyxy integer pixels with x1/y1 exclusive, inside the image.
 """
 
@@ -101,6 +102,9 @@ def select_salient_boxes(
     areas = np.asarray(areas, dtype=np.float64).reshape(-1)
     if cfg.max_boxes == 0 or len(areas) < cfg.min_masks:
         return []
+    # Canonical mask order: float sums then do not depend on the order the generator emitted.
+    canonical = np.lexsort((areas, boxes[:, 3], boxes[:, 2], boxes[:, 1], boxes[:, 0]))
+    boxes, areas = boxes[canonical], areas[canonical]
     image_area = float(width * height)
     weights = mask_weights(areas, image_area, cfg.small_mask_frac, cfg.size_exponent)
     cx = (boxes[:, 0] + boxes[:, 2]) / 2

@@ -1,0 +1,97 @@
+"""Shared fixtures: image factories for every kind of input, and a small local pipeline config."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def jpeg_bytes(img: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=90, **kw)
+    return buf.getvalue()
+
+
+def png_bytes(img: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", **kw)
+    return buf.getvalue()
+
+
+def noise_image(width: int, height: int, seed: int = 0, mode: str = "RGB") -> Image.Image:
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    return Image.fromarray(arr, "RGB").convert(mode) if mode != "RGB" else Image.fromarray(arr, "RGB")
+
+
+def exif_rotated_jpeg(width: int, height: int, orientation: int = 6) -> bytes:
+    img = noise_image(width, height, seed=3)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return jpeg_bytes(img, exif=exif.tobytes())
+
+
+def write_hostile_inputs(folder: Path) -> dict[str, str]:
+    """Write one file per bad-input kind; returns file name -> expected outcome
+    ('ok' or the quarantine reason)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    good = noise_image(640, 480, seed=1)
+    jpg = jpeg_bytes(good)
+    png = png_bytes(good)
+    files: dict[str, tuple[bytes | None, str]] = {
+        "good.jpg": (jpg, "ok"),
+        "truncated.jpg": (jpg[: len(jpg) // 2], "truncated"),
+        "truncated.png": (png[: len(png) // 2], "truncated"),
+        "zero.jpg": (b"", "empty_file"),
+        "random.png": (os.urandom(4096), "not_an_image"),
+        "text.jpg": (b"this is not an image at all\n" * 20, "not_an_image"),
+        "cmyk.jpg": (jpeg_bytes(noise_image(640, 480, seed=4).convert("CMYK")), "ok"),
+        "gray16.png": (png_bytes(Image.fromarray(
+            (np.arange(640 * 480, dtype=np.uint32).reshape(480, 640) % 65536).astype(np.uint16))), "ok"),
+        "palette_alpha.png": (png_bytes(_palette_with_alpha()), "ok"),
+        "la.png": (png_bytes(noise_image(640, 480, seed=5).convert("LA")), "ok"),
+        "exif_rotated.jpg": (exif_rotated_jpeg(640, 400), "ok"),
+        "extreme_aspect.png": (png_bytes(Image.new("RGB", (8000, 300), "white")), "extreme_aspect"),
+        "tiny.png": (png_bytes(Image.new("RGB", (40, 30), "white")), "too_small"),
+        "bomb.png": (png_bytes(Image.new("1", (20000, 20000))), "decompression_bomb"),
+    }
+    for name, (data, _) in files.items():
+        (folder / name).write_bytes(data)
+    loop = folder / "loop.jpg"
+    if not loop.is_symlink():
+        os.symlink("loop.jpg", loop)  # a symlink pointing at itself
+    expected = {name: outcome for name, (_, outcome) in files.items()}
+    expected["loop.jpg"] = "unreadable"
+    return expected
+
+
+def _palette_with_alpha() -> Image.Image:
+    img = noise_image(640, 480, seed=6).convert("P")
+    img.info["transparency"] = 0
+    return img
+
+
+@pytest.fixture
+def hostile_dir(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    folder = tmp_path / "hostile"
+    return folder, write_hostile_inputs(folder)
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory) -> Path:
+    from curate.samples import generate_samples
+
+    return generate_samples(tmp_path_factory.mktemp("samples"), count=6)
+
+
+def local_overrides(out: Path, sources_path: Path) -> list[str]:
+    """Settings that keep test runs short on 2 cores without changing any code path."""
+    return [f"output.path={out}", f"sources.0.path={sources_path}", "sources.0.type=dir",
+            "output.shard_max_samples=2", "masks.work_side=640", "ray.progress=false"]

@@ -1,0 +1,72 @@
+"""SIGKILL a real `curate run` mid-run (twice), restart it, and compare with an uninterrupted run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import REPO
+from tests.e2e.test_local_pipeline import pipeline_yaml, records
+
+
+def curate_cmd(pipeline: Path) -> list[str]:
+    return [sys.executable, "-m", "curate.cli", "run", str(pipeline)]
+
+
+def run_and_kill_after_parts(pipeline: Path, out: Path, n_parts: int, timeout: float = 240) -> bool:
+    """Start a run; SIGKILL its whole process group once ``n_parts`` parts are committed.
+    Returns False if the run finished before that point."""
+    proc = subprocess.Popen(curate_cmd(pipeline), cwd=REPO, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                return False
+            if len(list((out / "parts").glob("*.parquet"))) >= n_parts:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return True
+            time.sleep(0.05)
+        raise AssertionError("run made no progress")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_killed_runs_resume_to_exactly_the_uninterrupted_sample_set(tmp_path, sample_dir):
+    sources = [{"type": "dir", "path": str(sample_dir)}]
+    clean_out, killed_out = tmp_path / "clean", tmp_path / "killed"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    clean_yaml = pipeline_yaml(tmp_path / "a", sources, clean_out)
+    killed_yaml = pipeline_yaml(tmp_path / "b", sources, killed_out)
+    for path in (clean_yaml, killed_yaml):  # one sample per shard: many commit points to kill between
+        path.write_text(path.read_text().replace("shard_max_samples: 3", "shard_max_samples: 1"))
+
+    subprocess.run(curate_cmd(clean_yaml), cwd=REPO, check=True, capture_output=True)
+
+    assert run_and_kill_after_parts(killed_yaml, killed_out, 1)
+    assert run_and_kill_after_parts(killed_yaml, killed_out, 3)
+    # A killed run leaves a manifest that says it is not complete.
+    assert '"status": "running"' in (killed_out / "manifest.json").read_text()
+    done = subprocess.run(curate_cmd(killed_yaml), cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming" in done.stderr
+
+    clean, resumed = records(clean_out), records(killed_out)
+    keys = [r["key"] for r in resumed]
+    assert len(keys) == len(set(keys)), "a sample was written twice"
+    assert sorted(keys) == sorted(r["key"] for r in clean)
+    by_key = {r["key"]: r for r in clean}
+    for rec in resumed:
+        assert rec == by_key[rec["key"]]
+    assert not list(killed_out.rglob("*.tmp"))
+    shards = {p.stem for p in (killed_out / "shards").glob("*.tar")}
+    parts = {p.stem for p in (killed_out / "parts").glob("*.parquet")}
+    assert shards <= parts

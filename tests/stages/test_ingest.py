@@ -1,0 +1,81 @@
+import io
+
+import pytest
+from PIL import Image
+
+from curate.config import IngestConfig
+from curate.images import decode_rgb
+from curate.stages.ingest import ingest_row
+from curate.stages.rows import new_row
+from tests.conftest import jpeg_bytes, noise_image
+
+
+def ingest_file(path, **cfg):
+    return ingest_row(new_row(str(path), "test"), IngestConfig(min_side=64, max_pixels=50_000_000, **cfg))
+
+
+def test_every_hostile_input_is_handled_or_quarantined_with_its_reason(hostile_dir):
+    folder, expected = hostile_dir
+    for name, outcome in expected.items():
+        row = ingest_file(folder / name)
+        got = "ok" if row["status"] == "ok" else row["reason"]
+        assert got == outcome, f"{name}: {got} ({row['detail']})"
+        if row["status"] == "quarantined":
+            assert row["detail"], name
+            assert row["image"] is None
+
+
+def test_normalised_inputs_store_8bit_rgb_or_l_and_say_why(hostile_dir):
+    folder, _ = hostile_dir
+    for name in ["cmyk.jpg", "gray16.png", "palette_alpha.png", "la.png", "exif_rotated.jpg"]:
+        row = ingest_file(folder / name)
+        stored = Image.open(io.BytesIO(row["image"]))
+        assert stored.mode in ("RGB", "L"), name
+        assert row["reencoded"], name
+        assert stored.size == (row["width"], row["height"])
+
+
+def test_missing_path_is_unreadable(tmp_path):
+    row = ingest_file(tmp_path / "missing.jpg")
+    assert row["reason"] == "unreadable" and "missing.jpg" in row["detail"]
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    from tests.conftest import exif_rotated_jpeg
+
+    path = tmp_path / "r.jpg"
+    path.write_bytes(exif_rotated_jpeg(640, 400, orientation=6))
+    row = ingest_file(path)
+    assert (row["width"], row["height"]) == (400, 640)  # orientation 6: rotated 90 degrees
+    assert "EXIF orientation 6" in row["reencoded"]
+
+
+def test_sixteen_bit_is_scaled_not_clipped(tmp_path):
+    import numpy as np
+
+    arr = np.full((300, 300), 65535, dtype=np.uint16)
+    arr[:, :150] = 32768
+    path = tmp_path / "g16.png"
+    Image.fromarray(arr).save(path)
+    stored = decode_rgb(ingest_file(path)["image"])
+    px = np.asarray(stored)
+    assert px[0, 0, 0] == 128 and px[0, 299, 0] == 255
+
+
+def test_clean_jpeg_keeps_its_original_bytes_and_key_is_content_hash(tmp_path):
+    import hashlib
+
+    data = jpeg_bytes(noise_image(500, 400))
+    path = tmp_path / "a.jpg"
+    path.write_bytes(data)
+    row = ingest_file(path)
+    assert row["image"] == data and row["reencoded"] is None and row["image_ext"] == "jpg"
+    assert row["key"] == hashlib.sha256(data).hexdigest()[:20]
+
+
+@pytest.mark.parametrize("limit, reason", [("max_file_bytes", "too_large_file"), ("max_side", "too_large")])
+def test_size_limits(tmp_path, limit, reason):
+    path = tmp_path / "a.png"
+    noise_image(900, 700).save(path)
+    value = 1000 if limit == "max_file_bytes" else 800
+    assert ingest_file(path, **{limit: value})["reason"] == reason

@@ -1,0 +1,94 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from curate.config import ConfigError, load_config
+from tests.conftest import REPO
+
+
+def write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def minimal() -> dict:
+    return {"name": "t", "sources": [{"type": "dir", "path": "x"}], "masks": {"backend": "skimage_felzenszwalb"}}
+
+
+@pytest.mark.parametrize("name", ["local.yaml", "ps3.yaml"])
+def test_shipped_pipelines_validate(name):
+    cfg = load_config(REPO / "pipelines" / name)
+    assert cfg.select.max_boxes == 4
+
+
+def test_ps3_yaml_carries_table10_arguments():
+    masks = load_config(REPO / "pipelines" / "ps3.yaml").masks
+    assert (masks.backend, masks.model) == ("efficientvit_sam", "xl1")
+    assert (masks.points_per_side, masks.points_per_batch, masks.crop_n_layers,
+            masks.crop_n_points_downscale_factor, masks.pred_iou_thresh, masks.stability_score_thresh,
+            masks.min_mask_region_area) == (24, 128, 1, 1, 0.6, 0.85, 0)
+
+
+def test_unknown_key_names_file_and_key(tmp_path):
+    data = minimal()
+    data["select"] = {"max_boxes": 4, "max_boxs": 5}
+    path = write(tmp_path, data)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(path) in str(err.value)
+    assert "select.max_boxs: unknown key" in str(err.value)
+
+
+def test_unknown_key_inside_backend_union_names_the_key(tmp_path):
+    data = minimal()
+    data["masks"]["points_per_side"] = 24  # a SAM key, not a felzenszwalb one
+    with pytest.raises(ConfigError, match=r"masks\.points_per_side: unknown key"):
+        load_config(write(tmp_path, data))
+
+
+def test_bad_value_and_unknown_backend(tmp_path):
+    data = minimal()
+    data["select"] = {"max_boxes": -1}
+    with pytest.raises(ConfigError, match=r"select\.max_boxes"):
+        load_config(write(tmp_path, data))
+    data = minimal()
+    data["masks"] = {"backend": "magic"}
+    with pytest.raises(ConfigError, match="masks"):
+        load_config(write(tmp_path, data))
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_overrides_set_nested_and_list_items(tmp_path):
+    path = write(tmp_path, minimal())
+    cfg = load_config(path, ["select.max_boxes=6", "sources.0.kind=document", "output.path=o/x"])
+    assert cfg.select.max_boxes == 6
+    assert cfg.sources[0].kind == "document"
+    assert cfg.output.path == "o/x"
+    with pytest.raises(ConfigError, match="no item 3"):
+        load_config(path, ["sources.3.path=y"])
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        load_config(path, ["select.max_boxes"])
+
+
+def test_config_hash_ignores_where_and_how_it_runs(tmp_path):
+    path = write(tmp_path, minimal())
+    base = load_config(path).sha256()
+    assert load_config(path, ["output.path=elsewhere", "ray.num_cpus=7"]).sha256() == base
+    assert load_config(path, ["select.max_boxes=2"]).sha256() != base
+
+
+def test_retarget_backend_needs_a_model(tmp_path):
+    data = minimal()
+    data["retarget"] = {"backend": "hf"}
+    with pytest.raises(ConfigError, match="needs a model"):
+        load_config(write(tmp_path, data))
