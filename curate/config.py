@@ -92,9 +92,10 @@ class SamAmgParams(Strict):
     crop_n_points_downscale_factor: int = 1
     pred_iou_thresh: float = 0.6
     stability_score_thresh: float = 0.85
-    min_mask_region_area: int = 0
+    min_mask_region_area: int = Field(0, ge=0, le=0, description="hole/island removal: only 0 (PS3) is supported")
     box_nms_thresh: float = 0.7
     crop_nms_thresh: float = 0.7
+    decode_batch: int = Field(512, ge=1, description="prompts per decoder call, across crops and images (GPU)")
 
 
 class EfficientVitSamConfig(SamAmgParams):

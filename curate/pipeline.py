@@ -119,10 +119,20 @@ def build_dataset(cfg: PipelineConfig, pending: list[dict]):
     ds = ray.data.from_arrow([table.slice(i, step) for i in range(0, len(pending), step)])
     ds = ds.map_batches(ingest_batch, fn_kwargs={"cfg": cfg}, batch_format="pyarrow",
                         batch_size=cfg.ray.ingest_batch_size, num_cpus=0.5)
-    for stage_cls, gpus in ((RegionsStage, getattr(cfg.masks, "num_gpus", 0)), (CaptionStage, 0)):
+    gpus_in_cluster = int(ray.cluster_resources().get("GPU", 0))
+    mask_gpus = getattr(cfg.masks, "num_gpus", 0) if gpus_in_cluster else 0
+    if getattr(cfg.masks, "num_gpus", 0) and not gpus_in_cluster:
+        log.warning("no GPU in the Ray cluster: the %s mask generator runs on CPU (slow)", cfg.masks.backend)
+    stages = (
+        (RegionsStage, mask_gpus, getattr(cfg.masks, "batch_size", cfg.ray.cpu_batch_size)),
+        (CaptionStage, 0, cfg.ray.cpu_batch_size),
+    )
+    for stage_cls, gpus, batch_size in stages:
+        # GPU stages get one actor per GPU; CPU stages scale with the CPUs.
+        limit = max(1, int(gpus_in_cluster / gpus)) if gpus else max_actors
         ds = ds.map_batches(
             StageActor, fn_constructor_kwargs={"stage_cls": stage_cls, "cfg": cfg}, batch_format="pyarrow",
-            batch_size=cfg.ray.cpu_batch_size, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max_actors),
+            batch_size=batch_size, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=limit),
             num_cpus=0.5 if not gpus else 1, num_gpus=gpus or None,
         )
     return ds
@@ -131,6 +141,10 @@ def build_dataset(cfg: PipelineConfig, pending: list[dict]):
 def check_backends(cfg: PipelineConfig) -> None:
     """Fail before starting Ray when the config names a backend that cannot run here."""
     backends.check_available("masks", cfg.masks.backend)
+    checkpoint = getattr(cfg.masks, "checkpoint", None)
+    if checkpoint and not checkpoint.startswith("hf://") and not os.path.isfile(checkpoint):
+        raise backends.BackendUnavailable(
+            f"masks.checkpoint {checkpoint}: no such file (give a local path or hf://OWNER/REPO/FILE)")
     for kind_cfg in (cfg.caption.natural, cfg.caption.document):
         if kind_cfg.backend != "none":
             backends.check_available("caption", kind_cfg.backend)

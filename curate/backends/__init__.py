@@ -11,6 +11,8 @@ from typing import Any
 
 MASK_BACKENDS = {
     "skimage_felzenszwalb": "curate.backends.masks_skimage:FelzenszwalbMasks",
+    "sam": "curate.backends.masks_sam:SamFamilyMasks",
+    "efficientvit_sam": "curate.backends.masks_sam:SamFamilyMasks",
 }
 CAPTION_BACKENDS = {
     "rapidocr": "curate.backends.ocr_rapid:RapidOcrCaptioner",
@@ -19,7 +21,7 @@ RETARGET_BACKENDS: dict[str, str] = {}
 
 # Named in configs (pipelines/ps3.yaml) and validated, but their code paths are not built yet.
 PLANNED = {
-    "masks": {"efficientvit_sam", "sam"},
+    "masks": set(),
     "caption": {"hf", "vllm"},
     "retarget": {"hf", "vllm"},
 }

@@ -1,0 +1,90 @@
+"""Build SAM-family models by name, from a checkpoint or randomly initialised (tests, benchmarks).
+
+Checkpoints: a local file, or ``hf://OWNER/REPO/FILE`` fetched with huggingface_hub (its cache).
+SAM: the official ``sam_vit_{b,l,h}_*.pth`` files; EfficientViT-SAM: ``efficientvit_sam_{l0..xl1}.pt``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from curate.amg.models import SamFamilyModel, efficientvit_sam_model, sam_model
+
+SAM_VARIANTS = ("vit_b", "vit_l", "vit_h")
+EFFICIENTVIT_VARIANTS = ("l0", "l1", "l2", "xl0", "xl1")
+
+
+def resolve_checkpoint(checkpoint: str) -> Path:
+    if checkpoint.startswith("hf://"):
+        from huggingface_hub import hf_hub_download
+
+        owner, repo, filename = checkpoint[5:].split("/", 2)
+        return Path(hf_hub_download(f"{owner}/{repo}", filename))
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {checkpoint} not found (a local file or hf://OWNER/REPO/FILE)")
+    return path
+
+
+def load_state(checkpoint: str) -> dict:
+    state = torch.load(resolve_checkpoint(checkpoint), map_location="cpu", weights_only=True)
+    return state.get("state_dict", state) if isinstance(state, dict) else state
+
+
+def build_sam(variant: str, checkpoint: str | None = None) -> SamFamilyModel:
+    from segment_anything import sam_model_registry
+
+    if variant not in SAM_VARIANTS:
+        raise ValueError(f"unknown SAM variant {variant!r}; one of {SAM_VARIANTS}")
+    net = sam_model_registry[variant](checkpoint=None)
+    if checkpoint:
+        net.load_state_dict(load_state(checkpoint))
+    return sam_model(net.eval())
+
+
+def build_efficientvit_sam(variant: str, checkpoint: str | None = None) -> SamFamilyModel:
+    from efficientsam.sam_model_zoo import create_efficientvit_sam_model
+
+    if variant not in EFFICIENTVIT_VARIANTS:
+        raise ValueError(f"unknown EfficientViT-SAM variant {variant!r}; one of {EFFICIENTVIT_VARIANTS}")
+    net = create_efficientvit_sam_model(f"efficientvit-sam-{variant}", pretrained=False)
+    if checkpoint:
+        net.load_state_dict(load_state(checkpoint))
+    return efficientvit_sam_model(net.eval())
+
+
+def tiny_sam(seed: int = 0, embed_dim: int = 32) -> SamFamilyModel:
+    """A randomly initialised SAM of the real architecture at toy width (tests on CPU)."""
+    from functools import partial
+
+    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+    torch.manual_seed(seed)
+    net = Sam(
+        image_encoder=ImageEncoderViT(
+            depth=2, embed_dim=32, img_size=1024, mlp_ratio=2, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            num_heads=2, patch_size=16, qkv_bias=True, use_rel_pos=True, global_attn_indexes=(1,),
+            window_size=14, out_chans=embed_dim,
+        ),
+        prompt_encoder=PromptEncoder(embed_dim=embed_dim, image_embedding_size=(64, 64),
+                                     input_image_size=(1024, 1024), mask_in_chans=8),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=embed_dim, mlp_dim=64, num_heads=2),
+            transformer_dim=embed_dim, iou_head_depth=3, iou_head_hidden_dim=32,
+        ),
+    )
+    return sam_model(net.eval())
+
+
+def make_confident(model: SamFamilyModel, logit_scale: float = 300.0, iou_bias: float = 1.0) -> SamFamilyModel:
+    """For random-weight runs only: scale the decoder's mask logits and raise its predicted IoUs so
+    masks pass PS3's thresholds (0.6 IoU, 0.85 stability) as a trained model's do. Without it a
+    random decoder yields logits near 0 and no mask survives, which exercises nothing."""
+    with torch.no_grad():
+        for mlp in model.net.mask_decoder.output_hypernetworks_mlps:
+            mlp.layers[-1].weight.mul_(logit_scale)
+        model.net.mask_decoder.iou_prediction_head.layers[-1].bias.add_(iou_bias)
+    return model

@@ -1,0 +1,45 @@
+"""SAM and EfficientViT-SAM automatic mask generation through curate.amg (GPU when present)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from curate.amg import AmgParams, BatchedMaskGenerator
+from curate.amg.build import build_efficientvit_sam, build_sam
+from curate.config import EfficientVitSamConfig, SamConfig
+from curate.stages.masks import MaskSet
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def amg_params(cfg: SamConfig | EfficientVitSamConfig, device: str) -> AmgParams:
+    return AmgParams(
+        points_per_side=cfg.points_per_side, points_per_batch=cfg.points_per_batch,
+        pred_iou_thresh=cfg.pred_iou_thresh, stability_score_thresh=cfg.stability_score_thresh,
+        box_nms_thresh=cfg.box_nms_thresh, crop_n_layers=cfg.crop_n_layers, crop_nms_thresh=cfg.crop_nms_thresh,
+        crop_n_points_downscale_factor=cfg.crop_n_points_downscale_factor,
+        min_mask_region_area=cfg.min_mask_region_area,
+        decode_batch=cfg.decode_batch if device == "cuda" else min(cfg.decode_batch, 64),
+    )
+
+
+class SamFamilyMasks:
+    """Loads the model once; ``generate`` takes a batch of images and returns one MaskSet each."""
+
+    def __init__(self, cfg: SamConfig | EfficientVitSamConfig):
+        self.cfg = cfg
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        # Half precision only where it is fast; CPU runs in float32.
+        dtype = DTYPES[cfg.dtype] if self.device == "cuda" else torch.float32
+        build = build_sam if cfg.backend == "sam" else build_efficientvit_sam
+        model = build(cfg.model, cfg.checkpoint).to(self.device, dtype)
+        self.generator = BatchedMaskGenerator(model, amg_params(cfg, self.device))
+
+    def describe(self) -> str:
+        return f"{self.cfg.backend}-{self.cfg.model} ({self.cfg.checkpoint}, {self.cfg.dtype} on {self.device})"
+
+    def generate(self, images: list[Image.Image]) -> list[MaskSet]:
+        results = self.generator.generate([np.asarray(img.convert("RGB")) for img in images])
+        return [MaskSet(boxes=r.boxes, areas=r.areas, scores=r.iou_preds) for r in results]
