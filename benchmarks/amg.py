@@ -113,6 +113,15 @@ def run(args) -> list[dict]:
                 ours16 = BatchedMaskGenerator(model, params)
                 timed(lambda: ours16.generate([image]), device)
                 row["ours_bf16_s"], [out16] = timed(lambda: ours16.generate([image]), device, args.repeats)
+                phases = BatchedMaskGenerator(model, params, profile=True)
+                phases.generate([image])
+                row["ours_bf16_phases_s"] = phases.timings
+                if args.profile_ops:
+                    from torch.profiler import ProfilerActivity, profile
+
+                    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                        ours16.generate([image])
+                    print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=15), flush=True)
                 row["masks_ours_bf16"] = int(len(out16.areas))
                 with torch.inference_mode():
                     row["encoder_bf16_s"], _ = timed(lambda: model.encode(batch.to(torch.bfloat16)), device,
@@ -149,6 +158,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--parity", action="store_true", help="compare our fp32 masks with the reference's")
     ap.add_argument("--skip-reference", action="store_true")
+    ap.add_argument("--profile-ops", action="store_true", help="print the top CUDA ops of one bf16 run")
     ap.add_argument("--out", default="", help="write the rows as JSON here")
     args = ap.parse_args()
     if args.tiny:

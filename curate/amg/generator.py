@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,8 +68,14 @@ class _Crop:
 
 
 class BatchedMaskGenerator:
-    def __init__(self, model: SamFamilyModel, params: AmgParams = AmgParams(), return_masks: bool = False):
+    def __init__(self, model: SamFamilyModel, params: AmgParams = AmgParams(), return_masks: bool = False,
+                 pixel_budget: int = 2**28, profile: bool = False):
+        """pixel_budget: full-resolution logits held at once (elements; 2**28 float32 = 1 GiB).
+        profile: synchronise the device between phases and add their seconds to ``self.timings``."""
         self.model = model
+        self.pixel_budget = pixel_budget
+        self.profile = profile
+        self.timings: dict[str, float] = {}
         self.params = params
         self.return_masks = return_masks
         self.grids = layer_point_grids(params.points_per_side, params.crop_n_layers,
@@ -76,10 +84,27 @@ class BatchedMaskGenerator:
     @torch.inference_mode()
     def generate(self, images: list[np.ndarray]) -> list[ImageMasks]:
         """Masks for each uint8 RGB image (H, W, 3)."""
-        crops = self._crops(images)
-        embeddings = self._encode(images, crops)
-        self._decode_all(crops, embeddings)
-        return [self._merge(images[i].shape[:2], [c for c in crops if c.image == i]) for i in range(len(images))]
+        with self._phase("prepare"):
+            crops = self._crops(images)
+        with self._phase("encode"):
+            embeddings = self._encode(images, crops)
+        with self._phase("decode+filter"):
+            self._decode_all(crops, embeddings)
+        with self._phase("nms+merge"):
+            return [self._merge(images[i].shape[:2], [c for c in crops if c.image == i]) for i in range(len(images))]
+
+    @contextmanager
+    def _phase(self, name: str):
+        if not self.profile:
+            yield
+            return
+        if self.model.device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        yield
+        if self.model.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
 
     # -------------------------------------------------------------- stages
 
@@ -122,31 +147,44 @@ class BatchedMaskGenerator:
 
     def _filter_batch(self, crops: list[_Crop], owner: torch.Tensor, point_index: torch.Tensor,
                       logits: torch.Tensor, iou: torch.Tensor) -> None:
-        """Per crop in this batch: IoU filter, upscale, stability filter, boxes, crop-edge filter."""
+        """IoU filter on the low-res output, then full-resolution work per crop in memory-bounded chunks."""
         p = self.params
         n_masks = logits.shape[1]
         owner = owner.repeat_interleave(n_masks)
         point_index = point_index.repeat_interleave(n_masks)
         logits, iou = logits.flatten(0, 1), iou.flatten(0, 1)
         keep = iou > p.pred_iou_thresh if p.pred_iou_thresh > 0 else torch.ones_like(iou, dtype=torch.bool)
-        for ci in owner[keep].unique().tolist():
+        # Only masks that pass the IoU filter are upscaled (the references upscale all of them first).
+        owner, point_index, logits, iou = owner[keep], point_index[keep], logits[keep], iou[keep]
+        for ci in owner.unique().tolist():
             crop = crops[ci]
-            sel = keep & (owner == ci)
-            full = self.model.upscale(logits[sel], crop.hw)
-            stab = stability_score(full, self.model.mask_threshold, p.stability_score_offset)
-            ok = stab >= p.stability_score_thresh if p.stability_score_thresh > 0 else torch.ones_like(stab, dtype=torch.bool)
-            masks = full[ok] > self.model.mask_threshold
-            boxes = masks_to_boxes(masks)
-            h, w = crop.image_hw
-            edge_ok = ~near_crop_edge(boxes, crop.box, [0, 0, w, h])
-            parts = {
-                "boxes": boxes[edge_ok], "iou": iou[sel][ok][edge_ok], "stability": stab[ok][edge_ok],
-                "areas": masks[edge_ok].sum(dim=(1, 2)), "points": point_index[sel][ok][edge_ok],
-            }
-            if self.return_masks:
-                parts["masks"] = masks[edge_ok]
-            for name, value in parts.items():
-                crop.kept.setdefault(name, []).append(value)
+            sel = (owner == ci).nonzero().squeeze(1)
+            h, w = crop.hw
+            step = max(1, self.pixel_budget // max(h * w, self.model.prompt_size ** 2))
+            for start in range(0, len(sel), step):
+                idx = sel[start:start + step]
+                self._postprocess_chunk(crop, logits[idx], iou[idx], point_index[idx])
+
+    def _postprocess_chunk(self, crop: _Crop, low_res: torch.Tensor, iou: torch.Tensor, points: torch.Tensor) -> None:
+        """Stability filter, threshold, boxes, crop-edge filter for masks of one crop."""
+        p = self.params
+        full = self.model.upscale(low_res, crop.hw)
+        stab = stability_score(full, self.model.mask_threshold, p.stability_score_offset)
+        if p.stability_score_thresh > 0:
+            ok = (stab >= p.stability_score_thresh).nonzero().squeeze(1)
+            full, stab, iou, points = full[ok], stab[ok], iou[ok], points[ok]
+        masks = full > self.model.mask_threshold
+        del full
+        boxes = masks_to_boxes(masks)
+        h, w = crop.image_hw
+        edge_ok = (~near_crop_edge(boxes, crop.box, [0, 0, w, h])).nonzero().squeeze(1)
+        masks = masks[edge_ok]
+        parts = {"boxes": boxes[edge_ok], "iou": iou[edge_ok], "stability": stab[edge_ok],
+                 "areas": masks.sum(dim=(1, 2)), "points": points[edge_ok]}
+        if self.return_masks:
+            parts["masks"] = masks
+        for name, value in parts.items():
+            crop.kept.setdefault(name, []).append(value)
 
     def _merge(self, hw: tuple[int, int], crops: list[_Crop]) -> ImageMasks:
         """NMS within each crop, uncrop, then NMS across crops preferring smaller crops."""

@@ -61,8 +61,15 @@ class SamFamilyModel:
         x = (x - mean) / std
         return F.pad(x, (0, self.encoder_size - w, 0, self.encoder_size - h))
 
+    def autocast(self):
+        """Half-precision weights alone are not enough: some encoders (EfficientViT's attention)
+        compute parts in float32 on purpose, so mixed inputs are reconciled by autocast."""
+        enabled = self.dtype != torch.float32 and self.device.type == "cuda"
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=enabled)
+
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net.image_encoder(images.to(self.device, self.dtype))
+        with self.autocast():
+            return self.net.image_encoder(images.to(self.device, self.dtype))
 
     def decode(self, embeddings: torch.Tensor, owner: torch.Tensor, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Multimask decoding of single positive points from several images at once.
@@ -72,6 +79,10 @@ class SamFamilyModel:
         predicted IoUs (N, 3). Equivalent to the reference decoder called once per image, but a
         batch may mix prompts of many crops.
         """
+        with self.autocast():
+            return self._decode(embeddings, owner, coords)
+
+    def _decode(self, embeddings: torch.Tensor, owner: torch.Tensor, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pe, dec = self.net.prompt_encoder, self.net.mask_decoder
         labels = torch.ones((coords.shape[0], 1), dtype=torch.int, device=coords.device)
         sparse, dense = pe(points=(coords[:, None, :], labels), boxes=None, masks=None)

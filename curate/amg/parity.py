@@ -32,16 +32,17 @@ def reference_arrays(anns: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     return masks, boxes
 
 
-def compare(ref_masks: np.ndarray, ref_boxes: np.ndarray, our_masks: np.ndarray, our_boxes: np.ndarray) -> ParityReport:
+def compare(ref_masks: np.ndarray, ref_boxes: np.ndarray, our_masks: np.ndarray, our_boxes: np.ndarray,
+            device: str = "cpu") -> ParityReport:
     """Greedy one-to-one matching by mask IoU (best pairs first)."""
     n_r, n_o = len(ref_masks), len(our_masks)
     if n_r == 0 or n_o == 0:
         return ParityReport(n_r, n_o, 1.0 if n_r == n_o else 0.0, 1.0 if n_r == 0 else 0.0, 0.0)
-    r = torch.as_tensor(ref_masks.reshape(n_r, -1), dtype=torch.float32)
-    o = torch.as_tensor(our_masks.reshape(n_o, -1), dtype=torch.float32)
-    inter = r @ o.T
+    r = torch.as_tensor(ref_masks.reshape(n_r, -1), device=device).float()
+    o = torch.as_tensor(our_masks.reshape(n_o, -1), device=device).float()
+    inter = r @ o.T  # exact in float32 up to 2**24 pixels per mask
     union = r.sum(1)[:, None] + o.sum(1)[None, :] - inter
-    iou = (inter / union.clamp_min(1)).numpy()
+    iou = (inter / union.clamp_min(1)).cpu().numpy()
     pairs = []
     used_r, used_o = set(), set()
     for flat in np.argsort(-iou, axis=None, kind="stable"):

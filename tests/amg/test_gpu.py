@@ -25,8 +25,17 @@ def image() -> np.ndarray:
     return np.asarray(Image.fromarray(data.astronaut()).resize((1024, 768), Image.Resampling.LANCZOS))
 
 
+# Random decoders give masks that hardly depend on the point, so NMS leaves about one per image at
+# Table 10; the NMS-off settings keep every mask that passes the filters (hundreds) and compare them all.
+SETTINGS = {
+    "table10": TABLE10,
+    "nms_off": dict(TABLE10, points_per_side=8, box_nms_thresh=1.0, crop_nms_thresh=1.0),
+}
+
+
+@pytest.mark.parametrize("settings", sorted(SETTINGS))
 @pytest.mark.parametrize("family, variant", [("evit", "xl1"), ("evit", "l0"), ("sam", "vit_b")])
-def test_full_size_parity_with_reference(image, family, variant):
+def test_full_size_parity_with_reference(image, family, variant, settings):
     torch.manual_seed(0)
     model = build_sam(variant) if family == "sam" else build_efficientvit_sam(variant)
     model = make_confident(model).to("cuda", torch.float32)
@@ -34,21 +43,22 @@ def test_full_size_parity_with_reference(image, family, variant):
         from segment_anything import SamAutomaticMaskGenerator as Ref
     else:
         from efficientsam.models.efficientvit.sam import EfficientViTSamAutomaticMaskGenerator as Ref
-    anns = Ref(model.net, output_mode="binary_mask", **TABLE10).generate(image)
-    [ours] = BatchedMaskGenerator(model, AmgParams(**TABLE10), return_masks=True).generate([image])
-    report = compare(*reference_arrays(anns), ours.masks, ours.boxes)
-    print(family, variant, report)
-    assert report.n_reference >= 5
+    anns = Ref(model.net, output_mode="binary_mask", **SETTINGS[settings]).generate(image)
+    [ours] = BatchedMaskGenerator(model, AmgParams(**SETTINGS[settings]), return_masks=True).generate([image])
+    report = compare(*reference_arrays(anns), ours.masks, ours.boxes, device="cuda")
+    print(family, variant, settings, report)
+    assert report.n_reference >= (1 if settings == "table10" else 100)
     assert report.ok, report
 
 
 def test_bf16_runs_and_keeps_most_fp32_masks(image):
     torch.manual_seed(0)
     model = make_confident(build_efficientvit_sam("xl1")).to("cuda", torch.float32)
-    [fp32] = BatchedMaskGenerator(model, AmgParams(**TABLE10), return_masks=True).generate([image])
+    params = AmgParams(**SETTINGS["nms_off"])
+    [fp32] = BatchedMaskGenerator(model, params, return_masks=True).generate([image])
     model.to("cuda", torch.bfloat16)
-    [bf16] = BatchedMaskGenerator(model, AmgParams(**TABLE10), return_masks=True).generate([image])
-    report = compare(fp32.masks, fp32.boxes, bf16.masks, bf16.boxes)
+    [bf16] = BatchedMaskGenerator(model, params, return_masks=True).generate([image])
+    report = compare(fp32.masks, fp32.boxes, bf16.masks, bf16.boxes, device="cuda")
     print("bf16 vs fp32", report)
     # half precision moves masks at the thresholds; most must survive with the same shape
     assert abs(report.n_ours - report.n_reference) <= max(2, 0.2 * report.n_reference)
