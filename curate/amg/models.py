@@ -68,39 +68,49 @@ class SamFamilyModel:
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=enabled)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) preprocessed crops -> image embeddings with the no-mask prompt embedding
+        already added (it is the same for every point prompt, so it is added once per crop)."""
         with self.autocast():
-            return self.net.image_encoder(images.to(self.device, self.dtype))
+            embeddings = self.net.image_encoder(images.to(self.device, self.dtype))
+        dense = self.net.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        return embeddings.to(self.dtype) + dense.to(self.dtype)
 
     def decode(self, embeddings: torch.Tensor, owner: torch.Tensor, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Multimask decoding of single positive points from several images at once.
+        """Multimask decoding of single positive points from several crops at once.
 
-        embeddings: (B, C, h, w) image embeddings; owner: (N,) index into B per prompt;
-        coords: (N, 2) points in the prompt frame. Returns low-res logits (N, 3, 4h, 4w) and
-        predicted IoUs (N, 3). Equivalent to the reference decoder called once per image, but a
-        batch may mix prompts of many crops.
+        embeddings: (B, C, h, w) from ``encode``; owner: (N,) index into B per prompt; coords: (N, 2)
+        points in the prompt frame. Returns low-res logits (N, 3, 4h, 4w) and predicted IoUs (N, 3).
+        The same arithmetic as the reference decoder called once per crop, except that the
+        positional encoding is broadcast instead of copied per prompt. Runs in the model's dtype
+        without autocast, so half-precision activations are not cast back and forth.
         """
-        with self.autocast():
-            return self._decode(embeddings, owner, coords)
-
-    def _decode(self, embeddings: torch.Tensor, owner: torch.Tensor, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pe, dec = self.net.prompt_encoder, self.net.mask_decoder
         labels = torch.ones((coords.shape[0], 1), dtype=torch.int, device=coords.device)
-        sparse, dense = pe(points=(coords[:, None, :], labels), boxes=None, masks=None)
-        sparse, dense = sparse.to(self.dtype), dense.to(self.dtype)
+        sparse, _ = pe(points=(coords[:, None, :], labels), boxes=None, masks=None)
+        sparse = sparse.to(self.dtype)
         tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
         tokens = torch.cat([tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1), sparse], dim=1)
-        src = embeddings[owner] + dense
-        pos = pe.get_dense_pe().to(self.dtype).expand(src.shape[0], -1, -1, -1)
+        src = embeddings[owner]
         b, c, h, w = src.shape
-        hs, src = dec.transformer(src, pos, tokens)
+        image_pe = pe.get_dense_pe().to(self.dtype).flatten(2).permute(0, 2, 1)  # (1, hw, C), broadcast
+        hs, keys = self._two_way(dec.transformer, src.flatten(2).permute(0, 2, 1), image_pe, tokens)
         iou_out = hs[:, 0, :]
         mask_tokens = hs[:, 1 : 1 + dec.num_mask_tokens, :]
-        upscaled = dec.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
+        upscaled = dec.output_upscaling(keys.transpose(1, 2).reshape(b, c, h, w))
         hyper = torch.stack([mlp(mask_tokens[:, i, :]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)], dim=1)
         bu, cu, hu, wu = upscaled.shape
         masks = (hyper @ upscaled.view(bu, cu, hu * wu)).view(bu, -1, hu, wu)
         iou = dec.iou_prediction_head(iou_out)
         return masks[:, 1:], iou[:, 1:]  # multimask output: drop the single-mask token
+
+    @staticmethod
+    def _two_way(transformer, keys: torch.Tensor, key_pe: torch.Tensor, point_embedding: torch.Tensor):
+        """TwoWayTransformer.forward on flattened image tokens with a broadcast positional encoding."""
+        queries = point_embedding
+        for layer in transformer.layers:
+            queries, keys = layer(queries=queries, keys=keys, query_pe=point_embedding, key_pe=key_pe)
+        attn_out = transformer.final_attn_token_to_image(q=queries + point_embedding, k=keys + key_pe, v=keys)
+        return transformer.norm_final_attn(queries + attn_out), keys
 
     def upscale(self, low_res: torch.Tensor, crop_hw: tuple[int, int]) -> torch.Tensor:
         """Low-res logits (N, 256, 256) -> logits at the crop's own resolution, as the references do:

@@ -1,0 +1,66 @@
+"""The sam / efficientvit_sam backends: config -> generator glue, through the registry, on the CPU."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from curate import backends
+from curate.amg.build import make_confident, tiny_sam
+from curate.backends import masks_sam
+from curate.config import EfficientVitSamConfig, SamConfig
+from curate.stages.masks import MaskSet
+
+
+@pytest.fixture
+def tiny_builders(monkeypatch):
+    built = []
+
+    def fake_build(variant, checkpoint=None):
+        built.append((variant, checkpoint))
+        return make_confident(tiny_sam(), iou_bias=0.0)
+
+    monkeypatch.setattr(masks_sam, "build_sam", fake_build)
+    monkeypatch.setattr(masks_sam, "build_efficientvit_sam", fake_build)
+    return built
+
+
+@pytest.mark.parametrize("cfg", [
+    SamConfig(backend="sam", model="vit_b", checkpoint="sam.pth", points_per_side=4, crop_n_layers=0,
+              pred_iou_thresh=0.0, stability_score_thresh=0.5),
+    EfficientVitSamConfig(backend="efficientvit_sam", model="l0", checkpoint="evit.pt", points_per_side=4,
+                          crop_n_layers=0, pred_iou_thresh=0.0, stability_score_thresh=0.5),
+])
+def test_backend_from_config_returns_full_resolution_masksets(tiny_builders, cfg):
+    gen = backends.build("masks", cfg.backend, cfg)
+    assert tiny_builders == [(cfg.model, cfg.checkpoint)]
+    assert gen.device == "cpu" and "cpu" in gen.describe()
+    assert gen.generator.params.decode_batch <= 64  # CPU caps the decoder batch
+    images = [Image.new("RGB", (400, 300), (40, 90, 160)), Image.new("RGB", (300, 420), (200, 50, 50))]
+    out = gen.generate(images)
+    assert len(out) == 2 and all(isinstance(m, MaskSet) for m in out)
+    for img, masks in zip(images, out):
+        assert len(masks) >= 1
+        assert (masks.boxes[:, 2] <= img.width).all() and (masks.boxes[:, 3] <= img.height).all()
+        assert (masks.areas > 0).all() and masks.scores.shape == masks.areas.shape
+
+
+def test_checkpoint_errors_are_clear(tmp_path):
+    from curate.amg.build import resolve_checkpoint
+
+    with pytest.raises(FileNotFoundError, match="not found"):
+        resolve_checkpoint(str(tmp_path / "missing.pt"))
+
+
+def test_min_mask_region_area_other_than_zero_is_refused():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        SamConfig(backend="sam", checkpoint="x", min_mask_region_area=100)
+
+
+def test_table10_params_reach_the_generator(tiny_builders):
+    cfg = EfficientVitSamConfig(backend="efficientvit_sam", checkpoint="evit.pt")
+    params = masks_sam.amg_params(cfg, "cuda")
+    assert (params.points_per_side, params.crop_n_layers, params.pred_iou_thresh,
+            params.stability_score_thresh, params.decode_batch) == (24, 1, 0.6, 0.85, 512)
+    assert np.isclose(params.crop_overlap_ratio, 512 / 1500)
