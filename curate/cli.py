@@ -168,16 +168,23 @@ def schema(
 @app.command()
 def stats(
     output: Annotated[Path, typer.Argument(help="a curate output directory")],
+    compare: Annotated[Optional[Path], typer.Option(help="another output to show side by side")] = None,
+    gallery: Annotated[int, typer.Option(help="random samples drawn with boxes and captions (0: none)")] = 6,
 ) -> None:
-    """Report on a corpus: counts, boxes per resolution bucket beside PS3 Table 9, stage times, plots."""
+    """Report on a corpus: counts per source and kind, boxes per resolution bucket beside PS3 Table 9,
+    histograms, caption sources and drops, quarantine reasons, stage throughput, a gallery.
+
+    Numbers come from index.parquet and manifest.json only; shards are opened for the gallery alone.
+    Writes OUT/stats/report.md, report.html (self-contained) and stats.json.
+    """
     from curate.stats.report import write_report
 
     try:
-        report = write_report(output)
+        report = write_report(output, compare=compare, gallery=gallery)
     except FileNotFoundError as e:
         _fail(str(e))
     Console().print(report.read_text(), markup=False, highlight=False)
-    Console().print(f"[green]wrote[/] {report} (and stats.json, PNG plots beside it)")
+    Console().print(f"[green]wrote[/] {report}, {report.with_suffix('.html')} and stats.json")
 
 
 @app.command()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
@@ -97,6 +98,9 @@ def generate_samples(out_dir: str | Path, count: int = 16) -> Path:
     truth_path = out / "truth.json"
     if truth_path.exists() and json.loads(truth_path.read_text()).get("count") == count:
         return out
+    for sub in ("documents", "natural"):  # a set of another size: replace it, leave no stale image
+        if (out / sub).is_dir():
+            shutil.rmtree(out / sub)
     (out / "documents").mkdir(parents=True, exist_ok=True)
     (out / "natural").mkdir(parents=True, exist_ok=True)
     truth: dict = {"count": count, "documents": {}, "natural": {}}

@@ -146,6 +146,7 @@ class CorpusWriter:
             "box_widths": [r["box"][2] - r["box"][0] for r in regions],
             "box_heights": [r["box"][3] - r["box"][1] for r in regions],
             "caption_words": [len(r["caption"].split()) for r in regions if r.get("caption")],
+            "caption_sources": [r["caption_source"] for r in regions if r.get("caption")],
             "reason": row["reason"], "detail": row["detail"],
             "timings": row["timings"], "events": row["events"],
         }

@@ -1,128 +1,117 @@
-"""Corpus report from index.parquet and manifest.json only (no image is read).
-
-Writes OUT/stats/report.md, stats.json and PNG plots; returns the numbers as a dict.
-"""
+"""`curate stats`: stats.json, report.md and a self-contained report.html (plots and gallery embedded)."""
 
 from __future__ import annotations
 
-import json
+import base64
+import html
 from pathlib import Path
 
-import numpy as np
-import pyarrow.parquet as pq
-
 from curate.io.layout import OutputLayout
-from curate.io.manifest import read_manifest
-
-# PS3 Table 9: (source, bucket) -> (boxes per image, average box w, h). Documents give no box size.
-PS3_TABLE9 = {
-    ("DataComp", "1K-2K"): (3.0, 424, 438),
-    ("DataComp", "2K-4K"): (4.0, 562, 578),
-    ("SA-1B", "2K-4K"): (4.0, 302, 312),
-    ("Documents", "all"): (4.0, None, None),
-}
-BUCKETS = [("<1K", 0, 1000), ("1K-2K", 1000, 2000), ("2K-4K", 2000, 4000), (">4K", 4000, 10**9)]
+from curate.stats.compute import compute_stats
+from curate.stats.gallery import write_gallery
+from curate.stats.models import CorpusStats
+from curate.stats.plots import write_plots
 
 
-def bucket_of(long_side: int) -> str:
-    for name, lo, hi in BUCKETS:
-        if lo <= long_side < hi:
-            return name
-    return ">4K"
+def _fmt(value, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
 
 
-def corpus_stats(out_dir: str | Path) -> dict:
-    layout = OutputLayout(Path(out_dir))
-    manifest = read_manifest(layout)
-    if manifest is None or not layout.index.exists():
-        raise FileNotFoundError(f"{out_dir}: no manifest.json/index.parquet; is this a finished curate output?")
-    index = pq.read_table(layout.index).to_pylist()
-    by_bucket: dict[str, dict] = {}
-    for row in index:
-        b = by_bucket.setdefault(f"{row['kind']} {bucket_of(max(row['width'], row['height']))}",
-                                 {"images": 0, "boxes": 0, "w": [], "h": []})
-        b["images"] += 1
-        b["boxes"] += row["n_regions"]
-        b["w"] += row["box_widths"]
-        b["h"] += row["box_heights"]
-    buckets = {
-        name: {"images": b["images"], "boxes": b["boxes"], "boxes_per_image": b["boxes"] / b["images"],
-               "avg_box_w": float(np.mean(b["w"])) if b["w"] else None,
-               "avg_box_h": float(np.mean(b["h"])) if b["h"] else None}
-        for name, b in sorted(by_bucket.items())
-    }
-    per_dataset: dict[str, int] = {}
-    for row in index:
-        per_dataset[row["dataset"]] = per_dataset.get(row["dataset"], 0) + 1
-    reasons: dict[str, int] = {}
-    for q in manifest.quarantine:
-        reasons[q.reason.value] = reasons.get(q.reason.value, 0) + 1
-    return {
-        "name": manifest.name,
-        "status": manifest.status,
-        "counts": manifest.counts.model_dump(),
-        "per_dataset": per_dataset,
-        "buckets": buckets,
-        "quarantine_reasons": reasons,
-        "stages": {k: v.model_dump() for k, v in manifest.stages.items()},
-        "wall_seconds": manifest.wall_seconds,
-        "_index": index,
-    }
-
-
-def _plots(stats: dict, folder: Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    index = stats["_index"]
-    made = []
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    axes[0].hist([max(r["width"], r["height"]) for r in index] or [0], bins=20, color="#4c72b0")
-    axes[0].set(title="image long side (px)", ylabel="images")
-    counts = [r["n_regions"] for r in index]
-    axes[1].hist(counts or [0], bins=np.arange(0, max(counts or [0]) + 2) - 0.5, color="#55a868")
-    axes[1].set(title="boxes per image")
-    sides = [np.sqrt(w * h) for r in index for w, h in zip(r["box_widths"], r["box_heights"])]
-    axes[2].hist(sides or [0], bins=20, color="#c44e52")
-    axes[2].set(title="box size sqrt(w*h) (px)")
-    fig.tight_layout()
-    fig.savefig(folder / "distributions.png", dpi=100)
-    plt.close(fig)
-    made.append("distributions.png")
-    return made
-
-
-def write_report(out_dir: str | Path) -> Path:
-    stats = corpus_stats(out_dir)
-    folder = OutputLayout(Path(out_dir)).stats_dir
-    folder.mkdir(parents=True, exist_ok=True)
-    plots = _plots(stats, folder)
-    public = {k: v for k, v in stats.items() if not k.startswith("_")}
-    (folder / "stats.json").write_text(json.dumps(public, indent=2))
-    c = stats["counts"]
-    lines = [
-        f"# Corpus report: {stats['name']} ({stats['status']})", "",
-        f"read {c['read']} = written {c['written']} + quarantined {c['quarantined']}; "
-        f"{c['regions']} regions, {c['captioned_regions']} captioned; wall {stats['wall_seconds']:.1f} s", "",
-        "## Boxes by kind and resolution (long side), beside PS3 Table 9", "",
-        "| kind / bucket | images | boxes | boxes/img | avg box (w x h px) |", "|---|---|---|---|---|",
+def tables(stats: CorpusStats) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) of every table, shared by the markdown and HTML renderers."""
+    c = stats.counts
+    out = [
+        ("Counts", ["read", "written", "quarantined", "regions", "captioned regions", "wall seconds"],
+         [[str(c.read), str(c.written), str(c.quarantined), str(c.regions), str(c.captioned_regions),
+           _fmt(stats.wall_seconds, 1)]]),
+        ("Per source", ["dataset", "kind", "images", "boxes", "captioned"],
+         [[s.dataset, s.kind, str(s.images), str(s.boxes), str(s.captioned)] for s in stats.per_source]),
+        ("Boxes by kind and resolution (longer side)", ["kind", "bucket", "images", "boxes", "boxes/img",
+                                                         "avg box w x h (px)"],
+         [[b.kind, b.bucket, str(b.images), str(b.boxes), _fmt(b.boxes_per_image),
+           f"{_fmt(b.avg_box_w, 0)} x {_fmt(b.avg_box_h, 0)}"] for b in stats.buckets]),
+        ("PS3 Table 9 (for comparison)", ["source", "kind", "bucket", "images (M)", "boxes (M)", "boxes/img",
+                                          "avg box size"],
+         [[t.source, t.kind, t.bucket, _fmt(t.images_m, 0), _fmt(t.boxes_m, 0), _fmt(t.boxes_per_image, 0),
+           t.avg_box_size or "-"] for t in stats.ps3_table9]),
+        ("Captions", ["regions", "captioned", "by source", "mean words", "not captioned, by reason"],
+         [[str(stats.captions.regions), str(stats.captions.captioned),
+           ", ".join(f"{k}: {v}" for k, v in stats.captions.by_source.items()) or "-",
+           _fmt(stats.captions.words_mean, 1),
+           ", ".join(f"{k}: {v}" for k, v in stats.captions.dropped.items()) or "-"]]),
+        ("Stages", ["stage", "rows", "seconds", "rows/s", "time share", "skipped"],
+         [[s.stage, str(s.rows), _fmt(s.seconds), _fmt(s.rows_per_second),
+           f"{s.time_share:.0%}" if s.time_share is not None else "-", s.skipped or ""] for s in stats.stages]),
+        ("Quarantine", ["reason", "inputs"],
+         [[k, str(v)] for k, v in stats.quarantine_reasons.items()] or [["none", "0"]]),
     ]
-    for name, b in stats["buckets"].items():
-        size = f"{b['avg_box_w']:.0f} x {b['avg_box_h']:.0f}" if b["avg_box_w"] is not None else "-"
-        lines.append(f"| {name} | {b['images']} | {b['boxes']} | {b['boxes_per_image']:.2f} | {size} |")
-    for (src, bucket), (bpi, w, h) in PS3_TABLE9.items():
-        size = f"{w} x {h}" if w else "-"
-        lines.append(f"| PS3 {src} {bucket} | | | {bpi:.0f} | {size} |")
-    lines += ["", "## Stages", "", "| stage | rows | seconds | rows/s | outcomes | skipped |", "|---|---|---|---|---|---|"]
-    for name, s in stats["stages"].items():
-        rate = f"{s['rows'] / s['seconds']:.2f}" if s["seconds"] else "-"
-        outcomes = ", ".join(f"{k}={v}" for k, v in sorted(s["counts"].items())) or "-"
-        lines.append(f"| {name} | {s['rows']} | {s['seconds']:.2f} | {rate} | {outcomes} | {s['skipped'] or ''} |")
-    lines += ["", "## Quarantine", ""]
-    lines += [f"- {reason}: {n}" for reason, n in sorted(stats["quarantine_reasons"].items())] or ["- none"]
-    lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
-    report = folder / "report.md"
-    report.write_text("\n".join(lines) + "\n")
-    return report
+    return out
+
+
+def render_markdown(stats: CorpusStats, plots: list[str], other: CorpusStats | None) -> str:
+    lines = [f"# Corpus report: {stats.name} ({stats.status})", "", f"Output: `{stats.output}`", ""]
+    for which, s in ((None, stats), ("compared with", other)):
+        if s is None:
+            continue
+        if which:
+            lines += [f"# {which}: {s.name} (`{s.output}`)", ""]
+        for title, header, rows in tables(s):
+            lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            lines += ["| " + " | ".join(r) + " |" for r in rows] + [""]
+    lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
+    if stats.gallery:
+        lines += ["## Gallery", ""] + [f"![{g}]({g})" for g in stats.gallery] + [""]
+    return "\n".join(lines)
+
+
+def _img(folder: Path, name: str, css: str) -> str:
+    data = base64.b64encode((folder / name).read_bytes()).decode()
+    return f'<img class="{css}" alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
+
+
+def render_html(stats: CorpusStats, folder: Path, plots: list[str], other: CorpusStats | None) -> str:
+    parts = [f"<h1>Corpus report: {html.escape(stats.name)} <small>({stats.status})</small></h1>",
+             f"<p>Output: <code>{html.escape(stats.output)}</code></p>"]
+    for which, s in ((None, stats), ("Compared with", other)):
+        if s is None:
+            continue
+        if which:
+            parts.append(f"<h1>{which}: {html.escape(s.name)}</h1>")
+        for title, header, rows in tables(s):
+            head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+            body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+            parts.append(f"<h2>{html.escape(title)}</h2><table><tr>{head}</tr>{body}</table>")
+    parts.append('<h2>Plots</h2><div class="grid">' + "".join(_img(folder, p, "plot") for p in plots) + "</div>")
+    if stats.gallery:
+        parts.append('<h2>Gallery</h2><div class="gallery">'
+                     + "".join(_img(folder, g, "sample") for g in stats.gallery) + "</div>")
+    # Lets a headless browser test tell that every embedded image decoded.
+    script = ("window.addEventListener('load', () => { const imgs = [...document.images];"
+              " document.body.dataset.imagesTotal = imgs.length;"
+              " document.body.dataset.imagesLoaded = imgs.filter(i => i.complete && i.naturalWidth > 0).length; });")
+    style = ("body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}"
+             "table{border-collapse:collapse;margin:8px 0 18px}td,th{border:1px solid #ccc;padding:4px 8px;"
+             "text-align:left;font-size:14px}th{background:#f3f3f3}.grid{display:grid;"
+             "grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:12px}.plot{width:100%}"
+             ".gallery{display:flex;flex-wrap:wrap;gap:16px}.sample{max-width:640px;border:1px solid #ddd}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>curate stats: {html.escape(stats.name)}"
+            f"</title><style>{style}</style></head><body>{''.join(parts)}<script>{script}</script></body></html>")
+
+
+def write_report(out_dir: str | Path, compare: str | Path | None = None, gallery: int = 6) -> Path:
+    """Write OUT/stats/{stats.json, report.md, report.html, *.png}; returns the report.md path."""
+    out_dir = Path(out_dir)
+    folder = OutputLayout(out_dir).stats_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    stats, _ = compute_stats(out_dir)
+    other = compute_stats(compare)[0] if compare else None
+    plots = write_plots(stats, folder, other)
+    stats.gallery = write_gallery(out_dir, folder, n=gallery) if gallery else []
+    (folder / "stats.json").write_text(stats.model_dump_json(indent=2))
+    (folder / "report.md").write_text(render_markdown(stats, plots, other))
+    (folder / "report.html").write_text(render_html(stats, folder, plots, other))
+    return folder / "report.md"

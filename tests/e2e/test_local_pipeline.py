@@ -162,9 +162,10 @@ def test_stats_and_inspect_work_on_the_output(corpus):
     runner = CliRunner()
     res = runner.invoke(app, ["stats", str(out)])
     assert res.exit_code == 0, res.output
-    assert (out / "stats" / "report.md").exists() and (out / "stats" / "distributions.png").stat().st_size > 1000
+    assert (out / "stats" / "report.html").exists() and (out / "stats" / "box_size.png").stat().st_size > 1000
     stats = json.loads((out / "stats" / "stats.json").read_text())
     assert stats["counts"]["written"] == len(records(out))
+    assert stats["captions"]["by_source"].get("ocr", 0) > 0 and len(stats["gallery"]) == 6
     key = pq.read_table(out / "index.parquet")["key"][0].as_py()
     res = runner.invoke(app, ["inspect", str(out), key[:10]])
     assert res.exit_code == 0 and json.loads(res.stdout)["key"] == key
