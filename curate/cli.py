@@ -90,6 +90,10 @@ def run(
             result = run_pipeline(cfg, on_progress=on_progress, on_start=on_start)
     except (BackendUnavailable, OutputConflict, SourceError) as e:
         _fail(str(e))
+    except OSError as e:  # unwritable output, full disk: committed shards stay, nothing partial is left
+        _fail(f"cannot write the output {cfg.output.path}: {e.strerror or e}"
+              f"{' (' + e.filename + ')' if getattr(e, 'filename', None) else ''}; "
+              "committed shards are kept and the same command resumes")
     _print_summary(result.output)
 
 

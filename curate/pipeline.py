@@ -98,7 +98,10 @@ def init_ray(cfg: PipelineConfig) -> None:
     if address:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
     else:
-        ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, runtime_env=runtime_env,
+        # "local" starts a private instance even when another cluster on this machine left its
+        # address file behind; its services listen on loopback only.
+        ray.init(address="local", _node_ip_address="127.0.0.1", num_cpus=cfg.ray.num_cpus,
+                 include_dashboard=False, runtime_env=runtime_env,
                  log_to_driver=False, configure_logging=True, logging_level=logging.WARNING)
 
 
