@@ -79,6 +79,31 @@ def tiny_sam(seed: int = 0, embed_dim: int = 32) -> SamFamilyModel:
     return sam_model(net.eval())
 
 
+def tiny_efficientvit_sam(seed: int = 0, embed_dim: int = 256) -> SamFamilyModel:
+    """A randomly initialised EfficientViT-SAM (L-family backbone and neck) at toy width, 512 input.
+    The encoder's output norm is fixed at 256 channels, so the decoder keeps its real width."""
+    from efficientsam.models.efficientvit.backbone import EfficientViTLargeBackbone
+    from efficientsam.models.efficientvit.sam import EfficientViTSam, EfficientViTSamImageEncoder, SamNeck
+    from efficientsam.segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
+
+    torch.manual_seed(seed)
+    backbone = EfficientViTLargeBackbone(width_list=[8, 8, 16, 16, 32], depth_list=[1, 1, 1, 1, 1], qkv_dim=8)
+    neck = SamNeck(fid_list=["stage4", "stage3", "stage2"], in_channel_list=[32, 16, 16], head_width=16,
+                   head_depth=1, expand_ratio=1, middle_op="fmb", out_dim=embed_dim)
+    net = EfficientViTSam(
+        image_encoder=EfficientViTSamImageEncoder(backbone, neck),
+        prompt_encoder=PromptEncoder(embed_dim=embed_dim, image_embedding_size=(64, 64),
+                                     input_image_size=(1024, 1024), mask_in_chans=8),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=embed_dim, mlp_dim=64, num_heads=2),
+            transformer_dim=embed_dim, iou_head_depth=3, iou_head_hidden_dim=32,
+        ),
+        image_size=(1024, 512),
+    )
+    return efficientvit_sam_model(net.eval())
+
+
 def make_confident(model: SamFamilyModel, logit_scale: float = 300.0, iou_bias: float = 1.0) -> SamFamilyModel:
     """For random-weight runs only: scale the decoder's mask logits and raise its predicted IoUs so
     masks pass PS3's thresholds (0.6 IoU, 0.85 stability) as a trained model's do. Without it a

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from curate.amg import AmgParams, BatchedMaskGenerator
-from curate.amg.build import make_confident, tiny_sam
+from curate.amg.build import make_confident, tiny_efficientvit_sam, tiny_sam
 from curate.amg.parity import compare, reference_arrays
 
 
@@ -28,10 +28,11 @@ def sharpened_tiny_sam(seed: int = 0):
     return make_confident(tiny_sam(seed=seed), iou_bias=0.0)
 
 
-def run_both(model, image, **settings):
-    from segment_anything import SamAutomaticMaskGenerator
+def run_both(model, image, reference=None, **settings):
+    if reference is None:
+        from segment_anything import SamAutomaticMaskGenerator as reference
 
-    ref = SamAutomaticMaskGenerator(model.net, points_per_batch=64, output_mode="binary_mask", **settings)
+    ref = reference(model.net, points_per_batch=64, output_mode="binary_mask", **settings)
     ref_masks, ref_boxes = reference_arrays(ref.generate(image))
     [ours] = BatchedMaskGenerator(model, AmgParams(decode_batch=96, **settings), return_masks=True).generate([image])
     return compare(ref_masks, ref_boxes, ours.masks, ours.boxes), ours
@@ -46,6 +47,16 @@ def test_every_mask_matches_with_filters_and_nms_off(image):
     assert report.n_reference >= 50
     assert report.ok, report
     assert (ours.areas == ours.masks.reshape(len(ours.masks), -1).sum(1)).all()
+
+
+def test_efficientvit_sam_matches_its_reference_generator(image):
+    from efficientsam.models.efficientvit.sam import EfficientViTSamAutomaticMaskGenerator
+
+    model = make_confident(tiny_efficientvit_sam(), iou_bias=0.0)
+    report, _ = run_both(model, image, EfficientViTSamAutomaticMaskGenerator, points_per_side=6, crop_n_layers=1,
+                         pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0, crop_nms_thresh=1.0)
+    assert report.n_reference >= 50
+    assert report.ok, report
 
 
 def test_matches_reference_with_table10_thresholds(image):
