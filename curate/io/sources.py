@@ -72,7 +72,8 @@ def _list_file(src: SourceConfig) -> Iterator[tuple[str, str | None]]:
         for i, uri in enumerate(table[src.column].to_pylist()):
             yield (uri, captions[i] if captions else None)
         return
-    with fs.resolve(src.path)[0].open_input_stream(fs.resolve(src.path)[1]) as f:
+    filesystem, path = fs.resolve(src.path)
+    with filesystem.open_input_stream(path) as f:
         for line in f.read().decode("utf-8").splitlines():
             if line.strip() and not line.lstrip().startswith("#"):
                 yield line.strip(), None
