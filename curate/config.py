@@ -159,21 +159,65 @@ class RapidOcrConfig(Strict):
     max_side: int = Field(2048, ge=64, description="crops larger than this are downscaled before OCR")
 
 
-class VlmConfig(Strict):
-    """MLLM captioner (Qwen2-VL class)."""
+class CaptionHygieneConfig(Strict):
+    """Rules applied to every generated caption; a caption failing one is dropped with the rule's name."""
+
+    strip_openers: list[str] = Field(
+        [r"^(the|this) (image|picture|photo|photograph|region|crop|area|section)( region)? "
+         r"(shows|depicts|displays|features|contains|presents|captures|is of)\b",
+         r"^in (this|the) (image|picture|photo|region|crop),?"],
+        description="regexes removed from the start of a caption (boilerplate openers)",
+    )
+    refusal_patterns: list[str] = Field(
+        [r"\bI('m| am) (sorry|unable)", r"\bI can(no|')t (see|help|determine|identify|provide)",
+         r"\bas an AI\b", r"\bunable to (see|determine|identify|read)\b", r"\bnot possible to (see|tell)\b"],
+        description="regexes that mark a refusal (the caption is dropped)",
+    )
+    trim_unfinished: bool = Field(True, description="cut text that hit max_new_tokens back to its last sentence")
+    min_words: int = Field(3, ge=0)
+    max_words: int = Field(400, ge=1)
+    ngram: int = Field(4, ge=1, description="n for the repetition check")
+    max_repeated_ngram_frac: float = Field(0.3, ge=0, le=1, description="share of repeated n-grams that is a loop")
+    max_sentence_repeats: int = Field(2, ge=1, description="one sentence more often than this is a loop")
+    min_latin_letter_frac: float | None = Field(
+        0.8, ge=0, le=1, description="language guard: min share of Latin-script letters; null turns it off")
+
+
+class GenerationRuntimeConfig(Strict):
+    """How a generative model is loaded and run (shared by the caption and retarget backends)."""
+
+    model: str | None = Field(None, description="HF id or local checkpoint directory")
+    dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    max_new_tokens: int = Field(256, ge=1)
+    temperature: float = Field(0.0, ge=0, description="0 is greedy decoding")
+    top_p: float = Field(1.0, gt=0, le=1)
+    batch_size: int = Field(16, ge=1, description="prompts per generate call (hf) / per vLLM batch")
+    num_gpus: float = Field(1.0, ge=0, description="GPUs per actor when the cluster has GPUs")
+    # vLLM only (ray.data.llm): engine replicas, tensor parallelism, memory.
+    concurrency: int = Field(1, ge=1, description="vllm: engine replicas")
+    tensor_parallel_size: int = Field(1, ge=1)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    max_model_len: int = Field(8192, ge=256)
+
+
+class VlmConfig(GenerationRuntimeConfig):
+    """MLLM captioner (Qwen2-VL / Qwen2.5-VL class) through transformers (hf) or ray.data.llm (vllm)."""
 
     backend: Literal["hf", "vllm"]
-    model: str = Field(..., description="HF id or local path")
-    dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+    model: str = Field(..., description="HF id or local checkpoint directory")
     prompt: str = "Describe in detail everything visible in this image region, including any text."
-    max_new_tokens: int = Field(256, ge=1)
-    temperature: float = Field(0.0, ge=0)
-    batch_size: int = Field(16, ge=1)
-    min_pixels: int = Field(256 * 28 * 28, ge=1)
-    max_pixels: int = Field(1280 * 28 * 28, ge=1)
+    min_pixels: int = Field(256 * 28 * 28, ge=28 * 28, description="crop pixel budget, lower bound")
+    max_pixels: int = Field(1280 * 28 * 28, ge=28 * 28, description="crop pixel budget, upper bound")
+    patch_factor: int = Field(28, ge=1, description="crop sides are multiples of this (Qwen2-VL: 28)")
     context_margin: float = Field(0.05, ge=0, description="box margin as a fraction of its side")
-    num_gpus: float = Field(1.0, ge=0)
-    tensor_parallel_size: int = Field(1, ge=1)
+    thumbnail: bool = Field(False, description="also show a thumbnail of the whole image with the box drawn")
+    thumbnail_side: int = Field(448, ge=28)
+    thumbnail_prompt: str = (
+        "The first image is the whole picture with one region outlined in red; the second image is that "
+        "region. Describe in detail everything visible in the region, including any text."
+    )
+    hygiene: CaptionHygieneConfig = Field(default_factory=CaptionHygieneConfig)
 
 
 NaturalCaptionConfig = Annotated[Union[NoCaptionConfig, VlmConfig], Field(discriminator="backend")]
@@ -188,22 +232,45 @@ class CaptionConfig(Strict):
 # ---------------------------------------------------------------- retarget
 
 
-class RetargetConfig(Strict):
-    """LLM that rewrites local captions into questions about the region (top-down selection FT data)."""
+class QuestionRulesConfig(Strict):
+    """Checks on a generated question; a failing question is dropped with the rule's name."""
+
+    min_words: int = Field(4, ge=1)
+    max_words: int = Field(40, ge=1)
+    forbidden_patterns: list[str] = Field(
+        [r"\d+\s*,\s*\d+\s*,\s*\d+", r"\bcaption\b", r"\bdescription\b", r"\bbounding box\b",
+         r"\bcoordinates?\b", r"\bthe (text|passage) above\b"],
+        description="regexes a question must not match (box coordinates, leaks of the prompt's wording)",
+    )
+    max_caption_overlap: float = Field(
+        0.8, ge=0, le=1, description="max share of the question's words found in the caption, in order (a copy)")
+
+
+class RetargetConfig(GenerationRuntimeConfig):
+    """LLM (Llama-3.1-8B-Instruct class) that rewrites local captions into questions about the region
+    (top-down selection fine-tuning data)."""
 
     backend: Literal["none", "hf", "vllm"] = "none"
-    model: str | None = None
+    system_prompt: str = (
+        "You write one question about a small region of a large image. The question must be answerable only "
+        "by looking closely at that region. Reply with the question alone."
+    )
     prompt: str = (
-        "Rewrite this description of one region of a large image as a single question that can only be "
-        "answered by looking closely at that region. Description: {caption}\nQuestion:"
+        "Here is a description of the region:\n{caption}\n\nWrite one question whose answer is found in "
+        "this region."
     )
     max_new_tokens: int = Field(64, ge=1)
-    dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+    batch_size: int = Field(32, ge=1)
+    max_model_len: int = Field(4096, ge=256)
+    rules: QuestionRulesConfig = Field(default_factory=QuestionRulesConfig)
+    embed_image: bool = Field(False, description="question shards carry the image bytes (else the image key)")
 
     @model_validator(mode="after")
     def _model_for_backend(self) -> "RetargetConfig":
         if self.backend != "none" and not self.model:
             raise ValueError(f"retarget backend {self.backend!r} needs a model (HF id or local path)")
+        if "{caption}" not in self.prompt:
+            raise ValueError("retarget.prompt must contain {caption}")
         return self
 
 
@@ -237,6 +304,14 @@ class PipelineConfig(Strict):
     retarget: RetargetConfig = Field(default_factory=RetargetConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+
+    @model_validator(mode="after")
+    def _retarget_after_captions(self) -> "PipelineConfig":
+        natural = getattr(self.caption.natural, "backend", "none")
+        if self.retarget.backend == "hf" and natural == "vllm":
+            raise ValueError("retarget.backend: hf cannot follow caption.natural.backend vllm (the captions "
+                             "arrive only at the end of the stream); use vllm for both")
+        return self
 
     def sha256(self) -> str:
         """Hash of what shapes the data; runs with different hashes must not share an output.

@@ -3,8 +3,10 @@
 sources (listed on the driver, already-committed inputs skipped)
   -> ingest   (CPU tasks: read, validate, orient, route)
   -> regions  (actor pool, model loaded once per actor: masks + salient boxes)
-  -> caption  (actor pool: OCR for documents, MLLM for natural images)
-  -> writer   (driver: shards + parts + index + manifest, see curate/io/corpus.py)
+  -> caption  (actor pool: OCR for documents, MLLM for natural images with the hf backend)
+  -> retarget (actor pool, hf backend: captions -> questions)
+  -> [vllm backends: one request row per region -> ray.data.llm processor(s)]
+  -> writer   (driver: reassembles request rows; shards + parts + index + manifest, see curate/io/corpus.py)
 """
 
 from __future__ import annotations
@@ -110,6 +112,7 @@ def build_dataset(cfg: PipelineConfig, pending: list[dict]):
     import ray
     from curate.stages.caption import CaptionStage
     from curate.stages.regions import RegionsStage
+    from curate.stages.retarget import RetargetStage
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = cfg.ray.progress
@@ -126,10 +129,14 @@ def build_dataset(cfg: PipelineConfig, pending: list[dict]):
     mask_gpus = getattr(cfg.masks, "num_gpus", 0) if gpus_in_cluster else 0
     if getattr(cfg.masks, "num_gpus", 0) and not gpus_in_cluster:
         log.warning("no GPU in the Ray cluster: the %s mask generator runs on CPU (slow)", cfg.masks.backend)
-    stages = (
+    natural = cfg.caption.natural
+    caption_gpus = natural.num_gpus if gpus_in_cluster and getattr(natural, "backend", None) == "hf" else 0
+    stages = [
         (RegionsStage, mask_gpus, getattr(cfg.masks, "batch_size", cfg.ray.cpu_batch_size)),
-        (CaptionStage, 0, cfg.ray.cpu_batch_size),
-    )
+        (CaptionStage, caption_gpus, cfg.ray.cpu_batch_size),
+    ]
+    if cfg.retarget.backend == "hf":
+        stages.append((RetargetStage, cfg.retarget.num_gpus if gpus_in_cluster else 0, cfg.ray.cpu_batch_size))
     for stage_cls, gpus, batch_size in stages:
         # GPU stages get one actor per GPU; CPU stages scale with the CPUs.
         limit = max(1, int(gpus_in_cluster / gpus)) if gpus else max_actors
@@ -138,12 +145,63 @@ def build_dataset(cfg: PipelineConfig, pending: list[dict]):
             batch_size=batch_size, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=limit),
             num_cpus=0.5 if not gpus else 1, num_gpus=gpus or None,
         )
+    return add_llm_steps(ds, cfg)
+
+
+def llm_steps(cfg: PipelineConfig) -> list[str]:
+    """Stages that run as ray.data.llm processors (vllm backends), in order."""
+    steps = []
+    if getattr(cfg.caption.natural, "backend", None) == "vllm":
+        steps.append("caption")
+    if cfg.retarget.backend == "vllm":
+        steps.append("retarget")
+    return steps
+
+
+def add_llm_steps(ds, cfg: PipelineConfig):
+    """Explode image rows into request rows and run the vLLM processors over them."""
+    from curate.backends.llm_vllm import build_processor
+    from curate.stages.caption import caption_requests
+    from curate.stages.retarget import chain_question_request, question_requests
+
+    steps = llm_steps(cfg)
+    if not steps:
+        return ds
+    natural, retarget = cfg.caption.natural, cfg.retarget
+    if steps[0] == "caption":
+        ds = ds.flat_map(lambda row: caption_requests(row, natural))
+        ds = build_processor(natural, multimodal=True)(ds)
+        if "retarget" in steps:
+            ds = ds.map(lambda row: chain_question_request(row, natural, retarget))
+    else:
+        ds = ds.flat_map(lambda row: question_requests(row, retarget))
+    if "retarget" in steps:
+        ds = build_processor(retarget, multimodal=False)(ds)
     return ds
+
+
+def merge_llm_answers(cfg: PipelineConfig, row: dict, answers: list[list]) -> dict:
+    """Driver side of ``add_llm_steps``: put each step's answers back into the image row."""
+    from curate.stages.caption import merge_captions
+    from curate.stages.retarget import merge_questions
+
+    for step, name in enumerate(llm_steps(cfg)):
+        mine = [a[step] for a in answers]
+        row = merge_captions(row, mine, cfg.caption.natural) if name == "caption" else \
+            merge_questions(row, mine, cfg.retarget)
+    return row
 
 
 def check_backends(cfg: PipelineConfig) -> None:
     """Fail before starting Ray when the config names a backend that cannot run here."""
     backends.check_available("masks", cfg.masks.backend)
+    if llm_steps(cfg):
+        try:
+            import ray.data.llm  # noqa: F401
+            import vllm  # noqa: F401
+        except ImportError as e:
+            raise backends.BackendUnavailable(
+                f"the vllm backend needs vLLM and ray.data.llm: pip install 'curate[vllm]' ({e})") from e
     checkpoint = getattr(cfg.masks, "checkpoint", None)
     if checkpoint and not checkpoint.startswith("hf://") and not os.path.isfile(checkpoint):
         raise backends.BackendUnavailable(
@@ -204,5 +262,18 @@ def _process(cfg: PipelineConfig, pending: list[dict]) -> Iterator[dict]:
         return
     init_ray(cfg)
     ds = build_dataset(cfg, to_ray)
+    if not llm_steps(cfg):
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
+            yield from batch.cast(ROW_SCHEMA).to_pylist()
+        return
+    from curate.backends.llm_vllm import Reassembler
+
+    reassembler = Reassembler(lambda row, answers: merge_llm_answers(cfg, row, answers))
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
-        yield from batch.cast(ROW_SCHEMA).to_pylist()
+        for request in batch.to_pylist():
+            row = reassembler.add(request)
+            if row is not None:
+                yield row
+    if reassembler.incomplete():
+        raise RuntimeError(f"ray.data.llm returned no answer for part of {len(reassembler.incomplete())} "
+                           f"images, e.g. {reassembler.incomplete()[0]}")

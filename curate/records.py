@@ -31,8 +31,9 @@ class Region(Record):
     caption_source: Literal["mllm", "ocr"] | None = None
     caption_model: str | None = None
     caption_skipped: str | None = Field(None, description="why this region has no caption")
-    question: str | None = None
+    question: str | None = Field(None, description="the caption retargeted into a question about this region")
     question_model: str | None = None
+    question_skipped: str | None = Field(None, description="why this captioned region has no question")
 
 
 class PipelineInfo(Record):
@@ -55,6 +56,23 @@ class ImageRecord(Record):
     regions_note: str | None = Field(None, description="why there are no regions, when there are none")
     global_caption: str | None = None
     pipeline: PipelineInfo
+
+
+class QuestionRecord(Record):
+    """One top-down selection fine-tuning sample (``KEY.json`` in ``questions/`` shards)."""
+
+    key: str = Field(..., pattern=r"^[0-9a-f]{20}_\d+$", description="IMAGEKEY_REGIONINDEX")
+    image_key: str = Field(..., pattern=r"^[0-9a-f]{20}$")
+    image_shard: str = Field(..., description="region shard holding the image (IMAGEKEY.EXT)")
+    image_ext: Literal["jpg", "png", "webp"]
+    region_index: int = Field(..., ge=0)
+    question: str
+    box: tuple[int, int, int, int] = Field(..., description="xyxy absolute pixels of the region asked about")
+    box_norm: tuple[float, float, float, float]
+    caption: str = Field(..., description="the local caption the question was written from (the answer's source)")
+    model: str
+    width: int = Field(..., ge=1)
+    height: int = Field(..., ge=1)
 
 
 class QuarantineReason(str, Enum):
@@ -83,6 +101,8 @@ class StageStats(Record):
     seconds: float = Field(0.0, description="summed worker time spent in the stage")
     counts: dict[str, int] = Field(default_factory=dict, description="what the stage did, by outcome")
     skipped: str | None = Field(None, description="set when the stage did not run, with the reason")
+    rates: dict[str, float] = Field(
+        default_factory=dict, description="throughput per second of worker time (crops, generated tokens)")
 
 
 class Counts(Record):
@@ -109,4 +129,4 @@ class Manifest(Record):
     quarantine: list[QuarantineEntry]
 
 
-SCHEMA_MODELS = {"image_record": ImageRecord, "manifest": Manifest}
+SCHEMA_MODELS = {"image_record": ImageRecord, "manifest": Manifest, "question_record": QuestionRecord}

@@ -95,3 +95,19 @@ def local_overrides(out: Path, sources_path: Path) -> list[str]:
     """Settings that keep test runs short on 2 cores without changing any code path."""
     return [f"output.path={out}", f"sources.0.path={sources_path}", "sources.0.type=dir",
             "output.shard_max_samples=2", "masks.work_side=640", "ray.progress=false"]
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_vl_dir(tmp_path_factory) -> Path:
+    """A randomly initialised Qwen2-VL checkpoint directory (tokenizer, processor, weights)."""
+    from curate.models.random_init import save_random_qwen2_vl
+
+    return save_random_qwen2_vl(tmp_path_factory.mktemp("tiny-qwen2-vl"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory) -> Path:
+    """A randomly initialised Llama checkpoint directory (tokenizer with chat template, weights)."""
+    from curate.models.random_init import save_random_llama
+
+    return save_random_llama(tmp_path_factory.mktemp("tiny-llama"))

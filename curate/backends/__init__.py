@@ -16,14 +16,20 @@ MASK_BACKENDS = {
 }
 CAPTION_BACKENDS = {
     "rapidocr": "curate.backends.ocr_rapid:RapidOcrCaptioner",
+    "hf": "curate.backends.vlm_hf:HfVlmCaptioner",
+    # vllm runs as ray.data.llm processor stages (curate/pipeline.py), not as a per-actor object.
+    "vllm": "curate.backends.llm_vllm:processor_config",
 }
-RETARGET_BACKENDS: dict[str, str] = {}
+RETARGET_BACKENDS = {
+    "hf": "curate.backends.llm_hf:HfQuestionWriter",
+    "vllm": "curate.backends.llm_vllm:processor_config",
+}
 
 # Named in configs (pipelines/ps3.yaml) and validated, but their code paths are not built yet.
 PLANNED = {
     "masks": set(),
-    "caption": {"hf", "vllm"},
-    "retarget": {"hf", "vllm"},
+    "caption": set(),
+    "retarget": set(),
 }
 
 REGISTRIES = {"masks": MASK_BACKENDS, "caption": CAPTION_BACKENDS, "retarget": RETARGET_BACKENDS}

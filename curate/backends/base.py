@@ -12,3 +12,4 @@ class CaptionResult:
     text: str | None
     reason: str | None = None
     dropped: str | None = None
+    tokens: int = 0  # tokens the model generated for it (0 for OCR)

@@ -1,7 +1,7 @@
 """CorpusWriter: turns finished rows into shards, parts, index and manifest; resumes a killed run.
 
-Commit protocol for shard n: the tar is written as ``shards/S-n.tar.tmp``, fsynced and renamed;
-then its part ``parts/S-n.parquet`` (one row per input handled since the last commit, written or
+Commit protocol for shard n: the tar is written as ``shards/S-n.tar.tmp``, fsynced and renamed
+(its questions tar, when there are questions, the same way just before it); then its part ``parts/S-n.parquet`` (one row per input handled since the last commit, written or
 quarantined) is written the same way. The part is the commit marker: on resume, temp files and any
 tar without its part are deleted, and every input named in a part is skipped. So a SIGKILL at any
 point loses at most the uncommitted shard's work (redone on restart) and never shows a partial
@@ -20,7 +20,7 @@ from curate.io.index import read_parts, write_index, write_part
 from curate.io.layout import TMP_SUFFIX, OutputLayout, number_of
 from curate.io.manifest import RunTally, now_iso, read_manifest, write_manifest
 from curate.io.shards import ShardWriter
-from curate.records import ImageRecord, PipelineInfo, QuarantineReason, Region
+from curate.records import ImageRecord, PipelineInfo, QuarantineReason, QuestionRecord, Region
 
 
 class OutputConflict(RuntimeError):
@@ -49,6 +49,20 @@ def record_json(row: dict, pipeline: PipelineInfo) -> bytes:
     return record.model_dump_json(exclude_none=True).encode()
 
 
+def question_samples(row: dict, shard: str) -> list[tuple[str, bytes]]:
+    """(key, QuestionRecord JSON) for each region of a finished row that has a question."""
+    samples = []
+    for i, region in enumerate(json.loads(row["regions"] or "[]")):
+        if region.get("question"):
+            record = QuestionRecord(
+                key=f"{row['key']}_{i}", image_key=row["key"], image_shard=shard, region_index=i,
+                question=region["question"], box=region["box"], box_norm=region["box_norm"],
+                caption=region["caption"], model=region["question_model"], width=row["width"],
+                height=row["height"], image_ext=row["image_ext"])
+            samples.append((record.key, record.model_dump_json().encode()))
+    return samples
+
+
 class CorpusWriter:
     def __init__(self, root: str | Path, cfg: PipelineConfig):
         self.cfg = cfg
@@ -63,6 +77,7 @@ class CorpusWriter:
         self._t0 = time.monotonic()
         self._prior_seconds = 0.0
         self._shard: ShardWriter | None = None
+        self._questions: ShardWriter | None = None
         self._pending: list[dict] = []
         self.resumed_rows = 0
 
@@ -95,11 +110,11 @@ class CorpusWriter:
         return self
 
     def _remove_uncommitted(self) -> None:
-        for folder in (self.layout.shards_dir, self.layout.parts_dir):
+        for folder in (self.layout.shards_dir, self.layout.questions_dir, self.layout.parts_dir):
             for tmp in folder.glob(f"*{TMP_SUFFIX}"):
                 tmp.unlink()
         committed = {p.stem for p in self.layout.part_files()}
-        for shard in self.layout.shard_files():
+        for shard in self.layout.shard_files() + self.layout.question_shard_files():
             if shard.stem not in committed:
                 shard.unlink()  # renamed before the kill, but its part never landed: redo its inputs
 
@@ -121,6 +136,14 @@ class CorpusWriter:
         locations = self._shard.add(row["key"], {row["image_ext"]: row["image"],
                                                  "json": record_json(row, self.pipeline)})
         self.key_to_uri[row["key"]] = row["uri"]
+        questions = question_samples(row, self._shard.path.name)
+        for key, data in questions:
+            if self._questions is None:
+                self._questions = ShardWriter(self.layout.question_shard(self.out.split, self.next_shard))
+            members = {"json": data}
+            if self.cfg.retarget.embed_image:
+                members = {row["image_ext"]: row["image"], **members}
+            self._questions.add(key, members)
         part_row = self._part_row(row, status="written")
         part_row.update(
             shard=self._shard.path.name,
@@ -147,6 +170,7 @@ class CorpusWriter:
             "box_heights": [r["box"][3] - r["box"][1] for r in regions],
             "caption_words": [len(r["caption"].split()) for r in regions if r.get("caption")],
             "caption_sources": [r["caption_source"] for r in regions if r.get("caption")],
+            "question_words": [len(r["question"].split()) for r in regions if r.get("question")],
             "reason": row["reason"], "detail": row["detail"],
             "timings": row["timings"], "events": row["events"],
         }
@@ -155,6 +179,9 @@ class CorpusWriter:
         """Make the open shard and its part visible (shard first, part last: the part commits)."""
         if not self._pending:
             return
+        if self._questions is not None:
+            self._questions.close()
+            self._questions = None
         if self._shard is not None:
             self._shard.close()
             self._shard = None
@@ -174,9 +201,10 @@ class CorpusWriter:
 
     def abort(self) -> None:
         """Leave no partial shard behind after an error; committed parts stay for a resume."""
-        if self._shard is not None:
-            self._shard.abort()
-            self._shard = None
+        for writer in (self._questions, self._shard):
+            if writer is not None:
+                writer.abort()
+        self._shard = self._questions = None
         self._pending = []
 
     def _write_manifest(self, status: str) -> None:

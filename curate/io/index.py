@@ -36,6 +36,7 @@ PART_SCHEMA = pa.schema(
         ("box_heights", pa.list_(pa.int32())),
         ("caption_words", pa.list_(pa.int32())),  # per captioned region
         ("caption_sources", pa.list_(pa.string())),  # per captioned region: mllm | ocr
+        ("question_words", pa.list_(pa.int32())),  # per region with a retargeted question
         ("reason", pa.string()),
         ("detail", pa.string()),
         ("timings", pa.string()),  # JSON {stage: seconds}
@@ -46,7 +47,7 @@ PART_SCHEMA = pa.schema(
 INDEX_COLUMNS = [
     "key", "shard", "image_member", "image_offset", "image_size", "json_offset", "json_size",
     "width", "height", "kind", "n_regions", "n_captioned", "box_widths", "box_heights", "caption_words",
-    "caption_sources", "dataset", "uri",
+    "caption_sources", "question_words", "dataset", "uri",
 ]
 
 

@@ -1,6 +1,7 @@
 """The one place that knows an output directory's file layout.
 
 OUT/shards/{split}-{n:06d}.tar    WebDataset shards (KEY.jpg|png|webp + KEY.json)
+OUT/questions/{split}-{n:06d}.tar questions retargeted from shard n's captions (KEY_i.json [+ image])
 OUT/parts/{split}-{n:06d}.parquet per-shard commit record: one row per input (written or quarantined)
 OUT/index.parquet                 one row per written sample, built from the parts at the end of a run
 OUT/manifest.json                 config, versions, counts, timings, quarantine list
@@ -27,6 +28,10 @@ class OutputLayout:
         return self.root / "shards"
 
     @property
+    def questions_dir(self) -> Path:
+        return self.root / "questions"
+
+    @property
     def parts_dir(self) -> Path:
         return self.root / "parts"
 
@@ -45,12 +50,15 @@ class OutputLayout:
     def shard(self, split: str, n: int) -> Path:
         return self.shards_dir / f"{split}-{n:06d}.tar"
 
+    def question_shard(self, split: str, n: int) -> Path:
+        return self.questions_dir / f"{split}-{n:06d}.tar"
+
     def part(self, split: str, n: int) -> Path:
         return self.parts_dir / f"{split}-{n:06d}.parquet"
 
     def make_dirs(self) -> None:
-        self.shards_dir.mkdir(parents=True, exist_ok=True)
-        self.parts_dir.mkdir(parents=True, exist_ok=True)
+        for folder in (self.shards_dir, self.questions_dir, self.parts_dir):
+            folder.mkdir(parents=True, exist_ok=True)
 
     def part_files(self) -> list[Path]:
         if not self.parts_dir.exists():
@@ -58,9 +66,16 @@ class OutputLayout:
         return sorted(p for p in self.parts_dir.iterdir() if _NUMBERED.match(p.name))
 
     def shard_files(self) -> list[Path]:
-        if not self.shards_dir.exists():
-            return []
-        return sorted(p for p in self.shards_dir.iterdir() if _NUMBERED.match(p.name))
+        return _numbered(self.shards_dir)
+
+    def question_shard_files(self) -> list[Path]:
+        return _numbered(self.questions_dir)
+
+
+def _numbered(folder: Path) -> list[Path]:
+    if not folder.exists():
+        return []
+    return sorted(p for p in folder.iterdir() if _NUMBERED.match(p.name))
 
 
 def number_of(path: Path) -> int:

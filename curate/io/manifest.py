@@ -13,8 +13,8 @@ from curate.config import NoCaptionConfig, PipelineConfig
 from curate.io.layout import OutputLayout, atomic_write_bytes
 from curate.records import Counts, Manifest, QuarantineEntry, StageStats
 
-VERSIONED_PACKAGES = ["ray", "pyarrow", "pillow", "numpy", "torch", "scikit-image", "rapidocr", "onnxruntime",
-                      "webdataset", "pydantic"]
+VERSIONED_PACKAGES = ["ray", "pyarrow", "pillow", "numpy", "torch", "transformers", "vllm", "scikit-image",
+                      "rapidocr", "onnxruntime", "webdataset", "pydantic"]
 
 
 def package_versions() -> dict[str, str]:
@@ -82,9 +82,20 @@ class RunTally:
                 seconds=round(self.stage_seconds.get(name, 0.0), 4),
                 counts=dict(self.stage_events.get(name, {})),
                 skipped=skipped.get(name),
+                rates=rates(self.stage_events.get(name, {}), self.stage_seconds.get(name, 0.0)),
             )
             for name in names
         }
+
+
+RATE_COUNTS = ("crops", "prompts", "generated_tokens")
+
+
+def rates(counts: dict[str, int], seconds: float) -> dict[str, float]:
+    """Throughput of a model stage: crops/s, prompts/s and generated tokens/s of worker time."""
+    if seconds <= 0:
+        return {}
+    return {f"{name}_per_s": round(counts[name] / seconds, 3) for name in RATE_COUNTS if counts.get(name)}
 
 
 def write_manifest(layout: OutputLayout, cfg: PipelineConfig, tally: RunTally, status: str, started_at: str,

@@ -1,7 +1,8 @@
 """Caption stage: each region of a natural image gets an MLLM caption, of a document its OCR text.
 
-A kind whose captioner is ``none`` (or unavailable offline) leaves captions empty and says why in
-``caption_skipped``: no text is ever invented.
+A kind whose captioner is ``none`` leaves captions empty and says why in ``caption_skipped``: no text
+is ever invented. MLLM crops from every image of a batch are captioned together. With the ``vllm``
+backend the natural-image half runs in ray.data.llm instead (``caption_requests`` / ``merge_captions``).
 """
 
 from __future__ import annotations
@@ -10,9 +11,29 @@ import json
 from collections import Counter
 
 from curate import backends
-from curate.config import NoCaptionConfig, PipelineConfig
+from curate.backends.base import CaptionResult
+from curate.config import NoCaptionConfig, PipelineConfig, VlmConfig
 from curate.images import decode_rgb
+from curate.stages.hygiene import clean_caption
 from curate.stages.rows import add_events, set_model
+
+
+def runs_in_ray_llm(kind_cfg) -> bool:
+    return isinstance(kind_cfg, VlmConfig) and kind_cfg.backend == "vllm"
+
+
+def record_results(regions: list[dict], results: list[CaptionResult], source: str, model: str) -> Counter:
+    """Write captions (or why there is none) into regions; returns the outcome counts."""
+    outcomes = Counter()
+    for region, result in zip(regions, results, strict=True):
+        outcomes["generated_tokens"] += result.tokens
+        if result.text:
+            region.update(caption=result.text, caption_source=source, caption_model=model)
+            outcomes["captioned"] += 1
+        else:
+            region["caption_skipped"] = result.dropped
+            outcomes[f"dropped.{result.reason}"] += 1
+    return outcomes
 
 
 class CaptionStage:
@@ -24,35 +45,88 @@ class CaptionStage:
         for kind, kind_cfg in (("natural", cfg.caption.natural), ("document", cfg.caption.document)):
             if isinstance(kind_cfg, NoCaptionConfig):
                 self.skip_reasons[kind] = kind_cfg.reason
-            else:
+            elif not runs_in_ray_llm(kind_cfg):
                 self.captioners[kind] = backends.build("caption", kind_cfg.backend, kind_cfg)
+        self.deferred = {kind for kind in ("natural", "document") if runs_in_ray_llm(getattr(cfg.caption, kind))}
 
     def process(self, rows: list[dict]) -> list[dict]:
+        batched: list[tuple[dict, list[dict]]] = []  # rows whose crops go to one batched model call
         for row in rows:
-            if row["status"] != "ok":
+            if row["status"] != "ok" or row["kind"] in self.deferred:
                 continue
             regions = json.loads(row["regions"])
             if not regions:
                 continue
             kind = row["kind"]
-            outcomes = Counter()
             captioner = self.captioners.get(kind)
             if captioner is None:
                 for region in regions:
                     region["caption_skipped"] = f"{kind} captioning skipped: {self.skip_reasons[kind]}"
-                outcomes["skipped"] += len(regions)
+                self._finish(row, regions, Counter(skipped=len(regions)))
+            elif hasattr(captioner, "caption_batch"):
+                batched.append((row, regions))
             else:
-                image = decode_rgb(row["image"])
-                results = captioner.caption(image, [tuple(r["box"]) for r in regions])
-                for region, result in zip(regions, results):
-                    if result.text:
-                        region.update(caption=result.text, caption_source=captioner.source,
-                                      caption_model=captioner.describe())
-                        outcomes["captioned"] += 1
-                    else:
-                        region["caption_skipped"] = result.dropped
-                        outcomes[f"dropped.{result.reason}"] += 1
-                set_model(row, f"caption.{kind}", captioner.describe())
-            row["regions"] = json.dumps(regions)
-            add_events(row, self.name, outcomes)
+                results = captioner.caption(decode_rgb(row["image"]), [tuple(r["box"]) for r in regions])
+                self._finish(row, regions, record_results(regions, results, captioner.source,
+                                                          captioner.describe()), captioner)
+        if batched:
+            self._caption_batched(batched)
         return rows
+
+    def _caption_batched(self, batched: list[tuple[dict, list[dict]]]) -> None:
+        captioner = self.captioners["natural"]
+        requests = []
+        for row, regions in batched:
+            image = decode_rgb(row["image"])
+            requests.extend((image, tuple(r["box"])) for r in regions)
+        results = iter(captioner.caption_batch(requests))
+        for row, regions in batched:
+            mine = [next(results) for _ in regions]
+            outcomes = record_results(regions, mine, captioner.source, captioner.describe())
+            outcomes["crops"] += len(regions)
+            self._finish(row, regions, outcomes, captioner)
+
+    def _finish(self, row: dict, regions: list[dict], outcomes: Counter, captioner=None) -> None:
+        row["regions"] = json.dumps(regions)
+        if captioner is not None:
+            set_model(row, f"caption.{row['kind']}", captioner.describe())
+        add_events(row, self.name, outcomes)
+
+
+# ---------------------------------------------------------------- vllm (ray.data.llm) half
+
+
+def caption_requests(row: dict, cfg: VlmConfig) -> list[dict]:
+    """Request rows for one image row: one per region of a natural image, else one carrier."""
+    from curate.backends.llm_vllm import carrier_row, image_message, request_row, sampling_params
+    from curate.backends.vlm_hf import crop_images
+
+    regions = json.loads(row["regions"] or "[]")
+    if row["status"] != "ok" or row["kind"] != "natural" or not regions:
+        return [carrier_row(row["uri"], row)]
+    image = decode_rgb(row["image"])
+    prompt = cfg.thumbnail_prompt if cfg.thumbnail else cfg.prompt
+    params = sampling_params(cfg)
+    return [
+        request_row(row["uri"], i, len(regions), image_message(crop_images(cfg, image, tuple(r["box"])), prompt),
+                    params, row if i == 0 else None)
+        for i, r in enumerate(regions)
+    ]
+
+
+def merge_captions(row: dict, answers: list[tuple[str, int, bool]], cfg: VlmConfig) -> dict:
+    """Put cleaned vLLM answers back into the image row (the inverse of ``caption_requests``)."""
+    if not answers:
+        return row
+    regions = json.loads(row["regions"])
+    results = []
+    for text, tokens, finished in answers:
+        result = clean_caption(text, finished, cfg.hygiene)
+        results.append(CaptionResult(result.text, result.reason, result.dropped, tokens=tokens))
+    model = f"vllm:{cfg.model}"
+    outcomes = record_results(regions, results, "mllm", model)
+    outcomes["crops"] += len(regions)
+    row["regions"] = json.dumps(regions)
+    set_model(row, "caption.natural", model)
+    add_events(row, "caption", outcomes)
+    return row

@@ -135,7 +135,7 @@ def caption_drops(manifest: Manifest) -> dict[str, int]:
     caption = manifest.stages.get("caption")
     if caption is None:
         return {}
-    return {k: v for k, v in sorted(caption.counts.items()) if k != "captioned"}
+    return {k: v for k, v in sorted(caption.counts.items()) if k.startswith("dropped.") or k == "skipped"}
 
 
 def quarantine_reasons(manifest: Manifest) -> dict[str, int]:

@@ -84,3 +84,52 @@ def test_output_of_another_config_is_refused(cfg, tmp_path):
     other = cfg.model_copy(update={"select": cfg.select.model_copy(update={"max_boxes": 2})})
     with pytest.raises(OutputConflict, match="another --output"):
         CorpusWriter(cfg.output.path, other).open()
+
+
+def test_questions_are_written_as_their_own_shards(tmp_path):
+    """Question shards commit with their region shard and reference the image by key."""
+    import tarfile
+
+    from curate.config import PipelineConfig
+    from curate.io.corpus import CorpusWriter
+    from curate.records import QuestionRecord
+
+    cfg = PipelineConfig.model_validate({
+        "name": "q", "sources": [{"type": "dir", "path": "x"}], "masks": {"backend": "skimage_felzenszwalb"},
+        "output": {"path": str(tmp_path), "shard_max_samples": 2}})
+    writer = CorpusWriter(tmp_path, cfg).open()
+    rows = [_question_row(i) for i in range(3)]
+    for row in rows:
+        writer.add(row)
+    writer.finish()
+    files = sorted((tmp_path / "questions").glob("*.tar"))
+    assert [f.name for f in files] == ["train-000000.tar", "train-000001.tar"]
+    found = []
+    for f in files:
+        with tarfile.open(f) as tar:
+            found += [QuestionRecord.model_validate_json(tar.extractfile(m).read()) for m in tar.getmembers()]
+    assert [q.key for q in found] == [f"{rows[i]['key']}_1" for i in range(3)]
+    assert found[0].image_shard == "train-000000.tar" and found[2].image_shard == "train-000001.tar"
+    assert found[1].question == "Which bus number is shown on the front sign?"
+    assert found[1].caption == "A bus with the number 42 on its sign."
+
+
+def _question_row(i: int) -> dict:
+    import hashlib
+    import json
+
+    from curate.stages.rows import new_row
+    from tests.conftest import noise_image, png_bytes
+
+    image = png_bytes(noise_image(64, 48, seed=i))
+    sha = hashlib.sha256(image).hexdigest()
+    row = new_row(f"img{i}.png", "d")
+    regions = [
+        {"box": [0, 0, 10, 10], "box_norm": [0, 0, 0.1, 0.2], "score": 1.0, "n_masks": 3, "mask_area_frac": 0.2},
+        {"box": [5, 5, 30, 30], "box_norm": [0.1, 0.1, 0.5, 0.6], "score": 0.5, "n_masks": 4, "mask_area_frac": 0.3,
+         "caption": "A bus with the number 42 on its sign.", "caption_source": "mllm", "caption_model": "m",
+         "question": "Which bus number is shown on the front sign?", "question_model": "hf:llm"},
+    ]
+    row.update(status="ok", key=sha[:20], sha256=sha, kind="natural", image=image, image_ext="png", width=64,
+               height=48, regions=json.dumps(regions))
+    return row

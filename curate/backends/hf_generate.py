@@ -1,0 +1,64 @@
+"""Batched text generation with transformers, shared by the hf caption and retarget backends."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+log = logging.getLogger("curate")
+
+TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    tokens: int  # generated tokens up to and including the end-of-sequence token
+    finished: bool  # False when generation stopped at max_new_tokens
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    # Half precision on CPU is slow or unsupported for several kernels: run fp32 there.
+    if device.type == "cpu" and name != "fp32":
+        log.info("%s requested on CPU: running in fp32", name)
+        return torch.float32
+    return TORCH_DTYPES[name]
+
+
+def generation_kwargs(cfg, pad_token_id: int | None) -> dict:
+    kwargs = dict(max_new_tokens=cfg.max_new_tokens, pad_token_id=pad_token_id)
+    if cfg.temperature > 0:
+        kwargs.update(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p)
+    else:
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    return kwargs
+
+
+def stop_ids(model, tokenizer) -> set[int]:
+    ids = model.generation_config.eos_token_id
+    ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+@torch.inference_mode()
+def generate(model, tokenizer, inputs: dict, gen_kwargs: dict) -> list[Generation]:
+    """Run ``model.generate`` on a left-padded batch; decode only the new tokens of each row."""
+    inputs = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in inputs.items()}
+    out = model.generate(**inputs, **gen_kwargs)
+    new_tokens = out[:, inputs["input_ids"].shape[1]:].tolist()
+    eos = stop_ids(model, tokenizer)
+    results = []
+    for ids in new_tokens:
+        end = next((i for i, t in enumerate(ids) if t in eos), None)
+        kept = ids if end is None else ids[:end]
+        text = tokenizer.decode(kept, skip_special_tokens=True)
+        results.append(Generation(text=text, tokens=len(ids) if end is None else end + 1, finished=end is not None))
+    return results

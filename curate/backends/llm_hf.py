@@ -1,0 +1,43 @@
+"""Question retargeting through transformers (Llama-3.1-Instruct class): batched chat generation."""
+
+from __future__ import annotations
+
+from curate.backends.hf_generate import Generation, generate, generation_kwargs, pick_device, resolve_dtype
+
+
+def question_messages(caption: str, cfg) -> list[dict]:
+    return [{"role": "system", "content": cfg.system_prompt},
+            {"role": "user", "content": cfg.prompt.format(caption=caption)}]
+
+
+class HfQuestionWriter:
+    def __init__(self, cfg, model=None, tokenizer=None):
+        self.cfg = cfg
+        if model is None:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            device = pick_device()
+            tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+            model = AutoModelForCausalLM.from_pretrained(
+                cfg.model, dtype=resolve_dtype(cfg.dtype, device), attn_implementation=cfg.attn_implementation,
+            ).to(device).eval()
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.model, self.tokenizer = model, tokenizer
+        self.gen_kwargs = generation_kwargs(cfg, tokenizer.pad_token_id)
+
+    def describe(self) -> str:
+        return f"hf:{self.cfg.model}"
+
+    def ask(self, captions: list[str], **extra) -> list[Generation]:
+        """One raw generation per caption, in batches of ``batch_size``."""
+        results = []
+        for start in range(0, len(captions), self.cfg.batch_size):
+            texts = [self.tokenizer.apply_chat_template(question_messages(c, self.cfg), add_generation_prompt=True,
+                                                        tokenize=False)
+                     for c in captions[start:start + self.cfg.batch_size]]
+            # The chat template already wrote the BOS token.
+            inputs = self.tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False)
+            results.extend(generate(self.model, self.tokenizer, dict(inputs), {**self.gen_kwargs, **extra}))
+        return results

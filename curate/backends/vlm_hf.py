@@ -1,0 +1,78 @@
+"""MLLM captions through transformers (Qwen2-VL / Qwen2.5-VL class): batched generate, bf16, SDPA.
+
+Crops from many images are captioned together in batches of ``batch_size`` (prompts are left-padded).
+"""
+
+from __future__ import annotations
+
+from PIL import Image
+
+from curate.backends.base import CaptionResult
+from curate.backends.hf_generate import generate, generation_kwargs, pick_device, resolve_dtype
+from curate.stages.crops import Box, prepare_crop, thumbnail_with_box
+from curate.stages.hygiene import clean_caption
+
+
+def caption_messages(cfg) -> list[dict]:
+    """Chat messages for one crop (and, with ``thumbnail``, the whole image first)."""
+    if cfg.thumbnail:
+        content = [{"type": "image"}, {"type": "image"}, {"type": "text", "text": cfg.thumbnail_prompt}]
+    else:
+        content = [{"type": "image"}, {"type": "text", "text": cfg.prompt}]
+    return [{"role": "user", "content": content}]
+
+
+def crop_images(cfg, image: Image.Image, box: Box) -> list[Image.Image]:
+    """What the model sees for one region, in prompt order."""
+    crop = prepare_crop(image, box, cfg.context_margin, cfg.min_pixels, cfg.max_pixels, cfg.patch_factor)
+    if not cfg.thumbnail:
+        return [crop]
+    return [thumbnail_with_box(image, box, cfg.thumbnail_side), crop]
+
+
+class HfVlmCaptioner:
+    source = "mllm"
+
+    def __init__(self, cfg, model=None, processor=None):
+        """Loads ``cfg.model`` (HF id or local path) unless a model and processor are given."""
+        self.cfg = cfg
+        if model is None:
+            from transformers import AutoModelForImageTextToText, AutoProcessor
+
+            device = pick_device()
+            # Qwen2-VL's image processor reads its pixel budget from size (shortest/longest_edge = pixels).
+            processor = AutoProcessor.from_pretrained(
+                cfg.model, size={"shortest_edge": cfg.min_pixels, "longest_edge": cfg.max_pixels})
+            model = AutoModelForImageTextToText.from_pretrained(
+                cfg.model, dtype=resolve_dtype(cfg.dtype, device), attn_implementation=cfg.attn_implementation,
+            ).to(device).eval()
+        processor.tokenizer.padding_side = "left"
+        self.model, self.processor = model, processor
+        self.prompt_text = processor.apply_chat_template(caption_messages(cfg), add_generation_prompt=True,
+                                                         tokenize=False)
+        self.gen_kwargs = generation_kwargs(cfg, processor.tokenizer.pad_token_id)
+
+    def describe(self) -> str:
+        return f"hf:{self.cfg.model}"
+
+    def generate_crops(self, crops: list[list[Image.Image]], **extra) -> list:
+        """Raw generations for prepared crops (each a list of images in prompt order)."""
+        results = []
+        for start in range(0, len(crops), self.cfg.batch_size):
+            batch = crops[start:start + self.cfg.batch_size]
+            inputs = self.processor(text=[self.prompt_text] * len(batch), images=[im for c in batch for im in c],
+                                    padding=True, return_tensors="pt")
+            results.extend(generate(self.model, self.processor.tokenizer, inputs, {**self.gen_kwargs, **extra}))
+        return results
+
+    def caption_batch(self, requests: list[tuple[Image.Image, Box]]) -> list[CaptionResult]:
+        """Captions for (image, box) pairs, possibly from many images, cleaned by the hygiene rules."""
+        crops = [crop_images(self.cfg, image, box) for image, box in requests]
+        results = []
+        for gen in self.generate_crops(crops):
+            result = clean_caption(gen.text, gen.finished, self.cfg.hygiene)
+            results.append(CaptionResult(result.text, result.reason, result.dropped, tokens=gen.tokens))
+        return results
+
+    def caption(self, image: Image.Image, boxes: list[Box]) -> list[CaptionResult]:
+        return self.caption_batch([(image, box) for box in boxes])

@@ -1,0 +1,1 @@
+"""Model helpers shared by backends, tests and benchmarks (no pipeline logic)."""

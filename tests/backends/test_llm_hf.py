@@ -1,0 +1,28 @@
+"""The hf question writer's real code path on a tiny random Llama (its text is noise: plumbing only)."""
+
+import pytest
+
+from curate.backends.llm_hf import HfQuestionWriter, question_messages
+from curate.config import RetargetConfig
+
+
+@pytest.fixture(scope="module")
+def writer(tiny_llama_dir):
+    cfg = RetargetConfig(backend="hf", model=str(tiny_llama_dir), dtype="fp32", max_new_tokens=5, batch_size=2)
+    return HfQuestionWriter(cfg)
+
+
+def test_messages_carry_system_prompt_and_caption(writer):
+    msgs = question_messages("A blue door with a brass knocker.", writer.cfg)
+    assert [m["role"] for m in msgs] == ["system", "user"]
+    assert "A blue door with a brass knocker." in msgs[1]["content"]
+    text = writer.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+    assert text.startswith("<|begin_of_text|>") and text.count("<|begin_of_text|>") == 1
+
+
+def test_batched_questions_equal_one_by_one(writer):
+    captions = ["A blue door.", "Two cups of coffee on a small wooden table near a window.", "Text: EXIT"]
+    together = writer.ask(captions)
+    alone = [writer.ask([c])[0] for c in captions]
+    assert [g.text for g in together] == [g.text for g in alone]
+    assert all(1 <= g.tokens <= 5 for g in together)

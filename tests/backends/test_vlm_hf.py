@@ -1,0 +1,65 @@
+"""The hf MLLM captioner's real code path (load, prompt, image processing, batching, decoding) on a
+tiny random Qwen2-VL. Its text is noise: only plumbing is checked, never caption content."""
+
+import pytest
+from PIL import Image
+
+from curate.backends.vlm_hf import HfVlmCaptioner, caption_messages
+from curate.config import CaptionHygieneConfig, VlmConfig
+from tests.conftest import noise_image
+
+
+def make_cfg(path, **kw) -> VlmConfig:
+    base = dict(backend="hf", model=str(path), dtype="fp32", max_new_tokens=6, batch_size=3,
+                min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16)
+    return VlmConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def captioner(tiny_qwen2_vl_dir):
+    return HfVlmCaptioner(make_cfg(tiny_qwen2_vl_dir))
+
+
+def test_prompt_uses_the_checkpoints_chat_template_with_one_image(captioner):
+    text = captioner.prompt_text
+    assert text.count("<|image_pad|>") == 1 and "Describe in detail" in text
+    assert text.endswith("<|im_start|>assistant\n")
+    assert captioner.describe().startswith("hf:")
+
+
+def test_batched_generation_equals_one_by_one(captioner):
+    """Left padding and per-row image grids must not change any row's greedy output."""
+    images = [noise_image(900, 700, seed=i) for i in range(4)]
+    boxes = [(10, 10, 300, 200), (100, 50, 180, 400), (0, 0, 900, 700), (600, 500, 660, 540)]
+    crops = [[im.crop(b)] for im, b in zip(images, boxes)]
+    together = captioner.generate_crops(crops)
+    alone = [captioner.generate_crops([c])[0] for c in crops]
+    assert [g.tokens for g in together] == [g.tokens for g in alone]
+    assert [g.text for g in together] == [g.text for g in alone]
+    assert all(1 <= g.tokens <= 6 for g in together)
+
+
+def test_caption_batch_returns_one_result_per_request_with_a_reason_when_dropped(captioner):
+    image = noise_image(1200, 900, seed=7)
+    requests = [(image, (0, 0, 200, 200)), (image, (500, 400, 900, 800)), (image, (50, 600, 300, 880))]
+    results = captioner.caption_batch(requests)
+    assert len(results) == 3
+    for r in results:
+        assert r.tokens > 0
+        assert (r.text is None) == (r.dropped is not None)
+
+
+def test_thumbnail_mode_sends_two_images(tiny_qwen2_vl_dir):
+    cap = HfVlmCaptioner(make_cfg(tiny_qwen2_vl_dir, thumbnail=True, thumbnail_side=112))
+    assert cap.prompt_text.count("<|image_pad|>") == 2
+    assert len(caption_messages(cap.cfg)[0]["content"]) == 3
+    out = cap.caption_batch([(noise_image(800, 600), (100, 100, 300, 300))])
+    assert len(out) == 1 and out[0].tokens > 0
+
+
+def test_hygiene_applies_to_generated_text(tiny_qwen2_vl_dir):
+    """With min_words above max_new_tokens every generation must be dropped as too short."""
+    cap = HfVlmCaptioner(make_cfg(tiny_qwen2_vl_dir, hygiene=CaptionHygieneConfig(min_words=50,
+                                                                                   min_latin_letter_frac=None)))
+    results = cap.caption_batch([(Image.new("RGB", (400, 300), "gray"), (0, 0, 200, 150))])
+    assert results[0].text is None and results[0].reason in {"too_short", "refusal", "repetition"}

@@ -1,0 +1,57 @@
+"""The hf caption and retarget backends inside the Ray pipeline, with tiny random models.
+
+Documents get real RapidOCR captions, which the tiny Llama turns into (noise) questions that the
+validation rules must reject with reasons; natural crops go through the tiny Qwen2-VL, whose noise
+the hygiene rules must reject or keep, but never leave unexplained. Only accounting is asserted.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from curate.config import load_config
+from curate.pipeline import run_pipeline
+from tests.e2e.test_local_pipeline import pipeline_yaml, records
+
+
+@pytest.fixture(scope="module")
+def model_corpus(tmp_path_factory, sample_dir, tiny_qwen2_vl_dir, tiny_llama_dir):
+    tmp = tmp_path_factory.mktemp("models")
+    out = tmp / "out"
+    path = pipeline_yaml(tmp, [{"type": "dir", "path": str(sample_dir)}], out)
+    cfg = load_config(path, [
+        "caption.natural={backend: hf, model: %s, dtype: fp32, max_new_tokens: 8, batch_size: 4, "
+        "min_pixels: 3136, max_pixels: 12544}" % tiny_qwen2_vl_dir,
+        "retarget={backend: hf, model: %s, dtype: fp32, max_new_tokens: 8}" % tiny_llama_dir,
+    ])
+    return out, run_pipeline(cfg)
+
+
+def test_every_region_is_captioned_or_explained(model_corpus):
+    out, result = model_corpus
+    assert result.read == result.written + result.quarantined == 6
+    recs = records(out)
+    natural = [r for rec in recs if rec["kind"] == "natural" for r in rec["regions"]]
+    assert natural, "the sample set has natural images with regions"
+    for region in natural:
+        assert ("caption" in region) != ("caption_skipped" in region)
+        if "caption" in region:
+            assert region["caption_model"].startswith("hf:") and region["caption_source"] == "mllm"
+    assert all(rec["pipeline"]["models"]["caption.natural"].startswith("hf:")
+               for rec in recs if rec["kind"] == "natural" and rec["regions"])
+
+
+def test_every_captioned_region_was_asked_and_answered_or_explained(model_corpus):
+    out, _ = model_corpus
+    captioned = [r for rec in records(out) for r in rec["regions"] if r.get("caption")]
+    assert captioned, "documents carry real OCR captions"
+    for region in captioned:
+        assert ("question" in region) != ("question_skipped" in region)
+    manifest = json.loads((out / "manifest.json").read_text())
+    retarget = manifest["stages"]["retarget"]
+    assert retarget["counts"]["prompts"] == len(captioned)
+    caption = manifest["stages"]["caption"]
+    assert caption["counts"]["crops"] >= 1
+    assert caption["rates"]["crops_per_s"] > 0 and caption["rates"]["generated_tokens_per_s"] > 0
