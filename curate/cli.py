@@ -62,28 +62,12 @@ def run(
 
         cfg.sources = [SourceConfig(type=_guess_source_type(p), path=p) for p in input]
 
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-
     from curate.backends import BackendUnavailable
     from curate.io.corpus import OutputConflict
     from curate.io.sources import SourceError
     from curate.pipeline import run_pipeline
 
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                        TimeRemainingColumn(), console=console, disable=not cfg.ray.progress)
-    task = {}
-
-    def on_start(pending: int, skipped: int) -> None:
-        if skipped:
-            console.print(f"resuming: {skipped} inputs already done, {pending} to go")
-        task["id"] = progress.add_task("images", total=pending, rate="")
-
-    def on_progress(done: int, total: int) -> None:
-        t = progress.tasks[0]
-        rate = f"{done / t.elapsed:.2f} img/s" if t.elapsed else ""
-        progress.update(task["id"], completed=done, rate=rate)
+    progress, on_start, on_progress = _progress_bar("images", cfg.ray.progress)
 
     try:
         with progress:
@@ -95,6 +79,61 @@ def run(
               f"{' (' + e.filename + ')' if getattr(e, 'filename', None) else ''}; "
               "committed shards are kept and the same command resumes")
     _print_summary(result.output)
+
+
+def _progress_bar(unit: str, enabled: bool):
+    """A rich progress bar (count, rate, ETA) and the callbacks that drive it."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                        TimeRemainingColumn(), console=console, disable=not enabled)
+    task = {}
+
+    def on_start(pending: int, skipped: int) -> None:
+        if skipped:
+            console.print(f"resuming: {skipped} inputs already done, {pending} to go")
+        task["id"] = progress.add_task(unit, total=pending, rate="")
+
+    def on_progress(done: int, total: int) -> None:
+        if "id" not in task:
+            on_start(total, 0)
+        elapsed = progress.tasks[0].elapsed
+        progress.update(task["id"], completed=done, rate=f"{done / elapsed:.2f} {unit}/s" if elapsed else "")
+
+    return progress, on_start, on_progress
+
+
+augment_app = typer.Typer(help="Make fine-tuning data from other datasets (PS3 Fig. 8).", no_args_is_help=True)
+app.add_typer(augment_app, name="augment")
+
+
+@augment_app.command("canvas")
+def augment_canvas(
+    config: Annotated[Path, typer.Argument(help="canvas YAML, e.g. pipelines/canvas.yaml")],
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="output directory (output.path)")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="override a key: --set canvas.long_side=[2048,4096] (repeatable)")] = None,
+) -> None:
+    """Paste low-res VQA images (LLaVA JSON or a parquet table) onto 1K-4K canvases; QA is inherited
+    and the pasted box recorded. Writes WebDataset shards + index + manifest; re-running resumes."""
+    from curate.augment.run import run_canvas
+    from curate.config import ConfigError, load_canvas_config
+
+    overrides = list(set_ or []) + ([f"output.path={output}"] if output else [])
+    try:
+        cfg = load_canvas_config(config, overrides)
+    except ConfigError as e:
+        _fail(str(e))
+    progress, _, on_progress = _progress_bar("canvases", cfg.ray.progress)
+    try:
+        with progress:
+            result = run_canvas(cfg, on_progress=on_progress)
+    except (OSError, ValueError, RuntimeError) as e:
+        _fail(f"{cfg.source.path}: {e}")
+    Console().print(f"[green]canvas[/] read {result.read} = written {result.written} + quarantined "
+                    f"{result.quarantined} (skipped as done: {result.skipped_done}) -> {result.output}")
 
 
 def _guess_source_type(path: str) -> str:
@@ -210,12 +249,15 @@ def inspect(
 def samples(
     out_dir: Annotated[Path, typer.Argument(help="where to write the sample images")] = Path("data/samples"),
     count: Annotated[int, typer.Option(help="number of images (half documents, half photos)")] = 16,
+    vqa: Annotated[bool, typer.Option(
+        "--vqa", help="write low-res VQA samples instead (llava.json + images/ + vqa.parquet) for "
+                      "`curate augment canvas`")] = False,
 ) -> None:
     """Generate the offline sample set: rendered document pages and upscaled skimage photos (1K-4K)."""
-    from curate.samples import generate_samples
+    from curate.samples import generate_samples, generate_vqa_samples
 
-    path = generate_samples(out_dir, count)
-    Console().print(f"[green]wrote[/] {count} images to {path}")
+    path = generate_vqa_samples(out_dir, count) if vqa else generate_samples(out_dir, count)
+    Console().print(f"[green]wrote[/] {count} {'VQA samples' if vqa else 'images'} to {path}")
 
 
 if __name__ == "__main__":

@@ -319,9 +319,13 @@ class PipelineConfig(Strict):
         Where the output lives and how Ray runs (address, CPUs, progress) do not change a sample,
         so they are left out: moving an output or resuming on a cluster keeps the hash.
         """
-        data = self.model_dump(mode="json", exclude={"ray": True, "output": {"path"}})
-        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return data_hash(self)
+
+
+def data_hash(cfg: BaseModel) -> str:
+    """sha256 of a config without its ``ray`` settings and ``output.path`` (they change no sample)."""
+    data = cfg.model_dump(mode="json", exclude={"ray": True, "output": {"path"}})
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 # ---------------------------------------------------------------- loading
@@ -387,21 +391,90 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
-    """Read a pipeline YAML, apply ``--set`` overrides, validate. Raises ConfigError naming the file."""
-    path = Path(path)
+def _read_yaml(path: Path, overrides: list[str] | None) -> dict:
     try:
         text = path.read_text()
     except OSError as e:
-        raise ConfigError(f"{path}: cannot read pipeline config ({e.strerror or e})") from e
+        raise ConfigError(f"{path}: cannot read config ({e.strerror or e})") from e
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a pipeline config is a mapping at the top level")
-    raw = apply_overrides(raw, overrides or [])
+        raise ConfigError(f"{path}: a config is a mapping at the top level")
+    return apply_overrides(raw, overrides or [])
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
+    """Read a pipeline YAML, apply ``--set`` overrides, validate. Raises ConfigError naming the file."""
+    raw = _read_yaml(Path(path), overrides)
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(_format_errors(str(path), e)) from e
+
+
+# ---------------------------------------------------------------- canvas augmentation (curate augment canvas)
+
+
+class VqaSourceConfig(Strict):
+    """Low-res VQA data: LLaVA-style JSON (conversations + image folder) or a parquet table."""
+
+    format: Literal["llava", "table"]
+    path: str = Field(..., description="llava: the JSON file; table: a .parquet file (HF datasets' parquet too)")
+    images: str | None = Field(None, description="llava: folder the entries' 'image' paths are relative to")
+    dataset: str | None = Field(None, description="name recorded in each record; defaults to the path's stem")
+    image_column: str = Field("image", description="table: bytes, a path, or an HF Image struct {bytes, path}")
+    question_column: str = "question"
+    answer_column: str = "answer"
+    id_column: str | None = Field(None, description="table: column with a sample id (default: row number)")
+
+
+class CanvasConfig(Strict):
+    """How each canvas is drawn (every choice comes from a generator seeded per input: deterministic)."""
+
+    long_side: tuple[int, int] = Field((1024, 4096), description="canvas long side, uniform in [lo, hi] px")
+    aspect_ratio: tuple[float, float] = Field((0.5, 2.0), description="canvas width/height, log-uniform")
+    scale: tuple[float, float] = Field(
+        (1.0, 1.0), description="pasted image scale, uniform; 1.0 pastes the source pixels unchanged")
+    backgrounds: dict[Literal["solid", "noise", "image"], float] = Field(
+        {"solid": 1.0, "noise": 1.0}, description="background kinds and their sampling weights")
+    background_images: str | None = Field(None, description="folder of background photos for 'image'")
+    seed: int = 0
+    image_format: Literal["png", "jpg"] = Field(
+        "png", description="png keeps the pasted pixels byte-identical to the decoded source")
+
+    @model_validator(mode="after")
+    def _check(self) -> "CanvasConfig":
+        if self.long_side[0] > self.long_side[1] or self.long_side[0] < 64:
+            raise ValueError("long_side: need 64 <= lo <= hi")
+        if not 0 < self.aspect_ratio[0] <= self.aspect_ratio[1]:
+            raise ValueError("aspect_ratio: need 0 < lo <= hi")
+        if not 0 < self.scale[0] <= self.scale[1]:
+            raise ValueError("scale: need 0 < lo <= hi")
+        if not self.backgrounds or min(self.backgrounds.values()) < 0 or sum(self.backgrounds.values()) <= 0:
+            raise ValueError("backgrounds: give at least one kind with a positive weight")
+        if self.backgrounds.get("image", 0) > 0 and not self.background_images:
+            raise ValueError("backgrounds.image needs background_images (a folder of photos)")
+        return self
+
+
+class CanvasPipelineConfig(Strict):
+    name: str
+    description: str = ""
+    source: VqaSourceConfig
+    canvas: CanvasConfig = Field(default_factory=CanvasConfig)
+    max_source_side: int = Field(4096, ge=16, description="sources larger than this are quarantined")
+    output: OutputConfig = Field(default_factory=lambda: OutputConfig(path="out/canvas", shard_max_samples=500))
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+    def sha256(self) -> str:
+        return data_hash(self)
+
+
+def load_canvas_config(path: str | Path, overrides: list[str] | None = None) -> CanvasPipelineConfig:
+    raw = _read_yaml(Path(path), overrides)
+    try:
+        return CanvasPipelineConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(str(path), e).replace("pipeline config", "canvas config")) from e

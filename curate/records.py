@@ -75,6 +75,31 @@ class QuestionRecord(Record):
     height: int = Field(..., ge=1)
 
 
+class CanvasSource(Record):
+    uri: str
+    dataset: str
+    id: str
+    sha256: str = Field(..., pattern=r"^[0-9a-f]{64}$", description="sha256 of the source file's bytes")
+    width: int = Field(..., ge=1)
+    height: int = Field(..., ge=1)
+
+
+class CanvasRecord(Record):
+    """One high-res alignment sample (``KEY.json`` in canvas shards): a low-res VQA image pasted on a canvas."""
+
+    key: str = Field(..., pattern=r"^[0-9a-f]{20}$")
+    source: CanvasSource
+    width: int = Field(..., ge=1, description="canvas width")
+    height: int = Field(..., ge=1)
+    image_ext: Literal["png", "jpg"]
+    box: tuple[int, int, int, int] = Field(..., description="where the source was pasted, xyxy, x1/y1 exclusive")
+    box_norm: tuple[float, float, float, float]
+    scale: float = Field(..., gt=0, description="pasted size / source size (1.0: pixels unchanged)")
+    background: Literal["solid", "noise", "image"]
+    conversations: list[dict[str, str]] = Field(..., description="inherited from the source, LLaVA form")
+    seed: int
+
+
 class QuarantineReason(str, Enum):
     unreadable = "unreadable"
     empty_file = "empty_file"
@@ -88,6 +113,7 @@ class QuarantineReason(str, Enum):
     unsupported_mode = "unsupported_mode"
     duplicate = "duplicate"
     stage_error = "stage_error"
+    invalid_entry = "invalid_entry"
 
 
 class QuarantineEntry(Record):
@@ -129,4 +155,5 @@ class Manifest(Record):
     quarantine: list[QuarantineEntry]
 
 
-SCHEMA_MODELS = {"image_record": ImageRecord, "manifest": Manifest, "question_record": QuestionRecord}
+SCHEMA_MODELS = {"image_record": ImageRecord, "manifest": Manifest, "question_record": QuestionRecord,
+                 "canvas_record": CanvasRecord}

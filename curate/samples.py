@@ -117,3 +117,64 @@ def generate_samples(out_dir: str | Path, count: int = 16) -> Path:
         truth["natural"][name] = source
     truth_path.write_text(json.dumps(truth, indent=1))
     return out
+
+
+# ---------------------------------------------------------------- low-res VQA samples (canvas augmentation)
+
+COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (240, 210, 40),
+           "purple": (140, 60, 180), "orange": (245, 140, 30)}
+
+
+def vqa_scene(rng: random.Random, size: tuple[int, int]) -> tuple[Image.Image, list[tuple[str, str]]]:
+    """A drawn scene and question/answer pairs that are true of it by construction."""
+    img = Image.new("RGB", size, (245, 245, 240))
+    draw = ImageDraw.Draw(img)
+    n_squares = rng.randint(1, 4)
+    circle_colour = rng.choice(sorted(COLOURS))
+    w, h = size
+    r = min(w, h) // 6
+    cx, cy = rng.randint(r, w // 2 - r // 2), rng.randint(r, h - r)
+    draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=COLOURS[circle_colour])
+    square_colour = rng.choice(sorted(set(COLOURS) - {circle_colour}))
+    side = min(w, h) // 8
+    for i in range(n_squares):
+        x = w // 2 + 10 + i * (side + 8) % max(1, w // 2 - side - 10)
+        y = 10 + (i * (side + 12)) % max(1, h - side - 10)
+        draw.rectangle((x, y, x + side, y + side), fill=COLOURS[square_colour])
+    word = rng.choice(WORDS)
+    font = ImageFont.load_default(size=max(12, h // 12))
+    draw.text((10, h - h // 8), word.upper(), fill=(20, 20, 20), font=font)
+    qa = [("What colour is the circle?", circle_colour.capitalize() + "."),
+          ("How many squares are in the picture?", str(n_squares)),
+          ("What word is written at the bottom left?", word.upper())]
+    return img, qa
+
+
+def generate_vqa_samples(out_dir: Path, count: int = 12, seed: int = 0) -> Path:
+    """Low-res (224-640 px) VQA images with true QA, as LLaVA JSON + images/ and as vqa.parquet."""
+    import io as _io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out_dir = Path(out_dir)
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    entries, rows = [], []
+    for i in range(count):
+        size = (rng.randint(224, 640), rng.randint(224, 480))
+        img, qa = vqa_scene(rng, size)
+        name = f"vqa-{i:04d}.png"
+        img.save(out_dir / "images" / name)
+        conversations = []
+        for j, (q, a) in enumerate(qa):
+            conversations += [{"from": "human", "value": ("<image>\n" if j == 0 else "") + q},
+                              {"from": "gpt", "value": a}]
+        entries.append({"id": f"vqa-{i:04d}", "image": name, "conversations": conversations})
+        buf = _io.BytesIO()
+        img.save(buf, format="PNG")
+        rows.append({"id": f"vqa-{i:04d}", "image": {"bytes": buf.getvalue(), "path": None},
+                     "question": qa[0][0], "answer": qa[0][1]})
+    (out_dir / "llava.json").write_text(json.dumps(entries, indent=1))
+    pq.write_table(pa.Table.from_pylist(rows), out_dir / "vqa.parquet")
+    return out_dir

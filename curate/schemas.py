@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 
-from curate.config import PipelineConfig
+from curate.config import CanvasPipelineConfig, PipelineConfig
 from curate.records import SCHEMA_MODELS
 from curate.stats.models import CorpusStats
 
 
 def render_schemas() -> dict[str, str]:
     """File name -> schema text, stable (sorted keys, trailing newline) so a diff means a change."""
-    models = {**SCHEMA_MODELS, "pipeline_config": PipelineConfig, "corpus_stats": CorpusStats}
+    models = {**SCHEMA_MODELS, "pipeline_config": PipelineConfig, "canvas_config": CanvasPipelineConfig,
+              "corpus_stats": CorpusStats}
     return {
         f"{name}.schema.json": json.dumps(model.model_json_schema(), indent=2, sort_keys=True) + "\n"
         for name, model in sorted(models.items())

@@ -57,7 +57,7 @@ class OutputLayout:
         return self.parts_dir / f"{split}-{n:06d}.parquet"
 
     def make_dirs(self) -> None:
-        for folder in (self.shards_dir, self.questions_dir, self.parts_dir):
+        for folder in (self.shards_dir, self.parts_dir):
             folder.mkdir(parents=True, exist_ok=True)
 
     def part_files(self) -> list[Path]:

@@ -1,0 +1,147 @@
+"""MLLM captioning and LLM question retargeting throughput with the transformers (hf) backend.
+
+    python benchmarks/caption.py --vlm 7b --llm 8b --crops 96 --batch-sizes 16,48 --new-tokens 128
+    python benchmarks/caption.py --vlm tiny --llm tiny --crops 6 --batch-sizes 3 --new-tokens 8   # CPU smoke
+
+Weights are random (no checkpoint can be downloaded here) with Qwen2-VL-7B-Instruct's and
+Llama-3.1-8B-Instruct's shapes, so every generation runs to exactly --new-tokens (min_new_tokens is
+set): timings measure the real code path (crop preparation, Qwen2-VL image processing, batched
+prefill and decode) at a fixed output length. Crops come from real photos (scikit-image's samples)
+upscaled to 2K with PS3-sized boxes (Table 9: ~300-600 px sides). Reports crops/s, generated tokens/s
+and peak GPU memory per batch size; the vLLM backend is measured where vllm is importable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from curate.backends.llm_hf import HfQuestionWriter  # noqa: E402
+from curate.backends.vlm_hf import HfVlmCaptioner  # noqa: E402
+from curate.config import RetargetConfig, VlmConfig  # noqa: E402
+from curate.models.random_init import random_llama, random_qwen2_vl  # noqa: E402
+
+
+def photo_requests(n: int, seed: int = 0) -> list[tuple[Image.Image, tuple[int, int, int, int]]]:
+    from skimage import data
+
+    photos = [Image.fromarray(f()).convert("RGB").resize((2048, 1536), Image.Resampling.BICUBIC)
+              for f in (data.astronaut, data.coffee, data.chelsea, data.rocket)]
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        w, h = (int(v) for v in rng.integers(300, 600, size=2))
+        x, y = int(rng.integers(0, 2048 - w)), int(rng.integers(0, 1536 - h))
+        out.append((photos[i % len(photos)], (x, y, x + w, y + h)))
+    return out
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, device) -> list[dict]:
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    t0 = time.perf_counter()
+    model, processor = random_qwen2_vl(size, device=str(device), dtype=dtype)
+    print(f"built random Qwen2-VL-{size} on {device} in {time.perf_counter() - t0:.1f}s "
+          f"({sum(p.numel() for p in model.parameters()) / 1e9:.2f} B params)", flush=True)
+    requests = photo_requests(n_crops)
+    rows = []
+    for bs in batch_sizes:
+        cfg = VlmConfig(backend="hf", model=f"random-qwen2-vl-{size}", max_new_tokens=new_tokens, batch_size=bs,
+                        **({} if size != "tiny" else {"min_pixels": 3136, "max_pixels": 12544}))
+        cap = HfVlmCaptioner(cfg, model=model, processor=processor)
+        from curate.backends.vlm_hf import crop_images
+
+        crops = [crop_images(cfg, im, box) for im, box in requests]
+        cap.generate_crops(crops[:bs], min_new_tokens=new_tokens)  # warm-up
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        sync(device)
+        start = time.perf_counter()
+        gens = cap.generate_crops(crops, min_new_tokens=new_tokens)
+        sync(device)
+        seconds = time.perf_counter() - start
+        tokens = sum(g.tokens for g in gens)
+        # Qwen2-VL merges 2x2 patches into one LLM token.
+        vision_tokens = np.mean([c[-1].width * c[-1].height / (28 * 28) for c in crops])
+        row = dict(backend="hf", model=f"qwen2-vl-{size}", batch_size=bs, crops=len(crops), seconds=round(seconds, 3),
+                   crops_per_s=round(len(crops) / seconds, 3), generated_tokens_per_s=round(tokens / seconds, 1),
+                   new_tokens=new_tokens, mean_vision_tokens=round(vision_tokens, 1),
+                   peak_gpu_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    del model
+    return rows
+
+
+def bench_llm(size: str, n_prompts: int, batch_sizes: list[int], new_tokens: int, device) -> list[dict]:
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model, tokenizer = random_llama(size, device=str(device), dtype=dtype)
+    captions = [f"A detailed description number {i}: a red bus with the sign OPEN 24 HOURS beside a brick wall, "
+                f"two people waiting, a lamp post and a blue bicycle." for i in range(n_prompts)]
+    rows = []
+    for bs in batch_sizes:
+        cfg = RetargetConfig(backend="hf", model=f"random-llama-{size}", max_new_tokens=new_tokens, batch_size=bs)
+        writer = HfQuestionWriter(cfg, model=model, tokenizer=tokenizer)
+        writer.ask(captions[:bs], min_new_tokens=new_tokens)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        sync(device)
+        start = time.perf_counter()
+        gens = writer.ask(captions, min_new_tokens=new_tokens)
+        sync(device)
+        seconds = time.perf_counter() - start
+        row = dict(backend="hf", model=f"llama-{size}", batch_size=bs, prompts=len(captions),
+                   seconds=round(seconds, 3), prompts_per_s=round(len(captions) / seconds, 3),
+                   generated_tokens_per_s=round(sum(g.tokens for g in gens) / seconds, 1), new_tokens=new_tokens,
+                   peak_gpu_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--vlm", default="7b", choices=["7b", "tiny", "none"])
+    parser.add_argument("--llm", default="8b", choices=["8b", "tiny", "none"])
+    parser.add_argument("--crops", type=int, default=96)
+    parser.add_argument("--batch-sizes", default="16,48")
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--llm-new-tokens", type=int, default=48)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--json", type=Path, help="write results here")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    hardware = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu"
+    print(f"hardware: {hardware}; torch {torch.__version__}", flush=True)
+    results = {"hardware": hardware, "torch": torch.__version__, "vlm": [], "llm": [], "vllm": None}
+    if args.vlm != "none":
+        results["vlm"] = bench_vlm(args.vlm, args.crops, batch_sizes, args.new_tokens, device)
+    if args.llm != "none":
+        results["llm"] = bench_llm(args.llm, args.crops, batch_sizes, args.llm_new_tokens, device)
+    if importlib.util.find_spec("vllm") is None:
+        results["vllm"] = "skipped: vllm is not installed on this machine"
+    else:
+        results["vllm"] = "installed, but this script does not start engines yet (run the pipeline instead)"
+    print("vllm:", results["vllm"])
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

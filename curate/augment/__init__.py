@@ -1,0 +1,1 @@
+"""Fine-tuning data augmentation: canvas-pasting low-res VQA images onto high-res canvases."""

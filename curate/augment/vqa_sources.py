@@ -1,0 +1,77 @@
+"""Low-res VQA inputs: LLaVA-style JSON + image folder, or a parquet table (HF datasets' export too).
+
+Each item becomes a dict with its conversation in LLaVA form (``[{"from": "human"|"gpt", "value"}]``)
+and where its image is (a path, or the bytes inline for tables). Entries without an image, or with a
+malformed conversation, are yielded with ``status="quarantined"`` and the reason: nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+
+def _item(index: int, uri: str, dataset: str, sample_id: str, conversations, image: bytes | None = None,
+          reason: str | None = None) -> dict:
+    return {"index": index, "uri": uri, "dataset": dataset, "id": str(sample_id),
+            "conversations": json.dumps(conversations) if conversations is not None else None,
+            "image_bytes": image, "status": "quarantined" if reason else "pending",
+            "reason": "invalid_entry" if reason else None, "detail": reason}
+
+
+def conversation_problem(conversations) -> str | None:
+    if not isinstance(conversations, list) or not conversations:
+        return "no conversations"
+    for turn in conversations:
+        if not isinstance(turn, dict) or turn.get("from") not in ("human", "gpt", "system") \
+                or not isinstance(turn.get("value"), str):
+            return f"malformed turn {turn!r:.80}"
+    return None
+
+
+def llava_items(path: Path, images: Path, dataset: str) -> Iterator[dict]:
+    entries = json.loads(path.read_text())
+    if not isinstance(entries, list):
+        raise ValueError(f"{path}: a LLaVA file is a JSON list of entries")
+    for i, entry in enumerate(entries):
+        sample_id = entry.get("id", i) if isinstance(entry, dict) else i
+        uri = str(images / entry["image"]) if isinstance(entry, dict) and entry.get("image") else f"{path}#{i}"
+        if not isinstance(entry, dict) or not entry.get("image"):
+            yield _item(i, uri, dataset, sample_id, None, reason="entry has no image (text-only conversation)")
+            continue
+        problem = conversation_problem(entry.get("conversations"))
+        yield _item(i, uri, dataset, sample_id, entry.get("conversations"), reason=problem)
+
+
+def table_items(path: Path, cfg, dataset: str) -> Iterator[dict]:
+    table = pq.read_table(path)
+    for column in (cfg.image_column, cfg.question_column, cfg.answer_column):
+        if column not in table.column_names:
+            raise ValueError(f"{path}: no column {column!r} (columns: {', '.join(table.column_names)})")
+    for i, row in enumerate(table.to_pylist()):
+        sample_id = row[cfg.id_column] if cfg.id_column else i
+        question, answer, image = row[cfg.question_column], row[cfg.answer_column], row[cfg.image_column]
+        conversations = [{"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}]
+        if isinstance(image, dict):  # HF datasets' Image feature
+            image = image.get("bytes") or image.get("path")
+        if isinstance(image, str):
+            uri, data = str((path.parent / image) if not Path(image).is_absolute() else image), None
+        else:
+            uri, data = f"{path}#{i}", image
+        reason = None
+        if not isinstance(question, str) or not isinstance(answer, str):
+            reason = "question or answer is not text"
+        elif image is None:
+            reason = "row has no image"
+        yield _item(i, uri, dataset, sample_id, conversations, image=data, reason=reason)
+
+
+def list_vqa_items(cfg) -> list[dict]:
+    path = Path(cfg.path)
+    dataset = cfg.dataset or path.stem
+    if cfg.format == "llava":
+        return list(llava_items(path, Path(cfg.images) if cfg.images else path.parent, dataset))
+    return list(table_items(path, cfg, dataset))

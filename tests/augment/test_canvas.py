@@ -1,0 +1,132 @@
+import io
+import json
+import math
+import tarfile
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from curate.augment.canvas import paste, plan_canvas
+from curate.config import CanvasConfig, load_canvas_config
+from tests.conftest import REPO
+
+CFG = CanvasConfig()
+
+
+@settings(max_examples=200, deadline=None)
+@given(w=st.integers(1, 5000), h=st.integers(1, 5000), index=st.integers(0, 10**6))
+def test_plan_keeps_the_box_inside_the_canvas_and_within_the_ranges(w, h, index):
+    plan = plan_canvas(w, h, CFG, seed=0, item_index=index)
+    x0, y0, x1, y1 = plan.box
+    assert 0 <= x0 < x1 <= plan.width and 0 <= y0 < y1 <= plan.height
+    assert CFG.long_side[0] <= max(plan.width, plan.height) <= CFG.long_side[1]
+    assert 0.5 * 0.99 <= plan.width / plan.height <= 2.0 * 1.01
+    if w <= plan.width and h <= plan.height:
+        assert (x1 - x0, y1 - y0) == (w, h) and plan.scale == 1.0  # scale range [1, 1]: pasted as is
+    else:
+        assert plan.scale < 1 and math.isclose((x1 - x0) / w, plan.scale, rel_tol=0.05, abs_tol=2 / w)
+
+
+def test_plan_is_deterministic_per_seed_and_item():
+    a = plan_canvas(300, 200, CFG, seed=1, item_index=5)
+    assert a == plan_canvas(300, 200, CFG, seed=1, item_index=5)
+    assert a != plan_canvas(300, 200, CFG, seed=2, item_index=5)
+
+
+def test_pasted_pixels_are_the_source_pixels():
+    rng = np.random.default_rng(0)
+    source = Image.fromarray(rng.integers(0, 256, size=(150, 200, 3), dtype=np.uint8), "RGB")
+    for i in range(5):
+        plan = plan_canvas(200, 150, CanvasConfig(backgrounds={"noise": 1.0, "solid": 1.0}), 0, i)
+        canvas = paste(source, plan)
+        assert canvas.size == (plan.width, plan.height)
+        assert np.array_equal(np.asarray(canvas.crop(plan.box)), np.asarray(source))
+
+
+def test_scaled_paste_lands_in_the_box():
+    cfg = CanvasConfig(scale=(2.0, 3.0), long_side=(2000, 2000))
+    source = Image.new("RGB", (100, 80), (255, 0, 0))
+    plan = plan_canvas(100, 80, cfg, 0, 0)
+    assert 2.0 <= plan.scale <= 3.0
+    canvas = np.asarray(paste(source, plan))
+    x0, y0, x1, y1 = plan.box
+    assert (canvas[y0:y1, x0:x1] == [255, 0, 0]).all()
+
+
+def test_image_backgrounds_need_a_folder():
+    with pytest.raises(ValueError, match="background_images"):
+        CanvasConfig(backgrounds={"image": 1.0})
+
+
+@pytest.fixture(scope="module")
+def vqa_dir(tmp_path_factory):
+    from curate.samples import generate_vqa_samples
+
+    folder = generate_vqa_samples(tmp_path_factory.mktemp("vqa"), count=6)
+    entries = json.loads((folder / "llava.json").read_text())
+    (folder / "images" / "broken.png").write_bytes((folder / "images" / "vqa-0000.png").read_bytes()[:300])
+    entries += [{"id": "text-only", "conversations": [{"from": "human", "value": "Hi"}]},
+                {"id": "broken", "image": "broken.png", "conversations": entries[0]["conversations"]},
+                {"id": "bad-turns", "image": "vqa-0001.png", "conversations": [{"speaker": "x"}]}]
+    (folder / "llava.json").write_text(json.dumps(entries))
+    return folder
+
+
+def run(vqa_dir, out, *extra):
+    from curate.augment.run import run_canvas
+
+    cfg = load_canvas_config(REPO / "pipelines" / "canvas.yaml", [
+        f"source.path={vqa_dir / 'llava.json'}", f"source.images={vqa_dir / 'images'}", f"output.path={out}",
+        "output.shard_max_samples=4", "ray.progress=false", *extra])
+    return run_canvas(cfg)
+
+
+def shard_samples(out):
+    samples = {}
+    for shard in sorted((out / "shards").glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            for m in tar.getmembers():
+                key, ext = m.name.split(".", 1)
+                samples.setdefault(key, {})[ext] = tar.extractfile(m).read()
+    return samples
+
+
+def test_canvas_run_accounts_for_every_input_and_keeps_pixels_and_qa(vqa_dir, tmp_path):
+    result = run(vqa_dir, tmp_path / "a")
+    assert (result.read, result.written, result.quarantined) == (9, 6, 3)
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    reasons = {q["id"]: q["reason"] for q in manifest["quarantine"]}
+    assert reasons == {"text-only": "invalid_entry", "broken": "truncated", "bad-turns": "invalid_entry"}
+    entries = {e["id"]: e for e in json.loads((vqa_dir / "llava.json").read_text())}
+    samples = shard_samples(tmp_path / "a")
+    assert len(samples) == 6
+    for sample in samples.values():
+        record = json.loads(sample["json"])
+        entry = entries[record["source"]["id"]]
+        assert record["conversations"] == entry["conversations"]
+        canvas = np.asarray(Image.open(io.BytesIO(sample["png"])).convert("RGB"))
+        source = np.asarray(Image.open(vqa_dir / "images" / entry["image"]).convert("RGB"))
+        x0, y0, x1, y1 = record["box"]
+        assert canvas.shape[:2] == (record["height"], record["width"])
+        assert np.array_equal(canvas[y0:y1, x0:x1], source)
+
+
+def test_canvas_run_is_deterministic_and_resumes(vqa_dir, tmp_path):
+    run(vqa_dir, tmp_path / "a")
+    first = shard_samples(tmp_path / "a")
+    run(vqa_dir, tmp_path / "b")
+    assert shard_samples(tmp_path / "b") == first
+    again = run(vqa_dir, tmp_path / "a")  # everything committed: nothing redone
+    assert again.skipped_done == 9 and again.read == 9 and shard_samples(tmp_path / "a") == first
+
+
+def test_table_source_reads_hf_image_structs(vqa_dir, tmp_path):
+    result = run(vqa_dir, tmp_path / "t", "source.format=table", f"source.path={vqa_dir / 'vqa.parquet'}",
+                 "source.id_column=id")
+    assert (result.read, result.written) == (6, 6)
+    record = json.loads(next(iter(shard_samples(tmp_path / "t").values()))["json"])
+    assert record["conversations"][0]["value"].startswith("<image>\n")
+    assert record["conversations"][1]["from"] == "gpt"
