@@ -136,6 +136,39 @@ def augment_canvas(
                     f"{result.quarantined} (skipped as done: {result.skipped_done}) -> {result.output}")
 
 
+@app.command("train")
+def train_cmd(
+    config: Annotated[Path, typer.Argument(help="train YAML, e.g. pipelines/train_local.yaml")],
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="override a key: --set optim.steps=200 (repeatable)")] = None,
+) -> None:
+    """PS3-style pre-training on curate shards: local high-res features vs local captions (sigmoid
+    contrast), low-res global contrast, and top-down/bottom-up selection supervised by the boxes.
+    Resumes from OUT/last.pt; under torchrun it trains with DDP."""
+    from curate.config import ConfigError
+    from curate.train.config import load_train_config
+    from curate.train.loop import train
+
+    try:
+        cfg = load_train_config(config, list(set_ or []))
+    except ConfigError as e:
+        _fail(str(e))
+
+    def on_log(row: dict) -> None:
+        parts = [f"step {row['step']:>6}", f"loss {row['total']:.4f}", f"local {row['local']:.4f}",
+                 f"recall td/bu {row['recall_top_down']:.2f}/{row['recall_bottom_up']:.2f}",
+                 f"lr {row['lr']:.2e}", f"{row['samples_per_s']:.1f} img/s"]
+        if "gpu_mem_gib" in row:
+            parts.append(f"{row['gpu_mem_gib']} GiB")
+        console.print("  ".join(parts), highlight=False)
+
+    try:
+        train(cfg, on_log=on_log)
+    except (FileNotFoundError, RuntimeError) as e:
+        _fail(str(e))
+    console.print(f"[green]done[/]: checkpoint {Path(cfg.out) / 'last.pt'}, log {Path(cfg.out) / 'log.jsonl'}")
+
+
 def _guess_source_type(path: str) -> str:
     if path.endswith(".tar") or ".tar" in path and any(c in path for c in "*{"):
         return "webdataset"

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 
 from curate.config import CanvasPipelineConfig, PipelineConfig
+from curate.train.config import TrainConfig
 from curate.records import SCHEMA_MODELS
 from curate.stats.models import CorpusStats
 
 
 def render_schemas() -> dict[str, str]:
     """File name -> schema text, stable (sorted keys, trailing newline) so a diff means a change."""
-    models = {**SCHEMA_MODELS, "pipeline_config": PipelineConfig, "canvas_config": CanvasPipelineConfig,
+    models = {**SCHEMA_MODELS, "pipeline_config": PipelineConfig, "canvas_config": CanvasPipelineConfig, "train_config": TrainConfig,
               "corpus_stats": CorpusStats}
     return {
         f"{name}.schema.json": json.dumps(model.model_json_schema(), indent=2, sort_keys=True) + "\n"

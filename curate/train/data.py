@@ -1,0 +1,145 @@
+"""WebDataset loader over curate shards -> training samples for curate.train.
+
+Every shard kind becomes the same sample: a low-res global view, a high-res view, region boxes with
+their texts, and ground-truth score maps at the low-res patch grid (top-down per region, bottom-up
+over all of the image's boxes).
+- region shards (``shards/``): text = the region's local caption (regions without one give no text,
+  but their boxes still count for bottom-up selection);
+- question shards (``questions/``): text = the retargeted question; the image is read from the region
+  shard it names, by offset from the corpus's ``index.parquet``;
+- canvas shards: text = the first question and its answer; the box is where the image was pasted.
+Splitting over DDP ranks and DataLoader workers is webdataset's (split_by_node, split_by_worker).
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import re
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
+
+from curate.train.score_maps import box_score_map, union_score_map
+
+IMAGE_EXTS = ("jpg", "png", "webp")
+MEAN, STD = 0.5, 0.5  # SigLIP's normalisation
+
+
+def expand_shards(patterns: list[str]) -> list[str]:
+    """Local globs are expanded (sorted); URLs and brace patterns are left to webdataset."""
+    urls = []
+    for pattern in patterns:
+        if "://" in pattern or "{" in pattern:
+            urls.append(pattern)
+            continue
+        found = sorted(glob.glob(pattern))
+        if not found:
+            raise FileNotFoundError(f"data.shards: nothing matches {pattern}")
+        urls.extend(found)
+    return urls
+
+
+def to_tensor(image: Image.Image, side: int) -> torch.Tensor:
+    arr = np.asarray(image.resize((side, side), Image.Resampling.BICUBIC), dtype=np.float32) / 255.0
+    return (torch.from_numpy(arr).permute(2, 0, 1) - MEAN) / STD
+
+
+@lru_cache(maxsize=16)
+def _index(root: str) -> dict[str, tuple[str, int, int]]:
+    table = pq.read_table(Path(root) / "index.parquet", columns=["key", "shard", "image_offset", "image_size"])
+    return {k: (s, o, n) for k, s, o, n in zip(*(table[c].to_pylist() for c in table.column_names))}
+
+
+def question_image(url: str, record: dict) -> bytes:
+    """A question sample's image, read by offset from the region shard of the same output."""
+    root = Path(url).parent.parent
+    shard, offset, size = _index(str(root))[record["image_key"]]
+    with open(root / "shards" / shard, "rb") as f:
+        f.seek(offset)
+        return f.read(size)
+
+
+def strip_image_tag(text: str) -> str:
+    return re.sub(r"<image>\s*", "", text).strip()
+
+
+def regions_of(sample: dict) -> tuple[bytes, list[tuple[tuple[float, ...], str | None]], str | None]:
+    """(image bytes, [(box_norm, text or None)], global text) for any curate shard sample."""
+    record = json.loads(sample["json"])
+    image = next((sample[e] for e in IMAGE_EXTS if e in sample), None)
+    if "regions" in record:  # region shard
+        regions = [(tuple(r["box_norm"]), r.get("caption")) for r in record["regions"]]
+        return image, regions, record.get("global_caption")
+    if "question" in record:  # question shard
+        image = image or question_image(sample["__url__"], record)
+        return image, [(tuple(record["box_norm"]), record["question"])], None
+    if "conversations" in record:  # canvas shard
+        turns = record["conversations"]
+        text = strip_image_tag(turns[0]["value"]) + (" " + turns[1]["value"] if len(turns) > 1 else "")
+        return image, [(tuple(record["box_norm"]), text)], None
+    raise ValueError(f"{sample.get('__key__')}: not a curate sample")
+
+
+def make_sample(sample: dict, low_res: int, hi_res: int, grid: int, max_regions: int) -> dict | None:
+    """Decode one shard sample into tensors; None when it has no region with text."""
+    data, regions, global_text = regions_of(sample)
+    texted = [(box, text) for box, text in regions if text][:max_regions]
+    if data is None or not texted:
+        return None
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    all_boxes = [box for box, _ in regions]
+    return {
+        "key": sample["__key__"],
+        "global": to_tensor(image, low_res),
+        "hires": to_tensor(image, hi_res),
+        "boxes": torch.tensor([box for box, _ in texted], dtype=torch.float32),
+        "texts": [text for _, text in texted],
+        "top_down": torch.tensor(np.stack([box_score_map(b, grid, grid) for b, _ in texted]), dtype=torch.float32),
+        "bottom_up": torch.tensor(union_score_map(all_boxes, grid, grid), dtype=torch.float32),
+        "global_text": global_text,
+    }
+
+
+def collate(samples: list[dict]) -> dict:
+    """Stack images; flatten regions with the index of the image each belongs to."""
+    return {
+        "keys": [s["key"] for s in samples],
+        "global": torch.stack([s["global"] for s in samples]),
+        "hires": torch.stack([s["hires"] for s in samples]),
+        "boxes": torch.cat([s["boxes"] for s in samples]),
+        "texts": [t for s in samples for t in s["texts"]],
+        "region_image": torch.cat([torch.full((len(s["texts"]),), i, dtype=torch.long) for i, s in enumerate(samples)]),
+        "top_down": torch.cat([s["top_down"] for s in samples]),
+        "bottom_up": torch.stack([s["bottom_up"] for s in samples]),
+        "global_texts": [s["global_text"] for s in samples],
+    }
+
+
+def make_dataset(cfg, grid: int, epoch_seed: int):
+    """An iterable of collated batches (webdataset pipeline), split over DDP ranks and workers."""
+    import webdataset as wds
+
+    data, model = cfg.data, cfg.model
+    urls = expand_shards(data.shards)
+    dataset = wds.WebDataset(
+        urls, resampled=data.resampled, shardshuffle=data.shard_shuffle if not data.resampled else False,
+        nodesplitter=wds.split_by_node, workersplitter=wds.split_by_worker, empty_check=False,
+        seed=epoch_seed, handler=wds.warn_and_continue)
+    if data.shuffle_buffer:
+        dataset = dataset.shuffle(data.shuffle_buffer, seed=epoch_seed)
+    dataset = dataset.map(lambda s: make_sample(s, model.low_res, model.hi_res, grid, data.max_regions))
+    dataset = dataset.select(lambda s: s is not None)
+    return dataset.batched(cfg.optim.batch_size, collation_fn=collate, partial=False)
+
+
+def make_loader(cfg, grid: int, epoch_seed: int):
+    import webdataset as wds
+
+    dataset = make_dataset(cfg, grid, epoch_seed)
+    return wds.WebLoader(dataset, batch_size=None, num_workers=cfg.data.num_workers)

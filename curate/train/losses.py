@@ -1,0 +1,29 @@
+"""Losses of PS3 pre-training (Fig. 5): sigmoid contrast (SigLIP) and selection-map supervision."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def sigmoid_contrastive_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor,
+                             positives: torch.Tensor | None = None) -> torch.Tensor:
+    """SigLIP loss: -mean over images of sum_j log sigmoid(z_ij * (s * <x_i, y_j> + b)), z = +1 for
+    positives (the diagonal, or ``positives`` when several pairs share a text), -1 otherwise."""
+    logits = image @ text.t() * scale + bias
+    if positives is None:
+        positives = torch.eye(len(image), dtype=torch.bool, device=image.device)
+    labels = positives.to(logits.dtype) * 2 - 1
+    return -F.logsigmoid(labels * logits).sum() / len(image)
+
+
+def same_text_positives(texts: list[str], device) -> torch.Tensor:
+    """Pairs whose texts are identical are positives too (not false negatives)."""
+    ids = {t: i for i, t in enumerate(dict.fromkeys(texts))}
+    codes = torch.tensor([ids[t] for t in texts], device=device)
+    return codes[:, None] == codes[None, :]
+
+
+def selection_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of patch selection logits against ground-truth score maps (soft targets)."""
+    return F.binary_cross_entropy_with_logits(logits.float(), target.float())
