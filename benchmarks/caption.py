@@ -38,6 +38,10 @@ def photo_requests(n: int, seed: int = 0) -> list[tuple[Image.Image, tuple[int, 
 
     photos = [Image.fromarray(f()).convert("RGB").resize((2048, 1536), Image.Resampling.BICUBIC)
               for f in (data.astronaut, data.coffee, data.chelsea, data.rocket)]
+    return boxes_on(photos, n, seed)
+
+
+def boxes_on(photos: list[Image.Image], n: int, seed: int) -> list[tuple[Image.Image, tuple[int, int, int, int]]]:
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):

@@ -50,7 +50,7 @@ def build_tokenizer(special: list[str], chat_template: str, vocab_size: int = 60
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(_CORPUS * 4, trainer)
-    eos = special[2] if special is QWEN_SPECIAL else special[4]
+    eos = {id(QWEN_SPECIAL): special[2], id(LLAMA_SPECIAL): special[4]}.get(id(special), special[-1])
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, pad_token=pad or special[0],
                                    chat_template=chat_template)
 
@@ -140,3 +140,16 @@ def save_random_llama(path: str | Path, seed: int = 0) -> Path:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def random_minilm(seed: int = 0):
+    """(model, tokenizer) with all-MiniLM-L6-v2's shapes and random weights (benchmarks without the
+    bundled checkpoint; its embeddings carry no meaning)."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    tokenizer = build_tokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], "", pad="[PAD]")
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
+                        intermediate_size=1536, max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id)
+    return BertModel(config).eval(), tokenizer

@@ -28,8 +28,8 @@ class TrainModelConfig(Strict):
     hi_scales: list[float] = Field([0.5, 1.0], description="multi-scale high-res grids, fractions of hi_res")
     select_k: int = Field(16, ge=1, description="high-res patches encoded per region and scale")
     embed_dim: int = Field(64, ge=8, description="shared image-text embedding size")
-    text: str = Field("minilm", description="'minilm' (the bundled all-MiniLM-L6-v2, frozen) or a "
-                                            "sentence-embedding checkpoint path")
+    text: str = Field("minilm", description="'minilm' (the bundled all-MiniLM-L6-v2, frozen), a sentence-"
+                                            "embedding checkpoint path, or 'random' (benchmarks only)")
     low_res_context: bool = Field(True, description="high-res tokens attend to the image's low-res tokens "
                                                     "(PS3's KV cache from stage 1)")
 

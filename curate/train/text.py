@@ -23,9 +23,15 @@ class FrozenTextEncoder:
                  cache_size: int = 200_000):
         from transformers import AutoModel, AutoTokenizer
 
-        path = resolve_text_model(name)
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path).to(device).eval().requires_grad_(False)
+        if name == "random":  # MiniLM's shapes, random weights: for throughput benchmarks only
+            from curate.models.random_init import random_minilm
+
+            model, self.tokenizer = random_minilm()
+        else:
+            path = resolve_text_model(name)
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModel.from_pretrained(path)
+        self.model = model.to(device).eval().requires_grad_(False)
         self.device = torch.device(device)
         self.max_length = max_length
         self.dim = self.model.config.hidden_size
