@@ -51,9 +51,17 @@ def boxes_on(photos: list[Image.Image], n: int, seed: int) -> list[tuple[Image.I
     return out
 
 
-def sync(device):
+def timed(fn, device) -> tuple[list, float, float | None]:
+    """(result, seconds, peak GPU GiB) of ``fn()``, synchronised, peak memory counted from zero."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    result = fn()
     if device.type == "cuda":
         torch.cuda.synchronize()
+    peak = round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None
+    return result, time.perf_counter() - start, peak
 
 
 def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, device) -> list[dict]:
@@ -72,20 +80,13 @@ def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, 
 
         crops = [crop_images(cfg, im, box) for im, box in requests]
         cap.generate_crops(crops[:bs], min_new_tokens=new_tokens)  # warm-up
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        sync(device)
-        start = time.perf_counter()
-        gens = cap.generate_crops(crops, min_new_tokens=new_tokens)
-        sync(device)
-        seconds = time.perf_counter() - start
+        gens, seconds, peak = timed(lambda: cap.generate_crops(crops, min_new_tokens=new_tokens), device)
         tokens = sum(g.tokens for g in gens)
         # Qwen2-VL merges 2x2 patches into one LLM token.
         vision_tokens = np.mean([c[-1].width * c[-1].height / (28 * 28) for c in crops])
         row = dict(backend="hf", model=f"qwen2-vl-{size}", batch_size=bs, crops=len(crops), seconds=round(seconds, 3),
                    crops_per_s=round(len(crops) / seconds, 3), generated_tokens_per_s=round(tokens / seconds, 1),
-                   new_tokens=new_tokens, mean_vision_tokens=round(vision_tokens, 1),
-                   peak_gpu_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None)
+                   new_tokens=new_tokens, mean_vision_tokens=round(vision_tokens, 1), peak_gpu_gib=peak)
         print(json.dumps(row), flush=True)
         rows.append(row)
     del model
@@ -101,18 +102,12 @@ def bench_llm(size: str, n_prompts: int, batch_sizes: list[int], new_tokens: int
     for bs in batch_sizes:
         cfg = RetargetConfig(backend="hf", model=f"random-llama-{size}", max_new_tokens=new_tokens, batch_size=bs)
         writer = HfQuestionWriter(cfg, model=model, tokenizer=tokenizer)
-        writer.ask(captions[:bs], min_new_tokens=new_tokens)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        sync(device)
-        start = time.perf_counter()
-        gens = writer.ask(captions, min_new_tokens=new_tokens)
-        sync(device)
-        seconds = time.perf_counter() - start
+        writer.ask(captions[:bs], min_new_tokens=new_tokens)  # warm-up
+        gens, seconds, peak = timed(lambda: writer.ask(captions, min_new_tokens=new_tokens), device)
         row = dict(backend="hf", model=f"llama-{size}", batch_size=bs, prompts=len(captions),
                    seconds=round(seconds, 3), prompts_per_s=round(len(captions) / seconds, 3),
                    generated_tokens_per_s=round(sum(g.tokens for g in gens) / seconds, 1), new_tokens=new_tokens,
-                   peak_gpu_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None)
+                   peak_gpu_gib=peak)
         print(json.dumps(row), flush=True)
         rows.append(row)
     return rows

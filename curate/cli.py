@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(
@@ -21,7 +22,7 @@ console = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -214,7 +215,7 @@ def validate(
     try:
         check_backends(cfg)
     except BackendUnavailable as e:
-        note = f"\n  note: {e}"
+        note = f"\n  note: {escape(str(e))}"
     Console().print(f"[green]valid[/] {pipeline}: {cfg.name} (config sha256 {cfg.sha256()[:12]}){note}",
                     highlight=False)
 

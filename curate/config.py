@@ -407,11 +407,7 @@ def _read_yaml(path: Path, overrides: list[str] | None) -> dict:
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
     """Read a pipeline YAML, apply ``--set`` overrides, validate. Raises ConfigError naming the file."""
-    raw = _read_yaml(Path(path), overrides)
-    try:
-        return PipelineConfig.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError(_format_errors(str(path), e)) from e
+    return load_yaml_model(PipelineConfig, "pipeline config", path, overrides)
 
 
 # ---------------------------------------------------------------- canvas augmentation (curate augment canvas)
@@ -472,9 +468,14 @@ class CanvasPipelineConfig(Strict):
         return data_hash(self)
 
 
-def load_canvas_config(path: str | Path, overrides: list[str] | None = None) -> CanvasPipelineConfig:
+def load_yaml_model(model: type[BaseModel], what: str, path: str | Path, overrides: list[str] | None = None):
+    """Read a YAML file, apply ``--set`` overrides and validate it as ``model``; errors name the file."""
     raw = _read_yaml(Path(path), overrides)
     try:
-        return CanvasPipelineConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_format_errors(str(path), e).replace("pipeline config", "canvas config")) from e
+        raise ConfigError(_format_errors(str(path), e).replace("pipeline config", what)) from e
+
+
+def load_canvas_config(path: str | Path, overrides: list[str] | None = None) -> CanvasPipelineConfig:
+    return load_yaml_model(CanvasPipelineConfig, "canvas config", path, overrides)

@@ -139,6 +139,7 @@ class CorpusWriter:
         questions = question_samples(row, self._shard.path.name)
         for key, data in questions:
             if self._questions is None:
+                self.layout.questions_dir.mkdir(exist_ok=True)
                 self._questions = ShardWriter(self.layout.question_shard(self.out.split, self.next_shard))
             members = {"json": data}
             if self.cfg.retarget.embed_image:

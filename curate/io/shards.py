@@ -29,7 +29,6 @@ class ShardWriter:
     def __init__(self, path: Path):
         self.path = path
         self._tmp = tmp_path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self._tmp, "wb")
         self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.USTAR_FORMAT)
         self.n_samples = 0

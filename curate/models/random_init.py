@@ -125,21 +125,21 @@ def random_llama(size: Literal["tiny", "8b"] = "tiny", seed: int = 0, device: st
     return model.eval(), tokenizer
 
 
-def save_random_qwen2_vl(path: str | Path, seed: int = 0) -> Path:
-    """Write a tiny random Qwen2-VL checkpoint directory loadable with ``from_pretrained``."""
-    model, processor = random_qwen2_vl("tiny", seed)
+def _save(path: str | Path, model, processor_or_tokenizer) -> Path:
     path = Path(path)
     model.save_pretrained(path)
-    processor.save_pretrained(path)
+    processor_or_tokenizer.save_pretrained(path)
     return path
+
+
+def save_random_qwen2_vl(path: str | Path, seed: int = 0) -> Path:
+    """Write a tiny random Qwen2-VL checkpoint directory loadable with ``from_pretrained``."""
+    return _save(path, *random_qwen2_vl("tiny", seed))
 
 
 def save_random_llama(path: str | Path, seed: int = 0) -> Path:
-    model, tokenizer = random_llama("tiny", seed)
-    path = Path(path)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    """Write a tiny random Llama checkpoint directory (tokenizer with chat template included)."""
+    return _save(path, *random_llama("tiny", seed))
 
 
 def random_minilm(seed: int = 0):

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from curate.io.layout import OutputLayout
 from curate.io.manifest import read_manifest
 from curate.records import Manifest
-from curate.stats.models import (BucketRow, CaptionStats, CorpusStats, Histogram, SourceRow, StageRow,
+from curate.stats.models import (BucketRow, CaptionStats, CorpusStats, Histogram, QuestionStats, SourceRow, StageRow,
                                  Table9Row)
 
 BUCKETS = [("<1K", 0, 1000), ("1K-2K", 1000, 2000), ("2K-4K", 2000, 4000), (">4K", 4000, np.inf)]
@@ -38,7 +38,7 @@ PS3_TABLE9 = [
 ]
 
 INDEX_STATS_COLUMNS = ["width", "height", "kind", "dataset", "n_regions", "n_captioned", "box_widths",
-                       "box_heights", "caption_words", "caption_sources"]
+                       "box_heights", "caption_words", "caption_sources", "question_words"]
 
 
 def bucket_names(long_side: np.ndarray) -> np.ndarray:
@@ -66,7 +66,11 @@ def _per_box(table: pa.Table, values: np.ndarray) -> np.ndarray:
 
 
 def read_index(layout: OutputLayout) -> pa.Table:
-    return pq.read_table(layout.index, columns=INDEX_STATS_COLUMNS)
+    names = set(pq.read_schema(layout.index).names)
+    table = pq.read_table(layout.index, columns=[c for c in INDEX_STATS_COLUMNS if c in names])
+    if "question_words" not in names:  # outputs written before questions existed
+        table = table.append_column("question_words", pa.array([[]] * table.num_rows, pa.list_(pa.int32())))
+    return table
 
 
 def compute_stats(out_dir: str | Path) -> tuple[CorpusStats, pa.Table]:
@@ -117,6 +121,10 @@ def compute_stats(out_dir: str | Path) -> tuple[CorpusStats, pa.Table]:
         "box_area_fraction": histogram(box_area_frac, 30, "box area / image area"),
         "caption_words": histogram(words, 30, "words"),
     }
+    question_words = _flat(table, "question_words")
+    questions = question_stats(manifest, question_words, len(layout.question_shard_files()))
+    if questions is not None:
+        histograms["question_words"] = histogram(question_words, 20, "words")
     stats = CorpusStats(
         name=manifest.name, output=str(out_dir), status=manifest.status, wall_seconds=manifest.wall_seconds,
         counts=manifest.counts, per_source=per_source, buckets=bucket_rows, ps3_table9=PS3_TABLE9,
@@ -125,10 +133,21 @@ def compute_stats(out_dir: str | Path) -> tuple[CorpusStats, pa.Table]:
                               by_source={str(n): int(c) for n, c in zip(names, counts)},
                               words_mean=float(words.mean()) if words.size else None,
                               dropped=caption_drops(manifest)),
+        questions=questions,
         quarantine_reasons=quarantine_reasons(manifest),
         stages=stage_rows(manifest),
     )
     return stats, table
+
+
+def question_stats(manifest: Manifest, words: np.ndarray, shards: int) -> QuestionStats | None:
+    stage = manifest.stages.get("retarget")
+    if stage is None or stage.skipped:
+        return None
+    return QuestionStats(asked=stage.counts.get("prompts", 0), kept=stage.counts.get("questions", 0),
+                         dropped={k.split(".", 1)[1]: v for k, v in sorted(stage.counts.items())
+                                  if k.startswith("dropped.")},
+                         words_mean=float(words.mean()) if words.size else None, shards=shards)
 
 
 def caption_drops(manifest: Manifest) -> dict[str, int]:
@@ -150,6 +169,6 @@ def stage_rows(manifest: Manifest) -> list[StageRow]:
     return [
         StageRow(stage=name, rows=s.rows, seconds=s.seconds,
                  rows_per_second=s.rows / s.seconds if s.seconds else None,
-                 time_share=s.seconds / total if total else None, skipped=s.skipped)
+                 time_share=s.seconds / total if total else None, skipped=s.skipped, rates=s.rates)
         for name, s in manifest.stages.items()
     ]

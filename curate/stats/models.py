@@ -57,6 +57,14 @@ class CaptionStats(Model):
     dropped: dict[str, int] = Field(..., description="regions left uncaptioned, by reason")
 
 
+class QuestionStats(Model):
+    asked: int = Field(..., description="captioned regions sent to the retarget LLM")
+    kept: int = Field(..., description="questions that passed validation (in questions/ shards)")
+    dropped: dict[str, int] = Field(..., description="rejected questions, by rule")
+    words_mean: float | None
+    shards: int
+
+
 class StageRow(Model):
     stage: str
     rows: int
@@ -64,6 +72,7 @@ class StageRow(Model):
     rows_per_second: float | None
     time_share: float | None = Field(..., description="share of the summed stage seconds")
     skipped: str | None
+    rates: dict[str, float] = Field(default_factory=dict, description="crops/s, prompts/s, generated tokens/s")
 
 
 class CorpusStats(Model):
@@ -77,6 +86,21 @@ class CorpusStats(Model):
     ps3_table9: list[Table9Row]
     histograms: dict[str, Histogram]
     captions: CaptionStats
+    questions: QuestionStats | None = Field(None, description="set when a retarget LLM ran")
     quarantine_reasons: dict[str, int]
     stages: list[StageRow]
     gallery: list[str] = Field(default_factory=list, description="gallery PNG files beside the report")
+
+
+class CanvasStats(Model):
+    """stats.json of a canvas-augmentation output (`curate augment canvas`)."""
+
+    name: str
+    output: str
+    status: str
+    wall_seconds: float | None
+    counts: dict[str, int]
+    backgrounds: dict[str, int]
+    turns_mean: float | None
+    histograms: dict[str, Histogram]
+    quarantine_reasons: dict[str, int]

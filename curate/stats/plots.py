@@ -13,6 +13,10 @@ TITLES = {
     "box_size": "Box size",
     "box_area_fraction": "Box area fraction",
     "caption_words": "Caption length",
+    "question_words": "Question length",
+    "canvas_long_side": "Canvas size (longer side)",
+    "pasted_long_side": "Pasted image size (longer side)",
+    "pasted_area_fraction": "Pasted image area / canvas area",
 }
 
 
@@ -25,19 +29,25 @@ def _bars(ax, hist: Histogram, label: str | None = None, alpha: float = 1.0) -> 
     ax.bar(edges[:-1], hist.counts, width=widths, align="edge", alpha=alpha, label=label, edgecolor="white")
 
 
-def write_plots(stats: CorpusStats, folder: Path, other: CorpusStats | None = None) -> list[str]:
-    """One PNG per histogram (both corpora overlaid with --compare), plus the OCR/MLLM share."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def write_histograms(histograms: dict[str, Histogram], label: str, folder: Path,
+                     other: dict[str, Histogram] | None = None, other_label: str = "") -> list[str]:
+    """One PNG per histogram (a second set overlaid when given)."""
+    plt = _pyplot()
     files = []
-    for name, hist in stats.histograms.items():
+    for name, hist in histograms.items():
         fig, ax = plt.subplots(figsize=(5.2, 3.2))
-        _bars(ax, hist, stats.name, 0.75 if other else 1.0)
-        if other is not None and name in other.histograms:
-            _bars(ax, other.histograms[name], other.name, 0.5)
+        _bars(ax, hist, label, 0.75 if other else 1.0)
+        if other is not None and name in other:
+            _bars(ax, other[name], other_label, 0.5)
             ax.legend()
         ax.set_title(TITLES.get(name, name))
         ax.set_xlabel(hist.unit)
@@ -46,6 +56,14 @@ def write_plots(stats: CorpusStats, folder: Path, other: CorpusStats | None = No
         fig.savefig(folder / f"{name}.png", dpi=90)
         plt.close(fig)
         files.append(f"{name}.png")
+    return files
+
+
+def write_plots(stats: CorpusStats, folder: Path, other: CorpusStats | None = None) -> list[str]:
+    """One PNG per histogram (both corpora overlaid with --compare), plus the OCR/MLLM share."""
+    files = write_histograms(stats.histograms, stats.name, folder, other.histograms if other else None,
+                             other.name if other else "")
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 3.2))
     sources = stats.captions.by_source
     uncaptioned = stats.captions.regions - stats.captions.captioned

@@ -43,28 +43,37 @@ def tables(stats: CorpusStats) -> list[tuple[str, list[str], list[list[str]]]]:
            ", ".join(f"{k}: {v}" for k, v in stats.captions.by_source.items()) or "-",
            _fmt(stats.captions.words_mean, 1),
            ", ".join(f"{k}: {v}" for k, v in stats.captions.dropped.items()) or "-"]]),
-        ("Stages", ["stage", "rows", "seconds", "rows/s", "time share", "skipped"],
+        ("Stages", ["stage", "rows", "seconds", "rows/s", "time share", "throughput", "skipped"],
          [[s.stage, str(s.rows), _fmt(s.seconds), _fmt(s.rows_per_second),
-           f"{s.time_share:.0%}" if s.time_share is not None else "-", s.skipped or ""] for s in stats.stages]),
+           f"{s.time_share:.0%}" if s.time_share is not None else "-",
+           ", ".join(f"{k.replace('_per_s', '')}/s {v:.1f}" for k, v in s.rates.items()) or "-",
+           s.skipped or ""] for s in stats.stages]),
         ("Quarantine", ["reason", "inputs"],
          [[k, str(v)] for k, v in stats.quarantine_reasons.items()] or [["none", "0"]]),
     ]
+    q = stats.questions
+    if q is not None:
+        out.insert(5, ("Questions (top-down selection fine-tuning data)",
+                       ["asked", "kept", "question shards", "mean words", "dropped, by rule"],
+                       [[str(q.asked), str(q.kept), str(q.shards), _fmt(q.words_mean, 1),
+                         ", ".join(f"{k}: {v}" for k, v in q.dropped.items()) or "-"]]))
     return out
 
 
-def render_markdown(stats: CorpusStats, plots: list[str], other: CorpusStats | None) -> str:
-    lines = [f"# Corpus report: {stats.name} ({stats.status})", "", f"Output: `{stats.output}`", ""]
-    for which, s in ((None, stats), ("compared with", other)):
-        if s is None:
-            continue
-        if which:
-            lines += [f"# {which}: {s.name} (`{s.output}`)", ""]
-        for title, header, rows in tables(s):
-            lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+Section = tuple[str | None, list[tuple[str, list[str], list[list[str]]]]]  # (heading, tables)
+
+
+def page_markdown(title: str, output: str, sections: list[Section], plots: list[str], gallery: list[str]) -> str:
+    lines = [f"# {title}", "", f"Output: `{output}`", ""]
+    for heading, section_tables in sections:
+        if heading:
+            lines += [f"# {heading}", ""]
+        for name, header, rows in section_tables:
+            lines += [f"## {name}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             lines += ["| " + " | ".join(r) + " |" for r in rows] + [""]
     lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
-    if stats.gallery:
-        lines += ["## Gallery", ""] + [f"![{g}]({g})" for g in stats.gallery] + [""]
+    if gallery:
+        lines += ["## Gallery", ""] + [f"![{g}]({g})" for g in gallery] + [""]
     return "\n".join(lines)
 
 
@@ -73,22 +82,21 @@ def _img(folder: Path, name: str, css: str) -> str:
     return f'<img class="{css}" alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
 
 
-def render_html(stats: CorpusStats, folder: Path, plots: list[str], other: CorpusStats | None) -> str:
-    parts = [f"<h1>Corpus report: {html.escape(stats.name)} <small>({stats.status})</small></h1>",
-             f"<p>Output: <code>{html.escape(stats.output)}</code></p>"]
-    for which, s in ((None, stats), ("Compared with", other)):
-        if s is None:
-            continue
-        if which:
-            parts.append(f"<h1>{which}: {html.escape(s.name)}</h1>")
-        for title, header, rows in tables(s):
+def page_html(title: str, output: str, sections: list[Section], folder: Path, plots: list[str],
+              gallery: list[str]) -> str:
+    """A self-contained page: tables, then plots and gallery embedded as base64 PNGs."""
+    parts = [f"<h1>{html.escape(title)}</h1>", f"<p>Output: <code>{html.escape(output)}</code></p>"]
+    for heading, section_tables in sections:
+        if heading:
+            parts.append(f"<h1>{html.escape(heading)}</h1>")
+        for name, header, rows in section_tables:
             head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
             body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-            parts.append(f"<h2>{html.escape(title)}</h2><table><tr>{head}</tr>{body}</table>")
+            parts.append(f"<h2>{html.escape(name)}</h2><table><tr>{head}</tr>{body}</table>")
     parts.append('<h2>Plots</h2><div class="grid">' + "".join(_img(folder, p, "plot") for p in plots) + "</div>")
-    if stats.gallery:
+    if gallery:
         parts.append('<h2>Gallery</h2><div class="gallery">'
-                     + "".join(_img(folder, g, "sample") for g in stats.gallery) + "</div>")
+                     + "".join(_img(folder, g, "sample") for g in gallery) + "</div>")
     # Lets a headless browser test tell that every embedded image decoded.
     script = ("window.addEventListener('load', () => { const imgs = [...document.images];"
               " document.body.dataset.imagesTotal = imgs.length;"
@@ -98,8 +106,32 @@ def render_html(stats: CorpusStats, folder: Path, plots: list[str], other: Corpu
              "text-align:left;font-size:14px}th{background:#f3f3f3}.grid{display:grid;"
              "grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:12px}.plot{width:100%}"
              ".gallery{display:flex;flex-wrap:wrap;gap:16px}.sample{max-width:640px;border:1px solid #ddd}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>curate stats: {html.escape(stats.name)}"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>curate stats: {html.escape(title)}"
             f"</title><style>{style}</style></head><body>{''.join(parts)}<script>{script}</script></body></html>")
+
+
+def corpus_sections(stats: CorpusStats, other: CorpusStats | None) -> list[Section]:
+    sections: list[Section] = [(None, tables(stats))]
+    if other is not None:
+        sections.append((f"Compared with: {other.name} ({other.output})", tables(other)))
+    return sections
+
+
+def render_markdown(stats: CorpusStats, plots: list[str], other: CorpusStats | None) -> str:
+    return page_markdown(f"Corpus report: {stats.name} ({stats.status})", stats.output,
+                         corpus_sections(stats, other), plots, stats.gallery)
+
+
+def render_html(stats: CorpusStats, folder: Path, plots: list[str], other: CorpusStats | None) -> str:
+    return page_html(f"Corpus report: {stats.name} ({stats.status})", stats.output, corpus_sections(stats, other),
+                     folder, plots, stats.gallery)
+
+
+def is_canvas_output(out_dir: Path) -> bool:
+    import json
+
+    manifest = OutputLayout(out_dir).manifest
+    return manifest.exists() and json.loads(manifest.read_text()).get("kind") == "canvas"
 
 
 def write_report(out_dir: str | Path, compare: str | Path | None = None, gallery: int = 6) -> Path:
@@ -107,6 +139,10 @@ def write_report(out_dir: str | Path, compare: str | Path | None = None, gallery
     out_dir = Path(out_dir)
     folder = OutputLayout(out_dir).stats_dir
     folder.mkdir(parents=True, exist_ok=True)
+    if is_canvas_output(out_dir):
+        from curate.stats.canvas import write_canvas_report
+
+        return write_canvas_report(out_dir, folder, gallery)
     stats, _ = compute_stats(out_dir)
     other = compute_stats(compare)[0] if compare else None
     plots = write_plots(stats, folder, other)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from curate.config import ConfigError, Strict, _format_errors, _read_yaml
+from curate.config import Strict, load_yaml_model
 
 
 class TrainDataConfig(Strict):
@@ -72,8 +72,4 @@ class TrainConfig(Strict):
 
 
 def load_train_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    raw = _read_yaml(Path(path), overrides)
-    try:
-        return TrainConfig.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError(_format_errors(str(path), e).replace("pipeline config", "train config")) from e
+    return load_yaml_model(TrainConfig, "train config", path, overrides)

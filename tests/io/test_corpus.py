@@ -90,18 +90,9 @@ def test_questions_are_written_as_their_own_shards(tmp_path):
     """Question shards commit with their region shard and reference the image by key."""
     import tarfile
 
-    from curate.config import PipelineConfig
-    from curate.io.corpus import CorpusWriter
     from curate.records import QuestionRecord
 
-    cfg = PipelineConfig.model_validate({
-        "name": "q", "sources": [{"type": "dir", "path": "x"}], "masks": {"backend": "skimage_felzenszwalb"},
-        "output": {"path": str(tmp_path), "shard_max_samples": 2}})
-    writer = CorpusWriter(tmp_path, cfg).open()
-    rows = [_question_row(i) for i in range(3)]
-    for row in rows:
-        writer.add(row)
-    writer.finish()
+    rows = write_question_corpus(tmp_path)
     files = sorted((tmp_path / "questions").glob("*.tar"))
     assert [f.name for f in files] == ["train-000000.tar", "train-000001.tar"]
     found = []
@@ -112,6 +103,22 @@ def test_questions_are_written_as_their_own_shards(tmp_path):
     assert found[0].image_shard == "train-000000.tar" and found[2].image_shard == "train-000001.tar"
     assert found[1].question == "Which bus number is shown on the front sign?"
     assert found[1].caption == "A bus with the number 42 on its sign."
+
+
+def write_question_corpus(out, n: int = 3) -> list[dict]:
+    """A corpus of ``n`` images, 2 per shard, each with one retargeted question; returns the rows."""
+    from curate.config import PipelineConfig
+    from curate.io.corpus import CorpusWriter
+
+    cfg = PipelineConfig.model_validate({
+        "name": "q", "sources": [{"type": "dir", "path": "x"}], "masks": {"backend": "skimage_felzenszwalb"},
+        "output": {"path": str(out), "shard_max_samples": 2}})
+    writer = CorpusWriter(out, cfg).open()
+    rows = [_question_row(i) for i in range(n)]
+    for row in rows:
+        writer.add(dict(row))
+    writer.finish()
+    return rows
 
 
 def _question_row(i: int) -> dict:

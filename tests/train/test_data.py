@@ -19,18 +19,9 @@ def cfg_for(shards: list[str], batch_size: int = 1) -> TrainConfig:
 
 
 def test_question_shards_read_their_image_from_the_region_shard(tmp_path):
-    from curate.config import PipelineConfig
-    from curate.io.corpus import CorpusWriter
-    from tests.io.test_corpus import _question_row
+    from tests.io.test_corpus import write_question_corpus
 
-    cfg = PipelineConfig.model_validate({
-        "name": "q", "sources": [{"type": "dir", "path": "x"}], "masks": {"backend": "skimage_felzenszwalb"},
-        "output": {"path": str(tmp_path), "shard_max_samples": 2}})
-    writer = CorpusWriter(tmp_path, cfg).open()
-    rows = [_question_row(i) for i in range(3)]
-    for row in rows:
-        writer.add(dict(row))
-    writer.finish()
+    rows = write_question_corpus(tmp_path)
     batches = list(make_dataset(cfg_for([str(tmp_path / "questions" / "*.tar")]), grid=8, epoch_seed=0))
     assert len(batches) == 3
     batch = batches[0]
