@@ -141,6 +141,14 @@ class SelectConfig(Strict):
     min_masks: int = Field(3, ge=1, description="windows with fewer mask centres are not candidates")
     min_box_px: int = Field(64, ge=1, description="boxes are grown to at least this side")
     tighten: bool = Field(True, description="shrink each window to the union of its masks' boxes")
+    expand_to_members: bool = Field(
+        False, description="instead, grow each window to the union of its masks' boxes (whole text lines)")
+    document_regions: Literal["masks", "ocr_layout"] = Field(
+        "masks", description="documents: select from segmentation masks, or from OCR-detected text lines")
+    layout_max_side: int = Field(2048, ge=256, description="ocr_layout: page downscaled to this long side")
+    layout_window_fracs: list[float] = Field(
+        [0.2, 0.35, 0.5], description="ocr_layout: window sides for documents (text blocks are larger than "
+                                      "small objects); windows grow to whole text lines")
 
 
 # ---------------------------------------------------------------- caption

@@ -21,14 +21,29 @@ class RegionsStage:
     def __init__(self, cfg: PipelineConfig):
         self.select_cfg = cfg.select
         self.generator = backends.build("masks", cfg.masks.backend, cfg.masks)
+        self.layout = None
+        if cfg.select.document_regions == "ocr_layout":
+            from curate.backends.layout_ocr import OcrLayoutRegions
+
+            self.layout = OcrLayoutRegions(cfg.select.layout_max_side)
+        self.layout_select_cfg = cfg.select.model_copy(
+            update={"window_fracs": cfg.select.layout_window_fracs, "expand_to_members": True})
+
+    def generator_for(self, row: dict):
+        return self.layout if self.layout is not None and row["kind"] == "document" else self.generator
 
     def process(self, rows: list[dict]) -> list[dict]:
         live = [r for r in rows if r["status"] == "ok"]
-        if not live:
-            return rows
+        for generator in {id(self.generator_for(r)): self.generator_for(r) for r in live}.values():
+            mine = [r for r in live if self.generator_for(r) is generator]
+            self._process(mine, generator)
+        return rows
+
+    def _process(self, live: list[dict], generator) -> None:
         images = [decode_rgb(r["image"]) for r in live]
-        for row, masks in zip(live, self.generator.generate(images)):
-            picked = select_salient_boxes(masks.boxes, masks.areas, row["width"], row["height"], self.select_cfg)
+        for row, masks in zip(live, generator.generate(images)):
+            select_cfg = self.layout_select_cfg if generator is self.layout else self.select_cfg
+            picked = select_salient_boxes(masks.boxes, masks.areas, row["width"], row["height"], select_cfg)
             w, h = row["width"], row["height"]
             row["regions"] = json.dumps([
                 {"box": list(b.box), "box_norm": [b.box[0] / w, b.box[1] / h, b.box[2] / w, b.box[3] / h],
@@ -38,9 +53,8 @@ class RegionsStage:
             if not picked:
                 row["regions_note"] = (
                     f"no salient region: {len(masks)} masks, selection needs at least "
-                    f"{self.select_cfg.min_masks} in one window"
+                    f"{select_cfg.min_masks} in one window"
                 )
-            set_model(row, "masks", self.generator.describe())
+            set_model(row, "masks", generator.describe())
             add_events(row, self.name, Counter(masks=len(masks), boxes=len(picked),
                                                images_without_boxes=int(not picked)))
-        return rows

@@ -6,7 +6,8 @@ Pure numpy, no Ray. Steps:
 2. slide square windows at several scales (fractions of the image's shorter side) and sum the
    weights of the masks whose centre falls inside; a window's score is that sum divided by
    ``window_area_frac ** scale_penalty`` (0 favours big windows, 1 pure density);
-3. take windows best-first, optionally tightened to the union of their masks' boxes, grown to
+3. take windows best-first, optionally tightened to the union of their masks' boxes (or grown to it,
+   ``expand_to_members``, which keeps whole text lines for document layouts), grown to
    ``min_box_px``, kept only if their IoU with every kept box is at most ``nms_iou``.
 Masks are put in a canonical order and ties break on window position, so the result does not
 depend on the order of the masks.
@@ -128,9 +129,11 @@ def select_salient_boxes(
     for w in order:
         members = inside[w]
         candidate = windows[w]
-        if cfg.tighten:
-            union = np.array([boxes[members, 0].min(), boxes[members, 1].min(),
-                              boxes[members, 2].max(), boxes[members, 3].max()])
+        union = np.array([boxes[members, 0].min(), boxes[members, 1].min(),
+                          boxes[members, 2].max(), boxes[members, 3].max()])
+        if getattr(cfg, "expand_to_members", False):
+            candidate = np.array([max(union[0], 0), max(union[1], 0), min(union[2], width), min(union[3], height)])
+        elif cfg.tighten:
             candidate = np.array([max(union[0], candidate[0]), max(union[1], candidate[1]),
                                   min(union[2], candidate[2]), min(union[3], candidate[3])])
         candidate = np.array(snap(grow_to_min_size(candidate, cfg.min_box_px, width, height), width, height),

@@ -63,10 +63,10 @@ def to_arrays(spec):
 
 
 @settings(max_examples=60, deadline=None)
-@given(masks_strategy, st.integers(1, 6), st.floats(0.0, 0.6))
-def test_boxes_inside_at_most_k_and_overlap_capped(spec, k, nms_iou):
+@given(masks_strategy, st.integers(1, 6), st.floats(0.0, 0.6), st.booleans())
+def test_boxes_inside_at_most_k_and_overlap_capped(spec, k, nms_iou, expand):
     boxes, areas, width, height = to_arrays(spec)
-    cfg = SelectConfig(max_boxes=k, nms_iou=nms_iou)
+    cfg = SelectConfig(max_boxes=k, nms_iou=nms_iou, expand_to_members=expand)
     picked = select_salient_boxes(boxes, areas, width, height, cfg)
     assert len(picked) <= k
     arr = np.array([p.box for p in picked], dtype=float).reshape(-1, 4)

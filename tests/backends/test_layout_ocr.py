@@ -1,0 +1,53 @@
+"""Document regions from OCR text-line detection (real PP-OCR detector), then OCR captions of them."""
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from curate.backends.layout_ocr import OcrLayoutRegions
+from curate.backends.ocr_rapid import RapidOcrCaptioner
+from curate.config import RapidOcrConfig, SelectConfig
+from curate.stages.select import select_salient_boxes
+
+PARAGRAPHS = {
+    (200, 300): ["Quarterly revenue grew by 12 percent", "driven by museum ticket sales", "in the northern region"],
+    (1300, 1900): ["Departure schedule for platform 7", "weekday trains leave at 10:45", "weekend service at 11:30"],
+    (300, 3000): ["Customer service account 88314", "payment received on schedule"],
+}
+
+
+@pytest.fixture(scope="module")
+def page():
+    img = Image.new("RGB", (2480, 3508), (252, 252, 250))
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default(size=40)
+    for (x, y), lines in PARAGRAPHS.items():
+        for i, line in enumerate(lines):
+            draw.text((x, y + i * 60), line, font=font, fill="black")
+    return img
+
+
+def test_text_lines_are_detected_where_they_were_drawn(page):
+    boxes = OcrLayoutRegions().line_boxes(page)
+    assert len(boxes) >= 7
+    centres = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1)
+    for (x, y), lines in PARAGRAPHS.items():
+        inside = (centres[:, 0] > x) & (centres[:, 0] < x + 1000) & (centres[:, 1] > y) & \
+                 (centres[:, 1] < y + 60 * len(lines))
+        assert inside.sum() >= len(lines) - 1, ((x, y), boxes)
+
+
+def test_selected_layout_regions_are_captioned_with_their_text(page):
+    [masks] = OcrLayoutRegions().generate([page])
+    cfg = SelectConfig(window_fracs=SelectConfig().layout_window_fracs, expand_to_members=True)
+    picked = select_salient_boxes(masks.boxes, masks.areas, page.width, page.height, cfg)
+    assert 1 <= len(picked) <= 4
+    captions = RapidOcrCaptioner(RapidOcrConfig(backend="rapidocr")).caption(page, [b.box for b in picked])
+    text = " ".join(c.text or "" for c in captions).lower()
+    found = sum(all(line.lower() in text for line in lines) for lines in PARAGRAPHS.values())
+    assert found >= 2, text  # whole lines: windows grow to the text lines they hold
+
+
+def test_blank_page_has_no_lines():
+    [masks] = OcrLayoutRegions().generate([Image.new("RGB", (1200, 1600), "white")])
+    assert len(masks) == 0

@@ -1,0 +1,41 @@
+"""RegionsStage picks the region source per kind: OCR text lines for documents when configured."""
+
+import io
+import json
+
+from PIL import Image, ImageDraw, ImageFont
+
+from curate.config import load_config
+from curate.stages.ingest import ingest_row
+from curate.stages.regions import RegionsStage
+from curate.stages.rows import new_row
+from tests.conftest import REPO, noise_image
+
+
+def page_file(folder):
+    img = Image.new("RGB", (1700, 2200), "white")
+    draw = ImageDraw.Draw(img)
+    for i in range(12):
+        draw.text((150, 200 + i * 70), f"Line {i} of the quarterly report summary", fill="black",
+                  font=ImageFont.load_default(size=36))
+    path = folder / "page.png"
+    img.save(path)
+    return path
+
+
+def test_documents_use_ocr_layout_and_photos_use_masks(tmp_path):
+    photo = tmp_path / "photo.jpg"
+    noise_image(1600, 1200, seed=3).save(photo, quality=90)
+    cfg = load_config(REPO / "pipelines" / "local.yaml", ["select.document_regions=ocr_layout",
+                                                           "masks.work_side=512"])
+    rows = [ingest_row(new_row(str(p), "t"), cfg.ingest) for p in (page_file(tmp_path), photo)]
+    assert [r["kind"] for r in rows] == ["document", "natural"]
+    RegionsStage(cfg).process(rows)
+    doc, nat = rows
+    assert json.loads(doc["models"])["masks"].startswith("rapidocr text-line detection")
+    assert json.loads(nat["models"])["masks"].startswith("skimage")
+    regions = json.loads(doc["regions"])
+    assert regions, doc["regions_note"]
+    for r in regions:  # text blocks: wider than tall, within the text column
+        x0, y0, x1, y1 = r["box"]
+        assert x0 >= 100 and x1 - x0 > y1 - y0 and y0 >= 150 and y1 <= 1100
