@@ -294,6 +294,9 @@ class OutputConfig(Strict):
 
 class RayConfig(Strict):
     address: str | None = Field(None, description="Ray cluster address; None starts local Ray")
+    node_ip_address: str | None = Field(
+        None, description="the driver's address in the cluster, when Ray's guess is wrong (multi-homed "
+                          "machines, clusters on loopback addresses)")
     num_cpus: int | None = Field(None, ge=1, description="local Ray only: CPUs to use (default: all)")
     ingest_batch_size: int = Field(8, ge=1)
     cpu_batch_size: int = Field(4, ge=1, description="batch size of the CPU model stages")

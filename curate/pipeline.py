@@ -98,7 +98,8 @@ def init_ray(cfg: PipelineConfig) -> None:
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     runtime_env = {"env_vars": {"PYTHONWARNINGS": "ignore::DeprecationWarning"}}
     if address:
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+        node_ip = {"_node_ip_address": cfg.ray.node_ip_address} if cfg.ray.node_ip_address else {}
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False, **node_ip)
     else:
         # "local" starts a private instance even when another cluster on this machine left its
         # address file behind; its services listen on loopback only.

@@ -113,7 +113,7 @@ def page_html(title: str, output: str, sections: list[Section], folder: Path, pl
 def corpus_sections(stats: CorpusStats, other: CorpusStats | None) -> list[Section]:
     sections: list[Section] = [(None, tables(stats))]
     if other is not None:
-        sections.append((f"Compared with: {other.name} ({other.output})", tables(other)))
+        sections.append((f"compared with: {other.name} ({other.output})", tables(other)))
     return sections
 
 
