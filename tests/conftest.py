@@ -61,15 +61,39 @@ def write_hostile_inputs(folder: Path) -> dict[str, str]:
         "extreme_aspect.png": (png_bytes(Image.new("RGB", (8000, 300), "white")), "extreme_aspect"),
         "tiny.png": (png_bytes(Image.new("RGB", (40, 30), "white")), "too_small"),
         "bomb.png": (png_bytes(Image.new("1", (20000, 20000))), "decompression_bomb"),
+        "truncated.webp": (_webp(good)[: len(_webp(good)) * 6 // 10], "truncated"),
+        "line.png": (png_bytes(Image.new("L", (100000, 1), 128)), "too_small"),
+        "bad_exif.jpg": (_bad_exif_jpeg(good), "ok"),
+        "huge_icc.jpg": (jpeg_bytes(good, icc_profile=os.urandom(2 * 1024 * 1024)), "ok"),
     }
     for name, (data, _) in files.items():
         (folder / name).write_bytes(data)
     loop = folder / "loop.jpg"
     if not loop.is_symlink():
         os.symlink("loop.jpg", loop)  # a symlink pointing at itself
+    fifo = folder / "fifo.jpg"
+    if not fifo.exists():
+        os.mkfifo(fifo)  # reading it would block forever: must be refused, not opened
+    # A name that is not valid UTF-8 (bytes straight from the filesystem).
+    with open(os.path.join(os.fsencode(folder), b"bad-\xff\xfename.jpg"), "wb") as f:
+        f.write(jpg)
     expected = {name: outcome for name, (_, outcome) in files.items()}
-    expected["loop.jpg"] = "unreadable"
+    expected.update({"loop.jpg": "unreadable", "fifo.jpg": "unreadable", "bad-\\xff\\xfename.jpg": "unreadable"})
     return expected
+
+
+def _webp(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="WEBP", quality=80)
+    return buf.getvalue()
+
+
+def _bad_exif_jpeg(img: Image.Image) -> bytes:
+    """A JPEG whose APP1 EXIF segment is garbage after its header."""
+    data = jpeg_bytes(img)
+    garbage = b"Exif\x00\x00" + os.urandom(300)
+    segment = b"\xff\xe1" + (len(garbage) + 2).to_bytes(2, "big") + garbage
+    return data[:2] + segment + data[2:]
 
 
 def _palette_with_alpha() -> Image.Image:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob as globlib
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,6 +39,24 @@ def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
+def printable_path(path: str) -> str:
+    """The path with bytes that are not UTF-8 shown as \\xNN (such names cannot be stored as text)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def local_file_problem(path: str) -> str | None:
+    """Why a listed local file cannot be read as an image file, or None."""
+    if printable_path(path) != path:
+        return "file name is not valid UTF-8 (rename the file)"
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        return f"cannot read {printable_path(path)}: {e.strerror or e}"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file (a FIFO, socket or device would block or never end)"
+    return None
+
+
 def _local_dir(root: str) -> Iterator[tuple[str, str | None]]:
     """(path, error) pairs below a local directory; symlinked directories are not followed."""
     errors: list[OSError] = []
@@ -48,7 +67,7 @@ def _local_dir(root: str) -> Iterator[tuple[str, str | None]]:
             if is_image_name(name):
                 found.append(os.path.join(dirpath, name))
     for path in found:
-        yield path, None
+        yield path, local_file_problem(path)
     for err in errors:
         yield (err.filename or root), f"cannot list directory: {err.strerror or err}"
 
@@ -111,15 +130,17 @@ def list_source(src: SourceConfig) -> Iterator[dict]:
         else:
             entries = _remote_dir(src.path)
         for path, error in entries:
-            row = new_row(path, dataset, src.kind)
+            row = new_row(printable_path(path), dataset, src.kind)
             yield quarantine(row, QuarantineReason.unreadable.value, error) if error else row
     elif src.type == "glob":
         matches = sorted(globlib.glob(src.path, recursive=True))
         if not matches:
             raise SourceError(f"{src.path}: the glob matches no file")
         for path in matches:
-            if os.path.isfile(path) or os.path.islink(path):
-                yield new_row(path, dataset, src.kind)
+            if os.path.isfile(path) or os.path.islink(path) or os.path.exists(path) and not os.path.isdir(path):
+                row = new_row(printable_path(path), dataset, src.kind)
+                problem = local_file_problem(path)
+                yield quarantine(row, QuarantineReason.unreadable.value, problem) if problem else row
     elif src.type == "list":
         for uri, caption in _list_file(src):
             yield new_row(uri, dataset, src.kind, source_caption=caption)

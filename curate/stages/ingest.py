@@ -38,6 +38,12 @@ def read_input(row: dict, max_bytes: int) -> bytes:
                 raise Rejected(Q.too_large_file, f"{row['tar_size']} bytes > max_file_bytes {max_bytes}")
             data = fs.read_range(uri.split("#", 1)[0], row["tar_offset"], row["tar_size"])
         else:
+            if "://" not in uri:
+                from curate.io.sources import local_file_problem
+
+                problem = local_file_problem(uri)
+                if problem:  # a FIFO would block the read forever
+                    raise Rejected(Q.unreadable, problem)
             data = fs.read_capped(uri, max_bytes)
     except Rejected:
         raise
@@ -48,6 +54,16 @@ def read_input(row: dict, max_bytes: int) -> bytes:
     if len(data) > max_bytes:
         raise Rejected(Q.too_large_file, f"file larger than max_file_bytes {max_bytes}")
     return data
+
+
+SIGNATURES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"GIF8": "GIF", b"BM": "BMP"}
+
+
+def image_signature(data: bytes) -> str | None:
+    """The format named by the file's first bytes, if it is one we read."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return next((name for magic, name in SIGNATURES.items() if data.startswith(magic)), None)
 
 
 def open_checked(data: bytes, cfg: IngestConfig) -> Image.Image:
@@ -62,6 +78,9 @@ def open_checked(data: bytes, cfg: IngestConfig) -> Image.Image:
         except UnidentifiedImageError as e:
             raise Rejected(Q.not_an_image, "not a recognised image format") from e
         except Exception as e:  # Pillow raises many kinds on corrupt headers
+            if isinstance(e, OSError) and image_signature(data):
+                # A known signature that Pillow cannot open (WebP decodes on open): cut-off data.
+                raise Rejected(Q.truncated, f"{image_signature(data)} data incomplete: {e}") from e
             raise Rejected(Q.not_an_image, f"cannot parse header: {type(e).__name__}: {e}") from e
         check_geometry(img.width, img.height, cfg)
         try:
