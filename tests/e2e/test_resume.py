@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -17,9 +18,10 @@ def curate_cmd(pipeline: Path) -> list[str]:
     return [sys.executable, "-m", "curate.cli", "run", str(pipeline)]
 
 
-def run_and_kill_after_parts(pipeline: Path, out: Path, n_parts: int, timeout: float = 240) -> bool:
-    """Start a run; SIGKILL its whole process group once ``n_parts`` parts are committed.
-    Returns False if the run finished before that point."""
+def run_and_kill_after_parts(pipeline: Path, out: Path, n_parts: int, timeout: float = 240,
+                             extra_delay: float = 0.0) -> bool:
+    """Start a run; SIGKILL its whole process group ``extra_delay`` seconds after ``n_parts`` parts
+    are committed. Returns False if the run finished before that point."""
     proc = subprocess.Popen(curate_cmd(pipeline), cwd=REPO, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
@@ -28,6 +30,9 @@ def run_and_kill_after_parts(pipeline: Path, out: Path, n_parts: int, timeout: f
             if proc.poll() is not None:
                 return False
             if len(list((out / "parts").glob("*.parquet"))) >= n_parts:
+                time.sleep(extra_delay)
+                if proc.poll() is not None:
+                    return False
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
                 return True
@@ -51,8 +56,11 @@ def test_killed_runs_resume_to_exactly_the_uninterrupted_sample_set(tmp_path, sa
 
     subprocess.run(curate_cmd(clean_yaml), cwd=REPO, check=True, capture_output=True)
 
+    # Kills at commit points and at random moments in between (seeded, so a failure replays).
+    rng = random.Random(7)
     assert run_and_kill_after_parts(killed_yaml, killed_out, 1)
-    assert run_and_kill_after_parts(killed_yaml, killed_out, 3)
+    assert run_and_kill_after_parts(killed_yaml, killed_out, 2, extra_delay=rng.uniform(0.0, 1.5))
+    assert run_and_kill_after_parts(killed_yaml, killed_out, 3, extra_delay=rng.uniform(0.0, 1.5))
     # A killed run leaves a manifest that says it is not complete.
     assert '"status": "running"' in (killed_out / "manifest.json").read_text()
     done = subprocess.run(curate_cmd(killed_yaml), cwd=REPO, capture_output=True, text=True)
