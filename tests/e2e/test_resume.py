@@ -56,13 +56,14 @@ def test_killed_runs_resume_to_exactly_the_uninterrupted_sample_set(tmp_path, sa
 
     subprocess.run(curate_cmd(clean_yaml), cwd=REPO, check=True, capture_output=True)
 
-    # Kills at commit points and at random moments in between (seeded, so a failure replays).
-    rng = random.Random(7)
+    # Kills at a commit point, then at seeded random moments after later commits (so a failure replays).
     assert run_and_kill_after_parts(killed_yaml, killed_out, 1)
-    assert run_and_kill_after_parts(killed_yaml, killed_out, 2, extra_delay=rng.uniform(0.0, 1.5))
-    assert run_and_kill_after_parts(killed_yaml, killed_out, 3, extra_delay=rng.uniform(0.0, 1.5))
     # A killed run leaves a manifest that says it is not complete.
     assert '"status": "running"' in (killed_out / "manifest.json").read_text()
+    rng = random.Random(7)
+    for n_parts in (2, 3):
+        # A kill that lands after the last commit finds a finished run; that is fine too.
+        run_and_kill_after_parts(killed_yaml, killed_out, n_parts, extra_delay=rng.uniform(0.0, 0.8))
     done = subprocess.run(curate_cmd(killed_yaml), cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resuming" in done.stderr
