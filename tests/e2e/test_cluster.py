@@ -80,6 +80,10 @@ def cluster(tmp_path_factory):
     finally:
         for proc in workers + [head]:
             kill_node(proc)
+        # `ray start --head` records its address for later `ray.init()` calls; forget the dead cluster.
+        current = Path("/tmp/ray/ray_current_cluster")
+        if current.exists() and current.read_text().strip() == address:
+            current.unlink()
 
 
 @pytest.fixture(scope="module")
