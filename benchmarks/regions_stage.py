@@ -38,11 +38,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--model", default="xl1")
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--checkpoint", type=Path, help="real EfficientViT-SAM weights (default: random, confident)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    checkpoint = Path("/tmp") / f"random_confident_evit_{args.model}.pt"
-    torch.manual_seed(0)
-    torch.save(make_confident(build_efficientvit_sam(args.model)).net.state_dict(), checkpoint)
+    checkpoint = args.checkpoint or Path("/tmp") / f"random_confident_evit_{args.model}.pt"
+    if args.checkpoint is None:
+        torch.manual_seed(0)
+        torch.save(make_confident(build_efficientvit_sam(args.model)).net.state_dict(), checkpoint)
     cfg = load_config(REPO / "pipelines" / "ps3.yaml", [
         f"masks.checkpoint={checkpoint}", f"masks.model={args.model}", f"masks.batch_size={args.batch_size}",
         "ingest.min_side=256"])
@@ -88,7 +90,8 @@ def main() -> None:
     (args.out / "regions_stage.json").write_text(json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k != "per_image"}))
     draw_boxes(rows[:4], args.out / "regions_stage_boxes.png")
-    checkpoint.unlink()
+    if args.checkpoint is None:
+        checkpoint.unlink()
 
 
 def draw_boxes(rows: list[dict], path: Path) -> None:
