@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from PIL import Image
 
 from curate.augment.canvas import paste, plan_canvas
 from curate.augment.vqa_sources import list_vqa_items
 from curate.config import CanvasPipelineConfig, IngestConfig
 from curate.io import fs
-from curate.io.layout import TMP_SUFFIX, OutputLayout, atomic_write_bytes, number_of
+from curate.io.index import read_parts, write_index, write_part
+from curate.io.layout import OutputLayout, atomic_write_bytes
 from curate.io.shards import ShardWriter
 from curate.records import CanvasRecord
 
@@ -112,17 +112,10 @@ class CanvasWriter:
             if previous.get("config_sha256") != self.cfg.sha256():
                 raise RuntimeError(f"{self.layout.root}: holds a canvas run of another config; use another output")
         self.layout.make_dirs()
-        for folder in (self.layout.shards_dir, self.layout.parts_dir):
-            for tmp in folder.glob(f"*{TMP_SUFFIX}"):
-                tmp.unlink()
-        committed = {p.stem for p in self.layout.part_files()}
-        for shard in self.layout.shard_files():
-            if shard.stem not in committed:
-                shard.unlink()
-        for part in self.layout.part_files():
-            for row in pq.read_table(part, schema=PART_SCHEMA).to_pylist():
-                self._tally(row)
-            self.next_shard = number_of(part) + 1
+        self.layout.remove_uncommitted()
+        for row in read_parts(self.layout, PART_SCHEMA).to_pylist():
+            self._tally(row)
+        self.next_shard = self.layout.next_shard_number()
         return self
 
     def _tally(self, row: dict) -> None:
@@ -160,9 +153,7 @@ class CanvasWriter:
         if self._shard is not None:
             self._shard.close()
             self._shard = None
-        buf = io.BytesIO()
-        pq.write_table(pa.Table.from_pylist(self._pending, schema=PART_SCHEMA), buf)
-        atomic_write_bytes(self.layout.part(self.cfg.output.split, self.next_shard), buf.getvalue())
+        write_part(self.layout.part(self.cfg.output.split, self.next_shard), self._pending, PART_SCHEMA)
         self.next_shard += 1
         for row in self._pending:
             self._tally(row)
@@ -171,11 +162,7 @@ class CanvasWriter:
 
     def finish(self, wall_seconds: float) -> None:
         self.commit()
-        parts = [pq.read_table(p, schema=PART_SCHEMA) for p in self.layout.part_files()]
-        table = pa.concat_tables(parts) if parts else PART_SCHEMA.empty_table()
-        buf = io.BytesIO()
-        pq.write_table(table.filter(pa.compute.equal(table["status"], "written")), buf)
-        atomic_write_bytes(self.layout.index, buf.getvalue())
+        write_index(self.layout, read_parts(self.layout, PART_SCHEMA), columns=None)
         self.write_manifest("complete", wall_seconds)
 
     def abort(self) -> None:

@@ -10,7 +10,7 @@ from PIL import Image
 from curate.backends.base import CaptionResult
 from curate.backends.hf_generate import generate, generation_kwargs, pick_device, resolve_dtype
 from curate.stages.crops import Box, prepare_crop, thumbnail_with_box
-from curate.stages.hygiene import clean_caption
+from curate.stages.hygiene import clean_generation
 
 
 def caption_messages(cfg) -> list[dict]:
@@ -68,11 +68,7 @@ class HfVlmCaptioner:
     def caption_batch(self, requests: list[tuple[Image.Image, Box]]) -> list[CaptionResult]:
         """Captions for (image, box) pairs, possibly from many images, cleaned by the hygiene rules."""
         crops = [crop_images(self.cfg, image, box) for image, box in requests]
-        results = []
-        for gen in self.generate_crops(crops):
-            result = clean_caption(gen.text, gen.finished, self.cfg.hygiene)
-            results.append(CaptionResult(result.text, result.reason, result.dropped, tokens=gen.tokens))
-        return results
+        return [clean_generation(g.text, g.tokens, g.finished, self.cfg.hygiene) for g in self.generate_crops(crops)]
 
     def caption(self, image: Image.Image, boxes: list[Box]) -> list[CaptionResult]:
         return self.caption_batch([(image, box) for box in boxes])

@@ -17,7 +17,7 @@ from pathlib import Path
 from curate import __version__
 from curate.config import OutputConfig, PipelineConfig
 from curate.io.index import read_parts, write_index, write_part
-from curate.io.layout import TMP_SUFFIX, OutputLayout, number_of
+from curate.io.layout import OutputLayout
 from curate.io.manifest import RunTally, now_iso, read_manifest, write_manifest
 from curate.io.shards import ShardWriter
 from curate.records import ImageRecord, PipelineInfo, QuarantineReason, QuestionRecord, Region
@@ -96,7 +96,7 @@ class CorpusWriter:
             self.started_at = previous.started_at
             self._prior_seconds = previous.wall_seconds
         self.layout.make_dirs()
-        self._remove_uncommitted()
+        self.layout.remove_uncommitted()
         parts = read_parts(self.layout)
         for row in parts.to_pylist():
             self.tally.add(row)
@@ -104,19 +104,9 @@ class CorpusWriter:
             if row["status"] == "written":
                 self.key_to_uri[row["key"]] = row["uri"]
         self.resumed_rows = parts.num_rows
-        numbers = [number_of(p) for p in self.layout.part_files()]
-        self.next_shard = max(numbers) + 1 if numbers else 0
+        self.next_shard = self.layout.next_shard_number()
         self._write_manifest("running")
         return self
-
-    def _remove_uncommitted(self) -> None:
-        for folder in (self.layout.shards_dir, self.layout.questions_dir, self.layout.parts_dir):
-            for tmp in folder.glob(f"*{TMP_SUFFIX}"):
-                tmp.unlink()
-        committed = {p.stem for p in self.layout.part_files()}
-        for shard in self.layout.shard_files() + self.layout.question_shard_files():
-            if shard.stem not in committed:
-                shard.unlink()  # renamed before the kill, but its part never landed: redo its inputs
 
     # ------------------------------------------------------------ writing
 

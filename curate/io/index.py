@@ -51,26 +51,29 @@ INDEX_COLUMNS = [
 ]
 
 
-def part_table(rows: list[dict]) -> pa.Table:
-    return pa.Table.from_pylist(rows, schema=PART_SCHEMA)
+def part_table(rows: list[dict], schema: pa.Schema = PART_SCHEMA) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=schema)
 
 
-def write_part(path: Path, rows: list[dict]) -> None:
+def write_part(path: Path, rows: list[dict], schema: pa.Schema = PART_SCHEMA) -> None:
     buf = io.BytesIO()
-    pq.write_table(part_table(rows), buf)
+    pq.write_table(part_table(rows, schema), buf)
     atomic_write_bytes(path, buf.getvalue())
 
 
-def read_parts(layout: OutputLayout) -> pa.Table:
+def read_parts(layout: OutputLayout, schema: pa.Schema = PART_SCHEMA) -> pa.Table:
     files = layout.part_files()
     if not files:
-        return PART_SCHEMA.empty_table()
-    return pa.concat_tables([pq.read_table(p, schema=PART_SCHEMA) for p in files])
+        return schema.empty_table()
+    return pa.concat_tables([pq.read_table(p, schema=schema) for p in files])
 
 
-def write_index(layout: OutputLayout, parts: pa.Table) -> int:
-    """index.parquet: one row per written sample, ordered by shard then position."""
-    written = parts.filter(pc.equal(parts["status"], "written")).select(INDEX_COLUMNS)
+def write_index(layout: OutputLayout, parts: pa.Table, columns: list[str] | None = INDEX_COLUMNS) -> int:
+    """index.parquet: one row per written sample (``columns`` of the parts, all when None), ordered by
+    shard then position."""
+    written = parts.filter(pc.equal(parts["status"], "written"))
+    if columns is not None:
+        written = written.select(columns)
     buf = io.BytesIO()
     pq.write_table(written, buf)
     atomic_write_bytes(layout.index, buf.getvalue())

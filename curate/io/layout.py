@@ -71,6 +71,22 @@ class OutputLayout:
     def question_shard_files(self) -> list[Path]:
         return _numbered(self.questions_dir)
 
+    def remove_uncommitted(self) -> None:
+        """Resume step of the commit protocol: drop temp files, and shards whose part never landed
+        (renamed before a kill): their inputs are redone."""
+        for folder in (self.shards_dir, self.questions_dir, self.parts_dir):
+            if folder.exists():
+                for tmp in folder.glob(f"*{TMP_SUFFIX}"):
+                    tmp.unlink()
+        committed = {p.stem for p in self.part_files()}
+        for shard in self.shard_files() + self.question_shard_files():
+            if shard.stem not in committed:
+                shard.unlink()
+
+    def next_shard_number(self) -> int:
+        numbers = [number_of(p) for p in self.part_files()]
+        return max(numbers) + 1 if numbers else 0
+
 
 def _numbered(folder: Path) -> list[Path]:
     if not folder.exists():

@@ -14,7 +14,7 @@ from curate import backends
 from curate.backends.base import CaptionResult
 from curate.config import NoCaptionConfig, PipelineConfig, VlmConfig
 from curate.images import decode_rgb
-from curate.stages.hygiene import clean_caption
+from curate.stages.hygiene import clean_generation
 from curate.stages.rows import add_events, set_model
 
 
@@ -119,10 +119,7 @@ def merge_captions(row: dict, answers: list[tuple[str, int, bool]], cfg: VlmConf
     if not answers:
         return row
     regions = json.loads(row["regions"])
-    results = []
-    for text, tokens, finished in answers:
-        result = clean_caption(text, finished, cfg.hygiene)
-        results.append(CaptionResult(result.text, result.reason, result.dropped, tokens=tokens))
+    results = [clean_generation(text, tokens, finished, cfg.hygiene) for text, tokens, finished in answers]
     model = f"vllm:{cfg.model}"
     outcomes = record_results(regions, results, "mllm", model)
     outcomes["crops"] += len(regions)

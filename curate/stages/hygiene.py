@@ -64,6 +64,12 @@ def _drop(reason: str, detail: str) -> CaptionResult:
     return CaptionResult(None, reason=reason, dropped=f"caption dropped ({reason}): {detail}")
 
 
+def clean_generation(text: str, tokens: int, finished: bool, rules) -> CaptionResult:
+    """``clean_caption`` of a model's output, keeping how many tokens it generated."""
+    result = clean_caption(text, finished, rules)
+    return CaptionResult(result.text, result.reason, result.dropped, tokens=tokens)
+
+
 def clean_caption(text: str, finished: bool, rules) -> CaptionResult:
     """Apply ``rules`` (a CaptionHygieneConfig) to one generated caption."""
     text = " ".join(text.split())

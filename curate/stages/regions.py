@@ -33,9 +33,12 @@ class RegionsStage:
         return self.layout if self.layout is not None and row["kind"] == "document" else self.generator
 
     def process(self, rows: list[dict]) -> list[dict]:
-        live = [r for r in rows if r["status"] == "ok"]
-        for generator in {id(self.generator_for(r)): self.generator_for(r) for r in live}.values():
-            mine = [r for r in live if self.generator_for(r) is generator]
+        groups: dict[int, tuple[object, list[dict]]] = {}
+        for row in rows:
+            if row["status"] == "ok":
+                generator = self.generator_for(row)
+                groups.setdefault(id(generator), (generator, []))[1].append(row)
+        for generator, mine in groups.values():
             self._process(mine, generator)
         return rows
 
