@@ -96,6 +96,8 @@ class SamAmgParams(Strict):
     box_nms_thresh: float = 0.7
     crop_nms_thresh: float = 0.7
     decode_batch: int = Field(512, ge=1, description="prompts per decoder call, across crops and images (GPU)")
+    compile_decoder: bool = Field(False, description="torch.compile the mask decoder on the GPU (about 15 s once per "
+                                                     "worker; the decoder then runs about 1.5x faster)")
 
 
 class EfficientVitSamConfig(SamAmgParams):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -12,7 +12,8 @@ from torchvision.ops import batched_nms
 
 from curate.amg.grid import crop_boxes, layer_point_grids, resized_shape
 from curate.amg.models import SamFamilyModel
-from curate.amg.postprocess import box_area, masks_to_boxes, near_crop_edge, stability_score
+from curate.amg.mask_stats import mask_stats, upscale_logits
+from curate.amg.postprocess import box_area, near_crop_edge
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class AmgParams:
     min_mask_region_area: int = 0
     decode_batch: int = 256  # prompts per decoder call, across crops and images
     encode_batch: int = 8  # crops per image-encoder call
+    compile_decoder: bool = False  # torch.compile the decoder (GPU; compiled once per process and shape family)
 
     def __post_init__(self) -> None:
         if self.min_mask_region_area > 0:
@@ -56,11 +58,9 @@ class ImageMasks:
 @dataclass
 class _Crop:
     image: int
-    image_hw: tuple[int, int]
     layer: int
     box: list[int]
     points: np.ndarray  # (P, 2) crop frame, pixels
-    kept: dict[str, list[torch.Tensor]] = field(default_factory=dict)
 
     @property
     def hw(self) -> tuple[int, int]:
@@ -69,29 +69,34 @@ class _Crop:
 
 class BatchedMaskGenerator:
     def __init__(self, model: SamFamilyModel, params: AmgParams = AmgParams(), return_masks: bool = False,
-                 pixel_budget: int = 2**28, profile: bool = False):
-        """pixel_budget: full-resolution logits held at once (elements; 2**28 float32 = 1 GiB).
-        profile: synchronise the device between phases and add their seconds to ``self.timings``."""
+                 pixel_budget: int = 2**28, profile: bool = False, stats_backend: str = "auto"):
+        """pixel_budget: full-resolution logits held at once by the torch statistics path and when
+        materialising masks (elements; 2**28 float32 = 1 GiB).
+        profile: synchronise the device between phases and add their seconds to ``self.timings``.
+        stats_backend: per-mask statistics by the fused ``triton`` kernel, the references' ``torch``
+        arithmetic, or ``auto`` (triton where it runs)."""
         self.model = model
         self.pixel_budget = pixel_budget
         self.profile = profile
+        self.stats_backend = stats_backend
         self.timings: dict[str, float] = {}
         self.params = params
         self.return_masks = return_masks
         self.grids = layer_point_grids(params.points_per_side, params.crop_n_layers,
                                        params.crop_n_points_downscale_factor)
+        self._decode = torch.compile(model.decode) if params.compile_decoder else model.decode
 
     @torch.inference_mode()
     def generate(self, images: list[np.ndarray]) -> list[ImageMasks]:
         """Masks for each uint8 RGB image (H, W, 3)."""
         with self._phase("prepare"):
             crops = self._crops(images)
+            geometry = _CropGeometry(crops, self.model.device)
         with self._phase("encode"):
             embeddings = self._encode(images, crops)
-        with self._phase("decode+filter"):
-            self._decode_all(crops, embeddings)
+        kept = self._decode_all(crops, geometry, embeddings)
         with self._phase("nms+merge"):
-            return [self._merge(images[i].shape[:2], [c for c in crops if c.image == i]) for i in range(len(images))]
+            return self._merge(images, crops, geometry, kept)
 
     @contextmanager
     def _phase(self, name: str):
@@ -115,115 +120,142 @@ class BatchedMaskGenerator:
             boxes, layers = crop_boxes(h, w, self.params.crop_n_layers, self.params.crop_overlap_ratio)
             for box, layer in zip(boxes, layers):
                 scale = np.array([[box[2] - box[0], box[3] - box[1]]])
-                crops.append(_Crop(i, (h, w), layer, box, self.grids[layer] * scale))
+                crops.append(_Crop(i, layer, box, self.grids[layer] * scale))
         return crops
 
     def _encode(self, images: list[np.ndarray], crops: list[_Crop]) -> torch.Tensor:
+        """Crops are resized on the device when it is a GPU (Pillow's arithmetic, see resize.py):
+        each image crosses to it once as uint8."""
+        on_gpu = self.model.device.type == "cuda"
+        uploaded = {}
         chunks = []
         step = self.params.encode_batch
         for start in range(0, len(crops), step):
-            batch = [self.model.preprocess(images[c.image][c.box[1]:c.box[3], c.box[0]:c.box[2]])
-                     for c in crops[start:start + step]]
-            chunks.append(self.model.encode(torch.stack(batch).pin_memory() if self.model.device.type == "cuda"
-                                            else torch.stack(batch)))
+            batch = []
+            for c in crops[start:start + step]:
+                if on_gpu:
+                    if c.image not in uploaded:
+                        uploaded[c.image] = torch.from_numpy(np.ascontiguousarray(images[c.image])).pin_memory() \
+                            .to(self.model.device, non_blocking=True)
+                    batch.append(self.model.preprocess_tensor(uploaded[c.image][c.box[1]:c.box[3], c.box[0]:c.box[2]]))
+                else:
+                    batch.append(self.model.preprocess(images[c.image][c.box[1]:c.box[3], c.box[0]:c.box[2]]))
+            chunks.append(self.model.encode(torch.stack(batch)))
         return torch.cat(chunks)
 
-    def _decode_all(self, crops: list[_Crop], embeddings: torch.Tensor) -> None:
+    def _decode_all(self, crops: list[_Crop], geometry: "_CropGeometry", embeddings: torch.Tensor
+                    ) -> dict[str, torch.Tensor]:
+        """Decode every prompt of every crop in batches of ``decode_batch``; keep what passes the
+        filters as flat per-mask tensors (``owner`` = crop index)."""
         device = self.model.device
         owners, coords = [], []
         for ci, crop in enumerate(crops):
             h, w = crop.hw
             nh, nw = resized_shape(h, w, self.model.prompt_size)
-            scaled = crop.points * np.array([[nw / w, nh / h]])
-            owners.append(np.full(len(scaled), ci))
-            coords.append(scaled)
+            owners.append(np.full(len(crop.points), ci))
+            coords.append(crop.points * np.array([[nw / w, nh / h]]))
         owner = torch.as_tensor(np.concatenate(owners), device=device)
         coord = torch.as_tensor(np.concatenate(coords), dtype=torch.float32, device=device)
         point_index = torch.cat([torch.arange(len(c.points)) for c in crops]).to(device)
+        ctx = self.model.decoder_context(embeddings)
+        kept: dict[str, list[torch.Tensor]] = {}
         for start in range(0, len(owner), self.params.decode_batch):
             sl = slice(start, start + self.params.decode_batch)
-            logits, iou = self.model.decode(embeddings, owner[sl], coord[sl])
-            self._filter_batch(crops, owner[sl], point_index[sl], logits, iou.float())
+            with self._phase("decode"):
+                logits, iou = self._decode(ctx, owner[sl], coord[sl])
+            with self._phase("filter"):
+                for name, value in self._filter_batch(geometry, owner[sl], point_index[sl], logits,
+                                                      iou.float()).items():
+                    kept.setdefault(name, []).append(value)
+        return {k: torch.cat(v) for k, v in kept.items()}
 
-    def _filter_batch(self, crops: list[_Crop], owner: torch.Tensor, point_index: torch.Tensor,
-                      logits: torch.Tensor, iou: torch.Tensor) -> None:
-        """IoU filter on the low-res output, then full-resolution work per crop in memory-bounded chunks."""
+    def _filter_batch(self, geometry: "_CropGeometry", owner: torch.Tensor, point_index: torch.Tensor,
+                      logits: torch.Tensor, iou: torch.Tensor) -> dict[str, torch.Tensor]:
+        """IoU filter on the low-res output, then the full-resolution statistics (stability,
+        area, box) and the crop-edge filter, for masks of any crops at once."""
         p = self.params
         n_masks = logits.shape[1]
         owner = owner.repeat_interleave(n_masks)
         point_index = point_index.repeat_interleave(n_masks)
         logits, iou = logits.flatten(0, 1), iou.flatten(0, 1)
-        keep = iou > p.pred_iou_thresh if p.pred_iou_thresh > 0 else torch.ones_like(iou, dtype=torch.bool)
-        # Only masks that pass the IoU filter are upscaled (the references upscale all of them first).
-        owner, point_index, logits, iou = owner[keep], point_index[keep], logits[keep], iou[keep]
-        for ci in owner.unique().tolist():
-            crop = crops[ci]
-            sel = (owner == ci).nonzero().squeeze(1)
-            h, w = crop.hw
-            step = max(1, self.pixel_budget // max(h * w, self.model.prompt_size ** 2))
-            for start in range(0, len(sel), step):
-                idx = sel[start:start + step]
-                self._postprocess_chunk(crop, logits[idx], iou[idx], point_index[idx])
-
-    def _postprocess_chunk(self, crop: _Crop, low_res: torch.Tensor, iou: torch.Tensor, points: torch.Tensor) -> None:
-        """Stability filter, threshold, boxes, crop-edge filter for masks of one crop."""
-        p = self.params
-        full = self.model.upscale(low_res, crop.hw)
-        stab = stability_score(full, self.model.mask_threshold, p.stability_score_offset)
+        if p.pred_iou_thresh > 0:
+            # Only masks that pass the IoU filter are looked at in full (the references upscale all).
+            keep = (iou > p.pred_iou_thresh).nonzero().squeeze(1)
+            owner, point_index, logits, iou = owner[keep], point_index[keep], logits[keep], iou[keep]
+        stats = mask_stats(logits, geometry.hw[owner], self.model.prompt_size, self.model.mask_threshold,
+                           p.stability_score_offset, self.stats_backend, self.pixel_budget)
+        high, low = stats[:, 0], stats[:, 1]
+        stability = (high / low.clamp_min(1)).float() * (low > 0)
+        ok = ~near_crop_edge(stats[:, 3:7], geometry.box[owner], geometry.image_box[owner])
         if p.stability_score_thresh > 0:
-            ok = (stab >= p.stability_score_thresh).nonzero().squeeze(1)
-            full, stab, iou, points = full[ok], stab[ok], iou[ok], points[ok]
-        masks = full > self.model.mask_threshold
-        del full
-        boxes = masks_to_boxes(masks)
-        h, w = crop.image_hw
-        edge_ok = (~near_crop_edge(boxes, crop.box, [0, 0, w, h])).nonzero().squeeze(1)
-        masks = masks[edge_ok]
-        parts = {"boxes": boxes[edge_ok], "iou": iou[edge_ok], "stability": stab[edge_ok],
-                 "areas": masks.sum(dim=(1, 2)), "points": points[edge_ok]}
+            ok &= stability >= p.stability_score_thresh
+        ok = ok.nonzero().squeeze(1)
+        kept = {"owner": owner[ok], "boxes": stats[ok, 3:7], "iou": iou[ok], "stability": stability[ok],
+                "areas": stats[ok, 2], "points": point_index[ok]}
         if self.return_masks:
-            parts["masks"] = masks
-        for name, value in parts.items():
-            crop.kept.setdefault(name, []).append(value)
+            kept["low_res"] = logits[ok]
+        return kept
 
-    def _merge(self, hw: tuple[int, int], crops: list[_Crop]) -> ImageMasks:
-        """NMS within each crop, uncrop, then NMS across crops preferring smaller crops."""
+    def _merge(self, images: list[np.ndarray], crops: list[_Crop], geometry: "_CropGeometry",
+               kept: dict[str, torch.Tensor]) -> list[ImageMasks]:
+        """NMS within each crop (all crops in one batched call), uncrop, then NMS across the crops of
+        each image preferring smaller crops; masks, when asked, are materialised for survivors only."""
         p = self.params
-        per_crop = []
-        for crop in crops:
-            if not crop.kept:
+        if not kept or len(kept["owner"]) == 0:
+            return [_empty(image.shape[:2], self.return_masks) for image in images]
+        order = batched_nms(kept["boxes"].float(), kept["iou"], kept["owner"], p.box_nms_thresh)
+        # the references concatenate crops in order, each crop's survivors by decreasing IoU
+        order = order[torch.sort(kept["owner"][order], stable=True).indices]
+        data = {k: v[order] for k, v in kept.items()}
+        offset = geometry.box[data["owner"], :2]
+        data["boxes"] = data["boxes"] + offset.repeat(1, 2)
+        data["points_xy"] = geometry.points[data["owner"], data["points"]] + offset
+        data["crop_boxes"] = geometry.box[data["owner"]]
+        image_of = geometry.image[data["owner"]]
+        results = []
+        for i, image in enumerate(images):
+            rows = (image_of == i).nonzero().squeeze(1)
+            if len(rows) == 0:
+                results.append(_empty(image.shape[:2], self.return_masks))
                 continue
-            data = {k: torch.cat(v) for k, v in crop.kept.items()}
-            order = batched_nms(data["boxes"].float(), data["iou"], torch.zeros_like(data["iou"]), p.box_nms_thresh)
-            data = {k: v[order] for k, v in data.items()}
-            x0, y0 = crop.box[0], crop.box[1]
-            data["boxes"] = data["boxes"] + torch.tensor([x0, y0, x0, y0], device=data["boxes"].device)
-            data["crop_boxes"] = torch.tensor([crop.box], device=data["boxes"].device).expand(len(order), 4)
-            data["points_xy"] = torch.as_tensor(crop.points, device=data["boxes"].device)[data.pop("points")] + \
-                torch.tensor([x0, y0], device=data["boxes"].device)
-            if self.return_masks:
-                data["masks"] = _uncrop_masks(data["masks"], crop.box, hw)
-            per_crop.append(data)
-        if not per_crop:
-            return _empty(hw, self.return_masks)
-        data = {k: torch.cat([d[k] for d in per_crop]) for k in per_crop[0]}
-        if len(crops) > 1:
-            scores = 1 / box_area(data["crop_boxes"]).float()
-            order = batched_nms(data["boxes"].float(), scores, torch.zeros_like(scores), p.crop_nms_thresh)
-            data = {k: v[order] for k, v in data.items()}
+            if sum(c.image == i for c in crops) > 1:
+                scores = 1 / box_area(data["crop_boxes"][rows]).float()
+                rows = rows[batched_nms(data["boxes"][rows].float(), scores, torch.zeros_like(scores),
+                                        p.crop_nms_thresh)]
+            results.append(self._image_masks(image.shape[:2], crops, {k: v[rows] for k, v in data.items()}))
+        return results
+
+    def _image_masks(self, hw: tuple[int, int], crops: list[_Crop], data: dict[str, torch.Tensor]) -> ImageMasks:
         boxes = data["boxes"].cpu().numpy().astype(np.float64)
         boxes[:, 2:] += 1  # inclusive last pixel -> exclusive edge
+        masks = None
+        if self.return_masks:
+            masks = np.zeros((len(boxes), *hw), dtype=bool)
+            for j, (ci, low_res) in enumerate(zip(data["owner"].tolist(), data["low_res"])):
+                x0, y0, x1, y1 = crops[ci].box
+                full = upscale_logits(low_res[None], crops[ci].hw, self.model.prompt_size)[0]
+                masks[j, y0:y1, x0:x1] = (full > self.model.mask_threshold).cpu().numpy()
         return ImageMasks(
             boxes=boxes, areas=data["areas"].cpu().numpy().astype(np.float64),
             iou_preds=data["iou"].cpu().numpy(), stability=data["stability"].cpu().numpy(),
-            points=data["points_xy"].cpu().numpy(), crop_boxes=data["crop_boxes"].cpu().numpy(),
-            masks=data["masks"].cpu().numpy() if self.return_masks else None,
+            points=data["points_xy"].cpu().numpy(), crop_boxes=data["crop_boxes"].cpu().numpy(), masks=masks,
         )
 
 
-def _uncrop_masks(masks: torch.Tensor, box: list[int], hw: tuple[int, int]) -> torch.Tensor:
-    x0, y0, x1, y1 = box
-    return torch.nn.functional.pad(masks, (x0, hw[1] - x1, y0, hw[0] - y1))
+class _CropGeometry:
+    """Per-crop tensors indexed by crop number: size, box, image box, image, prompt points (padded)."""
+
+    def __init__(self, crops: list[_Crop], device: torch.device):
+        self.hw = torch.tensor([c.hw for c in crops], device=device)
+        self.box = torch.tensor([c.box for c in crops], device=device)
+        self.image = torch.tensor([c.image for c in crops], device=device)
+        full = {c.image: c.box for c in crops if c.layer == 0}
+        self.image_box = torch.tensor([full[c.image] for c in crops], device=device)
+        longest = max(len(c.points) for c in crops)
+        points = np.zeros((len(crops), longest, 2))
+        for i, c in enumerate(crops):
+            points[i, :len(c.points)] = c.points
+        self.points = torch.as_tensor(points, device=device)
 
 
 def _empty(hw: tuple[int, int], with_masks: bool) -> ImageMasks:

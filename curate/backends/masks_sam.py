@@ -22,6 +22,7 @@ def amg_params(cfg: SamConfig | EfficientVitSamConfig, device: str) -> AmgParams
         crop_n_points_downscale_factor=cfg.crop_n_points_downscale_factor,
         min_mask_region_area=cfg.min_mask_region_area,
         decode_batch=cfg.decode_batch if device == "cuda" else min(cfg.decode_batch, 64),
+        compile_decoder=cfg.compile_decoder and device == "cuda",
     )
 
 

@@ -64,3 +64,10 @@ def test_table10_params_reach_the_generator(tiny_builders):
     assert (params.points_per_side, params.crop_n_layers, params.pred_iou_thresh,
             params.stability_score_thresh, params.decode_batch) == (24, 1, 0.6, 0.85, 512)
     assert np.isclose(params.crop_overlap_ratio, 512 / 1500)
+
+
+def test_decoder_is_compiled_only_on_the_gpu_and_when_asked(tiny_builders):
+    cfg = EfficientVitSamConfig(backend="efficientvit_sam", checkpoint="evit.pt", compile_decoder=True)
+    assert masks_sam.amg_params(cfg, "cuda").compile_decoder
+    assert not masks_sam.amg_params(cfg, "cpu").compile_decoder
+    assert not masks_sam.amg_params(cfg.model_copy(update={"compile_decoder": False}), "cuda").compile_decoder

@@ -1,0 +1,120 @@
+"""Where the time of our automatic mask generator goes, on one image (GPU).
+
+    python benchmarks/amg_profile.py --model evit:xl1 --size 2048x1536
+
+Prints: the top CUDA kernels of one bf16 run (torch.profiler); the mask decoder's parts timed
+separately (two-way transformer, output upscaling, hypernetwork product) for one decode batch; the
+statistics step on that batch's masks by the fused kernel and by the references' arithmetic; and
+the share of 32x128 output tiles whose pixels are not all on one side of the mask threshold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.amg import TABLE10, build, test_image  # noqa: E402
+from curate.amg import AmgParams, BatchedMaskGenerator  # noqa: E402
+from curate.amg.build import make_confident  # noqa: E402
+from curate.amg.mask_stats import mask_stats, upscale_logits  # noqa: E402
+
+
+def cuda_time(fn, repeats: int = 5) -> float:
+    """Median seconds of ``fn`` by CUDA events."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1000)
+    return float(np.median(times))
+
+
+@torch.inference_mode()
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="evit:xl1")
+    ap.add_argument("--size", default="2048x1536")
+    ap.add_argument("--decode-batch", type=int, default=512)
+    ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--try-compile", action="store_true", help="also time torch.compile of the decoder")
+    args = ap.parse_args()
+    width, height = map(int, args.size.split("x"))
+    image = test_image(width, height)
+    model = make_confident(build(args.model, 0)).to("cuda", torch.bfloat16)
+    params = AmgParams(**TABLE10, decode_batch=args.decode_batch)
+    generator = BatchedMaskGenerator(model, params)
+    generator.generate([image])
+
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        generator.generate([image])
+    print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=args.top), flush=True)
+
+    # one decode batch of the full-image crop, its parts timed on their own
+    crops = generator._crops([image])
+    embeddings = generator._encode([image], crops[:1])
+    ctx = model.decoder_context(embeddings)
+    crop = crops[0]
+    h, w = crop.hw
+    n = min(args.decode_batch, len(crop.points))
+    coords = torch.as_tensor(crop.points[:n] * (1024 / max(h, w)), dtype=torch.float32, device="cuda")
+    owner = torch.zeros(n, dtype=torch.long, device="cuda")
+    row = {"model": args.model, "size": args.size, "prompts": n}
+    row["decode_s"] = cuda_time(lambda: model.decode(ctx, owner, coords))
+    # the reference decoder (segment_anything's MaskDecoder) on the same prompts and embedding
+    dec, pe = model.net.mask_decoder, model.net.prompt_encoder
+    labels = torch.ones((n, 1), dtype=torch.int, device="cuda")
+    sparse, dense = pe(points=(coords[:, None, :], labels), boxes=None, masks=None)
+    image_pe = pe.get_dense_pe().to(model.dtype)
+
+    def reference_decode():
+        return dec(image_embeddings=embeddings - pe.no_mask_embed.weight.reshape(1, -1, 1, 1).to(model.dtype),
+                   image_pe=image_pe, sparse_prompt_embeddings=sparse.to(model.dtype),
+                   dense_prompt_embeddings=dense.to(model.dtype), multimask_output=True)
+
+    row["reference_decode_s"] = cuda_time(reference_decode)
+    if args.try_compile:
+        import time
+
+        from curate.amg.decoder import decode_points
+
+        compiled = torch.compile(decode_points, dynamic=False)
+        start = time.perf_counter()
+        compiled(model.net, model.dtype, ctx, owner, coords)
+        torch.cuda.synchronize()
+        row["compile_s"] = time.perf_counter() - start
+        row["decode_compiled_s"] = cuda_time(lambda: compiled(model.net, model.dtype, ctx, owner, coords))
+    logits, iou = model.decode(ctx, owner, coords)
+    low = logits.flatten(0, 1)
+    hws = torch.tensor([[h, w]], device="cuda").expand(len(low), 2)
+    row["masks"] = len(low)
+    row["stats_triton_s"] = cuda_time(lambda: mask_stats(low, hws, 1024, 0.0, 1.0, backend="triton"))
+    row["stats_torch_s"] = cuda_time(lambda: mask_stats(low, hws, 1024, 0.0, 1.0, backend="torch"), repeats=2)
+    # share of output tiles that are not uniform w.r.t. the mask threshold (a lower bound of the
+    # tiles the kernel evaluates pixel by pixel)
+    mixed = []
+    for i in range(0, len(low), 64):
+        full = upscale_logits(low[i:i + 64], (h, w), 1024) > 0
+        th, tw = -(-h // 32) * 32, -(-w // 128) * 128
+        padded = torch.nn.functional.pad(full.float(), (0, tw - w, 0, th - h), value=0.5)
+        tiles = padded.view(len(full), th // 32, 32, tw // 128, 128)
+        mixed.append(((tiles.amax(dim=(2, 4)) != tiles.amin(dim=(2, 4))).float().mean()).item())
+    row["mixed_tile_share"] = float(np.mean(mixed))
+    row["area_share"] = float((mask_stats(low, hws, 1024, 0.0, 1.0)[:, 2].float() / (h * w)).mean())
+    print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""The fused mask-statistics kernel gives the references' numbers (torch path) for every mask.
+
+Without a GPU the Triton kernel runs under Triton's interpreter (TRITON_INTERPRET=1), which
+executes the same kernel code with numpy: the logic (tile skipping, interpolation indices, box
+reduction) is checked here; tests/amg/test_gpu.py runs it compiled on CUDA.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from curate.amg import AmgParams, BatchedMaskGenerator
+from curate.amg.build import make_confident, tiny_sam
+from curate.amg.mask_stats import mask_stats, stats_from_logits, upscale_logits
+
+pytest.importorskip("triton")
+
+
+@pytest.fixture
+def triton_stats():
+    """The kernel module: compiled on CUDA, interpreted on the CPU (tests/conftest.py)."""
+    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("no GPU and Triton's interpreter was not chosen before import")
+    import curate.amg.triton_stats as module
+
+    return module
+
+
+def device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def blobs(n: int, seed: int, sharpness: float) -> torch.Tensor:
+    """Low-res logits with a few blobs each (boxes well inside the frame), of given edge sharpness."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(256.0), torch.arange(256.0), indexing="ij")
+    out = torch.full((n, 256, 256), -2.0)
+    for i in range(n):
+        for _ in range(int(torch.randint(1, 4, (1,), generator=g))):
+            cy, cx = torch.rand(2, generator=g) * 200 + 28
+            r = float(torch.rand(1, generator=g)) * 30 + 3
+            out[i] = torch.maximum(out[i], (r - ((yy - cy) ** 2 + (xx - cx) ** 2).sqrt()) * sharpness / r)
+    return out
+
+
+def assert_same_statistics(ours: torch.Tensor, reference: torch.Tensor) -> None:
+    """Equal up to pixels within float32 rounding of a threshold (the kernel sums in another order):
+    counts within 0.01% + 2 pixels, box corners within 1 pixel."""
+    counts, boxes = ours[:, :3], ours[:, 3:]
+    tolerance = 2 + reference[:, :3] // 10000
+    assert ((counts - reference[:, :3]).abs() <= tolerance).all(), (ours, reference)
+    assert ((boxes - reference[:, 3:]).abs() <= 1).all(), (ours, reference)
+
+
+CASES = {
+    # crop sizes of a 2048x1536 image (full frame, a layer-1 crop), a small image, odd shapes; blob
+    # edges soft (many pixels between the stability thresholds) or as sharp as confident masks'
+    "2k_crops_sharp": ([(1536, 2048), (1030, 1285)], 300.0),
+    "small_image_soft": ([(300, 400), (200, 263)], 1.5),
+    "small_image_sharp": ([(300, 400), (200, 263)], 300.0),
+    "tall_and_tiny_soft": ([(97, 61), (700, 33), (5, 9)], 1.5),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_kernel_equals_reference_arithmetic(triton_stats, case):
+    shapes, sharpness = CASES[case]
+    low = blobs(len(shapes) + 2, seed=len(case), sharpness=sharpness)
+    low[0] = 5.0  # wholly inside: every tile skipped as full
+    # within the skipping margin of both stability thresholds: every tile evaluated pixel by pixel
+    low[1] = torch.where(low[1] > 0, 1.0 + 1e-4, -1.0 - 1e-4)
+    hws = torch.tensor([shapes[i % len(shapes)] for i in range(len(low))])
+    low, hws = low.to(device()), hws.to(device())
+    ours = triton_stats.mask_stats_triton(low, hws, 1024, 0.0, 1.0).cpu()
+    reference = mask_stats(low, hws, 1024, 0.0, 1.0, backend="torch").cpu()
+    assert_same_statistics(ours, reference)
+    assert (reference[:, 2] > 0).sum() >= 2 and (reference[:, 5] > reference[:, 3]).any()
+
+
+def test_empty_masks_have_zero_boxes(triton_stats):
+    low = torch.full((2, 256, 256), -3.0, device=device())
+    hws = torch.tensor([[300, 400], [1536, 2048]], device=device())
+    out = triton_stats.mask_stats_triton(low, hws, 1024, 0.0, 1.0)
+    assert out.cpu().tolist() == [[0] * 7, [0] * 7]
+
+
+def test_torch_statistics_match_a_direct_count():
+    low = blobs(3, seed=1, sharpness=2.0)
+    full = upscale_logits(low, (310, 300), 1024)
+    stats = stats_from_logits(full, 0.0, 1.0)
+    for i in range(3):
+        mask = (full[i] > 0).numpy()
+        ys, xs = np.nonzero(mask)
+        assert stats[i, 2] == mask.sum()
+        assert stats[i, 0] == (full[i] > 1).sum() and stats[i, 1] == (full[i] > -1).sum()
+        assert stats[i, 3:].tolist() == [xs.min(), ys.min(), xs.max(), ys.max()]
+
+
+def test_upscale_is_the_references_postprocessing():
+    from segment_anything.modeling import Sam
+
+    low = blobs(2, seed=2, sharpness=3.0)
+    sam = tiny_sam().net
+    reference = Sam.postprocess_masks(sam, low[:, None], (768, 1024), (150, 200))[:, 0]
+    assert torch.equal(upscale_logits(low, (150, 200), 1024), reference)
+
+
+def test_generator_gives_the_same_masks_with_either_statistics_backend(triton_stats):
+    from skimage import data
+    from PIL import Image
+
+    image = np.asarray(Image.fromarray(data.astronaut()).resize((160, 120)))
+    model = make_confident(tiny_sam(seed=0), iou_bias=0.0).to(device())
+    params = AmgParams(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.5, box_nms_thresh=1.0,
+                       crop_nms_thresh=1.0, decode_batch=64)
+    results = {}
+    for backend in ("torch", "triton"):
+        [results[backend]] = BatchedMaskGenerator(model, params, return_masks=True, stats_backend=backend) \
+            .generate([image])
+    a, b = results["torch"], results["triton"]
+    assert len(a.boxes) > 5
+    assert len(a.boxes) == len(b.boxes)
+    np.testing.assert_allclose(a.boxes, b.boxes, atol=1)
+    np.testing.assert_allclose(a.areas, b.areas, rtol=1e-4, atol=2)
+    np.testing.assert_allclose(a.stability, b.stability, atol=1e-3)
+    np.testing.assert_array_equal(a.masks, b.masks)  # materialised the same way for both
+    assert np.array_equal(a.masks.sum(axis=(1, 2)), a.areas)
