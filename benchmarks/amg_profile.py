@@ -41,6 +41,19 @@ def cuda_time(fn, repeats: int = 5) -> float:
 
 
 @torch.inference_mode()
+def smooth_masks(n: int, dtype: torch.dtype, seed: int = 0) -> torch.Tensor:
+    """(n, 256, 256) logits of 1-3 discs each with sharp edges (+-30 within a few low-res pixels)."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(256.0, device="cuda"), torch.arange(256.0, device="cuda"), indexing="ij")
+    out = torch.full((n, 256, 256), -30.0, device="cuda")
+    for _ in range(3):
+        centre = torch.rand(n, 2, generator=g, device="cuda") * 200 + 28
+        radius = torch.rand(n, 1, 1, generator=g, device="cuda") * 40 + 4
+        dist = ((yy - centre[:, 0, None, None]) ** 2 + (xx - centre[:, 1, None, None]) ** 2).sqrt()
+        out = torch.maximum(out, ((radius - dist) * 10).clamp(-30, 30))
+    return out.to(dtype)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="evit:xl1")
@@ -85,10 +98,12 @@ def main() -> None:
                    dense_prompt_embeddings=dense.to(model.dtype), multimask_output=True)
 
     row["reference_decode_s"] = cuda_time(reference_decode)
+    from curate.amg.decoder import decode_points
+
+    row["decode_unfused_upscale_s"] = cuda_time(
+        lambda: decode_points(model.net, model.dtype, ctx, owner, coords, fused_upscale=False))
     if args.try_compile:
         import time
-
-        from curate.amg.decoder import decode_points
 
         compiled = torch.compile(decode_points, dynamic=False)
         start = time.perf_counter()
@@ -102,6 +117,17 @@ def main() -> None:
     row["masks"] = len(low)
     row["stats_triton_s"] = cuda_time(lambda: mask_stats(low, hws, 1024, 0.0, 1.0, backend="triton"))
     row["stats_torch_s"] = cuda_time(lambda: mask_stats(low, hws, 1024, 0.0, 1.0, backend="torch"), repeats=2)
+    from curate.amg.triton_stats import mask_stats_triton
+
+    # kernel settings: masks per program, rows per band
+    row["stats_triton_by_setting_s"] = {
+        f"group{g}_rows{by}": cuda_time(lambda: mask_stats_triton(low, hws, 1024, 0.0, 1.0, block_rows=by, group=g))
+        for g in (1, 4, 8, 16) for by in (32, 64)}
+    # masks as smooth as a trained decoder's (a few sharp blobs each): most tiles are skipped
+    smooth = smooth_masks(len(low), low.dtype)
+    row["stats_triton_smooth_s"] = cuda_time(lambda: mask_stats(smooth, hws, 1024, 0.0, 1.0, backend="triton"))
+    row["stats_torch_smooth_s"] = cuda_time(lambda: mask_stats(smooth, hws, 1024, 0.0, 1.0, backend="torch"),
+                                            repeats=2)
     # share of output tiles that are not uniform w.r.t. the mask threshold (a lower bound of the
     # tiles the kernel evaluates pixel by pixel)
     mixed = []

@@ -5,10 +5,17 @@ embedding (64x64x256) and positional encoding for every prompt. Here:
 
 - what does not depend on the prompt is computed once per crop: the first block's image-side
   projections (keys and values of token-to-image attention, queries of image-to-token attention);
-- attention runs through ``scaled_dot_product_attention``;
+- cross-attention between the image (4096 tokens) and the prompt's 7 tokens is reassociated so
+  that no per-prompt projection of the image tokens is made: image-to-token attention folds the
+  query projection into the 7 keys and the output projection into the 7 values ((N x 256) @
+  (256 x 56) and (N x 56) @ (56 x 256) instead of four N x 256 x 128 products), token-to-image
+  attention folds the key projection into the queries and the value projection after the
+  weighted sum; softmax in float32, as SDPA computes it. Same arithmetic up to rounding order;
+- the remaining (token-only) attention runs through ``scaled_dot_product_attention``;
 - the output upscaling (two stride-2 2x2 transposed convolutions with LayerNorm and GELU) is per
-  pixel, so it runs as matrix products on channels-last "sub-pixel" tensors, and only the three
-  final masks (not 32 channels) are shuffled back to image order;
+  pixel: on CUDA one fused Triton kernel (triton_upscale.py) takes each pixel from the transformer's
+  output to its 16 x 3 mask logits; elsewhere it runs as matrix products on channels-last
+  "sub-pixel" tensors, and only the three final masks (not 32 channels) are shuffled back;
 - only the three multimask outputs are produced (the reference computes four and drops one).
 
 Same modules and weights as the reference (segment_anything's, also used by EfficientViT-SAM).
@@ -59,6 +66,58 @@ def crop_context(net, embeddings: torch.Tensor, dtype: torch.dtype) -> CropConte
                        first_i2t_queries=i2t.q_proj(with_pe), grid=(h, w))
 
 
+def _heads(linear, x: torch.Tensor, heads: int) -> torch.Tensor:
+    """Projected tokens split into heads: (P, T, D) -> (P, T, H, D'/H)."""
+    y = linear(x)
+    return y.view(*y.shape[:-1], heads, -1)
+
+
+def _head_weights(linear, heads: int) -> torch.Tensor:
+    """A projection's weight (D', D) as (H, D'/H, D)."""
+    return linear.weight.view(heads, -1, linear.weight.shape[-1])
+
+
+def _image_to_token_values(attn, token_values: torch.Tensor) -> torch.Tensor:
+    """The 7 tokens' values through the output projection, per head: (P, H*T, D). Attention output
+    = softmax weights (P, N, H*T) @ these + out_proj bias."""
+    v = _heads(attn.v_proj, token_values, attn.num_heads)
+    wo = attn.out_proj.weight.view(attn.out_proj.weight.shape[0], attn.num_heads, -1)  # (D, H, d)
+    return torch.einsum("pthd,chd->phtc", v, wo).flatten(1, 2)
+
+
+def _softmax_over_tokens(logits: torch.Tensor, tokens: int, dtype: torch.dtype) -> torch.Tensor:
+    """(P, N, H*T) logits -> softmax over each head's T tokens, in float32, cast back."""
+    p, n, ht = logits.shape
+    return logits.float().view(p, n, ht // tokens, tokens).softmax(-1).to(dtype).view(p, n, ht)
+
+
+def _image_to_token(attn, image_pe: torch.Tensor, token_keys: torch.Tensor, token_values: torch.Tensor) -> torch.Tensor:
+    """SAM's Attention(q = image tokens + pe, k = tokens, v = tokens) for (P, N, D) image tokens,
+    with the query projection folded into the keys: (N, D) @ (D, H*T)."""
+    heads = attn.num_heads
+    k = _heads(attn.k_proj, token_keys, heads)  # (P, T, H, d)
+    scale = k.shape[-1] ** -0.5
+    folded = torch.einsum("pthd,hdc->pcht", k, _head_weights(attn.q_proj, heads)).flatten(2) * scale
+    bias = torch.einsum("pthd,hd->pht", k, attn.q_proj.bias.view(heads, -1)).flatten(1) * scale
+    logits = torch.baddbmm(bias.unsqueeze(1), image_pe, folded)
+    probs = _softmax_over_tokens(logits, k.shape[1], image_pe.dtype)
+    return torch.baddbmm(attn.out_proj.bias, probs, _image_to_token_values(attn, token_values))
+
+
+def _token_to_image(attn, token_queries: torch.Tensor, image_pe: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """SAM's Attention(q = tokens, k = image tokens + pe, v = image tokens) for (P, N, D) image
+    tokens, with the key projection folded into the queries and the value projection applied after
+    the weighted sum. The key bias adds a constant to each query's logits, which softmax ignores."""
+    heads = attn.num_heads
+    q = _heads(attn.q_proj, token_queries, heads)  # (P, T, H, d)
+    p, t, _, d = q.shape
+    folded = torch.einsum("pthd,hdc->phtc", q, _head_weights(attn.k_proj, heads)).flatten(1, 2) * d**-0.5
+    probs = (folded @ image_pe.transpose(1, 2)).float().softmax(-1).to(image.dtype)  # (P, H*T, N)
+    mixed = (probs @ image).view(p, heads, t, -1)  # (P, H, T, D)
+    out = torch.einsum("phtc,hdc->pthd", mixed, _head_weights(attn.v_proj, heads)).flatten(2) + attn.v_proj.bias
+    return attn.out_proj(out)
+
+
 def _first_block(block, ctx: CropContext, owner: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """TwoWayAttentionBlock.forward for keys = the crop's embedding, sharing image-side work per crop."""
     if block.skip_first_layer_pe:
@@ -68,12 +127,12 @@ def _first_block(block, ctx: CropContext, owner: torch.Tensor, tokens: torch.Ten
         queries = tokens + block.self_attn(q=q, k=q, v=tokens)
     queries = block.norm1(queries)
 
-    t2i = block.cross_attn_token_to_image
+    t2i, i2t = block.cross_attn_token_to_image, block.cross_attn_image_to_token
     q = t2i.q_proj(queries + tokens)
     out = torch.empty_like(q)
+    crops = [(crop, (owner == crop).nonzero().squeeze(1)) for crop in owner.unique().tolist()]
     # prompts of one crop share keys and values: their tokens form one query sequence
-    for crop in owner.unique().tolist():
-        rows = (owner == crop).nonzero().squeeze(1)
+    for crop, rows in crops:
         p, t, c = q[rows].shape
         heads = t2i.num_heads
         qh = q[rows].reshape(1, p * t, heads, c // heads).transpose(1, 2)
@@ -83,22 +142,30 @@ def _first_block(block, ctx: CropContext, owner: torch.Tensor, tokens: torch.Ten
     queries = block.norm2(queries + t2i.out_proj(out))
     queries = block.norm3(queries + block.mlp(queries))
 
-    i2t = block.cross_attn_image_to_token
-    attn_out = _attend(i2t, ctx.first_i2t_queries[owner], i2t.k_proj(queries + tokens), i2t.v_proj(queries))
+    # image-to-token: the crop's projected image queries meet the keys of each of its prompts
+    keys = _heads(i2t.k_proj, queries + tokens, i2t.num_heads)  # (P, T, H, d)
+    n = ctx.src.shape[1]
+    logits = torch.empty((*keys.shape[:2], n, i2t.num_heads), dtype=q.dtype, device=q.device)
+    for crop, rows in crops:
+        logits[rows] = torch.einsum("nhd,pthd->ptnh", ctx.first_i2t_queries[crop].view(n, i2t.num_heads, -1),
+                                    keys[rows])
+    logits = (logits * keys.shape[-1] ** -0.5).permute(0, 2, 3, 1).flatten(2)  # (P, N, H*T)
+    probs = _softmax_over_tokens(logits, keys.shape[1], q.dtype)
+    attn_out = torch.baddbmm(i2t.out_proj.bias, probs, _image_to_token_values(i2t, queries))
     keys = block.norm4(ctx.src[owner] + attn_out)
     return queries, keys
 
 
 def _block(block, queries: torch.Tensor, keys: torch.Tensor, tokens: torch.Tensor, pe: torch.Tensor):
-    """TwoWayAttentionBlock.forward (not the first), attention through SDPA."""
+    """TwoWayAttentionBlock.forward (not the first)."""
     q = queries + tokens
     queries = block.norm1(queries + _attend(block.self_attn, *(p(x) for p, x in zip(
         (block.self_attn.q_proj, block.self_attn.k_proj, block.self_attn.v_proj), (q, q, queries)))))
     t2i, i2t = block.cross_attn_token_to_image, block.cross_attn_image_to_token
     keys_pe = keys + pe
-    queries = block.norm2(queries + _attend(t2i, t2i.q_proj(queries + tokens), t2i.k_proj(keys_pe), t2i.v_proj(keys)))
+    queries = block.norm2(queries + _token_to_image(t2i, queries + tokens, keys_pe, keys))
     queries = block.norm3(queries + block.mlp(queries))
-    attn_out = _attend(i2t, i2t.q_proj(keys_pe), i2t.k_proj(queries + tokens), i2t.v_proj(queries))
+    attn_out = _image_to_token(i2t, keys_pe, queries + tokens, queries)
     return queries, block.norm4(keys + attn_out)
 
 
@@ -120,10 +187,18 @@ def _upscaled_masks(dec, keys: torch.Tensor, hyper: torch.Tensor, grid: tuple[in
     return masks.reshape(p, m, 4 * h, 4 * w)
 
 
-def decode_points(net, dtype: torch.dtype, ctx: CropContext, owner: torch.Tensor,
-                  coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def fused_upscale_available(keys: torch.Tensor, hyper: torch.Tensor) -> bool:
+    """The fused kernel runs on CUDA with Triton, for tensor-core-sized channels (real SAM widths)."""
+    from curate.amg.mask_stats import triton_available
+
+    return triton_available(keys.device) and hyper.shape[-1] >= 16 and keys.shape[1] % 64 == 0
+
+
+def decode_points(net, dtype: torch.dtype, ctx: CropContext, owner: torch.Tensor, coords: torch.Tensor,
+                  fused_upscale: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Multimask decoding of single positive points. owner: (P,) crop index per prompt; coords:
-    (P, 2) in the prompt frame. Returns low-res logits (P, 3, 4h, 4w) and predicted IoUs (P, 3)."""
+    (P, 2) in the prompt frame. Returns low-res logits (P, 3, 4h, 4w) and predicted IoUs (P, 3).
+    fused_upscale: the Triton upscaling kernel (default: where it runs, see fused_upscale_available)."""
     pe_module, dec = net.prompt_encoder, net.mask_decoder
     labels = torch.ones((coords.shape[0], 1), dtype=torch.int, device=coords.device)
     sparse, _ = pe_module(points=(coords[:, None, :], labels), boxes=None, masks=None)
@@ -135,12 +210,19 @@ def decode_points(net, dtype: torch.dtype, ctx: CropContext, owner: torch.Tensor
     for block in layers[1:]:
         queries, keys = _block(block, queries, keys, tokens, ctx.pe)
     final = dec.transformer.final_attn_token_to_image
-    attn_out = _attend(final, final.q_proj(queries + tokens), final.k_proj(keys + ctx.pe), final.v_proj(keys))
+    attn_out = _token_to_image(final, queries + tokens, keys + ctx.pe, keys)
     queries = dec.transformer.norm_final_attn(queries + attn_out)
 
     mask_tokens = queries[:, 1:1 + dec.num_mask_tokens]
     multimask = range(1, dec.num_mask_tokens)  # token 0 is the single-mask output
     hyper = torch.stack([dec.output_hypernetworks_mlps[i](mask_tokens[:, i]) for i in multimask], dim=1)
-    masks = _upscaled_masks(dec, keys, hyper, ctx.grid)
+    if fused_upscale is None:
+        fused_upscale = fused_upscale_available(keys, hyper)
+    if fused_upscale:
+        from curate.amg.triton_upscale import upscaled_masks_triton
+
+        masks = upscaled_masks_triton(dec.output_upscaling, keys, hyper, ctx.grid)
+    else:
+        masks = _upscaled_masks(dec, keys, hyper, ctx.grid)
     iou = dec.iou_prediction_head(queries[:, 0])
     return masks, iou[:, 1:]

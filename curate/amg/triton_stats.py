@@ -26,8 +26,6 @@ from curate.amg.grid import resized_shape
 
 BIG = 2**30
 _BIG = tl.constexpr(BIG)  # kernels may read module constants only as constexpr
-# fp32-accurate products on tensor cores (3 TF32 products); the interpreter computes in float32
-PRECISION = tl.constexpr("ieee" if os.environ.get("TRITON_INTERPRET") == "1" else "tf32x3")
 
 
 @triton.jit
@@ -80,130 +78,179 @@ def _pixels_by_gathers(base, ly, i00, i01, ly00, i10, i11, ly10, lx, j00, j01, l
 
 
 @triton.jit
-def _mask_stats_kernel(logits_ptr, geom_ptr, scale_ptr, out_ptr, scale1, thr_high, thr_low, thr,
-                       safe_high, safe_low, LS: tl.constexpr, BY: tl.constexpr, BX: tl.constexpr,
-                       RB: tl.constexpr, CB: tl.constexpr):
-    n = tl.program_id(0)
+def _split(x, SPLIT: tl.constexpr):
+    """x = hi + lo with hi exact in TF32 (10-bit mantissa), for float32-accurate products on tensor cores."""
+    if SPLIT:
+        hi = (x.to(tl.int32, bitcast=True) & -8192).to(tl.float32, bitcast=True)
+        return hi, x - hi
+    return x, x
+
+
+@triton.jit
+def _dot(a_hi, a_lo, b_hi, b_lo, SPLIT: tl.constexpr):
+    """a @ b to about float32 accuracy: three TF32 products of the split operands (the smallest,
+    lo @ lo, is dropped), or one IEEE product where tensor cores are not used (the interpreter)."""
+    if SPLIT:
+        acc = tl.dot(a_lo, b_hi, input_precision="tf32")
+        acc = tl.dot(a_hi, b_lo, acc, input_precision="tf32")
+        return tl.dot(a_hi, b_hi, acc, input_precision="tf32")
+    return tl.dot(a_hi, b_hi, input_precision="ieee")
+
+
+@triton.jit
+def _mask_stats_kernel(logits_ptr, index_ptr, out_ptr, n_masks, H, W, HM, WM, s2y, s2x, scale1,
+                       thr_high, thr_low, thr, safe_high, safe_low, LS: tl.constexpr, BY: tl.constexpr,
+                       BX: tl.constexpr, RB: tl.constexpr, CB: tl.constexpr, G: tl.constexpr,
+                       SPLIT: tl.constexpr):
+    """One band of BY rows of G masks that share a crop size: the interpolation weights of each
+    tile are built once and used for all G masks."""
     y0 = tl.program_id(1) * BY
-    H = tl.load(geom_ptr + n * 4 + 0)
-    W = tl.load(geom_ptr + n * 4 + 1)
-    HM = tl.load(geom_ptr + n * 4 + 2)
-    WM = tl.load(geom_ptr + n * 4 + 3)
-    if y0 < H:
-        s2y = tl.load(scale_ptr + n * 2 + 0)
-        s2x = tl.load(scale_ptr + n * 2 + 1)
-        base = logits_ptr + n.to(tl.int64) * LS * LS
-        ys = y0 + tl.arange(0, BY)
-        y_ok = ys < H
-        y_last = tl.minimum(y0 + BY, H) - 1
-        # output row -> intermediate rows (a0, a1) -> low-res rows of each
-        a0, a1, ly = _source_index(tl.minimum(ys, H - 1), s2y, HM)
-        i00, i01, ly00 = _source_index(a0, scale1, LS)
-        i10, i11, ly10 = _source_index(a1, scale1, LS)
-        i_lo = tl.min(tl.where(y_ok, i00, LS))
-        i_hi = tl.max(tl.where(y_ok, i11, 0))
-        rows = i_lo + tl.arange(0, RB)
+    slots = tl.arange(0, G)
+    first = tl.program_id(0) * G
+    valid = first + slots < n_masks
+    mask_ids = tl.load(index_ptr + first + slots, mask=valid, other=0)
+    ys = y0 + tl.arange(0, BY)
+    y_ok = ys < H
+    y_last = tl.minimum(y0 + BY, H) - 1
+    # output row -> intermediate rows (a0, a1) -> low-res rows of each
+    a0, a1, ly = _source_index(tl.minimum(ys, H - 1), s2y, HM)
+    i00, i01, ly00 = _source_index(a0, scale1, LS)
+    i10, i11, ly10 = _source_index(a1, scale1, LS)
+    i_lo = tl.min(tl.where(y_ok, i00, LS))
+    i_hi = tl.max(tl.where(y_ok, i11, 0))
+    rows = i_lo + tl.arange(0, RB)
+    row_hi, row_lo = _split(_weight_matrix(ly, i00, i01, ly00, i10, i11, ly10, rows), SPLIT)
 
-        n_high = tl.full([], 0, tl.int32)
-        n_low = tl.full([], 0, tl.int32)
-        n_mask = tl.full([], 0, tl.int32)
-        x_min = tl.full([], _BIG, tl.int32)
-        y_min = tl.full([], _BIG, tl.int32)
-        x_max = tl.full([], -1, tl.int32)
-        y_max = tl.full([], -1, tl.int32)
-        for x0 in range(0, W, BX):
-            xs = x0 + tl.arange(0, BX)
-            x_ok = xs < W
-            x_last = tl.minimum(x0 + BX, W) - 1
-            b0, b1, lx = _source_index(tl.minimum(xs, W - 1), s2x, WM)
-            j00, j01, lx00 = _source_index(b0, scale1, LS)
-            j10, j11, lx10 = _source_index(b1, scale1, LS)
-            j_lo = tl.min(tl.where(x_ok, j00, LS))
-            j_hi = tl.max(tl.where(x_ok, j11, 0))
-            cols = j_lo + tl.arange(0, CB)
-            inside = (rows[:, None] <= i_hi) & (cols[None, :] <= j_hi)
-            block = tl.load(base + rows[:, None] * LS + cols[None, :], mask=inside, other=0.0).to(tl.float32)
-            v_min = tl.min(tl.where(inside, block, float("inf")))
-            v_max = tl.max(tl.where(inside, block, -float("inf")))
-            unbounded = (i_hi - i_lo >= RB) | (j_hi - j_lo >= CB)
-            if (v_min > safe_high) & (i_hi - i_lo < RB) & (j_hi - j_lo < CB):
-                count = (y_last - y0 + 1) * (x_last - x0 + 1)
-                n_high += count
-                n_low += count
-                n_mask += count
-                x_min = tl.minimum(x_min, x0)
-                y_min = tl.minimum(y_min, y0)
-                x_max = tl.maximum(x_max, x_last)
-                y_max = tl.maximum(y_max, y_last)
-            elif unbounded | (v_max > safe_low):
-                if unbounded:
-                    value = _pixels_by_gathers(base, ly, i00, i01, ly00, i10, i11, ly10,
-                                               lx, j00, j01, lx00, j10, j11, lx10, LS)
-                else:
-                    # the tile = (row weights) @ block @ (column weights)^T: two small matrix products
-                    row_w = _weight_matrix(ly, i00, i01, ly00, i10, i11, ly10, rows)
-                    col_w = _weight_matrix(lx, j00, j01, lx00, j10, j11, lx10, cols)
-                    along_x = tl.dot(block, tl.trans(col_w), input_precision=PRECISION)
-                    value = tl.dot(row_w, along_x, input_precision=PRECISION)
-                ok = y_ok[:, None] & x_ok[None, :]
-                hit = (value > thr) & ok
-                # one packed reduction for the three counts (each at most BY*BX < 2**20 per tile)
-                packed = ((value > thr_high) & ok).to(tl.int64) + (((value > thr_low) & ok).to(tl.int64) << 20) \
-                    + (hit.to(tl.int64) << 40)
-                total = tl.sum(packed)
-                n_high += (total & 0xFFFFF).to(tl.int32)
-                n_low += ((total >> 20) & 0xFFFFF).to(tl.int32)
-                n_mask += (total >> 40).to(tl.int32)
-                hit_rows = tl.max(hit.to(tl.int32), axis=1) > 0
-                hit_cols = tl.max(hit.to(tl.int32), axis=0) > 0
-                x_min = tl.minimum(x_min, tl.min(tl.where(hit_cols, xs, _BIG)))
-                y_min = tl.minimum(y_min, tl.min(tl.where(hit_rows, ys, _BIG)))
-                x_max = tl.maximum(x_max, tl.max(tl.where(hit_cols, xs, -1)))
-                y_max = tl.maximum(y_max, tl.max(tl.where(hit_rows, ys, -1)))
-        if n_low > 0:
-            tl.atomic_add(out_ptr + n * 7 + 0, n_high)
-            tl.atomic_add(out_ptr + n * 7 + 1, n_low)
-            tl.atomic_add(out_ptr + n * 7 + 2, n_mask)
-            tl.atomic_min(out_ptr + n * 7 + 3, x_min)
-            tl.atomic_min(out_ptr + n * 7 + 4, y_min)
-            tl.atomic_max(out_ptr + n * 7 + 5, x_max)
-            tl.atomic_max(out_ptr + n * 7 + 6, y_max)
+    n_high = tl.zeros([G], tl.int32)
+    n_low = tl.zeros([G], tl.int32)
+    n_mask = tl.zeros([G], tl.int32)
+    x_min = tl.full([G], _BIG, tl.int32)
+    y_min = tl.full([G], _BIG, tl.int32)
+    x_max = tl.full([G], -1, tl.int32)
+    y_max = tl.full([G], -1, tl.int32)
+    for x0 in range(0, W, BX):
+        xs = x0 + tl.arange(0, BX)
+        x_ok = xs < W
+        x_last = tl.minimum(x0 + BX, W) - 1
+        b0, b1, lx = _source_index(tl.minimum(xs, W - 1), s2x, WM)
+        j00, j01, lx00 = _source_index(b0, scale1, LS)
+        j10, j11, lx10 = _source_index(b1, scale1, LS)
+        j_lo = tl.min(tl.where(x_ok, j00, LS))
+        j_hi = tl.max(tl.where(x_ok, j11, 0))
+        cols = j_lo + tl.arange(0, CB)
+        inside = (rows[:, None] <= i_hi) & (cols[None, :] <= j_hi)
+        bounded = (i_hi - i_lo < RB) & (j_hi - j_lo < CB)
+        col_hi, col_lo = _split(tl.trans(_weight_matrix(lx, j00, j01, lx00, j10, j11, lx10, cols)), SPLIT)
+        ok = y_ok[:, None] & x_ok[None, :]
+        full_tile = (y_last - y0 + 1) * (x_last - x0 + 1)
+        for g in range(G):
+            if first + g < n_masks:
+                here = slots == g
+                base = logits_ptr + tl.load(index_ptr + first + g).to(tl.int64) * LS * LS
+                block = tl.load(base + rows[:, None] * LS + cols[None, :], mask=inside, other=0.0).to(tl.float32)
+                v_min = tl.min(tl.where(inside, block, float("inf")))
+                v_max = tl.max(tl.where(inside, block, -float("inf")))
+                if (v_min > safe_high) & bounded:
+                    n_high = tl.where(here, n_high + full_tile, n_high)
+                    n_low = tl.where(here, n_low + full_tile, n_low)
+                    n_mask = tl.where(here, n_mask + full_tile, n_mask)
+                    x_min = tl.where(here, tl.minimum(x_min, x0), x_min)
+                    y_min = tl.where(here, tl.minimum(y_min, y0), y_min)
+                    x_max = tl.where(here, tl.maximum(x_max, x_last), x_max)
+                    y_max = tl.where(here, tl.maximum(y_max, y_last), y_max)
+                elif (not bounded) | (v_max > safe_low):
+                    if bounded:
+                        # the tile = (row weights) @ block @ (column weights)^T: two small matrix products
+                        block_hi, block_lo = _split(block, SPLIT)
+                        along_x = _dot(block_hi, block_lo, col_hi, col_lo, SPLIT)
+                        along_hi, along_lo = _split(along_x, SPLIT)
+                        value = _dot(row_hi, row_lo, along_hi, along_lo, SPLIT)
+                    else:
+                        value = _pixels_by_gathers(base, ly, i00, i01, ly00, i10, i11, ly10,
+                                                   lx, j00, j01, lx00, j10, j11, lx10, LS)
+                    hit = (value > thr) & ok
+                    # one packed reduction for the three counts (each at most BY*BX < 2**20 per tile)
+                    packed = ((value > thr_high) & ok).to(tl.int64) + (((value > thr_low) & ok).to(tl.int64) << 20) \
+                        + (hit.to(tl.int64) << 40)
+                    total = tl.sum(packed)
+                    n_high = tl.where(here, n_high + (total & 0xFFFFF).to(tl.int32), n_high)
+                    n_low = tl.where(here, n_low + ((total >> 20) & 0xFFFFF).to(tl.int32), n_low)
+                    n_mask = tl.where(here, n_mask + (total >> 40).to(tl.int32), n_mask)
+                    hit_rows = tl.max(hit.to(tl.int32), axis=1) > 0
+                    hit_cols = tl.max(hit.to(tl.int32), axis=0) > 0
+                    x_min = tl.where(here, tl.minimum(x_min, tl.min(tl.where(hit_cols, xs, _BIG))), x_min)
+                    y_min = tl.where(here, tl.minimum(y_min, tl.min(tl.where(hit_rows, ys, _BIG))), y_min)
+                    x_max = tl.where(here, tl.maximum(x_max, tl.max(tl.where(hit_cols, xs, -1))), x_max)
+                    y_max = tl.where(here, tl.maximum(y_max, tl.max(tl.where(hit_rows, ys, -1))), y_max)
+    write = valid & (n_low > 0)
+    at = out_ptr + mask_ids.to(tl.int64) * 7
+    tl.atomic_add(at + 0, n_high, mask=write)
+    tl.atomic_add(at + 1, n_low, mask=write)
+    tl.atomic_add(at + 2, n_mask, mask=write)
+    tl.atomic_min(at + 3, x_min, mask=write)
+    tl.atomic_min(at + 4, y_min, mask=write)
+    tl.atomic_max(at + 5, x_max, mask=write)
+    tl.atomic_max(at + 6, y_max, mask=write)
 
 
-def _geometry(crop_hws: torch.Tensor, prompt_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-mask int32 (H, W, HM, WM) and float32 stage-2 scales (HM/H, WM/W) rounded as PyTorch does."""
-    hw = crop_hws.cpu().numpy().astype(np.int64)
-    shapes, inverse = np.unique(hw, axis=0, return_inverse=True)
-    inner = np.array([resized_shape(int(h), int(w), prompt_size) for h, w in shapes], dtype=np.int64)
-    geom = np.concatenate([shapes, inner], axis=1)[inverse.reshape(-1)]
-    scales = (geom[:, 2:4].astype(np.float32) / geom[:, 0:2].astype(np.float32)).astype(np.float32)
-    device = crop_hws.device
-    return (torch.from_numpy(geom.astype(np.int32)).to(device), torch.from_numpy(scales).to(device))
+def _source_span(out_size: int, in_size: int, scale1: float, ls: int, block: int) -> int:
+    """Most low-res rows (or columns) that one block of ``block`` output rows interpolates from,
+    by the kernel's own index rule evaluated for every output row."""
+    dst = np.arange(out_size, dtype=np.float32)
+    scale2 = np.float32(in_size) / np.float32(out_size)
+
+    def index(d, scale, size):
+        src = np.maximum((d + np.float32(0.5)) * np.float32(scale) - np.float32(0.5), np.float32(0))
+        lower = src.astype(np.int64)
+        return lower, lower + (lower < size - 1)
+
+    a0, a1 = index(dst, scale2, in_size)
+    first = index(a0.astype(np.float32), scale1, ls)[0]
+    last = index(a1.astype(np.float32), scale1, ls)[1]
+    starts = np.arange(0, out_size, block)
+    ends = np.minimum(starts + block, out_size) - 1
+    return int((last[ends] - first[starts]).max()) + 1
+
+
+def _block_side(span: int) -> int:
+    """Smallest power of two >= span and >= 16 (tensor-core products need 16)."""
+    return max(16, 1 << (span - 1).bit_length())
 
 
 def mask_stats_triton(low_res: torch.Tensor, crop_hws: torch.Tensor, prompt_size: int, threshold: float,
-                      offset: float, block_rows: int = 32, block_cols: int = 128) -> torch.Tensor:
+                      offset: float, block_rows: int = 32, block_cols: int = 128, group: int = 8,
+                      split: bool | None = None) -> torch.Tensor:
+    """group: masks of one crop size handled by one program (interpolation weights built once).
+    split: products as three TF32 products of split operands (default on CUDA); else one IEEE product."""
     n, ls, ls2 = low_res.shape
     if ls != ls2:
         raise ValueError(f"low-res logits must be square, got {tuple(low_res.shape)}")
     out = torch.tensor([0, 0, 0, BIG, BIG, -1, -1], dtype=torch.int32, device=low_res.device).repeat(n, 1)
     if n == 0:
         return out.long()
-    geom, scales = _geometry(crop_hws, prompt_size)
-    max_h = int(crop_hws[:, 0].max())
+    low_res = low_res.contiguous()
     high, low = threshold + offset, threshold - offset
     # Tiles are skipped only when every source value clears the threshold by more than float32
     # rounding of two chained interpolations could move a pixel (relative 1e-4 is ~1000 ulps).
     safe_high = high + 1e-4 * (1 + abs(high))
     safe_low = low - 1e-4 * (1 + abs(low))
-    # Rows/cols of low-res values one tile reads: at most BY * (HM/H) / 4 + 3 when the crop is at
-    # least a quarter of the prompt frame; larger spans fall back to per-pixel evaluation.
-    grid = (n, triton.cdiv(max_h, block_rows))
-    _mask_stats_kernel[grid](
-        low_res.contiguous(), geom, scales, out, float(np.float32(ls) / np.float32(prompt_size)),
-        high, low, threshold, safe_high, safe_low, LS=ls, BY=block_rows, BX=block_cols, RB=16, CB=64,
-        num_warps=8,
-    )
+    scale1 = float(np.float32(ls) / np.float32(prompt_size))
+    if split is None:
+        split = os.environ.get("TRITON_INTERPRET") != "1"
+    shapes, owner = torch.unique(crop_hws, dim=0, return_inverse=True)
+    for k, (h, w) in enumerate(shapes.tolist()):
+        index = (owner == k).nonzero().squeeze(1).to(torch.int32)
+        hm, wm = resized_shape(h, w, prompt_size)
+        # low-res block per tile, sized for this crop; a larger span (crops far smaller than the
+        # prompt frame) is evaluated pixel by pixel instead
+        rb = min(64, _block_side(_source_span(h, hm, scale1, ls, block_rows)))
+        cb = min(128, _block_side(_source_span(w, wm, scale1, ls, block_cols)))
+        grid = (triton.cdiv(len(index), group), triton.cdiv(h, block_rows))
+        _mask_stats_kernel[grid](
+            low_res, index, out, len(index), h, w, hm, wm, float(np.float32(hm) / np.float32(h)),
+            float(np.float32(wm) / np.float32(w)), scale1, high, low, threshold, safe_high, safe_low,
+            LS=ls, BY=block_rows, BX=block_cols, RB=rb, CB=cb, G=group, SPLIT=split, num_warps=8,
+        )
     out = out.long()
     empty = out[:, 2] == 0
     out[empty, 3:] = 0

@@ -82,6 +82,18 @@ def test_kernel_equals_reference_arithmetic(triton_stats, case):
     assert (reference[:, 2] > 0).sum() >= 2 and (reference[:, 5] > reference[:, 3]).any()
 
 
+def test_split_products_and_partial_groups(triton_stats):
+    """The GPU's path (operands split for three TF32 products, here computed exactly) and a mask
+    count that does not fill the last group give the same statistics."""
+    shapes, sharpness = CASES["small_image_soft"]
+    low = blobs(7, seed=3, sharpness=sharpness).to(device())
+    hws = torch.tensor([shapes[i % 2] for i in range(7)], device=device())
+    reference = mask_stats(low, hws, 1024, 0.0, 1.0, backend="torch").cpu()
+    ours = triton_stats.mask_stats_triton(low, hws, 1024, 0.0, 1.0, group=4, split=True).cpu()
+    assert_same_statistics(ours, reference)
+    assert (reference[:, 2] > 0).sum() >= 5
+
+
 def test_empty_masks_have_zero_boxes(triton_stats):
     low = torch.full((2, 256, 256), -3.0, device=device())
     hws = torch.tensor([[300, 400], [1536, 2048]], device=device())

@@ -1,0 +1,82 @@
+"""Fused Triton kernel for the mask decoder's output upscaling (imported only where Triton is installed).
+
+SAM's output upscaling is two stride-2 2x2 transposed convolutions (LayerNorm and GELU between,
+GELU after) followed by a per-prompt product with the three hypernetwork vectors. A stride-2 2x2
+transposed convolution maps each input pixel to its own 2x2 output block, so the whole chain is per
+embedding pixel: 256 channels -> 4 sub-pixels x 64 -> 16 sub-pixels x 32 -> 16 x 3 mask logits.
+One program takes BN embedding pixels of one prompt through all of it in registers and shared
+memory and writes only the three low-res masks; the unfused chain writes and reads back about
+10 MB of intermediates per prompt.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _gelu(x):
+    """nn.GELU() (exact, erf form)."""
+    return 0.5 * x * (1.0 + tl.erf(x * 0.7071067811865476))
+
+
+@triton.jit
+def _upscale_kernel(keys_ptr, w1_ptr, b1_ptr, ln_w_ptr, ln_b_ptr, w2_ptr, b2_ptr, hyper_ptr, out_ptr, eps,
+                    GRID_W: tl.constexpr, N: tl.constexpr, D: tl.constexpr, C1: tl.constexpr, C2: tl.constexpr,
+                    M: tl.constexpr, BN: tl.constexpr):
+    p = tl.program_id(1)
+    n = tl.program_id(0) * BN + tl.arange(0, BN)
+    d = tl.arange(0, D)
+    c1 = tl.arange(0, C1)
+    x = tl.load(keys_ptr + (p.to(tl.int64) * N + n[:, None]) * D + d[None, :])  # (BN, D)
+    # block-diagonal hypernetwork matrix (4 x C2, 4 x 4): column 4e+m holds mask m for sub-pixel e
+    r = tl.arange(0, 4 * C2)
+    q = tl.arange(0, 16)
+    m = q % 4
+    hyper = tl.load(hyper_ptr + (p * M + m[None, :]) * C2 + (r % C2)[:, None],
+                    mask=((r // C2)[:, None] == (q // 4)[None, :]) & (m[None, :] < M), other=0.0)
+    w2 = tl.load(w2_ptr + c1[:, None] * (4 * C2) + r[None, :])  # (C1, [ei, ej, C2])
+    b2 = tl.load(b2_ptr + r % C2).to(tl.float32)
+    ln_w = tl.load(ln_w_ptr + c1).to(tl.float32)
+    ln_b = tl.load(ln_b_ptr + c1).to(tl.float32)
+    b1 = tl.load(b1_ptr + c1).to(tl.float32)
+    i = n // GRID_W
+    j = n % GRID_W
+    out_base = out_ptr + p.to(tl.int64) * M * (16 * N)
+    for s in tl.static_range(4):  # first sub-pixel (di, dj)
+        w1 = tl.load(w1_ptr + d[:, None] * (4 * C1) + s * C1 + c1[None, :])  # (D, C1)
+        y = tl.dot(x, w1) + b1[None, :]
+        mean = tl.sum(y, axis=1) / C1
+        centred = y - mean[:, None]
+        var = tl.sum(centred * centred, axis=1) / C1
+        y = _gelu(centred / tl.sqrt(var + eps)[:, None] * ln_w[None, :] + ln_b[None, :])
+        z = _gelu(tl.dot(y.to(x.dtype), w2) + b2[None, :])  # (BN, 4 * C2): second sub-pixels (ei, ej)
+        masks = tl.dot(z.to(x.dtype), hyper)  # (BN, 16): column 4e + m
+        e = q // 4
+        row = 4 * i[:, None] + 2 * (s // 2) + (e // 2)[None, :]
+        col = 4 * j[:, None] + 2 * (s % 2) + (e % 2)[None, :]
+        tl.store(out_base + m[None, :] * (16 * N) + row * (4 * GRID_W) + col, masks.to(out_ptr.dtype.element_ty),
+                 mask=(m < M)[None, :])
+
+
+def upscaled_masks_triton(output_upscaling, keys: torch.Tensor, hyper: torch.Tensor, grid: tuple[int, int],
+                          block: int = 64) -> torch.Tensor:
+    """keys (P, N, D) image tokens after the transformer, hyper (P, M, D/8) -> masks (P, M, 4h, 4w),
+    in keys' dtype; the same arithmetic as ``decoder._upscaled_masks``."""
+    conv1, norm, _, conv2, _ = output_upscaling
+    p, n, d = keys.shape
+    h, w = grid
+    m = hyper.shape[1]
+    c1, c2 = conv1.weight.shape[1], conv2.weight.shape[1]
+    if n % block or m > 4:
+        raise ValueError(f"upscaling kernel needs N divisible by {block} and at most 4 masks, got N={n}, M={m}")
+    w1 = conv1.weight.permute(0, 2, 3, 1).reshape(d, 4 * c1).to(keys.dtype).contiguous()  # (D, [di, dj, C1])
+    w2 = conv2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2).to(keys.dtype).contiguous()  # (C1, [ei, ej, C2])
+    out = torch.empty((p, m, 4 * h, 4 * w), dtype=keys.dtype, device=keys.device)
+    _upscale_kernel[(n // block, p)](
+        keys.contiguous(), w1, conv1.bias, norm.weight, norm.bias, w2, conv2.bias, hyper.to(keys.dtype).contiguous(),
+        out, float(norm.eps), GRID_W=w, N=n, D=d, C1=c1, C2=c2, M=m, BN=block, num_warps=4,
+    )
+    return out
