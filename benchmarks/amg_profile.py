@@ -78,14 +78,13 @@ def main() -> None:
     # one decode batch of the full-image crop, its parts timed on their own
     crops = generator._crops([image])
     embeddings = generator._encode([image], crops[:1])
-    ctx = model.decoder_context(embeddings)
+    ctx = model.decoder_context(embeddings).crop(0)
     crop = crops[0]
     h, w = crop.hw
     n = min(args.decode_batch, len(crop.points))
     coords = torch.as_tensor(crop.points[:n] * (1024 / max(h, w)), dtype=torch.float32, device="cuda")
-    owner = torch.zeros(n, dtype=torch.long, device="cuda")
     row = {"model": args.model, "size": args.size, "prompts": n}
-    row["decode_s"] = cuda_time(lambda: model.decode(ctx, owner, coords))
+    row["decode_s"] = cuda_time(lambda: model.decode(ctx, coords))
     # the reference decoder (segment_anything's MaskDecoder) on the same prompts and embedding
     dec, pe = model.net.mask_decoder, model.net.prompt_encoder
     labels = torch.ones((n, 1), dtype=torch.int, device="cuda")
@@ -101,17 +100,17 @@ def main() -> None:
     from curate.amg.decoder import decode_points
 
     row["decode_unfused_upscale_s"] = cuda_time(
-        lambda: decode_points(model.net, model.dtype, ctx, owner, coords, fused_upscale=False))
+        lambda: decode_points(model.net, model.dtype, ctx, coords, fused_upscale=False))
     if args.try_compile:
         import time
 
         compiled = torch.compile(decode_points, dynamic=False)
         start = time.perf_counter()
-        compiled(model.net, model.dtype, ctx, owner, coords)
+        compiled(model.net, model.dtype, ctx, coords)
         torch.cuda.synchronize()
         row["compile_s"] = time.perf_counter() - start
-        row["decode_compiled_s"] = cuda_time(lambda: compiled(model.net, model.dtype, ctx, owner, coords))
-    logits, iou = model.decode(ctx, owner, coords)
+        row["decode_compiled_s"] = cuda_time(lambda: compiled(model.net, model.dtype, ctx, coords))
+    logits, iou = model.decode(ctx, coords)
     low = logits.flatten(0, 1)
     hws = torch.tensor([[h, w]], device="cuda").expand(len(low), 2)
     row["masks"] = len(low)
@@ -119,10 +118,13 @@ def main() -> None:
     row["stats_torch_s"] = cuda_time(lambda: mask_stats(low, hws, 1024, 0.0, 1.0, backend="torch"), repeats=2)
     from curate.amg.triton_stats import mask_stats_triton
 
-    # kernel settings: masks per program, rows per band
+    # kernel settings: rows and columns per tile, warps, masks per program
+    settings = [(by, bx, warps, 1) for by in (16, 32, 64) for bx in (64, 128, 256) for warps in (4, 8)]
+    settings += [(32, 128, 8, 4), (32, 128, 8, 8)]
     row["stats_triton_by_setting_s"] = {
-        f"group{g}_rows{by}": cuda_time(lambda: mask_stats_triton(low, hws, 1024, 0.0, 1.0, block_rows=by, group=g))
-        for g in (1, 4, 8, 16) for by in (32, 64)}
+        f"rows{by}_cols{bx}_warps{warps}_group{g}": cuda_time(lambda: mask_stats_triton(
+            low, hws, 1024, 0.0, 1.0, block_rows=by, block_cols=bx, group=g, num_warps=warps))
+        for by, bx, warps, g in settings}
     # masks as smooth as a trained decoder's (a few sharp blobs each): most tiles are skipped
     smooth = smooth_masks(len(low), low.dtype)
     row["stats_triton_smooth_s"] = cuda_time(lambda: mask_stats(smooth, hws, 1024, 0.0, 1.0, backend="triton"))

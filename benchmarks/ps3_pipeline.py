@@ -61,6 +61,8 @@ def main() -> None:
     parser.add_argument("--model", default="xl1")
     parser.add_argument("--ocr", action="store_true", help="caption documents with RapidOCR (needs rapidocr)")
     parser.add_argument("--result", type=Path, help="where to write the JSON summary (default: WORKDIR)")
+    parser.add_argument("--set", action="append", default=[], dest="overrides",
+                        help="extra config override, e.g. masks.points_per_side=4 for a CPU smoke run")
     args = parser.parse_args()
     images, out = args.workdir / "images", args.workdir / "out"
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -72,6 +74,8 @@ def main() -> None:
     command = ["run", str(pipeline), "-i", str(images), "-o", str(out),
                "--set", f"masks.checkpoint={checkpoint}", "--set", f"masks.model={args.model}",
                "--set", "ingest.min_side=256"]
+    for override in args.overrides:
+        command += ["--set", override]
     first_s, _ = run_cli(command)
     manifest = read_manifest(OutputLayout(out))
     resume_s, resume_out = run_cli(command)

@@ -40,6 +40,13 @@ class CropContext:
     first_i2t_queries: torch.Tensor  # (C, N, D') first block, image-to-token attention queries
     grid: tuple[int, int]
 
+    def crop(self, index: int) -> "CropContext":
+        """The context of one crop (C = 1), what ``decode_points`` takes."""
+        pick = slice(index, index + 1)
+        return CropContext(src=self.src[pick], pe=self.pe, first_t2i_keys=self.first_t2i_keys[pick],
+                           first_t2i_values=self.first_t2i_values[pick],
+                           first_i2t_queries=self.first_i2t_queries[pick], grid=self.grid)
+
 
 def _attend(attn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """SAM's Attention on already projected q/k/v (B, L, D'); returns the output projection."""
@@ -118,8 +125,8 @@ def _token_to_image(attn, token_queries: torch.Tensor, image_pe: torch.Tensor, i
     return attn.out_proj(out)
 
 
-def _first_block(block, ctx: CropContext, owner: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """TwoWayAttentionBlock.forward for keys = the crop's embedding, sharing image-side work per crop."""
+def _first_block(block, ctx: CropContext, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """TwoWayAttentionBlock.forward for keys = one crop's embedding, its image-side work done once."""
     if block.skip_first_layer_pe:
         queries = block.self_attn(q=tokens, k=tokens, v=tokens)
     else:
@@ -127,32 +134,26 @@ def _first_block(block, ctx: CropContext, owner: torch.Tensor, tokens: torch.Ten
         queries = tokens + block.self_attn(q=q, k=q, v=tokens)
     queries = block.norm1(queries)
 
+    # token-to-image: the prompts share keys and values, so their tokens form one query sequence
     t2i, i2t = block.cross_attn_token_to_image, block.cross_attn_image_to_token
     q = t2i.q_proj(queries + tokens)
-    out = torch.empty_like(q)
-    crops = [(crop, (owner == crop).nonzero().squeeze(1)) for crop in owner.unique().tolist()]
-    # prompts of one crop share keys and values: their tokens form one query sequence
-    for crop, rows in crops:
-        p, t, c = q[rows].shape
-        heads = t2i.num_heads
-        qh = q[rows].reshape(1, p * t, heads, c // heads).transpose(1, 2)
-        kh = ctx.first_t2i_keys[crop:crop + 1].view(1, -1, heads, c // heads).transpose(1, 2)
-        vh = ctx.first_t2i_values[crop:crop + 1].view(1, -1, heads, c // heads).transpose(1, 2)
-        out[rows] = F.scaled_dot_product_attention(qh, kh, vh).transpose(1, 2).reshape(p, t, c)
+    p, t, c = q.shape
+    heads = t2i.num_heads
+    qh = q.reshape(1, p * t, heads, c // heads).transpose(1, 2)
+    kh = ctx.first_t2i_keys.view(1, -1, heads, c // heads).transpose(1, 2)
+    vh = ctx.first_t2i_values.view(1, -1, heads, c // heads).transpose(1, 2)
+    out = F.scaled_dot_product_attention(qh, kh, vh).transpose(1, 2).reshape(p, t, c)
     queries = block.norm2(queries + t2i.out_proj(out))
     queries = block.norm3(queries + block.mlp(queries))
 
-    # image-to-token: the crop's projected image queries meet the keys of each of its prompts
+    # image-to-token: the crop's projected image queries meet each prompt's keys
     keys = _heads(i2t.k_proj, queries + tokens, i2t.num_heads)  # (P, T, H, d)
     n = ctx.src.shape[1]
-    logits = torch.empty((*keys.shape[:2], n, i2t.num_heads), dtype=q.dtype, device=q.device)
-    for crop, rows in crops:
-        logits[rows] = torch.einsum("nhd,pthd->ptnh", ctx.first_i2t_queries[crop].view(n, i2t.num_heads, -1),
-                                    keys[rows])
-    logits = (logits * keys.shape[-1] ** -0.5).permute(0, 2, 3, 1).flatten(2)  # (P, N, H*T)
+    image_q = ctx.first_i2t_queries.view(n, i2t.num_heads, -1) * keys.shape[-1] ** -0.5
+    logits = torch.einsum("nhd,pthd->pnht", image_q, keys).flatten(2)  # (P, N, H*T)
     probs = _softmax_over_tokens(logits, keys.shape[1], q.dtype)
     attn_out = torch.baddbmm(i2t.out_proj.bias, probs, _image_to_token_values(i2t, queries))
-    keys = block.norm4(ctx.src[owner] + attn_out)
+    keys = block.norm4(ctx.src + attn_out)
     return queries, keys
 
 
@@ -191,22 +192,32 @@ def fused_upscale_available(keys: torch.Tensor, hyper: torch.Tensor) -> bool:
     """The fused kernel runs on CUDA with Triton, for tensor-core-sized channels (real SAM widths)."""
     from curate.amg.mask_stats import triton_available
 
-    return triton_available(keys.device) and hyper.shape[-1] >= 16 and keys.shape[1] % 64 == 0
+    return triton_available(keys.device) and hyper.shape[-1] >= 16 and keys.shape[1] % 128 == 0
 
 
-def decode_points(net, dtype: torch.dtype, ctx: CropContext, owner: torch.Tensor, coords: torch.Tensor,
+def point_tokens(pe_module, coords: torch.Tensor) -> torch.Tensor:
+    """PromptEncoder's sparse embedding of one positive point per prompt, (P, 2, D): the point's
+    positional encoding plus the positive-point embedding, then the padding point (label -1: its
+    encoding is zeroed and the not-a-point embedding added), as the reference pads point-only prompts.
+    Written without the reference's boolean-mask assignments, which torch.compile cannot trace."""
+    point = pe_module.pe_layer.forward_with_coords(coords[:, None, :] + 0.5, pe_module.input_image_size)
+    point = point + pe_module.point_embeddings[1].weight
+    pad = pe_module.not_a_point_embed.weight.expand(point.shape[0], 1, -1)
+    return torch.cat([point, pad], dim=1)
+
+
+def decode_points(net, dtype: torch.dtype, ctx: CropContext, coords: torch.Tensor,
                   fused_upscale: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Multimask decoding of single positive points. owner: (P,) crop index per prompt; coords:
+    """Multimask decoding of single positive points of one crop (``CropContext.crop``): coords
     (P, 2) in the prompt frame. Returns low-res logits (P, 3, 4h, 4w) and predicted IoUs (P, 3).
     fused_upscale: the Triton upscaling kernel (default: where it runs, see fused_upscale_available)."""
     pe_module, dec = net.prompt_encoder, net.mask_decoder
-    labels = torch.ones((coords.shape[0], 1), dtype=torch.int, device=coords.device)
-    sparse, _ = pe_module(points=(coords[:, None, :], labels), boxes=None, masks=None)
+    sparse = point_tokens(pe_module, coords)
     tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0).to(dtype)
     tokens = torch.cat([tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1), sparse.to(dtype)], dim=1)
 
     layers = dec.transformer.layers
-    queries, keys = _first_block(layers[0], ctx, owner, tokens)
+    queries, keys = _first_block(layers[0], ctx, tokens)
     for block in layers[1:]:
         queries, keys = _block(block, queries, keys, tokens, ctx.pe)
     final = dec.transformer.final_attn_token_to_image

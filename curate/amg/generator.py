@@ -145,28 +145,27 @@ class BatchedMaskGenerator:
 
     def _decode_all(self, crops: list[_Crop], geometry: "_CropGeometry", embeddings: torch.Tensor
                     ) -> dict[str, torch.Tensor]:
-        """Decode every prompt of every crop in batches of ``decode_batch``; keep what passes the
-        filters as flat per-mask tensors (``owner`` = crop index)."""
+        """Decode every prompt, one crop per decoder call (all its prompts share the crop's image
+        side), in equal chunks of at most ``decode_batch``; keep what passes the filters as flat
+        per-mask tensors (``owner`` = crop index)."""
         device = self.model.device
-        owners, coords = [], []
+        ctx = self.model.decoder_context(embeddings)
+        kept: dict[str, list[torch.Tensor]] = {}
         for ci, crop in enumerate(crops):
             h, w = crop.hw
             nh, nw = resized_shape(h, w, self.model.prompt_size)
-            owners.append(np.full(len(crop.points), ci))
-            coords.append(crop.points * np.array([[nw / w, nh / h]]))
-        owner = torch.as_tensor(np.concatenate(owners), device=device)
-        coord = torch.as_tensor(np.concatenate(coords), dtype=torch.float32, device=device)
-        point_index = torch.cat([torch.arange(len(c.points)) for c in crops]).to(device)
-        ctx = self.model.decoder_context(embeddings)
-        kept: dict[str, list[torch.Tensor]] = {}
-        for start in range(0, len(owner), self.params.decode_batch):
-            sl = slice(start, start + self.params.decode_batch)
-            with self._phase("decode"):
-                logits, iou = self._decode(ctx, owner[sl], coord[sl])
-            with self._phase("filter"):
-                for name, value in self._filter_batch(geometry, owner[sl], point_index[sl], logits,
-                                                      iou.float()).items():
-                    kept.setdefault(name, []).append(value)
+            coords = torch.as_tensor(crop.points * np.array([[nw / w, nh / h]]), dtype=torch.float32, device=device)
+            crop_ctx = ctx.crop(ci)
+            # equal chunks: one decoder shape per crop size of prompts (one compilation)
+            step = -(-len(coords) // -(-len(coords) // self.params.decode_batch))
+            for start in range(0, len(coords), step):
+                points = torch.arange(start, min(start + step, len(coords)), device=device)
+                with self._phase("decode"):
+                    logits, iou = self._decode(crop_ctx, coords[points])
+                with self._phase("filter"):
+                    owner = torch.full_like(points, ci)
+                    for name, value in self._filter_batch(geometry, owner, points, logits, iou.float()).items():
+                        kept.setdefault(name, []).append(value)
         return {k: torch.cat(v) for k, v in kept.items()}
 
     def _filter_batch(self, geometry: "_CropGeometry", owner: torch.Tensor, point_index: torch.Tensor,

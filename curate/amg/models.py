@@ -88,12 +88,12 @@ class SamFamilyModel:
         """Prompt-independent decoder inputs of each crop, computed once per batch of crops."""
         return crop_context(self.net, embeddings, self.dtype)
 
-    def decode(self, ctx: CropContext, owner: torch.Tensor, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Multimask decoding of single positive points from several crops at once: owner (N,)
-        crop index per prompt, coords (N, 2) points in the prompt frame. Returns low-res logits
+    def decode(self, ctx: CropContext, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Multimask decoding of single positive points of one crop (``ctx.crop(i)``): coords
+        (N, 2) points in the prompt frame. Returns low-res logits
         (N, 3, 4h, 4w) and predicted IoUs (N, 3). Runs in the model's dtype without autocast, so
         half-precision activations are not cast back and forth (see decoder.py)."""
-        return decode_points(self.net, self.dtype, ctx, owner, coords)
+        return decode_points(self.net, self.dtype, ctx, coords)
 
 
 def sam_model(net: torch.nn.Module) -> SamFamilyModel:

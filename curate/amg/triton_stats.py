@@ -218,9 +218,10 @@ def _block_side(span: int) -> int:
 
 
 def mask_stats_triton(low_res: torch.Tensor, crop_hws: torch.Tensor, prompt_size: int, threshold: float,
-                      offset: float, block_rows: int = 32, block_cols: int = 128, group: int = 8,
-                      split: bool | None = None) -> torch.Tensor:
-    """group: masks of one crop size handled by one program (interpolation weights built once).
+                      offset: float, block_rows: int = 64, block_cols: int = 64, group: int = 1,
+                      split: bool | None = None, num_warps: int = 4) -> torch.Tensor:
+    """Defaults: the fastest of benchmarks/amg_profile.py's sweep on an H100 (64x64 tiles, 4 warps,
+    one mask per program). group: masks of one crop size per program (interpolation weights built once).
     split: products as three TF32 products of split operands (default on CUDA); else one IEEE product."""
     n, ls, ls2 = low_res.shape
     if ls != ls2:
@@ -249,7 +250,7 @@ def mask_stats_triton(low_res: torch.Tensor, crop_hws: torch.Tensor, prompt_size
         _mask_stats_kernel[grid](
             low_res, index, out, len(index), h, w, hm, wm, float(np.float32(hm) / np.float32(h)),
             float(np.float32(wm) / np.float32(w)), scale1, high, low, threshold, safe_high, safe_low,
-            LS=ls, BY=block_rows, BX=block_cols, RB=rb, CB=cb, G=group, SPLIT=split, num_warps=8,
+            LS=ls, BY=block_rows, BX=block_cols, RB=rb, CB=cb, G=group, SPLIT=split, num_warps=num_warps,
         )
     out = out.long()
     empty = out[:, 2] == 0

@@ -11,9 +11,16 @@ memory and writes only the three low-res masks; the unfused chain writes and rea
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
+
+
+# float32 inputs (parity runs): float32-accurate products on tensor cores (3 TF32 products), as the
+# torch form computes them; bf16/fp16 inputs ignore this. The interpreter computes in float32.
+PRECISION = tl.constexpr("ieee" if os.environ.get("TRITON_INTERPRET") == "1" else "tf32x3")
 
 
 @triton.jit
@@ -22,6 +29,14 @@ def _gelu(x):
     return 0.5 * x * (1.0 + tl.erf(x * 0.7071067811865476))
 
 
+def _configs() -> list[triton.Config]:
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return [triton.Config({"BN": 64}, num_warps=4)]
+    return [triton.Config({"BN": bn}, num_warps=w, num_stages=st)
+            for bn, w, st in ((32, 4, 2), (64, 4, 2), (64, 8, 2), (128, 4, 2), (128, 8, 2), (128, 8, 3))]
+
+
+@triton.autotune(configs=_configs(), key=["N", "D", "C1", "C2", "M"])
 @triton.jit
 def _upscale_kernel(keys_ptr, w1_ptr, b1_ptr, ln_w_ptr, ln_b_ptr, w2_ptr, b2_ptr, hyper_ptr, out_ptr, eps,
                     GRID_W: tl.constexpr, N: tl.constexpr, D: tl.constexpr, C1: tl.constexpr, C2: tl.constexpr,
@@ -47,13 +62,13 @@ def _upscale_kernel(keys_ptr, w1_ptr, b1_ptr, ln_w_ptr, ln_b_ptr, w2_ptr, b2_ptr
     out_base = out_ptr + p.to(tl.int64) * M * (16 * N)
     for s in tl.static_range(4):  # first sub-pixel (di, dj)
         w1 = tl.load(w1_ptr + d[:, None] * (4 * C1) + s * C1 + c1[None, :])  # (D, C1)
-        y = tl.dot(x, w1) + b1[None, :]
+        y = tl.dot(x, w1, input_precision=PRECISION) + b1[None, :]
         mean = tl.sum(y, axis=1) / C1
         centred = y - mean[:, None]
         var = tl.sum(centred * centred, axis=1) / C1
         y = _gelu(centred / tl.sqrt(var + eps)[:, None] * ln_w[None, :] + ln_b[None, :])
-        z = _gelu(tl.dot(y.to(x.dtype), w2) + b2[None, :])  # (BN, 4 * C2): second sub-pixels (ei, ej)
-        masks = tl.dot(z.to(x.dtype), hyper)  # (BN, 16): column 4e + m
+        z = _gelu(tl.dot(y.to(x.dtype), w2, input_precision=PRECISION) + b2[None, :])  # (BN, 4 * C2): second sub-pixels (ei, ej)
+        masks = tl.dot(z.to(x.dtype), hyper, input_precision=PRECISION)  # (BN, 16): column 4e + m
         e = q // 4
         row = 4 * i[:, None] + 2 * (s // 2) + (e // 2)[None, :]
         col = 4 * j[:, None] + 2 * (s % 2) + (e % 2)[None, :]
@@ -61,8 +76,8 @@ def _upscale_kernel(keys_ptr, w1_ptr, b1_ptr, ln_w_ptr, ln_b_ptr, w2_ptr, b2_ptr
                  mask=(m < M)[None, :])
 
 
-def upscaled_masks_triton(output_upscaling, keys: torch.Tensor, hyper: torch.Tensor, grid: tuple[int, int],
-                          block: int = 64) -> torch.Tensor:
+def upscaled_masks_triton(output_upscaling, keys: torch.Tensor, hyper: torch.Tensor,
+                          grid: tuple[int, int]) -> torch.Tensor:
     """keys (P, N, D) image tokens after the transformer, hyper (P, M, D/8) -> masks (P, M, 4h, 4w),
     in keys' dtype; the same arithmetic as ``decoder._upscaled_masks``."""
     conv1, norm, _, conv2, _ = output_upscaling
@@ -70,13 +85,14 @@ def upscaled_masks_triton(output_upscaling, keys: torch.Tensor, hyper: torch.Ten
     h, w = grid
     m = hyper.shape[1]
     c1, c2 = conv1.weight.shape[1], conv2.weight.shape[1]
-    if n % block or m > 4:
-        raise ValueError(f"upscaling kernel needs N divisible by {block} and at most 4 masks, got N={n}, M={m}")
+    if n % 128 or m > 4:
+        raise ValueError(f"upscaling kernel needs N divisible by 128 and at most 4 masks, got N={n}, M={m}")
     w1 = conv1.weight.permute(0, 2, 3, 1).reshape(d, 4 * c1).to(keys.dtype).contiguous()  # (D, [di, dj, C1])
     w2 = conv2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2).to(keys.dtype).contiguous()  # (C1, [ei, ej, C2])
     out = torch.empty((p, m, 4 * h, 4 * w), dtype=keys.dtype, device=keys.device)
-    _upscale_kernel[(n // block, p)](
+    # block of embedding pixels per program and warps: autotuned once per shape (first call)
+    _upscale_kernel[lambda meta: (n // meta["BN"], p)](
         keys.contiguous(), w1, conv1.bias, norm.weight, norm.bias, w2, conv2.bias, hyper.to(keys.dtype).contiguous(),
-        out, float(norm.eps), GRID_W=w, N=n, D=d, C1=c1, C2=c2, M=m, BN=block, num_warps=4,
+        out, float(norm.eps), GRID_W=w, N=n, D=d, C1=c1, C2=c2, M=m,
     )
     return out

@@ -63,3 +63,20 @@ def test_bf16_runs_and_keeps_most_fp32_masks(image):
     # half precision moves masks at the thresholds; most must survive with the same shape
     assert abs(report.n_ours - report.n_reference) <= max(2, 0.2 * report.n_reference)
     assert report.frac_iou_ge_099 >= 0.5
+
+
+def test_compiled_decoder_keeps_the_eager_masks(image):
+    """torch.compile of the decoder (masks.compile_decoder) fuses the same arithmetic in another
+    order: in bf16 the masks must stay those of the eager decoder."""
+    torch.manual_seed(0)
+    model = make_confident(build_efficientvit_sam("xl1")).to("cuda", torch.bfloat16)
+    results = {}
+    for compiled in (False, True):
+        params = AmgParams(**SETTINGS["nms_off"], compile_decoder=compiled)
+        [results[compiled]] = BatchedMaskGenerator(model, params, return_masks=True).generate([image])
+    report = compare(results[False].masks, results[False].boxes, results[True].masks, results[True].boxes,
+                     device="cuda")
+    print("compiled vs eager", report)
+    assert report.n_reference >= 100
+    assert abs(report.n_ours - report.n_reference) <= max(2, 0.05 * report.n_reference)
+    assert report.frac_iou_ge_099 >= 0.9
