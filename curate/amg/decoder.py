@@ -8,9 +8,13 @@ embedding (64x64x256) and positional encoding for every prompt. Here:
 - cross-attention between the image (4096 tokens) and the prompt's 7 tokens is reassociated so
   that no per-prompt projection of the image tokens is made: image-to-token attention folds the
   query projection into the 7 keys and the output projection into the 7 values ((N x 256) @
-  (256 x 56) and (N x 56) @ (56 x 256) instead of four N x 256 x 128 products), token-to-image
-  attention folds the key projection into the queries and the value projection after the
-  weighted sum; softmax in float32, as SDPA computes it. Same arithmetic up to rounding order;
+  (256 x 56) and (N x 56) @ (56 x 256) instead of four N x 256 x 128 products); on CUDA one fused
+  Triton kernel (triton_attention.py) does that attention, the residual and the LayerNorm per image
+  token and also writes image tokens + pe for the next attention (half precision; float32 runs
+  take the same arithmetic in torch ops). Token-to-image attention folds
+  the key projection into the queries and applies the value projection after the weighted sum, so
+  one attention of head width 256 (flash attention on the GPU) reads the image tokens once.
+  Softmax in float32, as SDPA computes it. Same arithmetic up to rounding order;
 - the remaining (token-only) attention runs through ``scaled_dot_product_attention``;
 - the output upscaling (two stride-2 2x2 transposed convolutions with LayerNorm and GELU) is per
   pixel: on CUDA one fused Triton kernel (triton_upscale.py) takes each pixel from the transformer's
@@ -84,49 +88,94 @@ def _head_weights(linear, heads: int) -> torch.Tensor:
     return linear.weight.view(heads, -1, linear.weight.shape[-1])
 
 
-def _image_to_token_values(attn, token_values: torch.Tensor) -> torch.Tensor:
-    """The 7 tokens' values through the output projection, per head: (P, H*T, D). Attention output
-    = softmax weights (P, N, H*T) @ these + out_proj bias."""
-    v = _heads(attn.v_proj, token_values, attn.num_heads)
-    wo = attn.out_proj.weight.view(attn.out_proj.weight.shape[0], attn.num_heads, -1)  # (D, H, d)
-    return torch.einsum("pthd,chd->phtc", v, wo).flatten(1, 2)
+SLOTS = 8  # token slots per head in the image-to-token operands: the prompt's 7 tokens, padded
 
 
-def _softmax_over_tokens(logits: torch.Tensor, tokens: int, dtype: torch.dtype) -> torch.Tensor:
-    """(P, N, H*T) logits -> softmax over each head's T tokens, in float32, cast back."""
-    p, n, ht = logits.shape
-    return logits.float().view(p, n, ht // tokens, tokens).softmax(-1).to(dtype).view(p, n, ht)
+def _image_to_token_operands(attn, token_keys: torch.Tensor, token_values: torch.Tensor,
+                             projected_queries: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SAM's Attention(q = image tokens, k = v = the prompt's tokens) as three per-prompt operands,
+    each head's tokens padded to SLOTS: logits = image queries @ folded + bias, softmax per head,
+    output = weights @ values + out_proj bias.
 
-
-def _image_to_token(attn, image_pe: torch.Tensor, token_keys: torch.Tensor, token_values: torch.Tensor) -> torch.Tensor:
-    """SAM's Attention(q = image tokens + pe, k = tokens, v = tokens) for (P, N, D) image tokens,
-    with the query projection folded into the keys: (N, D) @ (D, H*T)."""
+    projected_queries: the image queries are already projected (first block, shared per crop:
+    folded is block-diagonal, (H*d, H*S)); else they are image tokens (+ pe) and the query
+    projection is folded into the keys ((D, H*S)). Values carry the output projection."""
     heads = attn.num_heads
     k = _heads(attn.k_proj, token_keys, heads)  # (P, T, H, d)
-    scale = k.shape[-1] ** -0.5
-    folded = torch.einsum("pthd,hdc->pcht", k, _head_weights(attn.q_proj, heads)).flatten(2) * scale
-    bias = torch.einsum("pthd,hd->pht", k, attn.q_proj.bias.view(heads, -1)).flatten(1) * scale
-    logits = torch.baddbmm(bias.unsqueeze(1), image_pe, folded)
-    probs = _softmax_over_tokens(logits, k.shape[1], image_pe.dtype)
-    return torch.baddbmm(attn.out_proj.bias, probs, _image_to_token_values(attn, token_values))
+    p, t, _, d = k.shape
+    scale = d**-0.5
+    if projected_queries:
+        eye = torch.eye(heads, dtype=k.dtype, device=k.device)
+        folded = torch.einsum("pthj,hg->phjgt", k * scale, eye).reshape(p, heads * d, heads, t)
+        bias = torch.zeros((p, heads, t), dtype=torch.float32, device=k.device)
+    else:
+        folded = torch.einsum("pthd,hdc->pcht", k, _head_weights(attn.q_proj, heads)) * scale
+        bias = torch.einsum("pthd,hd->pht", k, attn.q_proj.bias.view(heads, -1)).float() * scale
+    v = _heads(attn.v_proj, token_values, heads)
+    wo = attn.out_proj.weight.view(attn.out_proj.weight.shape[0], heads, -1)  # (D, H, d)
+    values = torch.einsum("pthd,chd->phtc", v, wo)  # (P, H, T, D)
+    pad = SLOTS - t
+    return (F.pad(folded, (0, pad)).flatten(2), F.pad(bias, (0, pad), value=float("-inf")).flatten(1),
+            F.pad(values, (0, 0, 0, pad)).flatten(1, 2))
+
+
+def image_to_token_torch(queries: torch.Tensor, residual: torch.Tensor, folded: torch.Tensor, bias: torch.Tensor,
+                         values: torch.Tensor, out_bias: torch.Tensor, norm, pe: torch.Tensor | None = None,
+                         add_pe: bool = False, write_pe: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """What triton_attention.image_to_token_block computes, in torch ops (any device): norm(residual
+    + attention) for image queries (P or 1, N, DQ) and the operands above; softmax in float32."""
+    if add_pe:
+        queries = queries + pe
+    logits = (queries @ folded).float() + bias[:, None, :]
+    p, n, hs = logits.shape
+    probs = logits.view(p, n, hs // SLOTS, SLOTS).softmax(-1).view(p, n, hs).to(values.dtype)
+    out = norm(residual + torch.baddbmm(out_bias, probs, values))
+    return out, (out + pe if write_pe else None)
+
+
+def _image_to_token(norm, attn, queries: torch.Tensor, residual: torch.Tensor, token_keys: torch.Tensor,
+                    token_values: torch.Tensor, pe: torch.Tensor, add_pe: bool, projected_queries: bool
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image-to-token attention, residual and ``norm`` for every prompt: new image tokens (P, N, D)
+    and the same plus pe (what the next token-to-image attention takes as keys). On CUDA one fused
+    Triton kernel (triton_attention.py) does it all per image token."""
+    operands = _image_to_token_operands(attn, token_keys, token_values, projected_queries)
+    # half precision only: the kernel's float32 build (3xTF32 products) failed on an H100 with an
+    # illegal memory access, so float32 (parity runs) takes the torch form
+    if _fused_available(queries) and queries.dtype in (torch.bfloat16, torch.float16):
+        from curate.amg.triton_attention import image_to_token_block
+
+        return image_to_token_block(queries, residual, *operands, attn.out_proj.bias, norm, SLOTS, pe=pe,
+                                    add_pe=add_pe, write_pe=True)
+    return image_to_token_torch(queries, residual, *operands, attn.out_proj.bias, norm, pe=pe, add_pe=add_pe,
+                                write_pe=True)
+
+
+def _fused_available(image: torch.Tensor) -> bool:
+    """The fused kernels run on CUDA with Triton, for real SAM sizes (N a multiple of 128, D >= 128)."""
+    from curate.amg.mask_stats import triton_available
+
+    return triton_available(image.device) and image.shape[1] % 128 == 0 and image.shape[-1] >= 128
 
 
 def _token_to_image(attn, token_queries: torch.Tensor, image_pe: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     """SAM's Attention(q = tokens, k = image tokens + pe, v = image tokens) for (P, N, D) image
     tokens, with the key projection folded into the queries and the value projection applied after
-    the weighted sum. The key bias adds a constant to each query's logits, which softmax ignores."""
+    the weighted sum, so one attention with head width D (flash attention on the GPU) does the rest.
+    The key bias adds a constant to each query's logits, which softmax ignores."""
     heads = attn.num_heads
     q = _heads(attn.q_proj, token_queries, heads)  # (P, T, H, d)
     p, t, _, d = q.shape
     folded = torch.einsum("pthd,hdc->phtc", q, _head_weights(attn.k_proj, heads)).flatten(1, 2) * d**-0.5
-    probs = (folded @ image_pe.transpose(1, 2)).float().softmax(-1).to(image.dtype)  # (P, H*T, N)
-    mixed = (probs @ image).view(p, heads, t, -1)  # (P, H, T, D)
+    mixed = F.scaled_dot_product_attention(folded[:, None], image_pe[:, None], image[:, None], scale=1.0)
+    mixed = mixed.view(p, heads, t, -1)  # (P, H, T, D)
     out = torch.einsum("phtc,hdc->pthd", mixed, _head_weights(attn.v_proj, heads)).flatten(2) + attn.v_proj.bias
     return attn.out_proj(out)
 
 
-def _first_block(block, ctx: CropContext, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """TwoWayAttentionBlock.forward for keys = one crop's embedding, its image-side work done once."""
+def _first_block(block, ctx: CropContext, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """TwoWayAttentionBlock.forward for keys = one crop's embedding, its image-side work done once.
+    Returns queries, keys and keys + pe."""
     if block.skip_first_layer_pe:
         queries = block.self_attn(q=tokens, k=tokens, v=tokens)
     else:
@@ -147,27 +196,23 @@ def _first_block(block, ctx: CropContext, tokens: torch.Tensor) -> tuple[torch.T
     queries = block.norm3(queries + block.mlp(queries))
 
     # image-to-token: the crop's projected image queries meet each prompt's keys
-    keys = _heads(i2t.k_proj, queries + tokens, i2t.num_heads)  # (P, T, H, d)
-    n = ctx.src.shape[1]
-    image_q = ctx.first_i2t_queries.view(n, i2t.num_heads, -1) * keys.shape[-1] ** -0.5
-    logits = torch.einsum("nhd,pthd->pnht", image_q, keys).flatten(2)  # (P, N, H*T)
-    probs = _softmax_over_tokens(logits, keys.shape[1], q.dtype)
-    attn_out = torch.baddbmm(i2t.out_proj.bias, probs, _image_to_token_values(i2t, queries))
-    keys = block.norm4(ctx.src + attn_out)
-    return queries, keys
+    keys, keys_pe = _image_to_token(block.norm4, i2t, ctx.first_i2t_queries, ctx.src, queries + tokens, queries,
+                                    ctx.pe[0], add_pe=False, projected_queries=True)
+    return queries, keys, keys_pe
 
 
-def _block(block, queries: torch.Tensor, keys: torch.Tensor, tokens: torch.Tensor, pe: torch.Tensor):
-    """TwoWayAttentionBlock.forward (not the first)."""
+def _block(block, queries: torch.Tensor, keys: torch.Tensor, keys_pe: torch.Tensor, tokens: torch.Tensor,
+           pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """TwoWayAttentionBlock.forward (not the first); keys_pe = keys + pe."""
     q = queries + tokens
     queries = block.norm1(queries + _attend(block.self_attn, *(p(x) for p, x in zip(
         (block.self_attn.q_proj, block.self_attn.k_proj, block.self_attn.v_proj), (q, q, queries)))))
     t2i, i2t = block.cross_attn_token_to_image, block.cross_attn_image_to_token
-    keys_pe = keys + pe
     queries = block.norm2(queries + _token_to_image(t2i, queries + tokens, keys_pe, keys))
     queries = block.norm3(queries + block.mlp(queries))
-    attn_out = _image_to_token(i2t, keys_pe, queries + tokens, queries)
-    return queries, block.norm4(keys + attn_out)
+    keys, keys_pe = _image_to_token(block.norm4, i2t, keys, keys, queries + tokens, queries, pe[0], add_pe=True,
+                                    projected_queries=False)
+    return queries, keys, keys_pe
 
 
 def _upscaled_masks(dec, keys: torch.Tensor, hyper: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -190,9 +235,7 @@ def _upscaled_masks(dec, keys: torch.Tensor, hyper: torch.Tensor, grid: tuple[in
 
 def fused_upscale_available(keys: torch.Tensor, hyper: torch.Tensor) -> bool:
     """The fused kernel runs on CUDA with Triton, for tensor-core-sized channels (real SAM widths)."""
-    from curate.amg.mask_stats import triton_available
-
-    return triton_available(keys.device) and hyper.shape[-1] >= 16 and keys.shape[1] % 128 == 0
+    return _fused_available(keys) and hyper.shape[-1] >= 16
 
 
 def point_tokens(pe_module, coords: torch.Tensor) -> torch.Tensor:
@@ -217,11 +260,11 @@ def decode_points(net, dtype: torch.dtype, ctx: CropContext, coords: torch.Tenso
     tokens = torch.cat([tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1), sparse.to(dtype)], dim=1)
 
     layers = dec.transformer.layers
-    queries, keys = _first_block(layers[0], ctx, tokens)
+    queries, keys, keys_pe = _first_block(layers[0], ctx, tokens)
     for block in layers[1:]:
-        queries, keys = _block(block, queries, keys, tokens, ctx.pe)
+        queries, keys, keys_pe = _block(block, queries, keys, keys_pe, tokens, ctx.pe)
     final = dec.transformer.final_attn_token_to_image
-    attn_out = _token_to_image(final, queries + tokens, keys + ctx.pe, keys)
+    attn_out = _token_to_image(final, queries + tokens, keys_pe, keys)
     queries = dec.transformer.norm_final_attn(queries + attn_out)
 
     mask_tokens = queries[:, 1:1 + dec.num_mask_tokens]

@@ -97,7 +97,8 @@ def _dot(a_hi, a_lo, b_hi, b_lo, SPLIT: tl.constexpr):
     return tl.dot(a_hi, b_hi, input_precision="ieee")
 
 
-@triton.jit
+# crop sizes vary per image: without this Triton would compile a variant per divisibility pattern
+@triton.jit(do_not_specialize=["n_masks", "H", "W", "HM", "WM"])
 def _mask_stats_kernel(logits_ptr, index_ptr, out_ptr, n_masks, H, W, HM, WM, s2y, s2x, scale1,
                        thr_high, thr_low, thr, safe_high, safe_low, LS: tl.constexpr, BY: tl.constexpr,
                        BX: tl.constexpr, RB: tl.constexpr, CB: tl.constexpr, G: tl.constexpr,

@@ -67,7 +67,8 @@ def _upscale_kernel(keys_ptr, w1_ptr, b1_ptr, ln_w_ptr, ln_b_ptr, w2_ptr, b2_ptr
         centred = y - mean[:, None]
         var = tl.sum(centred * centred, axis=1) / C1
         y = _gelu(centred / tl.sqrt(var + eps)[:, None] * ln_w[None, :] + ln_b[None, :])
-        z = _gelu(tl.dot(y.to(x.dtype), w2, input_precision=PRECISION) + b2[None, :])  # (BN, 4 * C2): second sub-pixels (ei, ej)
+        # (BN, 4 * C2): the second sub-pixels (ei, ej)
+        z = _gelu(tl.dot(y.to(x.dtype), w2, input_precision=PRECISION) + b2[None, :])
         masks = tl.dot(z.to(x.dtype), hyper, input_precision=PRECISION)  # (BN, 16): column 4e + m
         e = q // 4
         row = 4 * i[:, None] + 2 * (s // 2) + (e // 2)[None, :]

@@ -61,3 +61,45 @@ def test_fused_upscaling_kernel_equals_the_matrix_form():
         reference = _upscaled_masks(dec, keys, hyper, (64, 64))
     assert ours.shape == reference.shape == (3, 3, 256, 256)
     torch.testing.assert_close(ours, reference, atol=1e-3 * reference.abs().max().item(), rtol=1e-3)
+
+
+@pytest.mark.parametrize("projected_queries", [True, False], ids=["first_block", "later_block"])
+def test_fused_image_to_token_kernel_equals_torch(projected_queries):
+    """The Triton image-to-token block against its torch form, at SAM's real width: first block
+    (crop-shared projected queries and residual), later block (per-prompt image tokens plus pe).
+    Without a GPU: interpreted, float32. On CUDA: bf16, what the decoder runs it in."""
+    pytest.importorskip("triton")
+    import os
+
+    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("no GPU and Triton's interpreter was not chosen before import")
+    from curate.amg.decoder import SLOTS, _image_to_token_operands, image_to_token_torch
+    from curate.amg.triton_attention import image_to_token_block
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    block = tiny_efficientvit_sam(seed=2).net.mask_decoder.transformer.layers[1].to(device)
+    attn = block.cross_attn_image_to_token
+    torch.manual_seed(2)
+    n, d, p = 64 * 64, 256, 2
+    with torch.no_grad():
+        block.norm4.weight.normal_(1, 0.2)
+        block.norm4.bias.normal_(0, 0.2)
+        tokens = torch.randn(p, 7, d, device=device)
+        pe = torch.randn(n, d, device=device)
+        if projected_queries:
+            queries, residual = torch.randn(1, n, d // 2, device=device), torch.randn(1, n, d, device=device)
+        else:
+            queries = residual = torch.randn(p, n, d, device=device)
+        dtype = torch.bfloat16 if device == "cuda" else torch.float32
+        block.to(dtype)
+        tokens, pe, queries, residual = (x.to(dtype) for x in (tokens, pe, queries, residual))
+        operands = _image_to_token_operands(attn, tokens, tokens * 0.5, projected_queries)
+        args = (queries, residual, *operands, attn.out_proj.bias, block.norm4)
+        add_pe = not projected_queries
+        ours, ours_pe = image_to_token_block(*args, SLOTS, pe=pe, add_pe=add_pe, write_pe=True)
+        reference, reference_pe = image_to_token_torch(*args, pe=pe, add_pe=add_pe, write_pe=True)
+    assert ours.shape == (p, n, d)
+    # bf16: the torch form rounds its logits and sums to bf16 where the kernel keeps float32
+    tolerance = dict(atol=5e-2, rtol=2e-2) if dtype == torch.bfloat16 else dict(atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ours.float(), reference.float(), **tolerance)
+    torch.testing.assert_close(ours_pe.float(), reference_pe.float(), **tolerance)
