@@ -95,7 +95,8 @@ class SamAmgParams(Strict):
     min_mask_region_area: int = Field(0, ge=0, le=0, description="hole/island removal: only 0 (PS3) is supported")
     box_nms_thresh: float = 0.7
     crop_nms_thresh: float = 0.7
-    decode_batch: int = Field(512, ge=1, description="prompts per decoder call, across crops and images (GPU)")
+    decode_batch: int = Field(512, ge=1, description="most point prompts per decoder call; each call takes "
+                                                     "prompts of one crop, split into equal chunks (GPU)")
     compile_decoder: bool = Field(False, description="torch.compile the mask decoder on the GPU (about 15 s once per "
                                                      "worker; the decoder then runs about 1.5x faster)")
 

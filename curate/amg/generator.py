@@ -31,7 +31,7 @@ class AmgParams:
     crop_overlap_ratio: float = 512 / 1500
     crop_n_points_downscale_factor: int = 1
     min_mask_region_area: int = 0
-    decode_batch: int = 256  # prompts per decoder call, across crops and images
+    decode_batch: int = 256  # most prompts per decoder call (one crop per call, equal chunks)
     encode_batch: int = 8  # crops per image-encoder call
     compile_decoder: bool = False  # torch.compile the decoder (GPU; compiled once per process and shape family)
 
