@@ -60,10 +60,35 @@ def _weight_matrix(l2, i00, i01, l00, i10, i11, l10, cols):
 
 
 @triton.jit
-def _pixels_by_gathers(base, ly, i00, i01, ly00, i10, i11, ly10, lx, j00, j01, lx00, j10, j11, lx10,
-                       LS: tl.constexpr):
+def _chain(pos, size, mid, scale2, scale1, LS: tl.constexpr):
+    """Output pixels along one axis -> intermediate indices (lower, upper, weight of upper) -> the
+    low-res indices and weights of each."""
+    a0, a1, l2 = _source_index(tl.minimum(pos, size - 1), scale2, mid)
+    i00, i01, l00 = _source_index(a0, scale1, LS)
+    i10, i11, l10 = _source_index(a1, scale1, LS)
+    return l2, i00, i01, l00, i10, i11, l10
+
+
+@triton.jit
+def _axis(start, size, mid, scale2, scale1, LS: tl.constexpr, B: tl.constexpr, SPAN: tl.constexpr):
+    """One axis of a tile: pixel positions, which are inside the crop, the last one, the low-res
+    index range they read (lo, hi), the SPAN low-res indices from lo, and the (B, SPAN) weights."""
+    pos = start + tl.arange(0, B)
+    ok = pos < size
+    last = tl.minimum(start + B, size) - 1
+    l2, i00, i01, l00, i10, i11, l10 = _chain(pos, size, mid, scale2, scale1, LS)
+    lo = tl.min(tl.where(ok, i00, LS))
+    hi = tl.max(tl.where(ok, i11, 0))
+    span = lo + tl.arange(0, SPAN)
+    return pos, ok, last, lo, hi, span, _weight_matrix(l2, i00, i01, l00, i10, i11, l10, span)
+
+
+@triton.jit
+def _pixels_by_gathers(base, ys, H, HM, s2y, xs, W, WM, s2x, scale1, LS: tl.constexpr):
     """Every pixel of a tile interpolated as the references do (16 reads each); for tiles whose
     low-res rectangle is too large for the matrix form (crops far smaller than the prompt frame)."""
+    ly, i00, i01, ly00, i10, i11, ly10 = _chain(ys, H, HM, s2y, scale1, LS)
+    lx, j00, j01, lx00, j10, j11, lx10 = _chain(xs, W, WM, s2x, scale1, LS)
     r0, r1, c0, c1 = i00[:, None], i01[:, None], j00[None, :], j01[None, :]
     m00 = _intermediate(base, r0, r1, ly00[:, None], c0, c1, lx00[None, :], LS)
     c0, c1 = j10[None, :], j11[None, :]
@@ -110,17 +135,8 @@ def _mask_stats_kernel(logits_ptr, index_ptr, out_ptr, n_masks, H, W, HM, WM, s2
     first = tl.program_id(0) * G
     valid = first + slots < n_masks
     mask_ids = tl.load(index_ptr + first + slots, mask=valid, other=0)
-    ys = y0 + tl.arange(0, BY)
-    y_ok = ys < H
-    y_last = tl.minimum(y0 + BY, H) - 1
-    # output row -> intermediate rows (a0, a1) -> low-res rows of each
-    a0, a1, ly = _source_index(tl.minimum(ys, H - 1), s2y, HM)
-    i00, i01, ly00 = _source_index(a0, scale1, LS)
-    i10, i11, ly10 = _source_index(a1, scale1, LS)
-    i_lo = tl.min(tl.where(y_ok, i00, LS))
-    i_hi = tl.max(tl.where(y_ok, i11, 0))
-    rows = i_lo + tl.arange(0, RB)
-    row_hi, row_lo = _split(_weight_matrix(ly, i00, i01, ly00, i10, i11, ly10, rows), SPLIT)
+    ys, y_ok, y_last, i_lo, i_hi, rows, row_w = _axis(y0, H, HM, s2y, scale1, LS, BY, RB)
+    row_hi, row_lo = _split(row_w, SPLIT)
 
     n_high = tl.zeros([G], tl.int32)
     n_low = tl.zeros([G], tl.int32)
@@ -130,18 +146,10 @@ def _mask_stats_kernel(logits_ptr, index_ptr, out_ptr, n_masks, H, W, HM, WM, s2
     x_max = tl.full([G], -1, tl.int32)
     y_max = tl.full([G], -1, tl.int32)
     for x0 in range(0, W, BX):
-        xs = x0 + tl.arange(0, BX)
-        x_ok = xs < W
-        x_last = tl.minimum(x0 + BX, W) - 1
-        b0, b1, lx = _source_index(tl.minimum(xs, W - 1), s2x, WM)
-        j00, j01, lx00 = _source_index(b0, scale1, LS)
-        j10, j11, lx10 = _source_index(b1, scale1, LS)
-        j_lo = tl.min(tl.where(x_ok, j00, LS))
-        j_hi = tl.max(tl.where(x_ok, j11, 0))
-        cols = j_lo + tl.arange(0, CB)
+        xs, x_ok, x_last, j_lo, j_hi, cols, col_w = _axis(x0, W, WM, s2x, scale1, LS, BX, CB)
         inside = (rows[:, None] <= i_hi) & (cols[None, :] <= j_hi)
         bounded = (i_hi - i_lo < RB) & (j_hi - j_lo < CB)
-        col_hi, col_lo = _split(tl.trans(_weight_matrix(lx, j00, j01, lx00, j10, j11, lx10, cols)), SPLIT)
+        col_hi, col_lo = _split(tl.trans(col_w), SPLIT)
         ok = y_ok[:, None] & x_ok[None, :]
         full_tile = (y_last - y0 + 1) * (x_last - x0 + 1)
         for g in range(G):
@@ -167,8 +175,7 @@ def _mask_stats_kernel(logits_ptr, index_ptr, out_ptr, n_masks, H, W, HM, WM, s2
                         along_hi, along_lo = _split(along_x, SPLIT)
                         value = _dot(row_hi, row_lo, along_hi, along_lo, SPLIT)
                     else:
-                        value = _pixels_by_gathers(base, ly, i00, i01, ly00, i10, i11, ly10,
-                                                   lx, j00, j01, lx00, j10, j11, lx10, LS)
+                        value = _pixels_by_gathers(base, ys, H, HM, s2y, xs, W, WM, s2x, scale1, LS)
                     hit = (value > thr) & ok
                     # one packed reduction for the three counts (each at most BY*BX < 2**20 per tile)
                     packed = ((value > thr_high) & ok).to(tl.int64) + (((value > thr_low) & ok).to(tl.int64) << 20) \
