@@ -12,7 +12,6 @@ import os
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from curate.amg import AmgParams, BatchedMaskGenerator
 from curate.amg.build import make_confident, tiny_sam
