@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import torch
 import yaml
 
@@ -81,7 +82,7 @@ def main() -> None:
     resume_s, resume_out = run_cli(command)
     again = read_manifest(OutputLayout(out))
     c = manifest.counts
-    index_rows = len(__import__("pyarrow.parquet", fromlist=["read_table"]).read_table(OutputLayout(out).index))
+    index_rows = pq.read_metadata(OutputLayout(out).index).num_rows
     result = {
         "hardware": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "command": "curate " + " ".join(command),

@@ -98,7 +98,7 @@ class SamAmgParams(Strict):
     decode_batch: int = Field(512, ge=1, description="most point prompts per decoder call; each call takes "
                                                      "prompts of one crop, split into equal chunks (GPU)")
     compile_decoder: bool = Field(False, description="torch.compile the mask decoder on the GPU (about 15 s once per "
-                                                     "worker; the decoder then runs about 1.5x faster)")
+                                                     "worker; a few percent faster since the fused kernels)")
 
 
 class EfficientVitSamConfig(SamAmgParams):

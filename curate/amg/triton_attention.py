@@ -13,17 +13,15 @@ reads), instead of five separate passes over the (P, 4096, 256) tensors.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
-PRECISION = tl.constexpr("ieee" if os.environ.get("TRITON_INTERPRET") == "1" else "tf32x3")
+from curate.amg.triton_env import INTERPRETED, PRECISION
 
 
 def _configs() -> list[triton.Config]:
-    if os.environ.get("TRITON_INTERPRET") == "1":
+    if INTERPRETED:
         return [triton.Config({"BN": 32}, num_warps=4)]
     return [triton.Config({"BN": bn}, num_warps=w) for bn, w in ((32, 4), (32, 8), (64, 4), (64, 8), (128, 8))]
 

@@ -15,14 +15,13 @@ monotone in the pixel coordinates), and:
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import torch
 import triton
 import triton.language as tl
 
 from curate.amg.grid import resized_shape
+from curate.amg.triton_env import INTERPRETED
 
 BIG = 2**30
 _BIG = tl.constexpr(BIG)  # kernels may read module constants only as constexpr
@@ -245,7 +244,7 @@ def mask_stats_triton(low_res: torch.Tensor, crop_hws: torch.Tensor, prompt_size
     safe_low = low - 1e-4 * (1 + abs(low))
     scale1 = float(np.float32(ls) / np.float32(prompt_size))
     if split is None:
-        split = os.environ.get("TRITON_INTERPRET") != "1"
+        split = not INTERPRETED
     shapes, owner = torch.unique(crop_hws, dim=0, return_inverse=True)
     for k, (h, w) in enumerate(shapes.tolist()):
         index = (owner == k).nonzero().squeeze(1).to(torch.int32)

@@ -11,16 +11,11 @@ memory and writes only the three low-res masks; the unfused chain writes and rea
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
-
-# float32 inputs (parity runs): float32-accurate products on tensor cores (3 TF32 products), as the
-# torch form computes them; bf16/fp16 inputs ignore this. The interpreter computes in float32.
-PRECISION = tl.constexpr("ieee" if os.environ.get("TRITON_INTERPRET") == "1" else "tf32x3")
+from curate.amg.triton_env import INTERPRETED, PRECISION
 
 
 @triton.jit
@@ -30,7 +25,7 @@ def _gelu(x):
 
 
 def _configs() -> list[triton.Config]:
-    if os.environ.get("TRITON_INTERPRET") == "1":
+    if INTERPRETED:
         return [triton.Config({"BN": 64}, num_warps=4)]
     return [triton.Config({"BN": bn}, num_warps=w, num_stages=st)
             for bn, w, st in ((32, 4, 2), (64, 4, 2), (64, 8, 2), (128, 4, 2), (128, 8, 2), (128, 8, 3))]
