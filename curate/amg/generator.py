@@ -14,6 +14,7 @@ from curate.amg.grid import crop_boxes, layer_point_grids, resized_shape
 from curate.amg.models import SamFamilyModel
 from curate.amg.mask_stats import mask_stats, upscale_logits
 from curate.amg.postprocess import box_area, near_crop_edge
+from curate.amg.transfer import upload
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ class BatchedMaskGenerator:
         """Masks for each uint8 RGB image (H, W, 3)."""
         with self._phase("prepare"):
             crops = self._crops(images)
-            geometry = _CropGeometry(crops, self.model.device)
+            geometry = _CropGeometry(crops, self.model.device, self.model.prompt_size)
         with self._phase("encode"):
             embeddings = self._encode(images, crops)
         kept = self._decode_all(crops, geometry, embeddings)
@@ -135,8 +136,7 @@ class BatchedMaskGenerator:
             for c in crops[start:start + step]:
                 if on_gpu:
                     if c.image not in uploaded:
-                        uploaded[c.image] = torch.from_numpy(np.ascontiguousarray(images[c.image])).pin_memory() \
-                            .to(self.model.device, non_blocking=True)
+                        uploaded[c.image] = upload(images[c.image], self.model.device)
                     batch.append(self.model.preprocess_tensor(uploaded[c.image][c.box[1]:c.box[3], c.box[0]:c.box[2]]))
                 else:
                     batch.append(self.model.preprocess(images[c.image][c.box[1]:c.box[3], c.box[0]:c.box[2]]))
@@ -147,52 +147,52 @@ class BatchedMaskGenerator:
                     ) -> dict[str, torch.Tensor]:
         """Decode every prompt, one crop per decoder call (all its prompts share the crop's image
         side), in equal chunks of at most ``decode_batch``; keep what passes the filters as flat
-        per-mask tensors (``owner`` = crop index)."""
-        device = self.model.device
+        per-mask tensors (``owner`` = crop index). Nothing here waits for the device until the
+        survivors are picked at the end (unless masks are returned), so the host queues the next
+        decoder call while the device runs the last."""
         ctx = self.model.decoder_context(embeddings)
-        kept: dict[str, list[torch.Tensor]] = {}
+        parts: list[dict[str, torch.Tensor]] = []
         for ci, crop in enumerate(crops):
-            h, w = crop.hw
-            nh, nw = resized_shape(h, w, self.model.prompt_size)
-            coords = torch.as_tensor(crop.points * np.array([[nw / w, nh / h]]), dtype=torch.float32, device=device)
+            n_points = len(crop.points)
             crop_ctx = ctx.crop(ci)
             # equal chunks: one decoder shape per crop size of prompts (one compilation)
-            step = -(-len(coords) // -(-len(coords) // self.params.decode_batch))
-            for start in range(0, len(coords), step):
-                points = torch.arange(start, min(start + step, len(coords)), device=device)
+            step = -(-n_points // -(-n_points // self.params.decode_batch))
+            for start in range(0, n_points, step):
+                stop = min(start + step, n_points)
                 with self._phase("decode"):
-                    logits, iou = self._decode(crop_ctx, coords[points])
+                    logits, iou = self._decode(crop_ctx, geometry.prompt_coords[ci, start:stop])
                 with self._phase("filter"):
-                    owner = torch.full_like(points, ci)
-                    for name, value in self._filter_batch(geometry, owner, points, logits, iou.float()).items():
-                        kept.setdefault(name, []).append(value)
-        return {k: torch.cat(v) for k, v in kept.items()}
+                    parts.append(self._filter_batch(ci, crop.hw, geometry, start, logits, iou.float()))
+        merged = {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
+        survivors = merged.pop("ok").nonzero().squeeze(1)
+        return {k: v[survivors] for k, v in merged.items()}
 
-    def _filter_batch(self, geometry: "_CropGeometry", owner: torch.Tensor, point_index: torch.Tensor,
+    def _filter_batch(self, crop_index: int, hw: tuple[int, int], geometry: "_CropGeometry", first_point: int,
                       logits: torch.Tensor, iou: torch.Tensor) -> dict[str, torch.Tensor]:
-        """IoU filter on the low-res output, then the full-resolution statistics (stability,
-        area, box) and the crop-edge filter, for masks of any crops at once."""
+        """The IoU filter, then the full-resolution statistics (stability, area, box) of the masks
+        that pass it, and the crop-edge filter: per-mask tensors and ``ok``, whether it survives."""
         p = self.params
-        n_masks = logits.shape[1]
-        owner = owner.repeat_interleave(n_masks)
-        point_index = point_index.repeat_interleave(n_masks)
+        n_prompts, n_masks = logits.shape[:2]
+        points = torch.arange(first_point, first_point + n_prompts, device=logits.device).repeat_interleave(n_masks)
+        owner = torch.full_like(points, crop_index)
         logits, iou = logits.flatten(0, 1), iou.flatten(0, 1)
-        if p.pred_iou_thresh > 0:
-            # Only masks that pass the IoU filter are looked at in full (the references upscale all).
-            keep = (iou > p.pred_iou_thresh).nonzero().squeeze(1)
-            owner, point_index, logits, iou = owner[keep], point_index[keep], logits[keep], iou[keep]
-        stats = mask_stats(logits, geometry.hw[owner], self.model.prompt_size, self.model.mask_threshold,
-                           p.stability_score_offset, self.stats_backend, self.pixel_budget)
+        # only masks that pass the IoU filter are looked at in full (the references upscale all)
+        keep = iou > p.pred_iou_thresh if p.pred_iou_thresh > 0 else None
+        stats = mask_stats(logits, hw, self.model.prompt_size, self.model.mask_threshold, p.stability_score_offset,
+                           self.stats_backend, self.pixel_budget, keep=keep)
         high, low = stats[:, 0], stats[:, 1]
         stability = (high / low.clamp_min(1)).float() * (low > 0)
         ok = ~near_crop_edge(stats[:, 3:7], geometry.box[owner], geometry.image_box[owner])
+        if keep is not None:
+            ok &= keep
         if p.stability_score_thresh > 0:
             ok &= stability >= p.stability_score_thresh
-        ok = ok.nonzero().squeeze(1)
-        kept = {"owner": owner[ok], "boxes": stats[ok, 3:7], "iou": iou[ok], "stability": stability[ok],
-                "areas": stats[ok, 2], "points": point_index[ok]}
-        if self.return_masks:
-            kept["low_res"] = logits[ok]
+        kept = {"owner": owner, "boxes": stats[:, 3:7], "iou": iou, "stability": stability, "areas": stats[:, 2],
+                "points": points, "ok": ok}
+        if self.return_masks:  # low-res logits of survivors only (waits for the device)
+            chosen = ok.nonzero().squeeze(1)
+            kept = {k: v[chosen] for k, v in kept.items()}
+            kept["low_res"] = logits[chosen]
         return kept
 
     def _merge(self, images: list[np.ndarray], crops: list[_Crop], geometry: "_CropGeometry",
@@ -242,19 +242,24 @@ class BatchedMaskGenerator:
 
 
 class _CropGeometry:
-    """Per-crop tensors indexed by crop number: size, box, image box, image, prompt points (padded)."""
+    """Per-crop tensors indexed by crop number: box, image box, image, prompt points (padded;
+    in the crop's pixels and in the prompt frame)."""
 
-    def __init__(self, crops: list[_Crop], device: torch.device):
-        self.hw = torch.tensor([c.hw for c in crops], device=device)
-        self.box = torch.tensor([c.box for c in crops], device=device)
-        self.image = torch.tensor([c.image for c in crops], device=device)
+    def __init__(self, crops: list[_Crop], device: torch.device, prompt_size: int):
+        self.box = upload(np.array([c.box for c in crops], dtype=np.int64), device)
+        self.image = upload(np.array([c.image for c in crops], dtype=np.int64), device)
         full = {c.image: c.box for c in crops if c.layer == 0}
-        self.image_box = torch.tensor([full[c.image] for c in crops], device=device)
+        self.image_box = upload(np.array([full[c.image] for c in crops], dtype=np.int64), device)
         longest = max(len(c.points) for c in crops)
         points = np.zeros((len(crops), longest, 2))
+        prompt_coords = np.zeros((len(crops), longest, 2), dtype=np.float32)
         for i, c in enumerate(crops):
+            h, w = c.hw
+            nh, nw = resized_shape(h, w, prompt_size)
             points[i, :len(c.points)] = c.points
-        self.points = torch.as_tensor(points, device=device)
+            prompt_coords[i, :len(c.points)] = c.points * np.array([[nw / w, nh / h]])
+        self.points = upload(points, device)
+        self.prompt_coords = upload(prompt_coords, device)  # the points in the prompt frame
 
 
 def _empty(hw: tuple[int, int], with_masks: bool) -> ImageMasks:

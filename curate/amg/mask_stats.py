@@ -74,27 +74,35 @@ def triton_available(device: torch.device) -> bool:
     return True
 
 
-def mask_stats(low_res: torch.Tensor, crop_hws: torch.Tensor, prompt_size: int, threshold: float, offset: float,
-               backend: str = "auto", pixel_budget: int = 2**28) -> torch.Tensor:
+def mask_stats(low_res: torch.Tensor, crop_hws: torch.Tensor | tuple[int, int], prompt_size: int, threshold: float,
+               offset: float, backend: str = "auto", pixel_budget: int = 2**28,
+               keep: torch.Tensor | None = None) -> torch.Tensor:
     """Statistics of masks that may come from crops of different sizes.
 
-    low_res: (N, S, S) logits; crop_hws: (N, 2) int crop height/width per mask (same device).
+    low_res: (N, S, S) logits; crop_hws: (N, 2) int crop height/width per mask (same device), or
+    one (height, width) for all (then the triton path never waits for the device).
+    keep: optional (N,) bool; masks not kept are not looked at and get zero statistics.
     backend: ``triton`` (fused kernel), ``torch`` (references' arithmetic), ``auto`` (triton where
     it runs, else torch).
     """
     if backend == "auto":
         backend = "triton" if triton_available(low_res.device) else "torch"
-    if backend == "triton":
-        from curate.amg.triton_stats import mask_stats_triton
-
-        return mask_stats_triton(low_res, crop_hws, prompt_size, threshold, offset)
-    if backend != "torch":
+    if backend not in ("triton", "torch"):
         raise ValueError(f"unknown mask statistics backend {backend!r}: auto, triton or torch")
+    if backend == "triton":
+        from curate.amg import triton_stats
+
+        if isinstance(crop_hws, torch.Tensor):
+            return triton_stats.mask_stats_triton(low_res, crop_hws, prompt_size, threshold, offset, keep=keep)
+        out = triton_stats.empty_stats(len(low_res), low_res.device)
+        triton_stats.stats_one_size(low_res, crop_hws, prompt_size, threshold, offset, out, keep=keep)
+        return triton_stats.finish_stats(out)
     out = torch.zeros((len(low_res), 7), dtype=torch.long, device=low_res.device)
-    if len(low_res) == 0:
-        return out
-    shapes, owner = torch.unique(crop_hws, dim=0, return_inverse=True)
+    if not isinstance(crop_hws, torch.Tensor):
+        crop_hws = torch.tensor([crop_hws], device=low_res.device).expand(len(low_res), 2)
+    chosen = torch.ones(len(low_res), dtype=torch.bool, device=low_res.device) if keep is None else keep
+    shapes, owner = torch.unique(crop_hws[chosen], dim=0, return_inverse=True)
     for k, (h, w) in enumerate(shapes.tolist()):
-        idx = (owner == k).nonzero().squeeze(1)
+        idx = chosen.nonzero().squeeze(1)[owner == k]
         out[idx] = mask_stats_torch(low_res[idx], (h, w), prompt_size, threshold, offset, pixel_budget)
     return out

@@ -65,9 +65,8 @@ class SamFamilyModel:
         return self._normalise_and_pad(pil_resize_bilinear(crop, h, w))
 
     def _normalise_and_pad(self, x: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(PIXEL_MEAN, device=x.device).view(3, 1, 1)
-        std = torch.tensor(PIXEL_STD, device=x.device).view(3, 1, 1)
-        x = (x - mean) / std
+        channels = [(x[c] - m) / s for c, (m, s) in enumerate(zip(PIXEL_MEAN, PIXEL_STD))]
+        x = torch.stack(channels)
         return F.pad(x, (0, self.encoder_size - x.shape[2], 0, self.encoder_size - x.shape[1]))
 
     def autocast(self):

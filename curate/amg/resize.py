@@ -14,12 +14,15 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from curate.amg.transfer import upload
+
 PRECISION_BITS = 32 - 8 - 2  # Pillow's Resample.c
 
 
 @lru_cache(maxsize=64)
-def pil_bilinear_weights(in_size: int, out_size: int) -> np.ndarray:
-    """(out_size, in_size) float64 matrix of Pillow's fixed-point bilinear weights (integers)."""
+def pil_bilinear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pillow's fixed-point bilinear weights (integers) as the nonzeros of an (out_size, in_size)
+    matrix: rows, columns, values (float64)."""
     scale = in_size / out_size
     filterscale = max(scale, 1.0)
     support = 1.0 * filterscale  # the bilinear (triangle) filter's support is 1
@@ -36,16 +39,27 @@ def pil_bilinear_weights(in_size: int, out_size: int) -> np.ndarray:
         total += weights[:, tap]
     weights = np.where(total[:, None] != 0.0, weights / np.where(total == 0, 1.0, total)[:, None], weights)
     fixed = np.trunc(0.5 + weights * (1 << PRECISION_BITS))
-    matrix = np.zeros((out_size, in_size))
     rows = np.repeat(np.arange(out_size), ksize)
     cols = (xmin[:, None] + taps[None, :]).reshape(-1)
     keep = used.reshape(-1)
-    matrix[rows[keep], cols[keep]] = fixed.reshape(-1)[keep]
+    return rows[keep], cols[keep], fixed.reshape(-1)[keep]
+
+
+def pil_bilinear_weights(in_size: int, out_size: int) -> np.ndarray:
+    """(out_size, in_size) float64 matrix of Pillow's fixed-point bilinear weights (integers)."""
+    rows, cols, values = pil_bilinear_taps(in_size, out_size)
+    matrix = np.zeros((out_size, in_size))
+    matrix[rows, cols] = values
     return matrix
 
 
 def _weights(in_size: int, out_size: int, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(pil_bilinear_weights(in_size, out_size)).to(device)
+    """The weight matrix built on the device from its few nonzeros (a dense float64 matrix is
+    tens of MB at 4K: copying it would cost more than the resize)."""
+    rows, cols, values = pil_bilinear_taps(in_size, out_size)
+    matrix = torch.zeros((out_size, in_size), dtype=torch.float64, device=device)
+    matrix[upload(rows, device), upload(cols, device)] = upload(values, device)
+    return matrix
 
 
 def _round_pass(acc: torch.Tensor) -> torch.Tensor:

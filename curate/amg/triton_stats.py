@@ -9,7 +9,8 @@ monotone in the pixel coordinates), and:
 - otherwise the tile's pixels are interpolated as the references do (bilinear 256 -> prompt frame,
   cut the padding, bilinear -> crop size; PyTorch's align_corners=False source-index rule), written
   as two small matrix products (row weights) @ low-res block @ (column weights)^T on tensor cores
-  with float32 accuracy (3 TF32 products), and counted. Summation order differs from the
+  (float32 logits: float32 accuracy from 3 TF32 products; half-precision logits: one TF32
+  product), and counted, each row's three counts in one packed reduction. Summation order differs from the
   references', so a pixel within float32 rounding of a threshold may land on the other side.
 """
 
@@ -102,102 +103,109 @@ def _pixels_by_gathers(base, ys, H, HM, s2y, xs, W, WM, s2x, scale1, LS: tl.cons
 
 
 @triton.jit
-def _split(x, SPLIT: tl.constexpr):
-    """x = hi + lo with hi exact in TF32 (10-bit mantissa), for float32-accurate products on tensor cores."""
-    if SPLIT:
+def _split(x, MODE: tl.constexpr):
+    """x = hi + lo with hi exact in TF32 (10-bit mantissa), for float32-accurate products on tensor
+    cores (MODE 3); other modes use x as it is."""
+    if MODE == 3:
         hi = (x.to(tl.int32, bitcast=True) & -8192).to(tl.float32, bitcast=True)
         return hi, x - hi
     return x, x
 
 
 @triton.jit
-def _dot(a_hi, a_lo, b_hi, b_lo, SPLIT: tl.constexpr):
-    """a @ b to about float32 accuracy: three TF32 products of the split operands (the smallest,
-    lo @ lo, is dropped), or one IEEE product where tensor cores are not used (the interpreter)."""
-    if SPLIT:
+def _dot(a_hi, a_lo, b_hi, b_lo, MODE: tl.constexpr):
+    """a @ b. MODE 3: about float32 accuracy from three TF32 products of the split operands (the
+    smallest, lo @ lo, is dropped); MODE 1: one TF32 product (half-precision logits); MODE 0: one
+    IEEE product (the interpreter)."""
+    if MODE == 3:
         acc = tl.dot(a_lo, b_hi, input_precision="tf32")
         acc = tl.dot(a_hi, b_lo, acc, input_precision="tf32")
         return tl.dot(a_hi, b_hi, acc, input_precision="tf32")
-    return tl.dot(a_hi, b_hi, input_precision="ieee")
+    elif MODE == 1:
+        return tl.dot(a_hi, b_hi, input_precision="tf32")
+    else:
+        return tl.dot(a_hi, b_hi, input_precision="ieee")
 
 
 # crop sizes vary per image: without this Triton would compile a variant per divisibility pattern
-@triton.jit(do_not_specialize=["n_masks", "H", "W", "HM", "WM"])
-def _mask_stats_kernel(logits_ptr, index_ptr, out_ptr, n_masks, H, W, HM, WM, s2y, s2x, scale1,
+@triton.jit(do_not_specialize=["H", "W", "HM", "WM"])
+def _mask_stats_kernel(logits_ptr, index_ptr, keep_ptr, out_ptr, H, W, HM, WM, s2y, s2x, scale1,
                        thr_high, thr_low, thr, safe_high, safe_low, LS: tl.constexpr, BY: tl.constexpr,
-                       BX: tl.constexpr, RB: tl.constexpr, CB: tl.constexpr, G: tl.constexpr,
-                       SPLIT: tl.constexpr):
-    """One band of BY rows of G masks that share a crop size: the interpolation weights of each
-    tile are built once and used for all G masks."""
-    y0 = tl.program_id(1) * BY
-    slots = tl.arange(0, G)
-    first = tl.program_id(0) * G
-    valid = first + slots < n_masks
-    mask_ids = tl.load(index_ptr + first + slots, mask=valid, other=0)
-    ys, y_ok, y_last, i_lo, i_hi, rows, row_w = _axis(y0, H, HM, s2y, scale1, LS, BY, RB)
-    row_hi, row_lo = _split(row_w, SPLIT)
-
-    n_high = tl.zeros([G], tl.int32)
-    n_low = tl.zeros([G], tl.int32)
-    n_mask = tl.zeros([G], tl.int32)
-    x_min = tl.full([G], _BIG, tl.int32)
-    y_min = tl.full([G], _BIG, tl.int32)
-    x_max = tl.full([G], -1, tl.int32)
-    y_max = tl.full([G], -1, tl.int32)
-    for x0 in range(0, W, BX):
-        xs, x_ok, x_last, j_lo, j_hi, cols, col_w = _axis(x0, W, WM, s2x, scale1, LS, BX, CB)
-        inside = (rows[:, None] <= i_hi) & (cols[None, :] <= j_hi)
-        bounded = (i_hi - i_lo < RB) & (j_hi - j_lo < CB)
-        col_hi, col_lo = _split(tl.trans(col_w), SPLIT)
-        ok = y_ok[:, None] & x_ok[None, :]
-        full_tile = (y_last - y0 + 1) * (x_last - x0 + 1)
-        for g in range(G):
-            if first + g < n_masks:
-                here = slots == g
-                base = logits_ptr + tl.load(index_ptr + first + g).to(tl.int64) * LS * LS
-                block = tl.load(base + rows[:, None] * LS + cols[None, :], mask=inside, other=0.0).to(tl.float32)
-                v_min = tl.min(tl.where(inside, block, float("inf")))
-                v_max = tl.max(tl.where(inside, block, -float("inf")))
-                if (v_min > safe_high) & bounded:
-                    n_high = tl.where(here, n_high + full_tile, n_high)
-                    n_low = tl.where(here, n_low + full_tile, n_low)
-                    n_mask = tl.where(here, n_mask + full_tile, n_mask)
-                    x_min = tl.where(here, tl.minimum(x_min, x0), x_min)
-                    y_min = tl.where(here, tl.minimum(y_min, y0), y_min)
-                    x_max = tl.where(here, tl.maximum(x_max, x_last), x_max)
-                    y_max = tl.where(here, tl.maximum(y_max, y_last), y_max)
-                elif (not bounded) | (v_max > safe_low):
-                    if bounded:
-                        # the tile = (row weights) @ block @ (column weights)^T: two small matrix products
-                        block_hi, block_lo = _split(block, SPLIT)
-                        along_x = _dot(block_hi, block_lo, col_hi, col_lo, SPLIT)
-                        along_hi, along_lo = _split(along_x, SPLIT)
-                        value = _dot(row_hi, row_lo, along_hi, along_lo, SPLIT)
-                    else:
-                        value = _pixels_by_gathers(base, ys, H, HM, s2y, xs, W, WM, s2x, scale1, LS)
-                    hit = (value > thr) & ok
-                    # one packed reduction for the three counts (each at most BY*BX < 2**20 per tile)
-                    packed = ((value > thr_high) & ok).to(tl.int64) + (((value > thr_low) & ok).to(tl.int64) << 20) \
-                        + (hit.to(tl.int64) << 40)
-                    total = tl.sum(packed)
-                    n_high = tl.where(here, n_high + (total & 0xFFFFF).to(tl.int32), n_high)
-                    n_low = tl.where(here, n_low + ((total >> 20) & 0xFFFFF).to(tl.int32), n_low)
-                    n_mask = tl.where(here, n_mask + (total >> 40).to(tl.int32), n_mask)
-                    hit_rows = tl.max(hit.to(tl.int32), axis=1) > 0
-                    hit_cols = tl.max(hit.to(tl.int32), axis=0) > 0
-                    x_min = tl.where(here, tl.minimum(x_min, tl.min(tl.where(hit_cols, xs, _BIG))), x_min)
-                    y_min = tl.where(here, tl.minimum(y_min, tl.min(tl.where(hit_rows, ys, _BIG))), y_min)
-                    x_max = tl.where(here, tl.maximum(x_max, tl.max(tl.where(hit_cols, xs, -1))), x_max)
-                    y_max = tl.where(here, tl.maximum(y_max, tl.max(tl.where(hit_rows, ys, -1))), y_max)
-    write = valid & (n_low > 0)
-    at = out_ptr + mask_ids.to(tl.int64) * 7
-    tl.atomic_add(at + 0, n_high, mask=write)
-    tl.atomic_add(at + 1, n_low, mask=write)
-    tl.atomic_add(at + 2, n_mask, mask=write)
-    tl.atomic_min(at + 3, x_min, mask=write)
-    tl.atomic_min(at + 4, y_min, mask=write)
-    tl.atomic_max(at + 5, x_max, mask=write)
-    tl.atomic_max(at + 6, y_max, mask=write)
+                       BX: tl.constexpr, RB: tl.constexpr, CB: tl.constexpr, INDEXED: tl.constexpr,
+                       FILTERED: tl.constexpr, MODE: tl.constexpr):
+    """One band of BY rows of one mask: mask number program_id(0) (of ``index`` when INDEXED),
+    skipped when FILTERED and its ``keep`` flag is 0."""
+    if INDEXED:
+        mask_id = tl.load(index_ptr + tl.program_id(0))
+    else:
+        mask_id = tl.program_id(0)
+    if FILTERED:
+        active = tl.load(keep_ptr + mask_id) != 0
+    else:
+        active = mask_id >= 0
+    if active:
+        y0 = tl.program_id(1) * BY
+        ys, y_ok, y_last, i_lo, i_hi, rows, row_w = _axis(y0, H, HM, s2y, scale1, LS, BY, RB)
+        row_hi, row_lo = _split(row_w, MODE)
+        base = logits_ptr + mask_id.to(tl.int64) * LS * LS
+        n_high = tl.zeros([], tl.int32)
+        n_low = tl.zeros([], tl.int32)
+        n_mask = tl.zeros([], tl.int32)
+        x_min = tl.full([], _BIG, tl.int32)
+        y_min = tl.full([], _BIG, tl.int32)
+        x_max = tl.full([], -1, tl.int32)
+        y_max = tl.full([], -1, tl.int32)
+        for x0 in range(0, W, BX):
+            xs, x_ok, x_last, j_lo, j_hi, cols, col_w = _axis(x0, W, WM, s2x, scale1, LS, BX, CB)
+            inside = (rows[:, None] <= i_hi) & (cols[None, :] <= j_hi)
+            bounded = (i_hi - i_lo < RB) & (j_hi - j_lo < CB)
+            block = tl.load(base + rows[:, None] * LS + cols[None, :], mask=inside, other=0.0).to(tl.float32)
+            v_min = tl.min(tl.where(inside, block, float("inf")))
+            v_max = tl.max(tl.where(inside, block, -float("inf")))
+            if (v_min > safe_high) & bounded:
+                full_tile = (y_last - y0 + 1) * (x_last - x0 + 1)
+                n_high += full_tile
+                n_low += full_tile
+                n_mask += full_tile
+                x_min = tl.minimum(x_min, x0)
+                y_min = tl.minimum(y_min, y0)
+                x_max = tl.maximum(x_max, x_last)
+                y_max = tl.maximum(y_max, y_last)
+            elif (not bounded) | (v_max > safe_low):
+                if bounded:
+                    # the tile = (row weights) @ block @ (column weights)^T: two small matrix products
+                    col_hi, col_lo = _split(tl.trans(col_w), MODE)
+                    block_hi, block_lo = _split(block, MODE)
+                    along_x = _dot(block_hi, block_lo, col_hi, col_lo, MODE)
+                    along_hi, along_lo = _split(along_x, MODE)
+                    value = _dot(row_hi, row_lo, along_hi, along_lo, MODE)
+                else:
+                    value = _pixels_by_gathers(base, ys, H, HM, s2y, xs, W, WM, s2x, scale1, LS)
+                value = tl.where(y_ok[:, None] & x_ok[None, :], value, -float("inf"))
+                # the three counts of each row in one reduction: 10-bit fields (BX < 1024)
+                packed = (value > thr_high).to(tl.int32) + ((value > thr_low).to(tl.int32) << 10) \
+                    + ((value > thr).to(tl.int32) << 20)
+                per_row = tl.sum(packed, axis=1)
+                hits_per_row = per_row >> 20
+                n_high += tl.sum(per_row & 1023)
+                n_low += tl.sum((per_row >> 10) & 1023)
+                n_mask += tl.sum(hits_per_row)
+                y_min = tl.minimum(y_min, tl.min(tl.where(hits_per_row > 0, ys, _BIG)))
+                y_max = tl.maximum(y_max, tl.max(tl.where(hits_per_row > 0, ys, -1)))
+                # columns only where the tile reaches outside the box's columns found so far
+                if (x0 < x_min) | (x_last > x_max):
+                    hit_cols = tl.max((value > thr).to(tl.int32), axis=0) > 0
+                    x_min = tl.minimum(x_min, tl.min(tl.where(hit_cols, xs, _BIG)))
+                    x_max = tl.maximum(x_max, tl.max(tl.where(hit_cols, xs, -1)))
+        if n_low > 0:
+            at = out_ptr + mask_id.to(tl.int64) * 7
+            tl.atomic_add(at + 0, n_high)
+            tl.atomic_add(at + 1, n_low)
+            tl.atomic_add(at + 2, n_mask)
+            tl.atomic_min(at + 3, x_min)
+            tl.atomic_min(at + 4, y_min)
+            tl.atomic_max(at + 5, x_max)
+            tl.atomic_max(at + 6, y_max)
 
 
 def _source_span(out_size: int, in_size: int, scale1: float, ls: int, block: int) -> int:
@@ -224,42 +232,80 @@ def _block_side(span: int) -> int:
     return max(16, 1 << (span - 1).bit_length())
 
 
-def mask_stats_triton(low_res: torch.Tensor, crop_hws: torch.Tensor, prompt_size: int, threshold: float,
-                      offset: float, block_rows: int = 64, block_cols: int = 64, group: int = 1,
-                      split: bool | None = None, num_warps: int = 4) -> torch.Tensor:
-    """Defaults: the fastest of benchmarks/amg_profile.py's sweep on an H100 (64x64 tiles, 4 warps,
-    one mask per program). group: masks of one crop size per program (interpolation weights built once).
-    split: products as three TF32 products of split operands (default on CUDA); else one IEEE product."""
+PRECISION_MODES = {"ieee": 0, "tf32": 1, "tf32x3": 3}
+
+
+def default_precision(dtype: torch.dtype) -> str:
+    """float32 logits: float32-accurate products (3xTF32); half-precision logits: one TF32
+    product, whose rounding (about 5e-4 relative) is below that of the logits themselves; the
+    interpreter computes exactly."""
+    if INTERPRETED:
+        return "ieee"
+    return "tf32x3" if dtype == torch.float32 else "tf32"
+
+
+def empty_stats(n: int, device: torch.device) -> torch.Tensor:
+    """(n, 7) int32 accumulators: zero counts, box corners at their neutral values."""
+    out = torch.zeros((n, 7), dtype=torch.int32, device=device)
+    out[:, 3:5] = BIG
+    out[:, 5:] = -1
+    return out
+
+
+def finish_stats(out: torch.Tensor) -> torch.Tensor:
+    """int32 accumulators -> int64 statistics; an empty mask's box is zeros (no host sync)."""
+    out = out.long()
+    out[:, 3:] *= (out[:, 2:3] > 0)
+    return out
+
+
+def stats_one_size(low_res: torch.Tensor, hw: tuple[int, int], prompt_size: int, threshold: float,
+                   offset: float, out: torch.Tensor, index: torch.Tensor | None = None,
+                   keep: torch.Tensor | None = None, block_rows: int = 64, block_cols: int = 64,
+                   precision: str | None = None, num_warps: int = 4) -> None:
+    """Accumulate into ``out`` (from ``empty_stats``) the statistics of masks of one crop size:
+    ``index`` (int32) picks masks of low_res (default: all), ``keep`` (bool, one per mask of
+    low_res) skips masks in the kernel, without a host sync. Defaults: the fastest of
+    benchmarks/amg_profile.py's sweep on an H100 (64x64 tiles, 4 warps)."""
     n, ls, ls2 = low_res.shape
     if ls != ls2:
         raise ValueError(f"low-res logits must be square, got {tuple(low_res.shape)}")
-    out = torch.tensor([0, 0, 0, BIG, BIG, -1, -1], dtype=torch.int32, device=low_res.device).repeat(n, 1)
-    if n == 0:
-        return out.long()
-    low_res = low_res.contiguous()
+    if block_cols >= 1024:
+        raise ValueError("block_cols must be below 1024 (10-bit per-row counts)")
+    count = n if index is None else len(index)
+    if count == 0:
+        return
+    mode = PRECISION_MODES[precision or default_precision(low_res.dtype)]
+    h, w = hw
     high, low = threshold + offset, threshold - offset
-    # Tiles are skipped only when every source value clears the threshold by more than float32
-    # rounding of two chained interpolations could move a pixel (relative 1e-4 is ~1000 ulps).
-    safe_high = high + 1e-4 * (1 + abs(high))
-    safe_low = low - 1e-4 * (1 + abs(low))
+    # Tiles are skipped only when every source value clears the threshold by more than the
+    # products' rounding could move a pixel (relative 1e-4 is ~1000 float32 ulps; a TF32 product
+    # rounds weights to 11 bits).
+    margin = 2e-3 if mode == 1 else 1e-4
+    safe_high = high + margin * (1 + abs(high))
+    safe_low = low - margin * (1 + abs(low))
     scale1 = float(np.float32(ls) / np.float32(prompt_size))
-    if split is None:
-        split = not INTERPRETED
+    hm, wm = resized_shape(h, w, prompt_size)
+    # low-res block per tile, sized for this crop; a larger span (crops far smaller than the
+    # prompt frame) is evaluated pixel by pixel instead
+    rb = min(64, _block_side(_source_span(h, hm, scale1, ls, block_rows)))
+    cb = min(128, _block_side(_source_span(w, wm, scale1, ls, block_cols)))
+    grid = (count, triton.cdiv(h, block_rows))
+    _mask_stats_kernel[grid](
+        low_res.contiguous(), index if index is not None else out, keep if keep is not None else out, out,
+        h, w, hm, wm, float(np.float32(hm) / np.float32(h)), float(np.float32(wm) / np.float32(w)), scale1,
+        high, low, threshold, safe_high, safe_low, LS=ls, BY=block_rows, BX=block_cols, RB=rb, CB=cb,
+        INDEXED=index is not None, FILTERED=keep is not None, MODE=mode, num_warps=num_warps,
+    )
+
+
+def mask_stats_triton(low_res: torch.Tensor, crop_hws: torch.Tensor, prompt_size: int, threshold: float,
+                      offset: float, keep: torch.Tensor | None = None, **settings) -> torch.Tensor:
+    """Statistics of masks of any crop sizes (crop_hws (N, 2)); one launch per size (the sizes
+    are read on the host). settings: those of ``stats_one_size``."""
+    out = empty_stats(len(low_res), low_res.device)
     shapes, owner = torch.unique(crop_hws, dim=0, return_inverse=True)
     for k, (h, w) in enumerate(shapes.tolist()):
         index = (owner == k).nonzero().squeeze(1).to(torch.int32)
-        hm, wm = resized_shape(h, w, prompt_size)
-        # low-res block per tile, sized for this crop; a larger span (crops far smaller than the
-        # prompt frame) is evaluated pixel by pixel instead
-        rb = min(64, _block_side(_source_span(h, hm, scale1, ls, block_rows)))
-        cb = min(128, _block_side(_source_span(w, wm, scale1, ls, block_cols)))
-        grid = (triton.cdiv(len(index), group), triton.cdiv(h, block_rows))
-        _mask_stats_kernel[grid](
-            low_res, index, out, len(index), h, w, hm, wm, float(np.float32(hm) / np.float32(h)),
-            float(np.float32(wm) / np.float32(w)), scale1, high, low, threshold, safe_high, safe_low,
-            LS=ls, BY=block_rows, BX=block_cols, RB=rb, CB=cb, G=group, SPLIT=split, num_warps=num_warps,
-        )
-    out = out.long()
-    empty = out[:, 2] == 0
-    out[empty, 3:] = 0
-    return out
+        stats_one_size(low_res, (h, w), prompt_size, threshold, offset, out, index=index, keep=keep, **settings)
+    return finish_stats(out)

@@ -81,16 +81,31 @@ def test_kernel_equals_reference_arithmetic(triton_stats, case):
     assert (reference[:, 2] > 0).sum() >= 2 and (reference[:, 5] > reference[:, 3]).any()
 
 
-def test_split_products_and_partial_groups(triton_stats):
-    """The GPU's path (operands split for three TF32 products, here computed exactly) and a mask
-    count that does not fill the last group give the same statistics."""
+def test_split_products(triton_stats):
+    """The GPU's float32 path (operands split for three TF32 products, computed exactly here) gives
+    the same statistics."""
     shapes, sharpness = CASES["small_image_soft"]
     low = blobs(7, seed=3, sharpness=sharpness).to(device())
     hws = torch.tensor([shapes[i % 2] for i in range(7)], device=device())
     reference = mask_stats(low, hws, 1024, 0.0, 1.0, backend="torch").cpu()
-    ours = triton_stats.mask_stats_triton(low, hws, 1024, 0.0, 1.0, group=4, split=True).cpu()
+    ours = triton_stats.mask_stats_triton(low, hws, 1024, 0.0, 1.0, precision="tf32x3").cpu()
     assert_same_statistics(ours, reference)
     assert (reference[:, 2] > 0).sum() >= 5
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_masks_not_kept_are_skipped_with_one_crop_size(triton_stats, backend):
+    """One (height, width) for all masks and a keep flag: kept masks get the statistics of the
+    per-mask call, the others zeros (the kernel never reads them: their logits are NaN here)."""
+    low = blobs(6, seed=4, sharpness=300.0).to(device())
+    keep = torch.tensor([True, False, True, True, False, True], device=device())
+    low[~keep] = float("nan")
+    hw = (410, 400)  # square-ish: every blob lies inside the crop
+    ours = mask_stats(low, hw, 1024, 0.0, 1.0, backend=backend, keep=keep).cpu()
+    expected = mask_stats(low[keep], torch.tensor([hw] * 4, device=device()), 1024, 0.0, 1.0, backend="torch").cpu()
+    assert_same_statistics(ours[keep.cpu()], expected)
+    assert (ours[~keep.cpu()] == 0).all()
+    assert (expected[:, 2] > 0).all()
 
 
 def test_empty_masks_have_zero_boxes(triton_stats):

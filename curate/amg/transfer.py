@@ -1,0 +1,16 @@
+"""Host-to-device copies that do not make the host wait."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def upload(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A numpy array on ``device``. To a GPU it goes through pinned memory, asynchronously: a copy
+    from ordinary (pageable) memory makes the host wait until the device's queue has drained, which
+    leaves the GPU idle while the host queues the next work."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
