@@ -61,6 +61,8 @@ def main() -> None:
     ap.add_argument("--decode-batch", type=int, default=512)
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--try-compile", action="store_true", help="also time torch.compile of the decoder")
+    ap.add_argument("--ncu", action="store_true",
+                    help="run one generation between cudaProfilerStart/Stop and stop (for ncu --profile-from-start off)")
     args = ap.parse_args()
     width, height = map(int, args.size.split("x"))
     image = test_image(width, height)
@@ -68,6 +70,14 @@ def main() -> None:
     params = AmgParams(**TABLE10, decode_batch=args.decode_batch)
     generator = BatchedMaskGenerator(model, params)
     generator.generate([image])
+    if args.ncu:
+        generator.generate([image])
+        torch.cuda.synchronize()
+        torch.cuda.cudart().cudaProfilerStart()
+        generator.generate([image])
+        torch.cuda.synchronize()
+        torch.cuda.cudart().cudaProfilerStop()
+        return
 
     from torch.profiler import ProfilerActivity, profile
 
@@ -118,13 +128,13 @@ def main() -> None:
     row["stats_torch_s"] = cuda_time(lambda: mask_stats(low, hws, 1024, 0.0, 1.0, backend="torch"), repeats=2)
     from curate.amg.triton_stats import mask_stats_triton
 
-    # kernel settings: rows and columns per tile, warps, masks per program
-    settings = [(by, bx, warps, 1) for by in (16, 32, 64) for bx in (64, 128, 256) for warps in (4, 8)]
-    settings += [(32, 128, 8, 4), (32, 128, 8, 8)]
+    # kernel settings: rows and columns per tile, warps, product precision
+    settings = [(by, bx, warps, "tf32") for by in (32, 64) for bx in (64, 128) for warps in (4, 8)]
+    settings += [(64, 64, 4, "tf32x3"), (32, 128, 4, "tf32x3")]
     row["stats_triton_by_setting_s"] = {
-        f"rows{by}_cols{bx}_warps{warps}_group{g}": cuda_time(lambda: mask_stats_triton(
-            low, hws, 1024, 0.0, 1.0, block_rows=by, block_cols=bx, group=g, num_warps=warps))
-        for by, bx, warps, g in settings}
+        f"rows{by}_cols{bx}_warps{warps}_{precision}": cuda_time(lambda: mask_stats_triton(
+            low, hws, 1024, 0.0, 1.0, block_rows=by, block_cols=bx, num_warps=warps, precision=precision))
+        for by, bx, warps, precision in settings}
     # masks as smooth as a trained decoder's (a few sharp blobs each): most tiles are skipped
     smooth = smooth_masks(len(low), low.dtype)
     row["stats_triton_smooth_s"] = cuda_time(lambda: mask_stats(smooth, hws, 1024, 0.0, 1.0, backend="triton"))

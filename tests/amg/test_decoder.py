@@ -37,14 +37,17 @@ def test_decoder_equals_reference_mask_decoder(build):
             torch.testing.assert_close(ours_iou, iou[0], atol=1e-5, rtol=1e-5)
 
 
-def test_fused_upscaling_kernel_equals_the_matrix_form():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_fused_upscaling_kernel_equals_the_matrix_form(dtype):
     """The Triton kernel (interpreted without a GPU) against the torch form, at SAM's real decoder
-    width (256 -> 64 -> 32 channels), for three prompts on the 64x64 grid."""
+    width (256 -> 64 -> 32 channels), for three prompts on the 64x64 grid; bf16 on the GPU only."""
     pytest.importorskip("triton")
     import os
 
     if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
         pytest.skip("no GPU and Triton's interpreter was not chosen before import")
+    if dtype == torch.bfloat16 and not torch.cuda.is_available():
+        pytest.skip("bf16 products need a GPU (the interpreter's numpy has no bf16)")
     from curate.amg.decoder import _upscaled_masks
     from curate.amg.triton_upscale import upscaled_masks_triton
 
@@ -57,10 +60,12 @@ def test_fused_upscaling_kernel_equals_the_matrix_form():
                 param.normal_(0, 0.2)  # layer norm affine and biases away from their 1/0 initialisation
         keys = torch.randn(3, 64 * 64, 256, device=device)
         hyper = torch.randn(3, 3, 32, device=device)
-        ours = upscaled_masks_triton(dec.output_upscaling, keys, hyper, (64, 64))
         reference = _upscaled_masks(dec, keys, hyper, (64, 64))
+        dec.to(dtype)
+        ours = upscaled_masks_triton(dec.output_upscaling, keys.to(dtype), hyper.to(dtype), (64, 64)).float()
     assert ours.shape == reference.shape == (3, 3, 256, 256)
-    torch.testing.assert_close(ours, reference, atol=1e-3 * reference.abs().max().item(), rtol=1e-3)
+    tolerance = 1e-3 if dtype == torch.float32 else 3e-2  # bf16: intermediates rounded to 8 bits
+    torch.testing.assert_close(ours, reference, atol=tolerance * reference.abs().max().item(), rtol=tolerance)
 
 
 @pytest.mark.parametrize("projected_queries", [True, False], ids=["first_block", "later_block"])
