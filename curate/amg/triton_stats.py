@@ -1,8 +1,9 @@
 """Fused Triton kernel for ``curate.amg.mask_stats`` (imported only where Triton is installed).
 
 One program handles one mask and one band of BY output rows, walking the band in tiles of BX
-columns. Per tile it finds the low-res rectangle the tile's pixels interpolate from (indices are
-monotone in the pixel coordinates), and:
+columns. The low-res rectangle each tile's pixels interpolate from (indices are monotone in the
+pixel coordinates) and the column weights are the same for every mask and band of a crop size, so
+a small kernel tabulates them once per size. Per tile:
 - if every low-res value there is above the highest threshold (plus a rounding margin), every pixel
   counts for all three thresholds and the tile's extent joins the box, without visiting pixels;
 - if every value is at or below the lowest threshold (minus the margin), nothing counts;
@@ -10,8 +11,10 @@ monotone in the pixel coordinates), and:
   cut the padding, bilinear -> crop size; PyTorch's align_corners=False source-index rule), written
   as two small matrix products (row weights) @ low-res block @ (column weights)^T on tensor cores
   (float32 logits: float32 accuracy from 3 TF32 products; half-precision logits: one TF32
-  product), and counted, each row's three counts in one packed reduction. Summation order differs from the
-  references', so a pixel within float32 rounding of a threshold may land on the other side.
+  product), and counted, each row's three counts in one packed reduction.
+Counts and box edges are kept per row and reduced over the band once, at its end. Summation order
+differs from the references', so a pixel within float32 rounding of a threshold may land on the
+other side.
 """
 
 from __future__ import annotations
@@ -127,14 +130,34 @@ def _dot(a_hi, a_lo, b_hi, b_lo, MODE: tl.constexpr):
         return tl.dot(a_hi, b_hi, input_precision="ieee")
 
 
+@triton.jit(do_not_specialize=["W", "WM"])
+def _column_table_kernel(weights_ptr, meta_ptr, W, WM, s2x, scale1, LS: tl.constexpr, BX: tl.constexpr,
+                         CB: tl.constexpr):
+    """What every band of every mask needs about column tile program_id(0), computed once per crop
+    size: its (BX, CB) column weights (stored as (CB, BX)), and the low-res columns it reads (lo,
+    hi) and its last pixel column."""
+    t = tl.program_id(0)
+    x0 = t * BX
+    xs, x_ok, x_last, j_lo, j_hi, cols, col_w = _axis(x0, W, WM, s2x, scale1, LS, BX, CB)
+    k = tl.arange(0, CB)
+    tl.store(weights_ptr + t * CB * BX + k[None, :] * BX + tl.arange(0, BX)[:, None], col_w)
+    tl.store(meta_ptr + t * 4 + 0, j_lo)
+    tl.store(meta_ptr + t * 4 + 1, j_hi)
+    tl.store(meta_ptr + t * 4 + 2, x_last)
+
+
 # crop sizes vary per image: without this Triton would compile a variant per divisibility pattern
 @triton.jit(do_not_specialize=["H", "W", "HM", "WM"])
-def _mask_stats_kernel(logits_ptr, index_ptr, keep_ptr, out_ptr, H, W, HM, WM, s2y, s2x, scale1,
-                       thr_high, thr_low, thr, safe_high, safe_low, LS: tl.constexpr, BY: tl.constexpr,
+def _mask_stats_kernel(logits_ptr, index_ptr, keep_ptr, out_ptr, col_weights_ptr, col_meta_ptr, H, W, HM, WM, s2y,
+                       s2x, scale1, thr_high, thr_low, thr, safe_high, safe_low, LS: tl.constexpr, BY: tl.constexpr,
                        BX: tl.constexpr, RB: tl.constexpr, CB: tl.constexpr, INDEXED: tl.constexpr,
                        FILTERED: tl.constexpr, MODE: tl.constexpr):
     """One band of BY rows of one mask: mask number program_id(0) (of ``index`` when INDEXED),
-    skipped when FILTERED and its ``keep`` flag is 0."""
+    skipped when FILTERED and its ``keep`` flag is 0.
+
+    Counts and box edges are kept per row across the band's tiles and reduced over the rows once
+    at the end: a reduction over the whole tile makes every warp of the program wait for the others,
+    one per tile instead of about ten is what made this kernel faster (it is latency-bound)."""
     if INDEXED:
         mask_id = tl.load(index_ptr + tl.program_id(0))
     else:
@@ -148,64 +171,68 @@ def _mask_stats_kernel(logits_ptr, index_ptr, keep_ptr, out_ptr, H, W, HM, WM, s
         ys, y_ok, y_last, i_lo, i_hi, rows, row_w = _axis(y0, H, HM, s2y, scale1, LS, BY, RB)
         row_hi, row_lo = _split(row_w, MODE)
         base = logits_ptr + mask_id.to(tl.int64) * LS * LS
-        n_high = tl.zeros([], tl.int32)
-        n_low = tl.zeros([], tl.int32)
-        n_mask = tl.zeros([], tl.int32)
-        x_min = tl.full([], _BIG, tl.int32)
-        y_min = tl.full([], _BIG, tl.int32)
-        x_max = tl.full([], -1, tl.int32)
-        y_max = tl.full([], -1, tl.int32)
-        for x0 in range(0, W, BX):
-            xs, x_ok, x_last, j_lo, j_hi, cols, col_w = _axis(x0, W, WM, s2x, scale1, LS, BX, CB)
+        k = tl.arange(0, CB)
+        xi = tl.arange(0, BX)
+        # per row: pixels above the high / low stability thresholds and the mask threshold, and
+        # the first and last column above the mask threshold
+        row_high = tl.zeros([BY], tl.int32)
+        row_low = tl.zeros([BY], tl.int32)
+        row_mask = tl.zeros([BY], tl.int32)
+        row_first = tl.full([BY], _BIG, tl.int32)
+        row_last = tl.full([BY], -1, tl.int32)
+        for t in range(0, tl.cdiv(W, BX)):
+            x0 = t * BX
+            j_lo = tl.load(col_meta_ptr + t * 4 + 0)
+            j_hi = tl.load(col_meta_ptr + t * 4 + 1)
+            x_last = tl.load(col_meta_ptr + t * 4 + 2)
+            cols = j_lo + k
             inside = (rows[:, None] <= i_hi) & (cols[None, :] <= j_hi)
             bounded = (i_hi - i_lo < RB) & (j_hi - j_lo < CB)
             block = tl.load(base + rows[:, None] * LS + cols[None, :], mask=inside, other=0.0).to(tl.float32)
-            v_min = tl.min(tl.where(inside, block, float("inf")))
-            v_max = tl.max(tl.where(inside, block, -float("inf")))
-            if (v_min > safe_high) & bounded:
-                full_tile = (y_last - y0 + 1) * (x_last - x0 + 1)
-                n_high += full_tile
-                n_low += full_tile
-                n_mask += full_tile
-                x_min = tl.minimum(x_min, x0)
-                y_min = tl.minimum(y_min, y0)
-                x_max = tl.maximum(x_max, x_last)
-                y_max = tl.maximum(y_max, y_last)
-            elif (not bounded) | (v_max > safe_low):
+            # one reduction tells whether every source value clears the high or the low bound
+            sides = tl.sum(tl.where(inside, (block > safe_high).to(tl.int32) + ((block <= safe_low).to(tl.int32) << 16),
+                                    0))
+            sources = (i_hi - i_lo + 1) * (j_hi - j_lo + 1)
+            if ((sides & 65535) == sources) & bounded:  # every pixel counts for all three thresholds
+                width = tl.where(y_ok, x_last - x0 + 1, 0)
+                row_high += width
+                row_low += width
+                row_mask += width
+                row_first = tl.where(y_ok, tl.minimum(row_first, x0), row_first)
+                row_last = tl.where(y_ok, tl.maximum(row_last, x_last), row_last)
+            elif (not bounded) | ((sides >> 16) != sources):  # some pixel may count: look at each
+                xs = x0 + xi
                 if bounded:
                     # the tile = (row weights) @ block @ (column weights)^T: two small matrix products
-                    col_hi, col_lo = _split(tl.trans(col_w), MODE)
+                    col_w = tl.load(col_weights_ptr + t * CB * BX + k[:, None] * BX + xi[None, :])
+                    col_hi, col_lo = _split(col_w, MODE)
                     block_hi, block_lo = _split(block, MODE)
                     along_x = _dot(block_hi, block_lo, col_hi, col_lo, MODE)
                     along_hi, along_lo = _split(along_x, MODE)
                     value = _dot(row_hi, row_lo, along_hi, along_lo, MODE)
                 else:
                     value = _pixels_by_gathers(base, ys, H, HM, s2y, xs, W, WM, s2x, scale1, LS)
-                value = tl.where(y_ok[:, None] & x_ok[None, :], value, -float("inf"))
+                value = tl.where(y_ok[:, None] & (xs <= x_last)[None, :], value, -float("inf"))
                 # the three counts of each row in one reduction: 10-bit fields (BX < 1024)
                 packed = (value > thr_high).to(tl.int32) + ((value > thr_low).to(tl.int32) << 10) \
                     + ((value > thr).to(tl.int32) << 20)
                 per_row = tl.sum(packed, axis=1)
-                hits_per_row = per_row >> 20
-                n_high += tl.sum(per_row & 1023)
-                n_low += tl.sum((per_row >> 10) & 1023)
-                n_mask += tl.sum(hits_per_row)
-                y_min = tl.minimum(y_min, tl.min(tl.where(hits_per_row > 0, ys, _BIG)))
-                y_max = tl.maximum(y_max, tl.max(tl.where(hits_per_row > 0, ys, -1)))
-                # columns only where the tile reaches outside the box's columns found so far
-                if (x0 < x_min) | (x_last > x_max):
-                    hit_cols = tl.max((value > thr).to(tl.int32), axis=0) > 0
-                    x_min = tl.minimum(x_min, tl.min(tl.where(hit_cols, xs, _BIG)))
-                    x_max = tl.maximum(x_max, tl.max(tl.where(hit_cols, xs, -1)))
+                row_high += per_row & 1023
+                row_low += (per_row >> 10) & 1023
+                row_mask += per_row >> 20
+                hit = value > thr
+                row_first = tl.minimum(row_first, tl.min(tl.where(hit, xs[None, :], _BIG), axis=1))
+                row_last = tl.maximum(row_last, tl.max(tl.where(hit, xs[None, :], -1), axis=1))
+        n_low = tl.sum(row_low)
         if n_low > 0:
             at = out_ptr + mask_id.to(tl.int64) * 7
-            tl.atomic_add(at + 0, n_high)
+            tl.atomic_add(at + 0, tl.sum(row_high))
             tl.atomic_add(at + 1, n_low)
-            tl.atomic_add(at + 2, n_mask)
-            tl.atomic_min(at + 3, x_min)
-            tl.atomic_min(at + 4, y_min)
-            tl.atomic_max(at + 5, x_max)
-            tl.atomic_max(at + 6, y_max)
+            tl.atomic_add(at + 2, tl.sum(row_mask))
+            tl.atomic_min(at + 3, tl.min(row_first))
+            tl.atomic_min(at + 4, tl.min(tl.where(row_mask > 0, ys, _BIG)))
+            tl.atomic_max(at + 5, tl.max(row_last))
+            tl.atomic_max(at + 6, tl.max(tl.where(row_mask > 0, ys, -1)))
 
 
 def _source_span(out_size: int, in_size: int, scale1: float, ls: int, block: int) -> int:
@@ -261,12 +288,12 @@ def finish_stats(out: torch.Tensor) -> torch.Tensor:
 
 def stats_one_size(low_res: torch.Tensor, hw: tuple[int, int], prompt_size: int, threshold: float,
                    offset: float, out: torch.Tensor, index: torch.Tensor | None = None,
-                   keep: torch.Tensor | None = None, block_rows: int = 64, block_cols: int = 64,
+                   keep: torch.Tensor | None = None, block_rows: int = 64, block_cols: int = 128,
                    precision: str | None = None, num_warps: int = 4) -> None:
     """Accumulate into ``out`` (from ``empty_stats``) the statistics of masks of one crop size:
     ``index`` (int32) picks masks of low_res (default: all), ``keep`` (bool, one per mask of
     low_res) skips masks in the kernel, without a host sync. Defaults: the fastest of
-    benchmarks/amg_profile.py's sweep on an H100 (64x64 tiles, 4 warps)."""
+    benchmarks/amg_profile.py's sweep on an H100 (64x128 tiles, 4 warps)."""
     n, ls, ls2 = low_res.shape
     if ls != ls2:
         raise ValueError(f"low-res logits must be square, got {tuple(low_res.shape)}")
@@ -290,10 +317,15 @@ def stats_one_size(low_res: torch.Tensor, hw: tuple[int, int], prompt_size: int,
     # prompt frame) is evaluated pixel by pixel instead
     rb = min(64, _block_side(_source_span(h, hm, scale1, ls, block_rows)))
     cb = min(128, _block_side(_source_span(w, wm, scale1, ls, block_cols)))
+    s2x = float(np.float32(wm) / np.float32(w))
+    tiles = triton.cdiv(w, block_cols)
+    col_weights = torch.empty((tiles, cb, block_cols), dtype=torch.float32, device=low_res.device)
+    col_meta = torch.empty((tiles, 4), dtype=torch.int32, device=low_res.device)
+    _column_table_kernel[(tiles,)](col_weights, col_meta, w, wm, s2x, scale1, LS=ls, BX=block_cols, CB=cb)
     grid = (count, triton.cdiv(h, block_rows))
     _mask_stats_kernel[grid](
         low_res.contiguous(), index if index is not None else out, keep if keep is not None else out, out,
-        h, w, hm, wm, float(np.float32(hm) / np.float32(h)), float(np.float32(wm) / np.float32(w)), scale1,
+        col_weights, col_meta, h, w, hm, wm, float(np.float32(hm) / np.float32(h)), s2x, scale1,
         high, low, threshold, safe_high, safe_low, LS=ls, BY=block_rows, BX=block_cols, RB=rb, CB=cb,
         INDEXED=index is not None, FILTERED=keep is not None, MODE=mode, num_warps=num_warps,
     )
