@@ -87,7 +87,7 @@ def main() -> None:
 
     # one decode batch of the full-image crop, its parts timed on their own
     crops = generator._crops([image])
-    embeddings = generator._encode([image], crops[:1])
+    embeddings = generator._encode([image], crops, [0])
     ctx = model.decoder_context(embeddings).crop(0)
     crop = crops[0]
     h, w = crop.hw

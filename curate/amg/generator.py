@@ -89,15 +89,46 @@ class BatchedMaskGenerator:
 
     @torch.inference_mode()
     def generate(self, images: list[np.ndarray]) -> list[ImageMasks]:
-        """Masks for each uint8 RGB image (H, W, 3)."""
+        """Masks for each uint8 RGB image (H, W, 3).
+
+        Images go through in waves (whole images, about ``encode_batch`` crops each). The next
+        wave's image encoder is queued behind this wave's decoding, before the host waits for this
+        wave's survivors: the encoder's many small kernels cost the host more time to launch than
+        the GPU to run, and queued behind the decoder that launch time is hidden."""
+        if not images:
+            return []
         with self._phase("prepare"):
             crops = self._crops(images)
             geometry = _CropGeometry(crops, self.model.device, self.model.prompt_size)
+        waves = self._waves(crops)
+        results = []
         with self._phase("encode"):
-            embeddings = self._encode(images, crops)
-        kept = self._decode_all(crops, geometry, embeddings)
-        with self._phase("nms+merge"):
-            return self._merge(images, crops, geometry, kept)
+            embeddings = self._encode(images, crops, waves[0])
+        for k, wave in enumerate(waves):
+            candidates = self._decode_all(crops, geometry, embeddings, wave)
+            if k + 1 < len(waves):
+                with self._phase("encode"):
+                    embeddings = self._encode(images, crops, waves[k + 1])
+            with self._phase("nms+merge"):
+                survivors = candidates.pop("ok").nonzero().squeeze(1)  # waits for the device
+                kept = {key: value[survivors] for key, value in candidates.items()}
+                results += self._merge(images, crops, geometry, kept, sorted({crops[ci].image for ci in wave}))
+        return results
+
+    def _waves(self, crops: list[_Crop]) -> list[list[int]]:
+        """Crop indices grouped into waves of whole images, at most ``encode_batch`` crops each
+        (one image per wave when its crops alone are more)."""
+        by_image: dict[int, list[int]] = {}
+        for ci, crop in enumerate(crops):
+            by_image.setdefault(crop.image, []).append(ci)
+        waves: list[list[int]] = []
+        current: list[int] = []
+        for indices in by_image.values():
+            if current and len(current) + len(indices) > self.params.encode_batch:
+                waves.append(current)
+                current = []
+            current += indices
+        return waves + [current]
 
     @contextmanager
     def _phase(self, name: str):
@@ -124,16 +155,17 @@ class BatchedMaskGenerator:
                 crops.append(_Crop(i, layer, box, self.grids[layer] * scale))
         return crops
 
-    def _encode(self, images: list[np.ndarray], crops: list[_Crop]) -> torch.Tensor:
-        """Crops are resized on the device when it is a GPU (Pillow's arithmetic, see resize.py):
-        each image crosses to it once as uint8."""
+    def _encode(self, images: list[np.ndarray], crops: list[_Crop], wave: list[int]) -> torch.Tensor:
+        """Embeddings of the crops ``wave`` (indices into ``crops``), in that order. Crops are resized
+        on the device when it is a GPU (Pillow's arithmetic, see resize.py): each image crosses to it
+        once as uint8."""
         on_gpu = self.model.device.type == "cuda"
         uploaded = {}
         chunks = []
         step = self.params.encode_batch
-        for start in range(0, len(crops), step):
+        for start in range(0, len(wave), step):
             batch = []
-            for c in crops[start:start + step]:
+            for c in (crops[ci] for ci in wave[start:start + step]):
                 if on_gpu:
                     if c.image not in uploaded:
                         uploaded[c.image] = upload(images[c.image], self.model.device)
@@ -143,18 +175,18 @@ class BatchedMaskGenerator:
             chunks.append(self.model.encode(torch.stack(batch)))
         return torch.cat(chunks)
 
-    def _decode_all(self, crops: list[_Crop], geometry: "_CropGeometry", embeddings: torch.Tensor
-                    ) -> dict[str, torch.Tensor]:
-        """Decode every prompt, one crop per decoder call (all its prompts share the crop's image
-        side), in equal chunks of at most ``decode_batch``; keep what passes the filters as flat
-        per-mask tensors (``owner`` = crop index). Nothing here waits for the device until the
-        survivors are picked at the end (unless masks are returned), so the host queues the next
-        decoder call while the device runs the last."""
+    def _decode_all(self, crops: list[_Crop], geometry: "_CropGeometry", embeddings: torch.Tensor,
+                    wave: list[int]) -> dict[str, torch.Tensor]:
+        """Decode every prompt of the crops ``wave`` (``embeddings`` in that order), one crop per
+        decoder call (all its prompts share the crop's image side), in equal chunks of at most
+        ``decode_batch``: flat per-mask tensors (``owner`` = crop index) with ``ok``, whether the
+        mask passed the filters. Nothing here waits for the device (unless masks are returned), so
+        the host queues the next decoder call while the device runs the last."""
         ctx = self.model.decoder_context(embeddings)
         parts: list[dict[str, torch.Tensor]] = []
-        for ci, crop in enumerate(crops):
-            n_points = len(crop.points)
-            crop_ctx = ctx.crop(ci)
+        for position, ci in enumerate(wave):
+            n_points = len(crops[ci].points)
+            crop_ctx = ctx.crop(position)
             # equal chunks: one decoder shape per crop size of prompts (one compilation)
             step = -(-n_points // -(-n_points // self.params.decode_batch))
             for start in range(0, n_points, step):
@@ -162,10 +194,8 @@ class BatchedMaskGenerator:
                 with self._phase("decode"):
                     logits, iou = self._decode(crop_ctx, geometry.prompt_coords[ci, start:stop])
                 with self._phase("filter"):
-                    parts.append(self._filter_batch(ci, crop.hw, geometry, start, logits, iou.float()))
-        merged = {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
-        survivors = merged.pop("ok").nonzero().squeeze(1)
-        return {k: v[survivors] for k, v in merged.items()}
+                    parts.append(self._filter_batch(ci, crops[ci].hw, geometry, start, logits, iou.float()))
+        return {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
 
     def _filter_batch(self, crop_index: int, hw: tuple[int, int], geometry: "_CropGeometry", first_point: int,
                       logits: torch.Tensor, iou: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -196,12 +226,13 @@ class BatchedMaskGenerator:
         return kept
 
     def _merge(self, images: list[np.ndarray], crops: list[_Crop], geometry: "_CropGeometry",
-               kept: dict[str, torch.Tensor]) -> list[ImageMasks]:
-        """NMS within each crop (all crops in one batched call), uncrop, then NMS across the crops of
-        each image preferring smaller crops; masks, when asked, are materialised for survivors only."""
+               kept: dict[str, torch.Tensor], image_ids: list[int]) -> list[ImageMasks]:
+        """For the images ``image_ids`` (whose crops' masks ``kept`` holds): NMS within each crop (all
+        crops in one batched call), uncrop, then NMS across the crops of each image preferring
+        smaller crops; masks, when asked, are materialised for survivors only."""
         p = self.params
-        if not kept or len(kept["owner"]) == 0:
-            return [_empty(image.shape[:2], self.return_masks) for image in images]
+        if len(kept["owner"]) == 0:
+            return [_empty(images[i].shape[:2], self.return_masks) for i in image_ids]
         order = batched_nms(kept["boxes"].float(), kept["iou"], kept["owner"], p.box_nms_thresh)
         # the references concatenate crops in order, each crop's survivors by decreasing IoU
         order = order[torch.sort(kept["owner"][order], stable=True).indices]
@@ -212,7 +243,8 @@ class BatchedMaskGenerator:
         data["crop_boxes"] = geometry.box[data["owner"]]
         image_of = geometry.image[data["owner"]]
         results = []
-        for i, image in enumerate(images):
+        for i in image_ids:
+            image = images[i]
             rows = (image_of == i).nonzero().squeeze(1)
             if len(rows) == 0:
                 results.append(_empty(image.shape[:2], self.return_masks))

@@ -66,16 +66,22 @@ def test_matches_reference_with_table10_thresholds(image):
     assert report.ok, report
 
 
-def test_several_images_in_one_batch_equal_one_at_a_time(image):
+@pytest.mark.parametrize("encode_batch", [5, 16], ids=["wave_per_image", "images_share_a_wave"])
+def test_several_images_in_one_batch_equal_one_at_a_time(image, encode_batch):
+    """Images go through in waves (the next wave's encoder queued behind this wave's decoder):
+    one image per wave, or three images (15 crops) in one."""
     model = sharpened_tiny_sam()
     params = AmgParams(points_per_side=6, crop_n_layers=1, pred_iou_thresh=0.0, stability_score_thresh=0.0,
-                       box_nms_thresh=1.0, crop_nms_thresh=1.0, decode_batch=50)
-    other = np.ascontiguousarray(image[::-1, ::-1])
+                       box_nms_thresh=1.0, crop_nms_thresh=1.0, decode_batch=50, encode_batch=encode_batch)
+    images = [image, np.ascontiguousarray(image[::-1, ::-1]), np.ascontiguousarray(image[40:250, 10:400])]
     gen = BatchedMaskGenerator(model, params)
-    together = gen.generate([image, other])
-    alone = [gen.generate([image])[0], gen.generate([other])[0]]
+    together = gen.generate(images)
+    alone = [gen.generate([one])[0] for one in images]
+    assert len(together) == 3
     for a, b in zip(together, alone):
+        assert len(b.areas) > 0
         assert np.array_equal(a.boxes, b.boxes) and np.array_equal(a.areas, b.areas)
+        assert np.array_equal(a.points, b.points)
 
 
 def test_no_surviving_mask_is_an_empty_result_not_an_error(image):
