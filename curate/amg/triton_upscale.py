@@ -89,19 +89,36 @@ def upscaled_masks_triton(output_upscaling, keys: torch.Tensor, hyper: torch.Ten
     in keys' dtype; the same arithmetic as ``decoder._upscaled_masks`` (GELU in its tanh form for
     half-precision keys, see ``_gelu``)."""
     conv1, norm, _, conv2, _ = output_upscaling
-    p, n, d = keys.shape
-    h, w = grid
-    m = hyper.shape[1]
+    d = keys.shape[-1]
     c1, c2 = conv1.weight.shape[1], conv2.weight.shape[1]
+    w1 = conv1.weight.permute(0, 2, 3, 1).reshape(d, 4 * c1).to(keys.dtype)  # (D, [di, dj, C1])
+    w2 = conv2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2).to(keys.dtype)  # (C1, [ei, ej, C2])
+    return upscaled_masks_op(keys, hyper.to(keys.dtype), w1, conv1.bias, norm.weight, norm.bias, w2, conv2.bias,
+                             float(norm.eps), grid[0], grid[1])
+
+
+# An opaque operator to torch.compile: traced through, the kernel's launch gave wrong masks in a
+# compiled decoder (torch 2.11, Triton 3.6; tests/amg/test_gpu.py compares compiled and eager).
+@torch.library.custom_op("curate::upscaled_masks", mutates_args=())
+def upscaled_masks_op(keys: torch.Tensor, hyper: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor,
+                      ln_w: torch.Tensor, ln_b: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor, eps: float,
+                      grid_h: int, grid_w: int) -> torch.Tensor:
+    """The kernel's launch: weights already in the (D, 4*C1) and (C1, 4*C2) sub-pixel layouts."""
+    p, n, d = keys.shape
+    m, c2 = hyper.shape[1], hyper.shape[2]
+    c1 = w2.shape[0]
     if n % 128 or m > 4:
         raise ValueError(f"upscaling kernel needs N divisible by 128 and at most 4 masks, got N={n}, M={m}")
-    w1 = conv1.weight.permute(0, 2, 3, 1).reshape(d, 4 * c1).to(keys.dtype).contiguous()  # (D, [di, dj, C1])
-    w2 = conv2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2).to(keys.dtype).contiguous()  # (C1, [ei, ej, C2])
-    out = torch.empty((p, m, 4 * h, 4 * w), dtype=keys.dtype, device=keys.device)
+    out = torch.empty((p, m, 4 * grid_h, 4 * grid_w), dtype=keys.dtype, device=keys.device)
     # block of embedding pixels per program and warps: autotuned once per shape (first call)
     _upscale_kernel[lambda meta: (n // meta["BN"], p)](
-        keys.contiguous(), w1, conv1.bias, norm.weight, norm.bias, w2, conv2.bias, hyper.to(keys.dtype).contiguous(),
-        out, float(norm.eps), GRID_W=w, N=n, D=d, C1=c1, C2=c2, M=m,
+        keys.contiguous(), w1.contiguous(), b1, ln_w, ln_b, w2.contiguous(), b2, hyper.contiguous(), out, eps,
+        GRID_W=grid_w, N=n, D=d, C1=c1, C2=c2, M=m,
         TANH=keys.dtype in (torch.bfloat16, torch.float16) and not INTERPRETED,
     )
     return out
+
+
+@upscaled_masks_op.register_fake
+def _(keys, hyper, w1, b1, ln_w, ln_b, w2, b2, eps, grid_h, grid_w):
+    return keys.new_empty((keys.shape[0], hyper.shape[1], 4 * grid_h, 4 * grid_w))
