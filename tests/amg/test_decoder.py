@@ -38,14 +38,9 @@ def test_decoder_equals_reference_mask_decoder(build):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
-def test_fused_upscaling_kernel_equals_the_matrix_form(dtype):
+def test_fused_upscaling_kernel_equals_the_matrix_form(triton_runs, dtype):
     """The Triton kernel (interpreted without a GPU) against the torch form, at SAM's real decoder
     width (256 -> 64 -> 32 channels), for three prompts on the 64x64 grid; bf16 on the GPU only."""
-    pytest.importorskip("triton")
-    import os
-
-    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("no GPU and Triton's interpreter was not chosen before import")
     if dtype == torch.bfloat16 and not torch.cuda.is_available():
         pytest.skip("bf16 products need a GPU (the interpreter's numpy has no bf16)")
     from curate.amg.decoder import _upscaled_masks
@@ -69,15 +64,10 @@ def test_fused_upscaling_kernel_equals_the_matrix_form(dtype):
 
 
 @pytest.mark.parametrize("projected_queries", [True, False], ids=["first_block", "later_block"])
-def test_fused_image_to_token_kernel_equals_torch(projected_queries):
+def test_fused_image_to_token_kernel_equals_torch(triton_runs, projected_queries):
     """The Triton image-to-token block against its torch form, at SAM's real width: first block
     (crop-shared projected queries and residual), later block (per-prompt image tokens plus pe).
     Without a GPU: interpreted, float32. On CUDA: bf16, what the decoder runs it in."""
-    pytest.importorskip("triton")
-    import os
-
-    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("no GPU and Triton's interpreter was not chosen before import")
     from curate.amg.decoder import SLOTS, _image_to_token_operands, image_to_token_torch
     from curate.amg.triton_attention import image_to_token_block
 
