@@ -130,7 +130,7 @@ def main() -> None:
 
     # kernel settings: rows and columns per tile, warps, product precision
     settings = [(by, bx, warps, "tf32") for by in (32, 64) for bx in (64, 128) for warps in (4, 8)]
-    settings += [(64, 128, 4, "tf32x3"), (64, 64, 4, "tf32x3")]
+    settings += [(128, 64, 4, "tf32"), (64, 32, 4, "tf32"), (64, 128, 4, "tf32x3"), (64, 64, 4, "tf32x3")]
     row["stats_triton_by_setting_s"] = {
         f"rows{by}_cols{bx}_warps{warps}_{precision}": cuda_time(lambda: mask_stats_triton(
             low, hws, 1024, 0.0, 1.0, block_rows=by, block_cols=bx, num_warps=warps, precision=precision))

@@ -10,11 +10,12 @@ embedding (64x64x256) and positional encoding for every prompt. Here:
   query projection into the 7 keys and the output projection into the 7 values ((N x 256) @
   (256 x 56) and (N x 56) @ (56 x 256) instead of four N x 256 x 128 products); on CUDA one fused
   Triton kernel (triton_attention.py) does that attention, the residual and the LayerNorm per image
-  token and also writes image tokens + pe for the next attention (half precision; float32 runs
-  take the same arithmetic in torch ops). Token-to-image attention folds
-  the key projection into the queries and applies the value projection after the weighted sum, so
-  one attention of head width 256 (flash attention on the GPU) reads the image tokens once.
-  Softmax in float32, as SDPA computes it. Same arithmetic up to rounding order;
+  token (half precision; float32 runs take the same arithmetic in torch ops). Token-to-image
+  attention folds the key projection into the queries and applies the value projection after the
+  weighted sum, so one attention of head width 256 reads the image tokens once; in half precision
+  on CUDA a Triton flash-attention kernel adds the positional encoding to the keys as it reads
+  them (image tokens + pe are never stored), elsewhere SDPA takes them materialised. Softmax in
+  float32, as SDPA computes it. Same arithmetic up to rounding order;
 - the remaining (token-only) attention runs through ``scaled_dot_product_attention``;
 - the output upscaling (two stride-2 2x2 transposed convolutions with LayerNorm and GELU) is per
   pixel: on CUDA one fused Triton kernel (triton_upscale.py) takes each pixel from the transformer's
@@ -123,7 +124,7 @@ def _image_to_token_operands(attn, token_keys: torch.Tensor, token_values: torch
 
 def image_to_token_torch(queries: torch.Tensor, residual: torch.Tensor, folded: torch.Tensor, bias: torch.Tensor,
                          values: torch.Tensor, out_bias: torch.Tensor, norm, pe: torch.Tensor | None = None,
-                         add_pe: bool = False, write_pe: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                         add_pe: bool = False) -> torch.Tensor:
     """What triton_attention.image_to_token_block computes, in torch ops (any device): norm(residual
     + attention) for image queries (P or 1, N, DQ) and the operands above; softmax in float32."""
     if add_pe:
@@ -131,16 +132,14 @@ def image_to_token_torch(queries: torch.Tensor, residual: torch.Tensor, folded: 
     logits = (queries @ folded).float() + bias[:, None, :]
     p, n, hs = logits.shape
     probs = logits.view(p, n, hs // SLOTS, SLOTS).softmax(-1).view(p, n, hs).to(values.dtype)
-    out = norm(residual + torch.baddbmm(out_bias, probs, values))
-    return out, (out + pe if write_pe else None)
+    return norm(residual + torch.baddbmm(out_bias, probs, values))
 
 
 def _image_to_token(norm, attn, queries: torch.Tensor, residual: torch.Tensor, token_keys: torch.Tensor,
                     token_values: torch.Tensor, pe: torch.Tensor, add_pe: bool, projected_queries: bool
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Image-to-token attention, residual and ``norm`` for every prompt: new image tokens (P, N, D)
-    and the same plus pe (what the next token-to-image attention takes as keys). On CUDA one fused
-    Triton kernel (triton_attention.py) does it all per image token."""
+                    ) -> torch.Tensor:
+    """Image-to-token attention, residual and ``norm`` for every prompt: new image tokens (P, N, D).
+    On CUDA one fused Triton kernel (triton_attention.py) does it all per image token."""
     operands = _image_to_token_operands(attn, token_keys, token_values, projected_queries)
     # half precision only: the kernel's float32 build (3xTF32 products) failed on an H100 with an
     # illegal memory access, so float32 (parity runs) takes the torch form
@@ -148,9 +147,8 @@ def _image_to_token(norm, attn, queries: torch.Tensor, residual: torch.Tensor, t
         from curate.amg.triton_attention import image_to_token_block
 
         return image_to_token_block(queries, residual, *operands, attn.out_proj.bias, norm, SLOTS, pe=pe,
-                                    add_pe=add_pe, write_pe=True)
-    return image_to_token_torch(queries, residual, *operands, attn.out_proj.bias, norm, pe=pe, add_pe=add_pe,
-                                write_pe=True)
+                                    add_pe=add_pe)
+    return image_to_token_torch(queries, residual, *operands, attn.out_proj.bias, norm, pe=pe, add_pe=add_pe)
 
 
 def _fused_available(image: torch.Tensor) -> bool:
@@ -160,24 +158,30 @@ def _fused_available(image: torch.Tensor) -> bool:
     return triton_available(image.device) and image.shape[1] % 128 == 0 and image.shape[-1] >= 128
 
 
-def _token_to_image(attn, token_queries: torch.Tensor, image_pe: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+def _token_to_image(attn, token_queries: torch.Tensor, image: torch.Tensor, pe: torch.Tensor) -> torch.Tensor:
     """SAM's Attention(q = tokens, k = image tokens + pe, v = image tokens) for (P, N, D) image
-    tokens, with the key projection folded into the queries and the value projection applied after
-    the weighted sum, so one attention with head width D (flash attention on the GPU) does the rest.
-    The key bias adds a constant to each query's logits, which softmax ignores."""
+    tokens and pe (N, D), with the key projection folded into the queries and the value projection
+    applied after the weighted sum, so one attention with head width D does the rest (see the
+    module doc). The key bias adds a constant to each query's logits, which softmax ignores."""
     heads = attn.num_heads
     q = _heads(attn.q_proj, token_queries, heads)  # (P, T, H, d)
     p, t, _, d = q.shape
     folded = torch.einsum("pthd,hdc->phtc", q, _head_weights(attn.k_proj, heads)).flatten(1, 2) * d**-0.5
-    mixed = F.scaled_dot_product_attention(folded[:, None], image_pe[:, None], image[:, None], scale=1.0)
+    if _fused_available(image) and image.dtype in (torch.bfloat16, torch.float16):
+        from curate.amg.triton_attention import token_to_image_attention
+
+        mixed = token_to_image_attention(folded, image, pe)
+    else:
+        mixed = F.scaled_dot_product_attention(folded[:, None], (image + pe)[:, None], image[:, None],
+                                               scale=1.0)
     mixed = mixed.view(p, heads, t, -1)  # (P, H, T, D)
     out = torch.einsum("phtc,hdc->pthd", mixed, _head_weights(attn.v_proj, heads)).flatten(2) + attn.v_proj.bias
     return attn.out_proj(out)
 
 
-def _first_block(block, ctx: CropContext, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _first_block(block, ctx: CropContext, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """TwoWayAttentionBlock.forward for keys = one crop's embedding, its image-side work done once.
-    Returns queries, keys and keys + pe."""
+    Returns queries and keys."""
     if block.skip_first_layer_pe:
         queries = block.self_attn(q=tokens, k=tokens, v=tokens)
     else:
@@ -198,23 +202,23 @@ def _first_block(block, ctx: CropContext, tokens: torch.Tensor) -> tuple[torch.T
     queries = block.norm3(queries + block.mlp(queries))
 
     # image-to-token: the crop's projected image queries meet each prompt's keys
-    keys, keys_pe = _image_to_token(block.norm4, i2t, ctx.first_i2t_queries, ctx.src, queries + tokens, queries,
-                                    ctx.pe[0], add_pe=False, projected_queries=True)
-    return queries, keys, keys_pe
+    keys = _image_to_token(block.norm4, i2t, ctx.first_i2t_queries, ctx.src, queries + tokens, queries, ctx.pe[0],
+                           add_pe=False, projected_queries=True)
+    return queries, keys
 
 
-def _block(block, queries: torch.Tensor, keys: torch.Tensor, keys_pe: torch.Tensor, tokens: torch.Tensor,
-           pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """TwoWayAttentionBlock.forward (not the first); keys_pe = keys + pe."""
+def _block(block, queries: torch.Tensor, keys: torch.Tensor, tokens: torch.Tensor, pe: torch.Tensor
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """TwoWayAttentionBlock.forward (not the first), pe (N, D)."""
     q = queries + tokens
     queries = block.norm1(queries + _attend(block.self_attn, *(p(x) for p, x in zip(
         (block.self_attn.q_proj, block.self_attn.k_proj, block.self_attn.v_proj), (q, q, queries)))))
     t2i, i2t = block.cross_attn_token_to_image, block.cross_attn_image_to_token
-    queries = block.norm2(queries + _token_to_image(t2i, queries + tokens, keys_pe, keys))
+    queries = block.norm2(queries + _token_to_image(t2i, queries + tokens, keys, pe))
     queries = block.norm3(queries + block.mlp(queries))
-    keys, keys_pe = _image_to_token(block.norm4, i2t, keys, keys, queries + tokens, queries, pe[0], add_pe=True,
-                                    projected_queries=False)
-    return queries, keys, keys_pe
+    keys = _image_to_token(block.norm4, i2t, keys, keys, queries + tokens, queries, pe, add_pe=True,
+                           projected_queries=False)
+    return queries, keys
 
 
 def _upscaled_masks(dec, keys: torch.Tensor, hyper: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -262,11 +266,11 @@ def decode_points(net, dtype: torch.dtype, ctx: CropContext, coords: torch.Tenso
     tokens = torch.cat([tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1), sparse.to(dtype)], dim=1)
 
     layers = dec.transformer.layers
-    queries, keys, keys_pe = _first_block(layers[0], ctx, tokens)
+    queries, keys = _first_block(layers[0], ctx, tokens)
     for block in layers[1:]:
-        queries, keys, keys_pe = _block(block, queries, keys, keys_pe, tokens, ctx.pe)
+        queries, keys = _block(block, queries, keys, tokens, ctx.pe[0])
     final = dec.transformer.final_attn_token_to_image
-    attn_out = _token_to_image(final, queries + tokens, keys_pe, keys)
+    attn_out = _token_to_image(final, queries + tokens, keys, ctx.pe[0])
     queries = dec.transformer.norm_final_attn(queries + attn_out)
 
     mask_tokens = queries[:, 1:1 + dec.num_mask_tokens]

@@ -1,4 +1,5 @@
-"""Fused Triton kernel for the decoder's image-to-token attention block (imported only where Triton is installed).
+"""Fused Triton kernels for the decoder's attention between image and prompt tokens (imported only where Triton is
+installed).
 
 In each two-way block, every image token (4096 per prompt) attends to the prompt's 7 tokens, the
 result is added to the image token and layer-normalised. With the query projection folded into the
@@ -6,9 +7,14 @@ keys and the output projection into the values (see decoder.py), that is per ima
 
     logits = q @ folded (8 heads x 7 tokens) + bias -> softmax per head -> @ values -> + residual -> LayerNorm
 
-One program takes BN image tokens of one prompt through all of it and writes the new image tokens
-(and, when asked, the same plus the positional encoding, which the next token-to-image attention
-reads), instead of five separate passes over the (P, 4096, 256) tensors.
+One program takes BN image tokens of one prompt through all of it and writes the new image tokens,
+instead of five separate passes over the (P, 4096, 256) tensors.
+
+Token-to-image attention (the prompt's 7 tokens x 8 heads, each a query of width 256 once the key
+projection is folded in, against the 4096 image tokens) adds the positional encoding to the keys
+as it reads them, so the image tokens + pe are never written: flash attention (online softmax)
+over blocks of image tokens, split in chunks whose partial results are merged after, so that a
+call of a few hundred prompts still fills the GPU.
 """
 
 from __future__ import annotations
@@ -26,18 +32,22 @@ def _configs() -> list[triton.Config]:
     return [triton.Config({"BN": bn}, num_warps=w) for bn, w in ((32, 4), (32, 8), (64, 4), (64, 8), (128, 8))]
 
 
-@triton.autotune(configs=_configs(), key=["N", "DQ", "D", "HEADS", "SLOTS", "HAS_PE", "WRITE_PE"])
+@triton.autotune(configs=_configs(), key=["N", "DQ", "D", "HEADS", "SLOTS", "HAS_PE", "QUERIES_ARE_RESIDUAL"])
 @triton.jit
 def _image_to_token_kernel(q_ptr, q_stride, pe_ptr, res_ptr, res_stride, fold_ptr, bias_ptr, val_ptr, bo_ptr,
-                           ln_w_ptr, ln_b_ptr, out_ptr, out_pe_ptr, eps, N: tl.constexpr, DQ: tl.constexpr,
+                           ln_w_ptr, ln_b_ptr, out_ptr, eps, N: tl.constexpr, DQ: tl.constexpr,
                            D: tl.constexpr, HEADS: tl.constexpr, SLOTS: tl.constexpr, HAS_PE: tl.constexpr,
-                           WRITE_PE: tl.constexpr, BN: tl.constexpr):
+                           QUERIES_ARE_RESIDUAL: tl.constexpr, BN: tl.constexpr):
     p = tl.program_id(1).to(tl.int64)
     n = tl.program_id(0) * BN + tl.arange(0, BN)
     dq = tl.arange(0, DQ)
     d = tl.arange(0, D)
     hs = tl.arange(0, HEADS * SLOTS)
-    q = tl.load(q_ptr + p * q_stride + n[:, None] * DQ + dq[None, :])
+    if QUERIES_ARE_RESIDUAL:  # later blocks: the image tokens are both, read once
+        residual = tl.load(res_ptr + p * res_stride + n[:, None] * D + d[None, :])
+        q = residual
+    else:
+        q = tl.load(q_ptr + p * q_stride + n[:, None] * DQ + dq[None, :])
     if HAS_PE:
         q = (q.to(tl.float32) + tl.load(pe_ptr + n[:, None] * DQ + dq[None, :]).to(tl.float32)).to(q.dtype)
     fold = tl.load(fold_ptr + p * DQ * HEADS * SLOTS + dq[:, None] * (HEADS * SLOTS) + hs[None, :])
@@ -57,7 +67,9 @@ def _image_to_token_kernel(q_ptr, q_stride, pe_ptr, res_ptr, res_stride, fold_pt
     probs = weights / total
     val = tl.load(val_ptr + p * HEADS * SLOTS * D + hs[:, None] * D + d[None, :])
     x = tl.dot(probs.to(val.dtype), val, input_precision=PRECISION) + tl.load(bo_ptr + d).to(tl.float32)[None, :]
-    x += tl.load(res_ptr + p * res_stride + n[:, None] * D + d[None, :]).to(tl.float32)
+    if not QUERIES_ARE_RESIDUAL:
+        residual = tl.load(res_ptr + p * res_stride + n[:, None] * D + d[None, :])
+    x += residual.to(tl.float32)
     mean = tl.sum(x, axis=1) / D
     centred = x - mean[:, None]
     var = tl.sum(centred * centred, axis=1) / D
@@ -65,36 +77,103 @@ def _image_to_token_kernel(q_ptr, q_stride, pe_ptr, res_ptr, res_stride, fold_pt
         + tl.load(ln_b_ptr + d).to(tl.float32)[None, :]
     at = p * N * D + n[:, None] * D + d[None, :]
     tl.store(out_ptr + at, y.to(out_ptr.dtype.element_ty))
-    if WRITE_PE:
-        pe = tl.load(pe_ptr + n[:, None] * D + d[None, :]).to(tl.float32)
-        tl.store(out_pe_ptr + at, (y.to(out_ptr.dtype.element_ty).to(tl.float32) + pe).to(out_ptr.dtype.element_ty))
 
 
 def image_to_token_block(queries: torch.Tensor, residual: torch.Tensor, folded: torch.Tensor, bias: torch.Tensor,
                          values: torch.Tensor, out_bias: torch.Tensor, norm: torch.nn.LayerNorm, slots: int,
-                         pe: torch.Tensor | None = None, add_pe: bool = False, write_pe: bool = False
-                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
+                         pe: torch.Tensor | None = None, add_pe: bool = False) -> torch.Tensor:
     """norm(residual + softmax_per_head((queries [+ pe]) @ folded + bias) @ values + out_bias).
 
     queries (P or 1, N, DQ) and residual (P or 1, N, D): a leading 1 is shared by every prompt;
     folded (P, DQ, H*S), bias (P, H*S) float32 with -inf in unused token slots, values (P, H*S, D),
-    S = ``slots`` a power of two; pe (N, D): added to the queries (``add_pe``, needs DQ = D) and/or
-    to a second output (``write_pe``). Returns (P, N, D) in values' dtype, and that plus pe or None.
+    S = ``slots`` a power of two; pe (N, D): added to the queries (``add_pe``, needs DQ = D).
+    Returns (P, N, D) in values' dtype. Passing the same tensor as queries and residual reads it once.
     """
     p, dq, hs = folded.shape
     n, d = residual.shape[1], residual.shape[2]
     if n % 128 or hs % slots or slots & (slots - 1) or (hs // slots) & (hs // slots - 1):
         raise ValueError(f"image-to-token kernel needs N divisible by 128 and power-of-two heads and slots, "
                          f"got N={n}, H*S={hs}, S={slots}")
-    if (add_pe or write_pe) and (pe is None or (add_pe and dq != d)):
+    if add_pe and (pe is None or dq != d):
         raise ValueError("pe (N, D) is needed to add it, and queries must then have D channels")
     out = torch.empty((p, n, d), dtype=values.dtype, device=values.device)
-    out_pe = torch.empty_like(out) if write_pe else None
+    same = queries is residual
     queries, residual = queries.contiguous(), residual.contiguous()
     _image_to_token_kernel[lambda meta: (n // meta["BN"], p)](
         queries, n * dq if queries.shape[0] > 1 else 0, pe.contiguous() if pe is not None else out,
         residual, n * d if residual.shape[0] > 1 else 0, folded.contiguous(), bias.float().contiguous(),
-        values.contiguous(), out_bias, norm.weight, norm.bias, out, out_pe if write_pe else out, float(norm.eps),
-        N=n, DQ=dq, D=d, HEADS=hs // slots, SLOTS=slots, HAS_PE=add_pe, WRITE_PE=write_pe,
+        values.contiguous(), out_bias, norm.weight, norm.bias, out, float(norm.eps),
+        N=n, DQ=dq, D=d, HEADS=hs // slots, SLOTS=slots, HAS_PE=add_pe,
+        QUERIES_ARE_RESIDUAL=same,
     )
-    return out, out_pe
+    return out
+
+
+def _flash_configs() -> list[triton.Config]:
+    if INTERPRETED:
+        return [triton.Config({"BN": 32}, num_warps=4)]
+    return [triton.Config({"BN": bn}, num_warps=w, num_stages=st)
+            for bn, w, st in ((32, 4, 2), (64, 4, 2), (64, 8, 2), (64, 8, 3), (128, 8, 2))]
+
+
+@triton.autotune(configs=_flash_configs(), key=["N", "D", "R", "CHUNK"])
+@triton.jit
+def _token_to_image_kernel(q_ptr, keys_ptr, pe_ptr, acc_ptr, top_ptr, total_ptr, rows, N: tl.constexpr,
+                           D: tl.constexpr, R: tl.constexpr, CHUNK: tl.constexpr, BN: tl.constexpr):
+    """Chunk program_id(1) of one prompt's image tokens: unnormalised output, running max and sum
+    of its online softmax, for each of the prompt's query rows."""
+    p = tl.program_id(0).to(tl.int64)
+    chunk = tl.program_id(1)
+    r = tl.arange(0, R)
+    d = tl.arange(0, D)
+    q = tl.load(q_ptr + p * rows * D + r[:, None] * D + d[None, :], mask=(r < rows)[:, None], other=0.0)
+    top = tl.full([R], -float("inf"), tl.float32)
+    total = tl.zeros([R], tl.float32)
+    acc = tl.zeros([R, D], tl.float32)
+    for start in range(chunk * CHUNK, (chunk + 1) * CHUNK, BN):
+        n = start + tl.arange(0, BN)
+        values = tl.load(keys_ptr + p * N * D + n[:, None] * D + d[None, :])
+        keys = (values.to(tl.float32) + tl.load(pe_ptr + n[:, None] * D + d[None, :]).to(tl.float32)).to(values.dtype)
+        logits = tl.dot(q, tl.trans(keys))
+        new_top = tl.maximum(top, tl.max(logits, axis=1))
+        rescale = tl.exp(top - new_top)
+        weights = tl.exp(logits - new_top[:, None])
+        total = total * rescale + tl.sum(weights, axis=1)
+        acc = acc * rescale[:, None] + tl.dot(weights.to(values.dtype), values)
+        top = new_top
+    at = p * tl.num_programs(1) + chunk
+    tl.store(acc_ptr + at * R * D + r[:, None] * D + d[None, :], acc)
+    tl.store(top_ptr + at * R + r, top)
+    tl.store(total_ptr + at * R + r, total)
+
+
+def token_to_image_attention(queries: torch.Tensor, image: torch.Tensor, pe: torch.Tensor,
+                             chunks: int | None = None) -> torch.Tensor:
+    """softmax(queries @ (image + pe)^T) @ image per prompt, the image tokens + pe rounded to
+    image's dtype as the decoder's other path stores them: queries (P, R, D) already scaled, image
+    (P, N, D), pe (N, D), half precision. Returns (P, R, D) in image's dtype.
+
+    chunks: how many chunks of image tokens each prompt's attention is split in (default: enough
+    programs for about four per multiprocessor)."""
+    p, rows, d = queries.shape
+    n = image.shape[1]
+    if d & (d - 1) or d < 16 or n % 128:
+        raise ValueError(f"token-to-image kernel needs a power-of-two width >= 16 and N divisible by 128, "
+                         f"got D={d}, N={n}")
+    if chunks is None:
+        sms = torch.cuda.get_device_properties(image.device).multi_processor_count if image.is_cuda else 1
+        chunks = 1
+        while p * chunks < 4 * sms and n // (chunks * 2) >= 512:
+            chunks *= 2
+    if n % chunks or (n // chunks) % 128:
+        raise ValueError(f"{chunks} chunks do not split {n} image tokens in multiples of 128")
+    r = max(16, 1 << (rows - 1).bit_length())
+    acc = torch.empty((p, chunks, r, d), dtype=torch.float32, device=image.device)
+    top = torch.empty((p, chunks, r), dtype=torch.float32, device=image.device)
+    total = torch.empty_like(top)
+    _token_to_image_kernel[(p, chunks)](queries.contiguous(), image.contiguous(), pe.contiguous(), acc, top, total,
+                                        rows, N=n, D=d, R=r, CHUNK=n // chunks)
+    # merge the chunks' online softmaxes
+    weight = torch.exp(top - top.amax(dim=1, keepdim=True))
+    out = (acc * weight[..., None]).sum(dim=1) / (total * weight).sum(dim=1)[..., None]
+    return out[:, :rows].to(image.dtype)

@@ -11,8 +11,11 @@ a small kernel tabulates them once per size. Per tile:
   cut the padding, bilinear -> crop size; PyTorch's align_corners=False source-index rule), written
   as two small matrix products (row weights) @ low-res block @ (column weights)^T on tensor cores
   (float32 logits: float32 accuracy from 3 TF32 products; half-precision logits: one TF32
-  product), and counted, each row's three counts in one packed reduction.
-Counts and box edges are kept per row and reduced over the band once, at its end. Summation order
+  product), and counted, each row's three counts in one packed reduction. Crops far smaller than
+  the prompt frame, whose tiles read more low-res values than a block holds, take every pixel by
+  gathers instead (chosen per launch: both forms in one kernel cost the matrix form registers).
+Counts are kept per row and reduced over the band once, at its end; of the box's columns only the
+band's first and last tiles with mask pixels are looked at again, once. Summation order
 differs from the references', so a pixel within float32 rounding of a threshold may land on the
 other side.
 """
@@ -146,18 +149,91 @@ def _column_table_kernel(weights_ptr, meta_ptr, W, WM, s2x, scale1, LS: tl.const
     tl.store(meta_ptr + t * 4 + 2, x_last)
 
 
+@triton.jit
+def _tile_source(base, t, rows, i_lo, i_hi, k, col_meta_ptr, safe_high, safe_low, LS: tl.constexpr,
+                 RB: tl.constexpr, CB: tl.constexpr, BOUNDED: tl.constexpr):
+    """Column tile t of a band: its last pixel column and, when every tile's low-res block fits (RB,
+    CB) (BOUNDED), that block and whether every source value clears the high bound (the whole tile
+    counts) or none clears the low bound (nothing counts), from one packed reduction."""
+    x_last = tl.load(col_meta_ptr + t * 4 + 2)
+    if BOUNDED:
+        j_lo = tl.load(col_meta_ptr + t * 4 + 0)
+        j_hi = tl.load(col_meta_ptr + t * 4 + 1)
+        cols = j_lo + k
+        inside = (rows[:, None] <= i_hi) & (cols[None, :] <= j_hi)
+        block = tl.load(base + rows[:, None] * LS + cols[None, :], mask=inside, other=0.0).to(tl.float32)
+        sides = tl.sum(tl.where(inside, (block > safe_high).to(tl.int32) + ((block <= safe_low).to(tl.int32) << 16),
+                                0))
+        sources = (i_hi - i_lo + 1) * (j_hi - j_lo + 1)
+        full = (sides & 65535) == sources
+        empty = (sides >> 16) == sources
+    else:
+        block = tl.zeros([RB, CB], tl.float32)
+        full = t < 0
+        empty = t < 0
+    return x_last, block, full, empty
+
+
+@triton.jit
+def _tile_values(base, block, t, row_hi, row_lo, ys, H, HM, s2y, W, WM, s2x, scale1, col_weights_ptr, k, xi,
+                 LS: tl.constexpr, BX: tl.constexpr, CB: tl.constexpr, MODE: tl.constexpr, BOUNDED: tl.constexpr):
+    """Every pixel of column tile t of a band, interpolated as the references do: (row weights) @
+    low-res block @ (column weights)^T on tensor cores, or pixel by pixel where blocks do not fit
+    (a compile-time choice: the pixel-by-pixel code would cost the matrix form registers). Columns
+    past the crop repeat its last column (mask them)."""
+    if BOUNDED:
+        col_w = tl.load(col_weights_ptr + t * CB * BX + k[:, None] * BX + xi[None, :])
+        col_hi, col_lo = _split(col_w, MODE)
+        block_hi, block_lo = _split(block, MODE)
+        along_x = _dot(block_hi, block_lo, col_hi, col_lo, MODE)
+        along_hi, along_lo = _split(along_x, MODE)
+        value = _dot(row_hi, row_lo, along_hi, along_lo, MODE)
+    else:
+        value = _pixels_by_gathers(base, ys, H, HM, s2y, t * BX + xi, W, WM, s2x, scale1, LS)
+    return value
+
+
+@triton.jit
+def _tile_hit_extreme(base, t, rows, i_lo, i_hi, row_hi, row_lo, ys, y_ok, H, HM, s2y, W, WM, s2x, scale1, thr,
+                      safe_high, safe_low, col_weights_ptr, col_meta_ptr, k, xi, LAST: tl.constexpr,
+                      LS: tl.constexpr, BX: tl.constexpr, RB: tl.constexpr, CB: tl.constexpr, MODE: tl.constexpr,
+                      BOUNDED: tl.constexpr):
+    """The first (or LAST) pixel column of tile t above the mask threshold in any row of the band:
+    the tile is evaluated again (same arithmetic as the counting pass) once per band and side."""
+    x0 = t * BX
+    x_last, block, full, empty = _tile_source(base, t, rows, i_lo, i_hi, k, col_meta_ptr, safe_high, safe_low, LS,
+                                              RB, CB, BOUNDED)
+    if LAST:
+        found = x_last
+    else:
+        found = x0
+    if not full:
+        value = _tile_values(base, block, t, row_hi, row_lo, ys, H, HM, s2y, W, WM, s2x, scale1,
+                             col_weights_ptr, k, xi, LS, BX, CB, MODE, BOUNDED)
+        xs = x0 + xi
+        hit = (value > thr) & y_ok[:, None] & (xs <= x_last)[None, :]
+        if LAST:
+            found = tl.max(tl.where(hit, xs[None, :], -1))
+        else:
+            found = tl.min(tl.where(hit, xs[None, :], _BIG))
+    return found
+
+
 # crop sizes vary per image: without this Triton would compile a variant per divisibility pattern
 @triton.jit(do_not_specialize=["H", "W", "HM", "WM"])
 def _mask_stats_kernel(logits_ptr, index_ptr, keep_ptr, out_ptr, col_weights_ptr, col_meta_ptr, H, W, HM, WM, s2y,
                        s2x, scale1, thr_high, thr_low, thr, safe_high, safe_low, LS: tl.constexpr, BY: tl.constexpr,
                        BX: tl.constexpr, RB: tl.constexpr, CB: tl.constexpr, INDEXED: tl.constexpr,
-                       FILTERED: tl.constexpr, MODE: tl.constexpr):
+                       FILTERED: tl.constexpr, MODE: tl.constexpr, BOUNDED: tl.constexpr):
     """One band of BY rows of one mask: mask number program_id(0) (of ``index`` when INDEXED),
     skipped when FILTERED and its ``keep`` flag is 0.
 
-    Counts and box edges are kept per row across the band's tiles and reduced over the rows once
-    at the end: a reduction over the whole tile makes every warp of the program wait for the others,
-    one per tile instead of about ten is what made this kernel faster (it is latency-bound)."""
+    The pixel loop does as little per pixel as it can (it sets this kernel's pace on masks that
+    are not smooth): three nested comparisons select one packed value (the thresholds are ordered),
+    summed per row. Counts are kept per row across the band's tiles and reduced over the rows once
+    at the end (a reduction over a whole tile makes every warp wait for the others). The box's
+    columns are not tracked per pixel: each row notes the first and last tile where it has mask
+    pixels, and only the band's first and last such tile are evaluated again for the exact column."""
     if INDEXED:
         mask_id = tl.load(index_ptr + tl.program_id(0))
     else:
@@ -174,65 +250,56 @@ def _mask_stats_kernel(logits_ptr, index_ptr, keep_ptr, out_ptr, col_weights_ptr
         k = tl.arange(0, CB)
         xi = tl.arange(0, BX)
         # per row: pixels above the high / low stability thresholds and the mask threshold, and
-        # the first and last column above the mask threshold
+        # the first and last tile with a pixel above the mask threshold
         row_high = tl.zeros([BY], tl.int32)
         row_low = tl.zeros([BY], tl.int32)
         row_mask = tl.zeros([BY], tl.int32)
-        row_first = tl.full([BY], _BIG, tl.int32)
-        row_last = tl.full([BY], -1, tl.int32)
+        first_tile = tl.full([BY], _BIG, tl.int32)
+        last_tile = tl.full([BY], -1, tl.int32)
         for t in range(0, tl.cdiv(W, BX)):
             x0 = t * BX
-            j_lo = tl.load(col_meta_ptr + t * 4 + 0)
-            j_hi = tl.load(col_meta_ptr + t * 4 + 1)
-            x_last = tl.load(col_meta_ptr + t * 4 + 2)
-            cols = j_lo + k
-            inside = (rows[:, None] <= i_hi) & (cols[None, :] <= j_hi)
-            bounded = (i_hi - i_lo < RB) & (j_hi - j_lo < CB)
-            block = tl.load(base + rows[:, None] * LS + cols[None, :], mask=inside, other=0.0).to(tl.float32)
-            # one reduction tells whether every source value clears the high or the low bound
-            sides = tl.sum(tl.where(inside, (block > safe_high).to(tl.int32) + ((block <= safe_low).to(tl.int32) << 16),
-                                    0))
-            sources = (i_hi - i_lo + 1) * (j_hi - j_lo + 1)
-            if ((sides & 65535) == sources) & bounded:  # every pixel counts for all three thresholds
+            x_last, block, full, empty = _tile_source(base, t, rows, i_lo, i_hi, k, col_meta_ptr, safe_high,
+                                                      safe_low, LS, RB, CB, BOUNDED)
+            if full:  # every pixel counts for all three thresholds
                 width = tl.where(y_ok, x_last - x0 + 1, 0)
                 row_high += width
                 row_low += width
                 row_mask += width
-                row_first = tl.where(y_ok, tl.minimum(row_first, x0), row_first)
-                row_last = tl.where(y_ok, tl.maximum(row_last, x_last), row_last)
-            elif (not bounded) | ((sides >> 16) != sources):  # some pixel may count: look at each
-                xs = x0 + xi
-                if bounded:
-                    # the tile = (row weights) @ block @ (column weights)^T: two small matrix products
-                    col_w = tl.load(col_weights_ptr + t * CB * BX + k[:, None] * BX + xi[None, :])
-                    col_hi, col_lo = _split(col_w, MODE)
-                    block_hi, block_lo = _split(block, MODE)
-                    along_x = _dot(block_hi, block_lo, col_hi, col_lo, MODE)
-                    along_hi, along_lo = _split(along_x, MODE)
-                    value = _dot(row_hi, row_lo, along_hi, along_lo, MODE)
-                else:
-                    value = _pixels_by_gathers(base, ys, H, HM, s2y, xs, W, WM, s2x, scale1, LS)
-                value = tl.where(y_ok[:, None] & (xs <= x_last)[None, :], value, -float("inf"))
-                # the three counts of each row in one reduction: 10-bit fields (BX < 1024)
-                packed = (value > thr_high).to(tl.int32) + ((value > thr_low).to(tl.int32) << 10) \
-                    + ((value > thr).to(tl.int32) << 20)
-                per_row = tl.sum(packed, axis=1)
-                row_high += per_row & 1023
-                row_low += (per_row >> 10) & 1023
-                row_mask += per_row >> 20
-                hit = value > thr
-                row_first = tl.minimum(row_first, tl.min(tl.where(hit, xs[None, :], _BIG), axis=1))
-                row_last = tl.maximum(row_last, tl.max(tl.where(hit, xs[None, :], -1), axis=1))
+                first_tile = tl.where(y_ok, tl.minimum(first_tile, t), first_tile)
+                last_tile = tl.where(y_ok, t, last_tile)
+            elif not empty:  # some pixel may count: look at each
+                value = _tile_values(base, block, t, row_hi, row_lo, ys, H, HM, s2y, W, WM, s2x, scale1,
+                                     col_weights_ptr, k, xi, LS, BX, CB, MODE, BOUNDED)
+                if x_last < x0 + BX - 1:  # the crop's last tile: columns past it repeat its last one
+                    value = tl.where((x0 + xi <= x_last)[None, :], value, -float("inf"))
+                # fields (10 bits each, BX < 1024): low threshold, mask threshold, high threshold
+                packed = tl.where(value > thr_low, tl.where(value > thr, tl.where(
+                    value > thr_high, 1 + (1 << 10) + (1 << 20), 1 + (1 << 10)), 1), 0)
+                per_row = tl.where(y_ok, tl.sum(packed, axis=1), 0)  # rows past the crop repeat its last
+                in_mask = (per_row >> 10) & 1023
+                row_low += per_row & 1023
+                row_mask += in_mask
+                row_high += per_row >> 20
+                first_tile = tl.where(in_mask > 0, tl.minimum(first_tile, t), first_tile)
+                last_tile = tl.where(in_mask > 0, t, last_tile)
         n_low = tl.sum(row_low)
         if n_low > 0:
             at = out_ptr + mask_id.to(tl.int64) * 7
             tl.atomic_add(at + 0, tl.sum(row_high))
             tl.atomic_add(at + 1, n_low)
-            tl.atomic_add(at + 2, tl.sum(row_mask))
-            tl.atomic_min(at + 3, tl.min(row_first))
-            tl.atomic_min(at + 4, tl.min(tl.where(row_mask > 0, ys, _BIG)))
-            tl.atomic_max(at + 5, tl.max(row_last))
-            tl.atomic_max(at + 6, tl.max(tl.where(row_mask > 0, ys, -1)))
+            n_mask = tl.sum(row_mask)
+            tl.atomic_add(at + 2, n_mask)
+            if n_mask > 0:
+                x_min = _tile_hit_extreme(base, tl.min(first_tile), rows, i_lo, i_hi, row_hi, row_lo, ys, y_ok, H, HM,
+                                          s2y, W, WM, s2x, scale1, thr, safe_high, safe_low, col_weights_ptr,
+                                          col_meta_ptr, k, xi, False, LS, BX, RB, CB, MODE, BOUNDED)
+                x_max = _tile_hit_extreme(base, tl.max(last_tile), rows, i_lo, i_hi, row_hi, row_lo, ys, y_ok, H, HM,
+                                          s2y, W, WM, s2x, scale1, thr, safe_high, safe_low, col_weights_ptr,
+                                          col_meta_ptr, k, xi, True, LS, BX, RB, CB, MODE, BOUNDED)
+                tl.atomic_min(at + 3, x_min)
+                tl.atomic_min(at + 4, tl.min(tl.where(row_mask > 0, ys, _BIG)))
+                tl.atomic_max(at + 5, x_max)
+                tl.atomic_max(at + 6, tl.max(tl.where(row_mask > 0, ys, -1)))
 
 
 def _source_span(out_size: int, in_size: int, scale1: float, ls: int, block: int) -> int:
@@ -288,17 +355,19 @@ def finish_stats(out: torch.Tensor) -> torch.Tensor:
 
 def stats_one_size(low_res: torch.Tensor, hw: tuple[int, int], prompt_size: int, threshold: float,
                    offset: float, out: torch.Tensor, index: torch.Tensor | None = None,
-                   keep: torch.Tensor | None = None, block_rows: int = 64, block_cols: int = 128,
+                   keep: torch.Tensor | None = None, block_rows: int = 64, block_cols: int = 64,
                    precision: str | None = None, num_warps: int = 4) -> None:
     """Accumulate into ``out`` (from ``empty_stats``) the statistics of masks of one crop size:
     ``index`` (int32) picks masks of low_res (default: all), ``keep`` (bool, one per mask of
     low_res) skips masks in the kernel, without a host sync. Defaults: the fastest of
-    benchmarks/amg_profile.py's sweep on an H100 (64x128 tiles, 4 warps)."""
+    a sweep on an H100 (64x64 tiles, 4 warps: 227 registers, no spills; 64x128 tiles spill)."""
     n, ls, ls2 = low_res.shape
     if ls != ls2:
         raise ValueError(f"low-res logits must be square, got {tuple(low_res.shape)}")
     if block_cols >= 1024:
         raise ValueError("block_cols must be below 1024 (10-bit per-row counts)")
+    if offset < 0:
+        raise ValueError(f"stability score offset must be >= 0 (the kernel nests the thresholds), got {offset}")
     count = n if index is None else len(index)
     if count == 0:
         return
@@ -314,9 +383,10 @@ def stats_one_size(low_res: torch.Tensor, hw: tuple[int, int], prompt_size: int,
     scale1 = float(np.float32(ls) / np.float32(prompt_size))
     hm, wm = resized_shape(h, w, prompt_size)
     # low-res block per tile, sized for this crop; a larger span (crops far smaller than the
-    # prompt frame) is evaluated pixel by pixel instead
-    rb = min(64, _block_side(_source_span(h, hm, scale1, ls, block_rows)))
-    cb = min(128, _block_side(_source_span(w, wm, scale1, ls, block_cols)))
+    # prompt frame) has every pixel evaluated by gathers instead
+    row_span = _source_span(h, hm, scale1, ls, block_rows)
+    col_span = _source_span(w, wm, scale1, ls, block_cols)
+    rb, cb = min(64, _block_side(row_span)), min(128, _block_side(col_span))
     s2x = float(np.float32(wm) / np.float32(w))
     tiles = triton.cdiv(w, block_cols)
     col_weights = torch.empty((tiles, cb, block_cols), dtype=torch.float32, device=low_res.device)
@@ -327,7 +397,8 @@ def stats_one_size(low_res: torch.Tensor, hw: tuple[int, int], prompt_size: int,
         low_res.contiguous(), index if index is not None else out, keep if keep is not None else out, out,
         col_weights, col_meta, h, w, hm, wm, float(np.float32(hm) / np.float32(h)), s2x, scale1,
         high, low, threshold, safe_high, safe_low, LS=ls, BY=block_rows, BX=block_cols, RB=rb, CB=cb,
-        INDEXED=index is not None, FILTERED=keep is not None, MODE=mode, num_warps=num_warps,
+        INDEXED=index is not None, FILTERED=keep is not None, MODE=mode, BOUNDED=row_span <= rb and col_span <= cb,
+        num_warps=num_warps,
     )
 
 
