@@ -39,6 +39,9 @@ class AmgParams:
     def __post_init__(self) -> None:
         if self.min_mask_region_area > 0:
             raise ValueError("min_mask_region_area > 0 (hole/island removal) is not supported yet; PS3 uses 0")
+        if self.stability_score_offset < 0:
+            raise ValueError(f"stability_score_offset must be >= 0 (a band around the mask threshold), "
+                             f"got {self.stability_score_offset}")
 
 
 @dataclass

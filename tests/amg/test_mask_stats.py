@@ -153,3 +153,13 @@ def test_generator_gives_the_same_masks_with_either_statistics_backend(triton_st
     np.testing.assert_allclose(a.stability, b.stability, atol=1e-3)
     np.testing.assert_array_equal(a.masks, b.masks)  # materialised the same way for both
     assert np.array_equal(a.masks.sum(axis=(1, 2)), a.areas)
+
+
+def test_negative_stability_offset_is_refused(triton_stats):
+    """The kernel nests its three thresholds (low <= mask <= high); a negative offset would break
+    that order silently, so it is refused by name."""
+    low = blobs(1, seed=5, sharpness=2.0).to(device())
+    with pytest.raises(ValueError, match="offset must be >= 0"):
+        triton_stats.mask_stats_triton(low, torch.tensor([[300, 400]], device=device()), 1024, 0.0, -1.0)
+    with pytest.raises(ValueError, match="stability_score_offset must be >= 0"):
+        AmgParams(stability_score_offset=-1.0)
