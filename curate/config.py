@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -482,9 +483,64 @@ class CanvasPipelineConfig(Strict):
         return data_hash(self)
 
 
+def _backend_switches(overrides: list[str] | None) -> dict[tuple[str, ...], str]:
+    """Sections whose backend a ``--set SECTION.backend=NAME`` chooses: section path -> NAME."""
+    switches = {}
+    for text in overrides or []:
+        parts, value = parse_override(text)
+        if parts[-1] == "backend" and isinstance(value, str):
+            switches[tuple(parts[:-1])] = value
+    return switches
+
+
+def _unknown_keys(model: type[BaseModel], raw: dict) -> set[str]:
+    """Dotted names of the keys ``model`` does not take in ``raw``."""
+    try:
+        model.model_validate(raw)
+    except ValidationError as e:
+        return {".".join(map(str, _real_keys(x["loc"]))) for x in e.errors() if x["type"] == "extra_forbidden"}
+    return set()
+
+
+def _drop_keys_of_replaced_backends(raw: dict, before: dict, model: type[BaseModel],
+                                    switches: dict[tuple[str, ...], str], err: ValidationError) -> list[str]:
+    """Options of a backend that ``--set`` replaced (keys the new backend does not take that the
+    old one did, i.e. valid in ``before``, the config without the switches): removed from ``raw``;
+    returns their dotted names."""
+    unknown_before = _unknown_keys(model, before)
+    dropped = []
+    for e in err.errors():
+        loc = e["loc"]
+        if e["type"] != "extra_forbidden" or len(loc) < 3:
+            continue
+        section, tag, key = tuple(str(part) for part in loc[:-2]), loc[-2], loc[-1]
+        name = ".".join(section + (str(key),))
+        if switches.get(section) != tag or name in unknown_before:
+            continue
+        node: Any = raw
+        for part in section:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        node.pop(key, None)
+        dropped.append(name)
+    return dropped
+
+
 def load_yaml_model(model: type[BaseModel], what: str, path: str | Path, overrides: list[str] | None = None):
-    """Read a YAML file, apply ``--set`` overrides and validate it as ``model``; errors name the file."""
+    """Read a YAML file, apply ``--set`` overrides and validate it as ``model``; errors name the file.
+
+    ``--set SECTION.backend=NAME`` replaces a section's backend: the old backend's options that
+    NAME does not take are dropped, with a warning naming them (any other unknown key is an error)."""
     raw = _read_yaml(Path(path), overrides)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        switches = _backend_switches(overrides)
+        before = _read_yaml(Path(path), [o for o in overrides or [] if parse_override(o)[0][-1] != "backend"])
+        dropped = _drop_keys_of_replaced_backends(raw, before, model, switches, e) if switches else []
+        if not dropped:
+            raise ConfigError(_format_errors(str(path), e).replace("pipeline config", what)) from e
+    logging.getLogger(__name__).warning("%s: --set chose another backend; dropped the old backend's options: %s",
+                                        path, ", ".join(dropped))
     try:
         return model.model_validate(raw)
     except ValidationError as e:

@@ -48,6 +48,25 @@ def test_unknown_key_inside_backend_union_names_the_key(tmp_path):
         load_config(write(tmp_path, data))
 
 
+def test_set_backend_drops_the_old_backends_options_by_name(tmp_path, caplog):
+    """--set caption.natural.backend=none on a config written for vLLM: the vLLM options are
+    dropped with a warning naming them; switching vllm -> hf keeps them (both take them); an
+    unknown key that no switch explains is still an error."""
+    data = minimal()
+    data["caption"] = {"natural": {"backend": "vllm", "model": "Qwen/Qwen2-VL-7B-Instruct", "temperature": 0.0,
+                                   "batch_size": 64}}
+    path = write(tmp_path, data)
+    with caplog.at_level("WARNING", logger="curate.config"):
+        cfg = load_config(path, ["caption.natural.backend=none"])
+    assert cfg.caption.natural.backend == "none"
+    assert "caption.natural.model" in caplog.text and "caption.natural.batch_size" in caplog.text
+    cfg = load_config(path, ["caption.natural.backend=hf"])
+    assert (cfg.caption.natural.backend, cfg.caption.natural.model) == ("hf", "Qwen/Qwen2-VL-7B-Instruct")
+    data["caption"]["natural"]["tempreature"] = 0.5
+    with pytest.raises(ConfigError, match=r"caption\.natural\.tempreature: unknown key"):
+        load_config(write(tmp_path, data), ["caption.natural.backend=hf"])
+
+
 def test_bad_value_and_unknown_backend(tmp_path):
     data = minimal()
     data["select"] = {"max_boxes": -1}
