@@ -483,14 +483,17 @@ class CanvasPipelineConfig(Strict):
         return data_hash(self)
 
 
-def _backend_switches(overrides: list[str] | None) -> dict[tuple[str, ...], str]:
-    """Sections whose backend a ``--set SECTION.backend=NAME`` chooses: section path -> NAME."""
-    switches = {}
+def _split_backend_switches(overrides: list[str] | None) -> tuple[dict[tuple[str, ...], str], list[str]]:
+    """Sections whose backend a ``--set SECTION.backend=NAME`` chooses (section path -> NAME), and
+    the other overrides."""
+    switches, others = {}, []
     for text in overrides or []:
         parts, value = parse_override(text)
         if parts[-1] == "backend" and isinstance(value, str):
             switches[tuple(parts[:-1])] = value
-    return switches
+        else:
+            others.append(text)
+    return switches, others
 
 
 def _unknown_keys(model: type[BaseModel], raw: dict) -> set[str]:
@@ -525,6 +528,10 @@ def _drop_keys_of_replaced_backends(raw: dict, before: dict, model: type[BaseMod
     return dropped
 
 
+def _config_error(path: str | Path, what: str, err: ValidationError) -> ConfigError:
+    return ConfigError(_format_errors(str(path), err).replace("pipeline config", what))
+
+
 def load_yaml_model(model: type[BaseModel], what: str, path: str | Path, overrides: list[str] | None = None):
     """Read a YAML file, apply ``--set`` overrides and validate it as ``model``; errors name the file.
 
@@ -534,17 +541,17 @@ def load_yaml_model(model: type[BaseModel], what: str, path: str | Path, overrid
     try:
         return model.model_validate(raw)
     except ValidationError as e:
-        switches = _backend_switches(overrides)
-        before = _read_yaml(Path(path), [o for o in overrides or [] if parse_override(o)[0][-1] != "backend"])
-        dropped = _drop_keys_of_replaced_backends(raw, before, model, switches, e) if switches else []
+        switches, others = _split_backend_switches(overrides)
+        dropped = _drop_keys_of_replaced_backends(raw, _read_yaml(Path(path), others), model, switches, e) \
+            if switches else []
         if not dropped:
-            raise ConfigError(_format_errors(str(path), e).replace("pipeline config", what)) from e
+            raise _config_error(path, what, e) from e
     logging.getLogger(__name__).warning("%s: --set chose another backend; dropped the old backend's options: %s",
                                         path, ", ".join(dropped))
     try:
         return model.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_format_errors(str(path), e).replace("pipeline config", what)) from e
+        raise _config_error(path, what, e) from e
 
 
 def load_canvas_config(path: str | Path, overrides: list[str] | None = None) -> CanvasPipelineConfig:
