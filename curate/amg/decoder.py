@@ -13,9 +13,9 @@ embedding (64x64x256) and positional encoding for every prompt. Here:
   token (half precision; float32 runs take the same arithmetic in torch ops). Token-to-image
   attention folds the key projection into the queries and applies the value projection after the
   weighted sum, so one attention of head width 256 reads the image tokens once; in half precision
-  on CUDA a Triton flash-attention kernel adds the positional encoding to the keys as it reads
-  them (image tokens + pe are never stored), elsewhere SDPA takes them materialised. Softmax in
-  float32, as SDPA computes it. Same arithmetic up to rounding order;
+  on CUDA a Triton flash-attention kernel takes the positional encoding's product with the queries
+  beside the image tokens' (image tokens + pe are never stored), elsewhere SDPA takes them
+  materialised. Softmax in float32, as SDPA computes it. Same arithmetic up to rounding order;
 - the remaining (token-only) attention runs through ``scaled_dot_product_attention``;
 - the output upscaling (two stride-2 2x2 transposed convolutions with LayerNorm and GELU) is per
   pixel: on CUDA one fused Triton kernel (triton_upscale.py) takes each pixel from the transformer's

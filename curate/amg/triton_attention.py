@@ -32,7 +32,22 @@ def _configs() -> list[triton.Config]:
     return [triton.Config({"BN": bn}, num_warps=w) for bn, w in ((32, 4), (32, 8), (64, 4), (64, 8), (128, 8))]
 
 
-@triton.autotune(configs=_configs(), key=["N", "DQ", "D", "HEADS", "SLOTS", "HAS_PE", "QUERIES_ARE_RESIDUAL"])
+CONFIGS = _configs()
+
+
+def _launch(kernel, grid, config: triton.Config | None):
+    """kernel launcher: autotuned, or with one given configuration."""
+    if config is None:
+        return kernel[grid]
+    meta = dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
+
+    def launch(*args, **kwargs):
+        return kernel.fn[grid(config.kwargs)](*args, **kwargs, **meta)
+
+    return launch
+
+
+@triton.autotune(configs=CONFIGS, key=["N", "DQ", "D", "HEADS", "SLOTS", "HAS_PE", "QUERIES_ARE_RESIDUAL"])
 @triton.jit
 def _image_to_token_kernel(q_ptr, q_stride, pe_ptr, res_ptr, res_stride, fold_ptr, bias_ptr, val_ptr, bo_ptr,
                            ln_w_ptr, ln_b_ptr, out_ptr, eps, N: tl.constexpr, DQ: tl.constexpr,
@@ -81,13 +96,15 @@ def _image_to_token_kernel(q_ptr, q_stride, pe_ptr, res_ptr, res_stride, fold_pt
 
 def image_to_token_block(queries: torch.Tensor, residual: torch.Tensor, folded: torch.Tensor, bias: torch.Tensor,
                          values: torch.Tensor, out_bias: torch.Tensor, norm: torch.nn.LayerNorm, slots: int,
-                         pe: torch.Tensor | None = None, add_pe: bool = False) -> torch.Tensor:
+                         pe: torch.Tensor | None = None, add_pe: bool = False,
+                         config: triton.Config | None = None) -> torch.Tensor:
     """norm(residual + softmax_per_head((queries [+ pe]) @ folded + bias) @ values + out_bias).
 
     queries (P or 1, N, DQ) and residual (P or 1, N, D): a leading 1 is shared by every prompt;
     folded (P, DQ, H*S), bias (P, H*S) float32 with -inf in unused token slots, values (P, H*S, D),
     S = ``slots`` a power of two; pe (N, D): added to the queries (``add_pe``, needs DQ = D).
     Returns (P, N, D) in values' dtype. Passing the same tensor as queries and residual reads it once.
+    config: one of ``CONFIGS`` instead of the autotuned choice (tests check every configuration).
     """
     p, dq, hs = folded.shape
     n, d = residual.shape[1], residual.shape[2]
@@ -99,7 +116,7 @@ def image_to_token_block(queries: torch.Tensor, residual: torch.Tensor, folded: 
     out = torch.empty((p, n, d), dtype=values.dtype, device=values.device)
     same = queries is residual
     queries, residual = queries.contiguous(), residual.contiguous()
-    _image_to_token_kernel[lambda meta: (n // meta["BN"], p)](
+    _launch(_image_to_token_kernel, lambda meta: (n // meta["BN"], p), config)(
         queries, n * dq if queries.shape[0] > 1 else 0, pe.contiguous() if pe is not None else out,
         residual, n * d if residual.shape[0] > 1 else 0, folded.contiguous(), bias.float().contiguous(),
         values.contiguous(), out_bias, norm.weight, norm.bias, out, float(norm.eps),
@@ -112,16 +129,22 @@ def image_to_token_block(queries: torch.Tensor, residual: torch.Tensor, folded: 
 def _flash_configs() -> list[triton.Config]:
     if INTERPRETED:
         return [triton.Config({"BN": 32}, num_warps=4)]
-    return [triton.Config({"BN": bn}, num_warps=w, num_stages=st)
-            for bn, w, st in ((32, 4, 2), (64, 4, 2), (64, 8, 2), (64, 8, 3), (128, 8, 2))]
+    return [triton.Config({"BN": bn}, num_warps=w, num_stages=st) for bn, w, st in ((32, 4, 2), (64, 4, 2), (64, 8, 3))]
 
 
-@triton.autotune(configs=_flash_configs(), key=["N", "D", "R", "CHUNK"])
+FLASH_CONFIGS = _flash_configs()
+
+
+@triton.autotune(configs=FLASH_CONFIGS, key=["N", "D", "R", "CHUNK"])
 @triton.jit
 def _token_to_image_kernel(q_ptr, keys_ptr, pe_ptr, acc_ptr, top_ptr, total_ptr, rows, N: tl.constexpr,
                            D: tl.constexpr, R: tl.constexpr, CHUNK: tl.constexpr, BN: tl.constexpr):
     """Chunk program_id(1) of one prompt's image tokens: unnormalised output, running max and sum
-    of its online softmax, for each of the prompt's query rows."""
+    of its online softmax, for each of the prompt's query rows.
+
+    The logits are two products of tiles as loaded, q @ image^T + q @ pe^T: summing image and pe
+    tiles in registers first and multiplying by that sum's transpose was miscompiled on an H100
+    in three of five configurations (outputs off by up to 2, different on every run)."""
     p = tl.program_id(0).to(tl.int64)
     chunk = tl.program_id(1)
     r = tl.arange(0, R)
@@ -133,8 +156,8 @@ def _token_to_image_kernel(q_ptr, keys_ptr, pe_ptr, acc_ptr, top_ptr, total_ptr,
     for start in range(chunk * CHUNK, (chunk + 1) * CHUNK, BN):
         n = start + tl.arange(0, BN)
         values = tl.load(keys_ptr + p * N * D + n[:, None] * D + d[None, :])
-        keys = (values.to(tl.float32) + tl.load(pe_ptr + n[:, None] * D + d[None, :]).to(tl.float32)).to(values.dtype)
-        logits = tl.dot(q, tl.trans(keys))
+        pe = tl.load(pe_ptr + n[:, None] * D + d[None, :])
+        logits = tl.dot(q, tl.trans(values)) + tl.dot(q, tl.trans(pe))
         new_top = tl.maximum(top, tl.max(logits, axis=1))
         rescale = tl.exp(top - new_top)
         weights = tl.exp(logits - new_top[:, None])
@@ -148,13 +171,13 @@ def _token_to_image_kernel(q_ptr, keys_ptr, pe_ptr, acc_ptr, top_ptr, total_ptr,
 
 
 def token_to_image_attention(queries: torch.Tensor, image: torch.Tensor, pe: torch.Tensor,
-                             chunks: int | None = None) -> torch.Tensor:
-    """softmax(queries @ (image + pe)^T) @ image per prompt, the image tokens + pe rounded to
-    image's dtype as the decoder's other path stores them: queries (P, R, D) already scaled, image
+                             chunks: int | None = None, config: triton.Config | None = None) -> torch.Tensor:
+    """softmax(queries @ (image + pe)^T) @ image per prompt: queries (P, R, D) already scaled, image
     (P, N, D), pe (N, D), half precision. Returns (P, R, D) in image's dtype.
 
     chunks: how many chunks of image tokens each prompt's attention is split in (default: enough
-    programs for about four per multiprocessor)."""
+    programs for about four per multiprocessor). config: one of ``FLASH_CONFIGS`` instead of the
+    autotuned choice (tests check every configuration)."""
     p, rows, d = queries.shape
     n = image.shape[1]
     if d & (d - 1) or d < 16 or n % 128:
@@ -171,8 +194,9 @@ def token_to_image_attention(queries: torch.Tensor, image: torch.Tensor, pe: tor
     acc = torch.empty((p, chunks, r, d), dtype=torch.float32, device=image.device)
     top = torch.empty((p, chunks, r), dtype=torch.float32, device=image.device)
     total = torch.empty_like(top)
-    _token_to_image_kernel[(p, chunks)](queries.contiguous(), image.contiguous(), pe.contiguous(), acc, top, total,
-                                        rows, N=n, D=d, R=r, CHUNK=n // chunks)
+    _launch(_token_to_image_kernel, lambda meta: (p, chunks), config)(
+        queries.contiguous(), image.contiguous(), pe.contiguous(), acc, top, total, rows, N=n, D=d, R=r,
+        CHUNK=n // chunks)
     # merge the chunks' online softmaxes
     weight = torch.exp(top - top.amax(dim=1, keepdim=True))
     out = (acc * weight[..., None]).sum(dim=1) / (total * weight).sum(dim=1)[..., None]

@@ -69,7 +69,7 @@ def test_fused_image_to_token_kernel_equals_torch(triton_runs, projected_queries
     (crop-shared projected queries and residual), later block (per-prompt image tokens plus pe).
     Without a GPU: interpreted, float32. On CUDA: bf16, what the decoder runs it in."""
     from curate.amg.decoder import SLOTS, _image_to_token_operands, image_to_token_torch
-    from curate.amg.triton_attention import image_to_token_block
+    from curate.amg.triton_attention import CONFIGS, image_to_token_block
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     block = tiny_efficientvit_sam(seed=2).net.mask_decoder.transformer.layers[1].to(device)
@@ -91,34 +91,41 @@ def test_fused_image_to_token_kernel_equals_torch(triton_runs, projected_queries
         operands = _image_to_token_operands(attn, tokens, tokens * 0.5, projected_queries)
         args = (queries, residual, *operands, attn.out_proj.bias, block.norm4)
         add_pe = not projected_queries
-        ours = image_to_token_block(*args, SLOTS, pe=pe, add_pe=add_pe)
         reference = image_to_token_torch(*args, pe=pe, add_pe=add_pe)
-    assert ours.shape == (p, n, d)
-    # bf16: the torch form rounds its logits and sums to bf16 where the kernel keeps float32
-    tolerance = dict(atol=5e-2, rtol=2e-2) if dtype == torch.bfloat16 else dict(atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(ours.float(), reference.float(), **tolerance)
+        # every configuration the autotuner may pick, each run twice (a miscompiled one need not
+        # give the same wrong answer twice)
+        for config in CONFIGS:
+            ours = image_to_token_block(*args, SLOTS, pe=pe, add_pe=add_pe, config=config)
+            assert torch.equal(ours, image_to_token_block(*args, SLOTS, pe=pe, add_pe=add_pe, config=config)), config
+            assert ours.shape == (p, n, d)
+            # bf16: the torch form rounds its logits and sums to bf16 where the kernel keeps float32
+            tolerance = dict(atol=5e-2, rtol=2e-2) if dtype == torch.bfloat16 else dict(atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(ours.float(), reference.float(), **tolerance, msg=lambda m: f"{config}: {m}")
 
 
 @pytest.mark.parametrize("chunks", [1, 2])
 def test_token_to_image_kernel_equals_attention(triton_runs, chunks):
-    """The flash-attention kernel (pe added to the keys as they are read; chunks of image tokens
-    merged after) against SDPA on materialised keys, with 56 query rows padded to 64. Without a
-    GPU: interpreted, float32 operands; on CUDA: bf16, as the decoder runs it."""
-    from curate.amg.triton_attention import token_to_image_attention
+    """The flash-attention kernel (image and pe products of each tile summed; chunks of image
+    tokens merged after) against SDPA on materialised keys, with 56 query rows padded to 64, in
+    every configuration the autotuner may pick, each run twice (three of five configurations of an
+    earlier form of the kernel were miscompiled on an H100: errors up to 2, different every run).
+    Without a GPU: interpreted, float32 operands; on CUDA: bf16, as the decoder runs it."""
+    from curate.amg.triton_attention import FLASH_CONFIGS, token_to_image_attention
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     g = torch.Generator().manual_seed(5)
-    p, rows, n, d = 3, 56, 512, 256
+    p, rows, n, d = 3, 56, 1024 if device == "cuda" else 512, 256
     queries = (torch.randn(p, rows, d, generator=g) * d**-0.5).to(device, dtype)
     image = torch.randn(p, n, d, generator=g).to(device, dtype)
     pe = torch.randn(n, d, generator=g).to(device, dtype)
-    ours = token_to_image_attention(queries, image, pe, chunks=chunks)
-    keys = (image.float() + pe.float()).to(dtype)
-    reference = torch.nn.functional.scaled_dot_product_attention(queries.float(), keys.float(), image.float(),
-                                                                 scale=1.0)
-    assert ours.shape == (p, rows, d) and ours.dtype == dtype
-    # bf16: the kernel rounds the softmax weights to bf16 for the second product
-    tolerance = dict(atol=2e-2, rtol=2e-2) if dtype == torch.bfloat16 else dict(atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(ours.float(), reference, **tolerance)
+    reference = torch.nn.functional.scaled_dot_product_attention(queries.float(), image.float() + pe.float(),
+                                                                 image.float(), scale=1.0)
     assert reference.std() > 0.05  # the attention is not uniform (its output is not the mean token)
+    for config in FLASH_CONFIGS:
+        ours = token_to_image_attention(queries, image, pe, chunks=chunks, config=config)
+        assert torch.equal(ours, token_to_image_attention(queries, image, pe, chunks=chunks, config=config)), config
+        assert ours.shape == (p, rows, d) and ours.dtype == dtype
+        # bf16: the kernel rounds the softmax weights to bf16 for the second product
+        tolerance = dict(atol=2e-2, rtol=2e-2) if dtype == torch.bfloat16 else dict(atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(ours.float(), reference, **tolerance, msg=lambda m: f"{config}: {m}")
