@@ -18,6 +18,7 @@ import json
 import platform
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +117,12 @@ def run(args) -> list[dict]:
                 ours16 = BatchedMaskGenerator(model, params16)
                 timed(lambda: ours16.generate([image]), device)
                 row["ours_bf16_s"], [out16] = timed(lambda: ours16.generate([image]), device, args.repeats)
+                if params16.cuda_graphs and not params16.compile_decoder:  # what the graphs save
+                    eager16 = BatchedMaskGenerator(model, replace(params16, cuda_graphs=False))
+                    timed(lambda: eager16.generate([image]), device)
+                    row["ours_bf16_eager_decoder_s"], _ = timed(lambda: eager16.generate([image]), device,
+                                                                args.repeats)
+                    del eager16
                 phases = BatchedMaskGenerator(model, params16, profile=True)
                 phases._decode = ours16._decode  # the compiled decoder, already warm
                 phases.generate([image])

@@ -100,6 +100,9 @@ class SamAmgParams(Strict):
                                                      "prompts of one crop, split into equal chunks (GPU)")
     compile_decoder: bool = Field(False, description="torch.compile the mask decoder on the GPU (about 15 s once per "
                                                      "worker; a few percent faster since the fused kernels)")
+    cuda_graphs: bool = Field(True, description="replay the mask decoder as CUDA graphs on the GPU, one per prompt "
+                                                "count (the host launches one graph instead of ~100 kernels per "
+                                                "call); ignored with compile_decoder or on the CPU")
 
 
 class EfficientVitSamConfig(SamAmgParams):

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
+from curate.amg.graphs import GraphedDecoder
 from curate.amg.grid import crop_boxes, layer_point_grids, resized_shape
 from curate.amg.models import SamFamilyModel
 from curate.amg.mask_stats import mask_stats, upscale_logits
@@ -35,6 +36,7 @@ class AmgParams:
     decode_batch: int = 256  # most prompts per decoder call (one crop per call, equal chunks)
     encode_batch: int = 8  # crops per image-encoder call
     compile_decoder: bool = False  # torch.compile the decoder (GPU; compiled once per process and shape family)
+    cuda_graphs: bool = True  # replay the decoder as CUDA graphs on a GPU (graphs.py; not with compile_decoder)
 
     def __post_init__(self) -> None:
         if self.min_mask_region_area > 0:
@@ -88,7 +90,7 @@ class BatchedMaskGenerator:
         self.return_masks = return_masks
         self.grids = layer_point_grids(params.points_per_side, params.crop_n_layers,
                                        params.crop_n_points_downscale_factor)
-        self._decode = torch.compile(model.decode) if params.compile_decoder else model.decode
+        self._decode = _decoder(model, params)
 
     @torch.inference_mode()
     def generate(self, images: list[np.ndarray]) -> list[ImageMasks]:
@@ -274,6 +276,15 @@ class BatchedMaskGenerator:
             iou_preds=data["iou"].cpu().numpy(), stability=data["stability"].cpu().numpy(),
             points=data["points_xy"].cpu().numpy(), crop_boxes=data["crop_boxes"].cpu().numpy(), masks=masks,
         )
+
+
+def _decoder(model: SamFamilyModel, params: AmgParams):
+    """model.decode as the generator calls it: compiled, replayed as CUDA graphs, or eager."""
+    if params.compile_decoder:
+        return torch.compile(model.decode)
+    if params.cuda_graphs and model.device.type == "cuda":
+        return GraphedDecoder(model.decode)
+    return model.decode
 
 
 class _CropGeometry:

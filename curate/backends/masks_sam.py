@@ -23,6 +23,7 @@ def amg_params(cfg: SamConfig | EfficientVitSamConfig, device: str) -> AmgParams
         min_mask_region_area=cfg.min_mask_region_area,
         decode_batch=cfg.decode_batch if device == "cuda" else min(cfg.decode_batch, 64),
         compile_decoder=cfg.compile_decoder and device == "cuda",
+        cuda_graphs=cfg.cuda_graphs,
     )
 
 
