@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from curate.amg.triton_env import INTERPRETED, PRECISION
+from curate.amg.triton_env import INTERPRETED, PRECISION, launcher
 
 
 def _configs() -> list[triton.Config]:
@@ -33,18 +33,6 @@ def _configs() -> list[triton.Config]:
 
 
 CONFIGS = _configs()
-
-
-def _launch(kernel, grid, config: triton.Config | None):
-    """kernel launcher: autotuned, or with one given configuration."""
-    if config is None:
-        return kernel[grid]
-    meta = dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
-
-    def launch(*args, **kwargs):
-        return kernel.fn[grid(config.kwargs)](*args, **kwargs, **meta)
-
-    return launch
 
 
 @triton.autotune(configs=CONFIGS, key=["N", "DQ", "D", "HEADS", "SLOTS", "HAS_PE", "QUERIES_ARE_RESIDUAL"])
@@ -116,7 +104,7 @@ def image_to_token_block(queries: torch.Tensor, residual: torch.Tensor, folded: 
     out = torch.empty((p, n, d), dtype=values.dtype, device=values.device)
     same = queries is residual
     queries, residual = queries.contiguous(), residual.contiguous()
-    _launch(_image_to_token_kernel, lambda meta: (n // meta["BN"], p), config)(
+    launcher(_image_to_token_kernel, lambda meta: (n // meta["BN"], p), config)(
         queries, n * dq if queries.shape[0] > 1 else 0, pe.contiguous() if pe is not None else out,
         residual, n * d if residual.shape[0] > 1 else 0, folded.contiguous(), bias.float().contiguous(),
         values.contiguous(), out_bias, norm.weight, norm.bias, out, float(norm.eps),
@@ -194,7 +182,7 @@ def token_to_image_attention(queries: torch.Tensor, image: torch.Tensor, pe: tor
     acc = torch.empty((p, chunks, r, d), dtype=torch.float32, device=image.device)
     top = torch.empty((p, chunks, r), dtype=torch.float32, device=image.device)
     total = torch.empty_like(top)
-    _launch(_token_to_image_kernel, lambda meta: (p, chunks), config)(
+    launcher(_token_to_image_kernel, lambda meta: (p, chunks), config)(
         queries.contiguous(), image.contiguous(), pe.contiguous(), acc, top, total, rows, N=n, D=d, R=r,
         CHUNK=n // chunks)
     # merge the chunks' online softmaxes

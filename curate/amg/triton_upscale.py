@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from curate.amg.triton_env import INTERPRETED, PRECISION
+from curate.amg.triton_env import INTERPRETED, PRECISION, launcher
 
 
 @triton.jit
@@ -42,7 +42,10 @@ def _configs() -> list[triton.Config]:
     return [triton.Config({"BN": bn}, num_warps=w, num_stages=1) for bn, w in ((64, 4), (128, 8), (64, 8))]
 
 
-@triton.autotune(configs=_configs(), key=["N", "D", "C1", "C2", "M"])
+CONFIGS = _configs()
+
+
+@triton.autotune(configs=CONFIGS, key=["N", "D", "C1", "C2", "M"])
 @triton.jit
 def _upscale_kernel(keys_ptr, w1_ptr, b1_ptr, ln_w_ptr, ln_b_ptr, w2_ptr, b2_ptr, hyper_ptr, out_ptr, eps,
                     GRID_W: tl.constexpr, N: tl.constexpr, D: tl.constexpr, C1: tl.constexpr, C2: tl.constexpr,
@@ -84,17 +87,19 @@ def _upscale_kernel(keys_ptr, w1_ptr, b1_ptr, ln_w_ptr, ln_b_ptr, w2_ptr, b2_ptr
 
 
 def upscaled_masks_triton(output_upscaling, keys: torch.Tensor, hyper: torch.Tensor,
-                          grid: tuple[int, int]) -> torch.Tensor:
+                          grid: tuple[int, int], config: triton.Config | None = None) -> torch.Tensor:
     """keys (P, N, D) image tokens after the transformer, hyper (P, M, D/8) -> masks (P, M, 4h, 4w),
     in keys' dtype; the same arithmetic as ``decoder._upscaled_masks`` (GELU in its tanh form for
-    half-precision keys, see ``_gelu``)."""
+    half-precision keys, see ``_gelu``). config: one of ``CONFIGS`` instead of the autotuned choice,
+    launched directly rather than through the custom operator (tests check every configuration)."""
     conv1, norm, _, conv2, _ = output_upscaling
     d = keys.shape[-1]
     c1, c2 = conv1.weight.shape[1], conv2.weight.shape[1]
     w1 = conv1.weight.permute(0, 2, 3, 1).reshape(d, 4 * c1).to(keys.dtype)  # (D, [di, dj, C1])
     w2 = conv2.weight.permute(0, 2, 3, 1).reshape(c1, 4 * c2).to(keys.dtype)  # (C1, [ei, ej, C2])
-    return upscaled_masks_op(keys, hyper.to(keys.dtype), w1, conv1.bias, norm.weight, norm.bias, w2, conv2.bias,
-                             float(norm.eps), grid[0], grid[1])
+    args = (keys, hyper.to(keys.dtype), w1, conv1.bias, norm.weight, norm.bias, w2, conv2.bias, float(norm.eps),
+            grid[0], grid[1])
+    return upscaled_masks_op(*args) if config is None else _upscale(*args, config=config)
 
 
 # An opaque operator to torch.compile: traced through, the kernel's launch gave wrong masks in a
@@ -104,6 +109,12 @@ def upscaled_masks_op(keys: torch.Tensor, hyper: torch.Tensor, w1: torch.Tensor,
                       ln_w: torch.Tensor, ln_b: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor, eps: float,
                       grid_h: int, grid_w: int) -> torch.Tensor:
     """The kernel's launch: weights already in the (D, 4*C1) and (C1, 4*C2) sub-pixel layouts."""
+    return _upscale(keys, hyper, w1, b1, ln_w, ln_b, w2, b2, eps, grid_h, grid_w)
+
+
+def _upscale(keys: torch.Tensor, hyper: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, ln_w: torch.Tensor,
+             ln_b: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor, eps: float, grid_h: int, grid_w: int,
+             config: triton.Config | None = None) -> torch.Tensor:
     p, n, d = keys.shape
     m, c2 = hyper.shape[1], hyper.shape[2]
     c1 = w2.shape[0]
@@ -111,7 +122,7 @@ def upscaled_masks_op(keys: torch.Tensor, hyper: torch.Tensor, w1: torch.Tensor,
         raise ValueError(f"upscaling kernel needs N divisible by 128 and at most 4 masks, got N={n}, M={m}")
     out = torch.empty((p, m, 4 * grid_h, 4 * grid_w), dtype=keys.dtype, device=keys.device)
     # block of embedding pixels per program and warps: autotuned once per shape (first call)
-    _upscale_kernel[lambda meta: (n // meta["BN"], p)](
+    launcher(_upscale_kernel, lambda meta: (n // meta["BN"], p), config)(
         keys.contiguous(), w1.contiguous(), b1, ln_w, ln_b, w2.contiguous(), b2, hyper.contiguous(), out, eps,
         GRID_W=grid_w, N=n, D=d, C1=c1, C2=c2, M=m,
         TANH=keys.dtype in (torch.bfloat16, torch.float16) and not INTERPRETED,

@@ -40,11 +40,12 @@ def test_decoder_equals_reference_mask_decoder(build):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
 def test_fused_upscaling_kernel_equals_the_matrix_form(triton_runs, dtype):
     """The Triton kernel (interpreted without a GPU) against the torch form, at SAM's real decoder
-    width (256 -> 64 -> 32 channels), for three prompts on the 64x64 grid; bf16 on the GPU only."""
+    width (256 -> 64 -> 32 channels), for three prompts on the 64x64 grid; bf16 on the GPU only.
+    Autotuned (through the custom operator) and in every configuration, each run twice."""
     if dtype == torch.bfloat16 and not torch.cuda.is_available():
         pytest.skip("bf16 products need a GPU (the interpreter's numpy has no bf16)")
     from curate.amg.decoder import _upscaled_masks
-    from curate.amg.triton_upscale import upscaled_masks_triton
+    from curate.amg.triton_upscale import CONFIGS, upscaled_masks_triton
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dec = tiny_efficientvit_sam(seed=1).net.mask_decoder.to(device)
@@ -57,10 +58,17 @@ def test_fused_upscaling_kernel_equals_the_matrix_form(triton_runs, dtype):
         hyper = torch.randn(3, 3, 32, device=device)
         reference = _upscaled_masks(dec, keys, hyper, (64, 64))
         dec.to(dtype)
-        ours = upscaled_masks_triton(dec.output_upscaling, keys.to(dtype), hyper.to(dtype), (64, 64)).float()
-    assert ours.shape == reference.shape == (3, 3, 256, 256)
+        keys, hyper = keys.to(dtype), hyper.to(dtype)
+        results = {"autotuned": upscaled_masks_triton(dec.output_upscaling, keys, hyper, (64, 64)).float()}
+        for config in CONFIGS:
+            ours = upscaled_masks_triton(dec.output_upscaling, keys, hyper, (64, 64), config=config)
+            assert torch.equal(ours, upscaled_masks_triton(dec.output_upscaling, keys, hyper, (64, 64), config=config))
+            results[str(config)] = ours.float()
     tolerance = 1e-3 if dtype == torch.float32 else 3e-2  # bf16: intermediates rounded to 8 bits
-    torch.testing.assert_close(ours, reference, atol=tolerance * reference.abs().max().item(), rtol=tolerance)
+    for name, ours in results.items():
+        assert ours.shape == reference.shape == (3, 3, 256, 256)
+        torch.testing.assert_close(ours, reference, atol=tolerance * reference.abs().max().item(), rtol=tolerance,
+                                   msg=lambda m: f"{name}: {m}")
 
 
 @pytest.mark.parametrize("projected_queries", [True, False], ids=["first_block", "later_block"])
