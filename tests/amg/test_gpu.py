@@ -60,9 +60,10 @@ def test_bf16_runs_and_keeps_most_fp32_masks(image):
     [bf16] = BatchedMaskGenerator(model, params, return_masks=True).generate([image])
     report = compare(fp32.masks, fp32.boxes, bf16.masks, bf16.boxes, device="cuda")
     print("bf16 vs fp32", report)
-    # half precision moves masks at the thresholds; most must survive with the same shape
+    # half precision moves masks at the thresholds; most must survive with the same shape (94% at
+    # IoU >= 0.99 on the H100; 0.5 let a miscompiled attention kernel through)
     assert abs(report.n_ours - report.n_reference) <= max(2, 0.2 * report.n_reference)
-    assert report.frac_iou_ge_099 >= 0.5
+    assert report.frac_iou_ge_099 >= 0.85
 
 
 def test_compiled_decoder_keeps_the_eager_masks(image):
