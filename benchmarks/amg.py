@@ -124,7 +124,7 @@ def run(args) -> list[dict]:
                                                                 args.repeats)
                     del eager16
                 phases = BatchedMaskGenerator(model, params16, profile=True)
-                phases._decode = ours16._decode  # the compiled decoder, already warm
+                phases._decode = ours16._decode  # the decoder as ours16 runs it (compiled or graphed), already warm
                 phases.generate([image])
                 row["ours_bf16_phases_s"] = phases.timings
                 if args.profile_ops:
