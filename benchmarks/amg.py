@@ -169,7 +169,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="1024x1024,2048x1536,3840x2160")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--points-per-side", type=int, default=0, help="override Table 10's 24 (0 keeps it)")
-    ap.add_argument("--decode-batch", type=int, default=512)
+    ap.add_argument("--decode-batch", type=int, default=576)
     ap.add_argument("--batch-images", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--nms-off", action="store_true",

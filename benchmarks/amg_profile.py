@@ -58,7 +58,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="evit:xl1")
     ap.add_argument("--size", default="2048x1536")
-    ap.add_argument("--decode-batch", type=int, default=512)
+    ap.add_argument("--decode-batch", type=int, default=576)
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--try-compile", action="store_true", help="also time torch.compile of the decoder")
     ap.add_argument("--ncu", action="store_true",

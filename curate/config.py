@@ -96,8 +96,9 @@ class SamAmgParams(Strict):
     min_mask_region_area: int = Field(0, ge=0, le=0, description="hole/island removal: only 0 (PS3) is supported")
     box_nms_thresh: float = 0.7
     crop_nms_thresh: float = 0.7
-    decode_batch: int = Field(512, ge=1, description="most point prompts per decoder call; each call takes "
-                                                     "prompts of one crop, split into equal chunks (GPU)")
+    decode_batch: int = Field(576, ge=1, description="most point prompts per decoder call; each call takes "
+                                                     "prompts of one crop, split into equal chunks (GPU; 576 = one "
+                                                     "call per crop at 24 points per side, about 11 GiB peak)")
     compile_decoder: bool = Field(False, description="torch.compile the mask decoder on the GPU (about 15 s once per "
                                                      "worker; a few percent faster since the fused kernels)")
     cuda_graphs: bool = Field(True, description="replay the mask decoder as CUDA graphs on the GPU, one per prompt "

@@ -62,7 +62,7 @@ def test_table10_params_reach_the_generator(tiny_builders):
     cfg = EfficientVitSamConfig(backend="efficientvit_sam", checkpoint="evit.pt")
     params = masks_sam.amg_params(cfg, "cuda")
     assert (params.points_per_side, params.crop_n_layers, params.pred_iou_thresh,
-            params.stability_score_thresh, params.decode_batch) == (24, 1, 0.6, 0.85, 512)
+            params.stability_score_thresh, params.decode_batch) == (24, 1, 0.6, 0.85, 576)
     assert np.isclose(params.crop_overlap_ratio, 512 / 1500)
 
 
