@@ -8,6 +8,17 @@ import torch
 from curate.amg.build import make_confident, tiny_efficientvit_sam, tiny_sam
 
 
+def assert_every_config_matches(run, configs, reference: torch.Tensor, **tolerance) -> None:
+    """``run(config)`` for each configuration the autotuner may pick (None: the autotuned launch),
+    each run twice: the same result both times (a miscompiled kernel need not give the same wrong
+    answer twice), with reference's shape, and within ``tolerance`` of it."""
+    for config in configs:
+        ours = run(config)
+        assert torch.equal(ours, run(config)), config
+        assert ours.shape == reference.shape, config
+        torch.testing.assert_close(ours.float(), reference.float(), **tolerance, msg=lambda m: f"{config}: {m}")
+
+
 @pytest.mark.parametrize("build", [tiny_sam, tiny_efficientvit_sam], ids=["sam", "efficientvit_sam"])
 def test_decoder_equals_reference_mask_decoder(build):
     model = make_confident(build(seed=3), logit_scale=1.0)
@@ -59,16 +70,11 @@ def test_fused_upscaling_kernel_equals_the_matrix_form(triton_runs, dtype):
         reference = _upscaled_masks(dec, keys, hyper, (64, 64))
         dec.to(dtype)
         keys, hyper = keys.to(dtype), hyper.to(dtype)
-        results = {"autotuned": upscaled_masks_triton(dec.output_upscaling, keys, hyper, (64, 64)).float()}
-        for config in CONFIGS:
-            ours = upscaled_masks_triton(dec.output_upscaling, keys, hyper, (64, 64), config=config)
-            assert torch.equal(ours, upscaled_masks_triton(dec.output_upscaling, keys, hyper, (64, 64), config=config))
-            results[str(config)] = ours.float()
-    tolerance = 1e-3 if dtype == torch.float32 else 3e-2  # bf16: intermediates rounded to 8 bits
-    for name, ours in results.items():
-        assert ours.shape == reference.shape == (3, 3, 256, 256)
-        torch.testing.assert_close(ours, reference, atol=tolerance * reference.abs().max().item(), rtol=tolerance,
-                                   msg=lambda m: f"{name}: {m}")
+        assert reference.shape == (3, 3, 256, 256)
+        tolerance = 1e-3 if dtype == torch.float32 else 3e-2  # bf16: intermediates rounded to 8 bits
+        assert_every_config_matches(
+            lambda config: upscaled_masks_triton(dec.output_upscaling, keys, hyper, (64, 64), config=config),
+            [None, *CONFIGS], reference, atol=tolerance * reference.abs().max().item(), rtol=tolerance)
 
 
 @pytest.mark.parametrize("projected_queries", [True, False], ids=["first_block", "later_block"])
@@ -100,15 +106,12 @@ def test_fused_image_to_token_kernel_equals_torch(triton_runs, projected_queries
         args = (queries, residual, *operands, attn.out_proj.bias, block.norm4)
         add_pe = not projected_queries
         reference = image_to_token_torch(*args, pe=pe, add_pe=add_pe)
-        # every configuration the autotuner may pick, each run twice (a miscompiled one need not
-        # give the same wrong answer twice)
-        for config in CONFIGS:
-            ours = image_to_token_block(*args, SLOTS, pe=pe, add_pe=add_pe, config=config)
-            assert torch.equal(ours, image_to_token_block(*args, SLOTS, pe=pe, add_pe=add_pe, config=config)), config
-            assert ours.shape == (p, n, d)
-            # bf16: the torch form rounds its logits and sums to bf16 where the kernel keeps float32
-            tolerance = dict(atol=5e-2, rtol=2e-2) if dtype == torch.bfloat16 else dict(atol=1e-4, rtol=1e-4)
-            torch.testing.assert_close(ours.float(), reference.float(), **tolerance, msg=lambda m: f"{config}: {m}")
+        assert reference.shape == (p, n, d)
+        # bf16: the torch form rounds its logits and sums to bf16 where the kernel keeps float32
+        tolerance = dict(atol=5e-2, rtol=2e-2) if dtype == torch.bfloat16 else dict(atol=1e-4, rtol=1e-4)
+        assert_every_config_matches(
+            lambda config: image_to_token_block(*args, SLOTS, pe=pe, add_pe=add_pe, config=config),
+            CONFIGS, reference, **tolerance)
 
 
 @pytest.mark.parametrize("chunks", [1, 2])
@@ -130,10 +133,10 @@ def test_token_to_image_kernel_equals_attention(triton_runs, chunks):
     reference = torch.nn.functional.scaled_dot_product_attention(queries.float(), image.float() + pe.float(),
                                                                  image.float(), scale=1.0)
     assert reference.std() > 0.05  # the attention is not uniform (its output is not the mean token)
-    for config in FLASH_CONFIGS:
-        ours = token_to_image_attention(queries, image, pe, chunks=chunks, config=config)
-        assert torch.equal(ours, token_to_image_attention(queries, image, pe, chunks=chunks, config=config)), config
-        assert ours.shape == (p, rows, d) and ours.dtype == dtype
-        # bf16: the kernel rounds the softmax weights to bf16 for the second product
-        tolerance = dict(atol=2e-2, rtol=2e-2) if dtype == torch.bfloat16 else dict(atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(ours.float(), reference, **tolerance, msg=lambda m: f"{config}: {m}")
+    assert reference.shape == (p, rows, d)
+    assert token_to_image_attention(queries, image, pe, chunks=chunks).dtype == dtype
+    # bf16: the kernel rounds the softmax weights to bf16 for the second product
+    tolerance = dict(atol=2e-2, rtol=2e-2) if dtype == torch.bfloat16 else dict(atol=1e-5, rtol=1e-5)
+    assert_every_config_matches(lambda config: token_to_image_attention(queries, image, pe, chunks=chunks,
+                                                                        config=config),
+                                FLASH_CONFIGS, reference, **tolerance)
