@@ -168,16 +168,19 @@ class BatchedMaskGenerator:
         uploaded = {}
         chunks = []
         step = self.params.encode_batch
+        size = self.model.encoder_size
         for start in range(0, len(wave), step):
-            batch = []
-            for c in (crops[ci] for ci in wave[start:start + step]):
-                if on_gpu:
+            chosen = [crops[ci] for ci in wave[start:start + step]]
+            if on_gpu:
+                batch = torch.empty((len(chosen), 3, size, size), dtype=torch.float32, device=self.model.device)
+                for slot, c in zip(batch, chosen):
                     if c.image not in uploaded:
                         uploaded[c.image] = upload(images[c.image], self.model.device)
-                    batch.append(self.model.preprocess_tensor(uploaded[c.image][c.box[1]:c.box[3], c.box[0]:c.box[2]]))
-                else:
-                    batch.append(self.model.preprocess(images[c.image][c.box[1]:c.box[3], c.box[0]:c.box[2]]))
-            chunks.append(self.model.encode(torch.stack(batch)))
+                    self.model.preprocess_tensor(uploaded[c.image][c.box[1]:c.box[3], c.box[0]:c.box[2]], out=slot)
+            else:
+                batch = torch.stack([self.model.preprocess(images[c.image][c.box[1]:c.box[3], c.box[0]:c.box[2]])
+                                     for c in chosen])
+            chunks.append(self.model.encode(batch))
         return torch.cat(chunks)
 
     def _decode_all(self, crops: list[_Crop], geometry: "_CropGeometry", embeddings: torch.Tensor,

@@ -17,6 +17,7 @@ from PIL import Image
 
 from curate.amg.decoder import CropContext, crop_context, decode_points
 from curate.amg.grid import resized_shape
+from curate.amg.mask_stats import triton_available
 from curate.amg.resize import pil_resize_bilinear
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -59,10 +60,17 @@ class SamFamilyModel:
         resized = np.array(Image.fromarray(crop).resize((w, h), Image.Resampling.BILINEAR))
         return self._normalise_and_pad(torch.from_numpy(resized).permute(2, 0, 1).float())
 
-    def preprocess_tensor(self, crop: torch.Tensor) -> torch.Tensor:
-        """The same for a uint8 HWC crop tensor on any device (bit-identical resize, see resize.py)."""
+    def preprocess_tensor(self, crop: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The same for a uint8 HWC crop tensor on any device (bit-identical resize, see resize.py),
+        written into ``out`` ((3, S, S) float32, e.g. a slot of a batch) when given. On a GPU with
+        Triton one fused kernel does it all (triton_preprocess.py)."""
         h, w = resized_shape(crop.shape[0], crop.shape[1], self.encoder_size)
-        return self._normalise_and_pad(pil_resize_bilinear(crop, h, w))
+        if triton_available(crop.device):
+            from curate.amg.triton_preprocess import resize_normalise_pad
+
+            return resize_normalise_pad(crop, h, w, self.encoder_size, PIXEL_MEAN, PIXEL_STD, out=out)
+        x = self._normalise_and_pad(pil_resize_bilinear(crop, h, w))
+        return x if out is None else out.copy_(x)
 
     def _normalise_and_pad(self, x: torch.Tensor) -> torch.Tensor:
         channels = [(x[c] - m) / s for c, (m, s) in enumerate(zip(PIXEL_MEAN, PIXEL_STD))]
