@@ -30,23 +30,26 @@ def _clip8(acc):
     return tl.minimum(tl.maximum(acc >> _BITS, 0), 255)
 
 
-@triton.jit(do_not_specialize=["out_h", "out_w", "stride_y"])
+# one compiled kernel for every crop size: the tap counts (3 to 15 and more, with the scale) are
+# loop bounds, not constants (unrolled, 3 x 15 x 15 gathers took over a minute to compile)
+@triton.jit(do_not_specialize=["out_h", "out_w", "stride_y", "KY", "KX"])
 def _resize_normalise_kernel(image_ptr, out_ptr, row_index_ptr, row_weight_ptr, col_index_ptr, col_weight_ptr,
-                             stride_y, out_h, out_w, mean0, mean1, mean2, std0, std1, std2, S: tl.constexpr,
-                             KY: tl.constexpr, KX: tl.constexpr, BY: tl.constexpr, BX: tl.constexpr):
+                             stride_y, out_h, out_w, KY, KX, mean0, mean1, mean2, std0, std1, std2,
+                             S: tl.constexpr, BY: tl.constexpr, BX: tl.constexpr):
     """One (BY, BX) block of the (3, S, S) output: resized pixels inside (out_h, out_w), zeros
-    (the padding) outside. image: uint8 (rows, cols, 3) with row stride stride_y, channels last."""
+    (the padding) outside. image: uint8 (rows, cols, 3) with row stride stride_y, channels last;
+    KY, KX: taps per output row and column."""
     ys = tl.program_id(0) * BY + tl.arange(0, BY)
     xs = tl.program_id(1) * BX + tl.arange(0, BX)
     y_in, x_in = ys < out_h, xs < out_w
     inside = y_in[:, None] & x_in[None, :]
     for c in tl.static_range(3):
         vertical = tl.full((BY, BX), _HALF, tl.int32)
-        for ky in tl.static_range(KY):
+        for ky in range(KY):
             row = tl.load(row_index_ptr + ys * KY + ky, mask=y_in, other=0)
             wy = tl.load(row_weight_ptr + ys * KY + ky, mask=y_in, other=0)
             horizontal = tl.full((BY, BX), _HALF, tl.int32)
-            for kx in tl.static_range(KX):
+            for kx in range(KX):
                 col = tl.load(col_index_ptr + xs * KX + kx, mask=x_in, other=0)
                 wx = tl.load(col_weight_ptr + xs * KX + kx, mask=x_in, other=0)
                 pixel = tl.load(image_ptr + row[:, None].to(tl.int64) * stride_y + col[None, :] * 3 + c,
@@ -114,5 +117,5 @@ def resize_normalise_pad(crop: torch.Tensor, height: int, width: int, size: int,
     grid = (triton.cdiv(size, block), triton.cdiv(size, block))
     f32 = [float(np.float32(v)) for v in (*mean, *std)]
     _resize_normalise_kernel[grid](crop, out, row_index, row_weight, col_index, col_weight, crop.stride(0),
-                                   height, width, *f32, S=size, KY=ky, KX=kx, BY=block, BX=block, num_warps=4)
+                                   height, width, ky, kx, *f32, S=size, BY=block, BX=block, num_warps=4)
     return out
