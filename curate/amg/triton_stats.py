@@ -150,11 +150,12 @@ def _column_table_kernel(weights_ptr, meta_ptr, W, WM, s2x, scale1, LS: tl.const
 
 
 @triton.jit
-def _tile_source(base, t, rows, i_lo, i_hi, k, col_meta_ptr, safe_high, safe_low, LS: tl.constexpr,
+def _tile_source(base, t, rows, i_lo, i_hi, k, col_meta_ptr, safe_high, safe_low, classify, LS: tl.constexpr,
                  RB: tl.constexpr, CB: tl.constexpr, BOUNDED: tl.constexpr):
     """Column tile t of a band: its last pixel column and, when every tile's low-res block fits (RB,
-    CB) (BOUNDED), that block and whether every source value clears the high bound (the whole tile
-    counts) or none clears the low bound (nothing counts), from one packed reduction."""
+    CB) (BOUNDED), that block and, if ``classify``, whether every source value clears the high
+    bound (the whole tile counts) or none clears the low bound (nothing counts), from one packed
+    reduction (not classified: neither, the tile's pixels are looked at)."""
     x_last = tl.load(col_meta_ptr + t * 4 + 2)
     if BOUNDED:
         j_lo = tl.load(col_meta_ptr + t * 4 + 0)
@@ -162,11 +163,14 @@ def _tile_source(base, t, rows, i_lo, i_hi, k, col_meta_ptr, safe_high, safe_low
         cols = j_lo + k
         inside = (rows[:, None] <= i_hi) & (cols[None, :] <= j_hi)
         block = tl.load(base + rows[:, None] * LS + cols[None, :], mask=inside, other=0.0).to(tl.float32)
-        sides = tl.sum(tl.where(inside, (block > safe_high).to(tl.int32) + ((block <= safe_low).to(tl.int32) << 16),
-                                0))
-        sources = (i_hi - i_lo + 1) * (j_hi - j_lo + 1)
-        full = (sides & 65535) == sources
-        empty = (sides >> 16) == sources
+        full = t < 0
+        empty = t < 0
+        if classify:
+            sides = tl.sum(tl.where(inside, (block > safe_high).to(tl.int32)
+                                    + ((block <= safe_low).to(tl.int32) << 16), 0))
+            sources = (i_hi - i_lo + 1) * (j_hi - j_lo + 1)
+            full = (sides & 65535) == sources
+            empty = (sides >> 16) == sources
     else:
         block = tl.zeros([RB, CB], tl.float32)
         full = t < 0
@@ -201,8 +205,8 @@ def _tile_hit_extreme(base, t, rows, i_lo, i_hi, row_hi, row_lo, ys, y_ok, H, HM
     """The first (or LAST) pixel column of tile t above the mask threshold in any row of the band:
     the tile is evaluated again (same arithmetic as the counting pass) once per band and side."""
     x0 = t * BX
-    x_last, block, full, empty = _tile_source(base, t, rows, i_lo, i_hi, k, col_meta_ptr, safe_high, safe_low, LS,
-                                              RB, CB, BOUNDED)
+    x_last, block, full, empty = _tile_source(base, t, rows, i_lo, i_hi, k, col_meta_ptr, safe_high, safe_low, t >= 0,
+                                              LS, RB, CB, BOUNDED)
     if LAST:
         found = x_last
     else:
@@ -224,7 +228,8 @@ def _tile_hit_extreme(base, t, rows, i_lo, i_hi, row_hi, row_lo, ys, y_ok, H, HM
 def _mask_stats_kernel(logits_ptr, index_ptr, keep_ptr, out_ptr, col_weights_ptr, col_meta_ptr, H, W, HM, WM, s2y,
                        s2x, scale1, thr_high, thr_low, thr, safe_high, safe_low, LS: tl.constexpr, BY: tl.constexpr,
                        BX: tl.constexpr, RB: tl.constexpr, CB: tl.constexpr, INDEXED: tl.constexpr,
-                       FILTERED: tl.constexpr, MODE: tl.constexpr, BOUNDED: tl.constexpr):
+                       FILTERED: tl.constexpr, MODE: tl.constexpr, BOUNDED: tl.constexpr,
+                       CLASSIFY_RUN: tl.constexpr = 8, CLASSIFY_EVERY: tl.constexpr = 8):
     """One band of BY rows of one mask: mask number program_id(0) (of ``index`` when INDEXED),
     skipped when FILTERED and its ``keep`` flag is 0.
 
@@ -256,10 +261,13 @@ def _mask_stats_kernel(logits_ptr, index_ptr, keep_ptr, out_ptr, col_weights_ptr
         row_mask = tl.zeros([BY], tl.int32)
         first_tile = tl.full([BY], _BIG, tl.int32)
         last_tile = tl.full([BY], -1, tl.int32)
+        mixed_run = 0  # tiles since the classification last found one wholly on one side
         for t in range(0, tl.cdiv(W, BX)):
             x0 = t * BX
+            classify = (mixed_run < CLASSIFY_RUN) | (mixed_run % CLASSIFY_EVERY == 0)
             x_last, block, full, empty = _tile_source(base, t, rows, i_lo, i_hi, k, col_meta_ptr, safe_high,
-                                                      safe_low, LS, RB, CB, BOUNDED)
+                                                      safe_low, classify, LS, RB, CB, BOUNDED)
+            mixed_run = tl.where(full | empty, 0, mixed_run + 1)
             if full:  # every pixel counts for all three thresholds
                 width = tl.where(y_ok, x_last - x0 + 1, 0)
                 row_high += width
@@ -356,7 +364,7 @@ def finish_stats(out: torch.Tensor) -> torch.Tensor:
 def stats_one_size(low_res: torch.Tensor, hw: tuple[int, int], prompt_size: int, threshold: float,
                    offset: float, out: torch.Tensor, index: torch.Tensor | None = None,
                    keep: torch.Tensor | None = None, block_rows: int = 64, block_cols: int = 64,
-                   precision: str | None = None, num_warps: int = 4) -> None:
+                   precision: str | None = None, num_warps: int = 4, **tuning) -> None:
     """Accumulate into ``out`` (from ``empty_stats``) the statistics of masks of one crop size:
     ``index`` (int32) picks masks of low_res (default: all), ``keep`` (bool, one per mask of
     low_res) skips masks in the kernel, without a host sync. Defaults: the fastest of
@@ -398,7 +406,7 @@ def stats_one_size(low_res: torch.Tensor, hw: tuple[int, int], prompt_size: int,
         col_weights, col_meta, h, w, hm, wm, float(np.float32(hm) / np.float32(h)), s2x, scale1,
         high, low, threshold, safe_high, safe_low, LS=ls, BY=block_rows, BX=block_cols, RB=rb, CB=cb,
         INDEXED=index is not None, FILTERED=keep is not None, MODE=mode, BOUNDED=row_span <= rb and col_span <= cb,
-        num_warps=num_warps,
+        num_warps=num_warps, **tuning,
     )
 
 
