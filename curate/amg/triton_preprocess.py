@@ -12,6 +12,8 @@ that keeps its size is one tap of weight 2**22, which returns the pixel unchange
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import torch
 import triton
@@ -85,17 +87,10 @@ def _dense_taps(in_size: int, out_size: int, device: torch.device) -> tuple[torc
     return upload(index, device), upload(weight, device), index.shape[1]
 
 
-_TAPS: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor, int]] = {}
-
-
+@lru_cache(maxsize=32)
 def _taps(in_size: int, out_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
     """``_dense_taps`` kept on the device for the next crop of the same size (a few crop sizes per image size)."""
-    key = (in_size, out_size, str(device))
-    if key not in _TAPS:
-        if len(_TAPS) >= 32:
-            _TAPS.clear()
-        _TAPS[key] = _dense_taps(in_size, out_size, device)
-    return _TAPS[key]
+    return _dense_taps(in_size, out_size, device)
 
 
 def resize_normalise_pad(crop: torch.Tensor, height: int, width: int, size: int, mean: tuple[float, ...],

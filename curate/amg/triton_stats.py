@@ -7,6 +7,8 @@ a small kernel tabulates them once per size. Per tile:
 - if every low-res value there is above the highest threshold (plus a rounding margin), every pixel
   counts for all three thresholds and the tile's extent joins the box, without visiting pixels;
 - if every value is at or below the lowest threshold (minus the margin), nothing counts;
+- the two tests above are skipped once 8 tiles in a row of a band straddled the thresholds (then
+  made on every 8th tile only, until one passes): on noise-like masks they never pay;
 - otherwise the tile's pixels are interpolated as the references do (bilinear 256 -> prompt frame,
   cut the padding, bilinear -> crop size; PyTorch's align_corners=False source-index rule), written
   as two small matrix products (row weights) @ low-res block @ (column weights)^T on tensor cores
@@ -367,7 +369,8 @@ def stats_one_size(low_res: torch.Tensor, hw: tuple[int, int], prompt_size: int,
                    precision: str | None = None, num_warps: int = 4, **tuning) -> None:
     """Accumulate into ``out`` (from ``empty_stats``) the statistics of masks of one crop size:
     ``index`` (int32) picks masks of low_res (default: all), ``keep`` (bool, one per mask of
-    low_res) skips masks in the kernel, without a host sync. Defaults: the fastest of
+    low_res) skips masks in the kernel, without a host sync. ``tuning``: more kernel
+    meta-parameters (CLASSIFY_RUN, CLASSIFY_EVERY; experiments). Defaults: the fastest of
     benchmarks/amg_profile.py's sweep on an H100 (64x64 tiles, 4 warps)."""
     n, ls, ls2 = low_res.shape
     if ls != ls2:

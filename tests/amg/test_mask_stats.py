@@ -78,6 +78,34 @@ def test_kernel_equals_reference_arithmetic(triton_stats, case):
     assert (reference[:, 2] > 0).sum() >= 2 and (reference[:, 5] > reference[:, 3]).any()
 
 
+def test_tile_classification_stops_on_noise_and_resumes(triton_stats):
+    """Noise on the left of the frame (every tile straddles the thresholds, so the kernel stops
+    classifying tiles after a run of them), then inside, then outside the mask on the right (it must
+    classify again to skip those): the same statistics as the references' arithmetic, and as the
+    kernel with classification always on or never on."""
+    g = torch.Generator().manual_seed(5)
+    low = torch.empty((2, 256, 256))
+    low[:, :, :150] = torch.randn((2, 256, 150), generator=g) * 3
+    low[0, :, 150:] = 4.0
+    low[1, :, 150:] = -4.0
+    low[1, :, 200:] = 4.0
+    low = low.to(device())
+    hw = (130, 2048)  # 32 tiles per band, two bands
+    hws = torch.tensor([hw, hw], device=device())
+    reference = mask_stats(low, hws, 1024, 0.0, 1.0, backend="torch").cpu()
+
+    def kernel(**tuning):
+        out = triton_stats.empty_stats(2, low.device)
+        triton_stats.stats_one_size(low, hw, 1024, 0.0, 1.0, out, **tuning)
+        return triton_stats.finish_stats(out).cpu()
+
+    ours = kernel()
+    assert_same_statistics(ours, reference)
+    assert torch.equal(ours, kernel(CLASSIFY_RUN=10**6))
+    assert torch.equal(ours, kernel(CLASSIFY_RUN=0, CLASSIFY_EVERY=10**6))
+    assert (reference[:, 2] > hw[0] * 600).all()  # the right-hand side counts
+
+
 def test_split_products(triton_stats):
     """The GPU's float32 path (operands split for three TF32 products, computed exactly here) gives
     the same statistics."""
