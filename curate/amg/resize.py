@@ -5,6 +5,8 @@ costs more than the image encoder itself at 2K-4K. Pillow resamples in two separ
 fixed-point integer weights (22 fractional bits) and rounds to uint8 after each pass; here each
 pass is one float64 matrix product with the same integer weights. Products and sums of those
 integers stay below 2**53, so float64 holds them exactly and the result equals Pillow's.
+On CUDA with Triton the generator takes triton_preprocess.py's kernel instead (same pixels, with
+normalisation and padding in the same launch); this form serves devices without it.
 """
 
 from __future__ import annotations
