@@ -86,12 +86,18 @@ def _heads(linear, x: torch.Tensor, heads: int) -> torch.Tensor:
     return y.view(*y.shape[:-1], heads, -1)
 
 
-def _head_weights(linear, heads: int) -> torch.Tensor:
-    """A projection's weight (D', D) as (H, D'/H, D)."""
-    return linear.weight.view(heads, -1, linear.weight.shape[-1])
-
-
 SLOTS = 8  # token slots per head in the image-to-token operands: the prompt's 7 tokens, padded
+
+
+def _block_diagonal(x: torch.Tensor) -> torch.Tensor:
+    """(P, S, H, d) per-head token vectors -> (P, H*S, H*d), zero but for its diagonal blocks:
+    [p, h*S + s, h*d + j] = x[p, s, h, j]. Multiplied by a projection's (H*d, D) weight it applies
+    each head's slice of the weight to that head's tokens only: one matrix product whose output
+    is already in (head, token) order, where a per-head einsum needs reordering copies."""
+    p, s, h, d = x.shape
+    out = x.new_zeros((p, h, s, h, d))
+    torch.diagonal(out, dim1=1, dim2=3).copy_(x.permute(0, 1, 3, 2))
+    return out.view(p, h * s, h * d)
 
 
 def _image_to_token_operands(attn, token_keys: torch.Tensor, token_values: torch.Tensor,
@@ -102,24 +108,28 @@ def _image_to_token_operands(attn, token_keys: torch.Tensor, token_values: torch
 
     projected_queries: the image queries are already projected (first block, shared per crop:
     folded is block-diagonal, (H*d, H*S)); else they are image tokens (+ pe) and the query
-    projection is folded into the keys ((D, H*S)). Values carry the output projection."""
+    projection is folded into the keys ((D, H*S)). Values carry the output projection. The
+    padding slots are zero keys and values with bias -inf. folded is a transposed view (the
+    kernel and torch's products take it as it is)."""
     heads = attn.num_heads
     k = _heads(attn.k_proj, token_keys, heads)  # (P, T, H, d)
     p, t, _, d = k.shape
     scale = d**-0.5
+    pad = (0, 0, 0, 0, 0, SLOTS - t)
+    k = F.pad(k, pad)  # (P, S, H, d)
+    slot_bias = torch.zeros(SLOTS, dtype=torch.float32, device=k.device)
+    slot_bias[t:] = float("-inf")
+    slot_bias = slot_bias.repeat(heads)
     if projected_queries:
-        eye = torch.eye(heads, dtype=k.dtype, device=k.device)
-        folded = torch.einsum("pthj,hg->phjgt", k * scale, eye).reshape(p, heads * d, heads, t)
-        bias = torch.zeros((p, heads, t), dtype=torch.float32, device=k.device)
+        folded = _block_diagonal(k * scale).transpose(1, 2)
+        bias = slot_bias.expand(p, -1)
     else:
-        folded = torch.einsum("pthd,hdc->pcht", k, _head_weights(attn.q_proj, heads)) * scale
-        bias = torch.einsum("pthd,hd->pht", k, attn.q_proj.bias.view(heads, -1)).float() * scale
-    v = _heads(attn.v_proj, token_values, heads)
-    wo = attn.out_proj.weight.view(attn.out_proj.weight.shape[0], heads, -1)  # (D, H, d)
-    values = torch.einsum("pthd,chd->phtc", v, wo)  # (P, H, T, D)
-    pad = SLOTS - t
-    return (F.pad(folded, (0, pad)).flatten(2), F.pad(bias, (0, pad), value=float("-inf")).flatten(1),
-            F.pad(values, (0, 0, 0, pad)).flatten(1, 2))
+        keys = _block_diagonal(k)  # (P, H*S, H*d)
+        folded = (keys @ (attn.q_proj.weight * scale)).transpose(1, 2)
+        bias = (keys @ attn.q_proj.bias).float() * scale + slot_bias
+    v = F.pad(_heads(attn.v_proj, token_values, heads), pad)
+    values = _block_diagonal(v) @ attn.out_proj.weight.t()  # (P, H*S, D)
+    return folded, bias, values
 
 
 def image_to_token_torch(queries: torch.Tensor, residual: torch.Tensor, folded: torch.Tensor, bias: torch.Tensor,
@@ -166,7 +176,7 @@ def _token_to_image(attn, token_queries: torch.Tensor, image: torch.Tensor, pe: 
     heads = attn.num_heads
     q = _heads(attn.q_proj, token_queries, heads)  # (P, T, H, d)
     p, t, _, d = q.shape
-    folded = torch.einsum("pthd,hdc->phtc", q, _head_weights(attn.k_proj, heads)).flatten(1, 2) * d**-0.5
+    folded = _block_diagonal(q) @ (attn.k_proj.weight * d**-0.5)  # (P, H*T, D), head-major rows
     if _fused_available(image) and image.dtype in (torch.bfloat16, torch.float16):
         from curate.amg.triton_attention import token_to_image_attention
 
@@ -174,8 +184,10 @@ def _token_to_image(attn, token_queries: torch.Tensor, image: torch.Tensor, pe: 
     else:
         mixed = F.scaled_dot_product_attention(folded[:, None], (image + pe)[:, None], image[:, None],
                                                scale=1.0)
-    mixed = mixed.view(p, heads, t, -1)  # (P, H, T, D)
-    out = torch.einsum("phtc,hdc->pthd", mixed, _head_weights(attn.v_proj, heads)).flatten(2) + attn.v_proj.bias
+    # every head's rows through the whole value projection (8x the products of the per-head ones,
+    # a few MFLOP per prompt), of which each head keeps its own slice: no reordering of ``mixed``
+    every = (mixed.view(p, heads * t, -1) @ attn.v_proj.weight.t()).view(p, heads, t, heads, d)
+    out = torch.diagonal(every, dim1=1, dim2=3).permute(0, 1, 3, 2).reshape(p, t, heads * d) + attn.v_proj.bias
     return attn.out_proj(out)
 
 

@@ -40,7 +40,8 @@ CONFIGS = _configs()
 
 @triton.autotune(configs=CONFIGS, key=["N", "DQ", "D", "HEADS", "SLOTS", "HAS_PE", "QUERIES_ARE_RESIDUAL"])
 @triton.jit
-def _image_to_token_kernel(q_ptr, q_stride, pe_ptr, res_ptr, res_stride, fold_ptr, bias_ptr, val_ptr, bo_ptr,
+def _image_to_token_kernel(q_ptr, q_stride, pe_ptr, res_ptr, res_stride, fold_ptr, fold_stride_p, fold_stride_q,
+                           fold_stride_s, bias_ptr, val_ptr, bo_ptr,
                            ln_w_ptr, ln_b_ptr, out_ptr, eps, N: tl.constexpr, DQ: tl.constexpr,
                            D: tl.constexpr, HEADS: tl.constexpr, SLOTS: tl.constexpr, HAS_PE: tl.constexpr,
                            QUERIES_ARE_RESIDUAL: tl.constexpr, BN: tl.constexpr, TILES: tl.constexpr):
@@ -49,7 +50,7 @@ def _image_to_token_kernel(q_ptr, q_stride, pe_ptr, res_ptr, res_stride, fold_pt
     dq = tl.arange(0, DQ)
     d = tl.arange(0, D)
     hs = tl.arange(0, HEADS * SLOTS)
-    fold = tl.load(fold_ptr + p * DQ * HEADS * SLOTS + dq[:, None] * (HEADS * SLOTS) + hs[None, :])
+    fold = tl.load(fold_ptr + p * fold_stride_p + dq[:, None] * fold_stride_q + hs[None, :] * fold_stride_s)
     val = tl.load(val_ptr + p * HEADS * SLOTS * D + hs[:, None] * D + d[None, :])
     bias = tl.load(bias_ptr + p * HEADS * SLOTS + hs)
     out_bias = tl.load(bo_ptr + d).to(tl.float32)
@@ -89,7 +90,7 @@ def image_to_token_block(queries: torch.Tensor, residual: torch.Tensor, folded: 
 
     queries (P or 1, N, DQ) and residual (P or 1, N, D): a leading 1 is shared by every prompt;
     folded (P, DQ, H*S), bias (P, H*S) float32 with -inf in unused token slots, values (P, H*S, D),
-    S = ``slots`` a power of two; pe (N, D): added to the queries (``add_pe``, needs DQ = D).
+    S = ``slots`` a power of two, folded of any strides; pe (N, D): added to the queries (``add_pe``, needs DQ = D).
     Returns (P, N, D) in values' dtype. Passing the same tensor as queries and residual reads it once.
     config: one of ``CONFIGS`` instead of the autotuned choice (tests check every configuration).
     """
@@ -105,7 +106,7 @@ def image_to_token_block(queries: torch.Tensor, residual: torch.Tensor, folded: 
     queries, residual = queries.contiguous(), residual.contiguous()
     launcher(_image_to_token_kernel, lambda meta: (n // (meta["BN"] * meta["TILES"]), p), config)(
         queries, n * dq if queries.shape[0] > 1 else 0, pe.contiguous() if pe is not None else out,
-        residual, n * d if residual.shape[0] > 1 else 0, folded.contiguous(), bias.float().contiguous(),
+        residual, n * d if residual.shape[0] > 1 else 0, folded, *folded.stride(), bias.float().contiguous(),
         values.contiguous(), out_bias, norm.weight, norm.bias, out, float(norm.eps),
         N=n, DQ=dq, D=d, HEADS=hs // slots, SLOTS=slots, HAS_PE=add_pe,
         QUERIES_ARE_RESIDUAL=same,

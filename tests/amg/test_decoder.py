@@ -48,6 +48,22 @@ def test_decoder_equals_reference_mask_decoder(build):
             torch.testing.assert_close(ours_iou, iou[0], atol=1e-5, rtol=1e-5)
 
 
+def test_block_diagonal_puts_each_heads_tokens_in_its_own_block():
+    """(P, S, H, d) -> (P, H*S, H*d): prompt p's matrix is block-diagonal, head h's block its (S, d)
+    token vectors, so a product with a (H*d, D) weight applies each head's rows to its own tokens."""
+    from curate.amg.decoder import _block_diagonal
+
+    x = torch.randn(2, 3, 4, 5)
+    out = _block_diagonal(x)
+    assert out.shape == (2, 4 * 3, 4 * 5)
+    for p in range(2):
+        expected = torch.block_diag(*(x[p, :, h, :] for h in range(4)))
+        assert torch.equal(out[p], expected)
+    weight = torch.randn(4 * 5, 7)
+    per_head = torch.einsum("pshj,hjc->phsc", x, weight.view(4, 5, 7)).reshape(2, 4 * 3, 7)
+    torch.testing.assert_close(out @ weight, per_head)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
 def test_fused_upscaling_kernel_equals_the_matrix_form(triton_runs, dtype):
     """The Triton kernel (interpreted without a GPU) against the torch form, at SAM's real decoder
