@@ -265,7 +265,12 @@ class BatchedMaskGenerator:
         return results
 
     def _image_masks(self, hw: tuple[int, int], crops: list[_Crop], data: dict[str, torch.Tensor]) -> ImageMasks:
-        boxes = data["boxes"].cpu().numpy().astype(np.float64)
+        # one copy to the host (each copy waits for the device): every column as float64, exact
+        # for these counts, coordinates and float32 scores
+        columns = {"boxes": 4, "areas": 1, "iou": 1, "stability": 1, "points_xy": 2, "crop_boxes": 4}
+        host = torch.cat([data[k].double().view(len(data[k]), -1) for k in columns], dim=1).cpu().numpy()
+        parts = dict(zip(columns, np.split(host, np.cumsum(list(columns.values()))[:-1], axis=1)))
+        boxes = parts["boxes"].copy()
         boxes[:, 2:] += 1  # inclusive last pixel -> exclusive edge
         masks = None
         if self.return_masks:
@@ -275,9 +280,9 @@ class BatchedMaskGenerator:
                 full = upscale_logits(low_res[None], crops[ci].hw, self.model.prompt_size)[0]
                 masks[j, y0:y1, x0:x1] = (full > self.model.mask_threshold).cpu().numpy()
         return ImageMasks(
-            boxes=boxes, areas=data["areas"].cpu().numpy().astype(np.float64),
-            iou_preds=data["iou"].cpu().numpy(), stability=data["stability"].cpu().numpy(),
-            points=data["points_xy"].cpu().numpy(), crop_boxes=data["crop_boxes"].cpu().numpy(), masks=masks,
+            boxes=boxes, areas=parts["areas"][:, 0].copy(), iou_preds=parts["iou"][:, 0].astype(np.float32),
+            stability=parts["stability"][:, 0].astype(np.float32), points=parts["points_xy"].copy(),
+            crop_boxes=parts["crop_boxes"].astype(np.int64), masks=masks,
         )
 
 
@@ -292,23 +297,27 @@ def _decoder(model: SamFamilyModel, params: AmgParams):
 
 class _CropGeometry:
     """Per-crop tensors indexed by crop number: box, image box, image, prompt points (padded;
-    in the crop's pixels and in the prompt frame)."""
+    in the crop's pixels and in the prompt frame). They cross to the device as one array: each
+    upload costs the host a pinned copy while the GPU, at the start of a batch, has nothing to do."""
 
     def __init__(self, crops: list[_Crop], device: torch.device, prompt_size: int):
-        self.box = upload(np.array([c.box for c in crops], dtype=np.int64), device)
-        self.image = upload(np.array([c.image for c in crops], dtype=np.int64), device)
         full = {c.image: c.box for c in crops if c.layer == 0}
-        self.image_box = upload(np.array([full[c.image] for c in crops], dtype=np.int64), device)
+        # box, image, image box: small integers, exact in float64
+        boxes = np.array([[*c.box, c.image, *full[c.image]] for c in crops], dtype=np.float64)
         longest = max(len(c.points) for c in crops)
         points = np.zeros((len(crops), longest, 2))
-        prompt_coords = np.zeros((len(crops), longest, 2), dtype=np.float32)
+        prompt_coords = np.zeros((len(crops), longest, 2))
         for i, c in enumerate(crops):
             h, w = c.hw
             nh, nw = resized_shape(h, w, prompt_size)
             points[i, :len(c.points)] = c.points
             prompt_coords[i, :len(c.points)] = c.points * np.array([[nw / w, nh / h]])
-        self.points = upload(points, device)
-        self.prompt_coords = upload(prompt_coords, device)  # the points in the prompt frame
+        packed = upload(np.concatenate([boxes.ravel(), points.ravel(), prompt_coords.ravel()]), device)
+        boxes_d, points_d, coords_d = packed.split([boxes.size, points.size, prompt_coords.size])
+        boxes_d = boxes_d.view(boxes.shape).long()
+        self.box, self.image, self.image_box = boxes_d[:, :4], boxes_d[:, 4], boxes_d[:, 5:]
+        self.points = points_d.view(points.shape)
+        self.prompt_coords = coords_d.view(prompt_coords.shape).float()  # the points in the prompt frame
 
 
 def _empty(hw: tuple[int, int], with_masks: bool) -> ImageMasks:
