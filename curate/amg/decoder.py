@@ -21,8 +21,9 @@ embedding (64x64x256) and positional encoding for every prompt. Here:
   pixel: on CUDA one fused Triton kernel (triton_upscale.py) takes each pixel from the transformer's
   output to its 16 x 3 mask logits; elsewhere it runs as matrix products on channels-last
   "sub-pixel" tensors, and only the three final masks (not 32 channels) are shuffled back. In half
-  precision the kernel's GELU is its tanh form on the hardware tanh (within 1.2e-3 of the erf form);
-  it is a torch.library custom op, opaque to torch.compile;
+  precision the kernel's GELU is its tanh form in packed float16 arithmetic on the hardware tanh
+  (within 1e-3 (1 + |x|) of the erf form), feeding float16 products; it is a torch.library custom
+  op, opaque to torch.compile;
 - only the three multimask outputs are produced (the reference computes four and drops one).
 
 Same modules and weights as the reference (segment_anything's, also used by EfficientViT-SAM).
