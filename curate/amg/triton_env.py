@@ -20,6 +20,8 @@ def launcher(kernel, grid, config: triton.Config | None):
     if config is None:
         return kernel[grid]
     meta = dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
+    if config.maxnreg is not None:
+        meta["maxnreg"] = config.maxnreg
 
     def launch(*args, **kwargs):
         return kernel.fn[grid(config.kwargs)](*args, **kwargs, **meta)
