@@ -101,9 +101,10 @@ class SamAmgParams(Strict):
                                                      "call per crop at 24 points per side, about 11 GiB peak)")
     compile_decoder: bool = Field(False, description="torch.compile the mask decoder on the GPU (about 15 s once per "
                                                      "worker; a few percent faster since the fused kernels)")
-    cuda_graphs: bool = Field(True, description="replay the mask decoder as CUDA graphs on the GPU, one per prompt "
-                                                "count (the host launches one graph instead of ~100 kernels per "
-                                                "call); ignored with compile_decoder or on the CPU")
+    cuda_graphs: bool = Field(True, description="replay the image encoder and the mask decoder as CUDA graphs on "
+                                                "the GPU, one per crop batch shape and per prompt count (the host "
+                                                "launches one graph instead of hundreds of kernels per call); the "
+                                                "decoder's is ignored with compile_decoder; off on the CPU")
 
 
 class EfficientVitSamConfig(SamAmgParams):

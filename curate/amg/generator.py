@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
-from curate.amg.graphs import GraphedDecoder
+from curate.amg.graphs import GraphedDecoder, GraphedEncoder
 from curate.amg.grid import crop_boxes, layer_point_grids, resized_shape
 from curate.amg.models import SamFamilyModel
 from curate.amg.mask_stats import mask_stats, upscale_logits
@@ -36,7 +36,8 @@ class AmgParams:
     decode_batch: int = 256  # most prompts per decoder call (one crop per call, equal chunks)
     encode_batch: int = 8  # crops per image-encoder call
     compile_decoder: bool = False  # torch.compile the decoder (GPU; compiled once per process and shape family)
-    cuda_graphs: bool = True  # replay the decoder as CUDA graphs on a GPU (graphs.py; not with compile_decoder)
+    # replay the encoder and the decoder (not with compile_decoder) as CUDA graphs on a GPU (graphs.py)
+    cuda_graphs: bool = True
 
     def __post_init__(self) -> None:
         if self.min_mask_region_area > 0:
@@ -91,6 +92,8 @@ class BatchedMaskGenerator:
         self.grids = layer_point_grids(params.points_per_side, params.crop_n_layers,
                                        params.crop_n_points_downscale_factor)
         self._decode = _decoder(model, params)
+        graphs = params.cuda_graphs and model.device.type == "cuda" and model.graphable_encoder
+        self._encode_batch = GraphedEncoder(model.encode) if graphs else model.encode
 
     @torch.inference_mode()
     def generate(self, images: list[np.ndarray]) -> list[ImageMasks]:
@@ -104,11 +107,12 @@ class BatchedMaskGenerator:
             return []
         with self._phase("prepare"):
             crops = self._crops(images)
-            geometry = _CropGeometry(crops, self.model.device, self.model.prompt_size)
         waves = self._waves(crops)
         results = []
         with self._phase("encode"):
             embeddings = self._encode(images, crops, waves[0])
+        with self._phase("prepare"):  # while the device encodes the first wave
+            geometry = _CropGeometry(crops, self.model.device, self.model.prompt_size)
         for k, wave in enumerate(waves):
             candidates = self._decode_all(crops, geometry, embeddings, wave)
             if k + 1 < len(waves):
@@ -180,8 +184,8 @@ class BatchedMaskGenerator:
             else:
                 batch = torch.stack([self.model.preprocess(images[c.image][c.box[1]:c.box[3], c.box[0]:c.box[2]])
                                      for c in chosen])
-            chunks.append(self.model.encode(batch))
-        return torch.cat(chunks)
+            chunks.append(self._encode_batch(batch))
+        return chunks[0] if len(chunks) == 1 else torch.cat(chunks)
 
     def _decode_all(self, crops: list[_Crop], geometry: "_CropGeometry", embeddings: torch.Tensor,
                     wave: list[int]) -> dict[str, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""The mask decoder replayed as CUDA graphs.
+"""The image encoder and the mask decoder replayed as CUDA graphs.
 
 One decoder call launches about a hundred kernels, most of them small (token-sized products,
 norms, the image-to-token operands). Launched one by one from Python the host takes longer
@@ -6,11 +6,16 @@ than the GPU to run them (on an H100, 576 prompts of one crop: 11.3 ms launched,
 replayed), so the decoding of an image went at the host's pace. Captured once per prompt count
 and replayed, a call costs the host two small copies and one launch.
 
+The image encoders launch hundreds of kernels per batch of crops too (EfficientViT-SAM-XL1,
+five 1024x1024 crops: 27 ms of GPU time took 29-43 ms to launch on H100 hosts), so the encoder
+is replayed the same way, one graph per batch shape.
+
 A graph reads its inputs from fixed addresses: each call copies the crop's context and the
-prompts into static buffers first (8 MB per crop, stream-ordered after the previous replay).
-Its outputs live in fixed buffers too: the logits a call returns are overwritten by the next
-call with the same prompt count, so a caller consumes them (stream-ordered kernels or copies)
-before calling again; the IoU predictions are returned as a copy.
+prompts (or the batch of crops) into static buffers first (8 MB per crop, stream-ordered after
+the previous replay). The decoder's outputs live in fixed buffers too: the logits a call returns
+are overwritten by the next call with the same prompt count, so a caller consumes them
+(stream-ordered kernels or copies) before calling again; the IoU predictions and the encoder's
+embeddings are returned as copies.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import torch
 from curate.amg.decoder import CropContext
 
 Decode = Callable[[CropContext, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+Encode = Callable[[torch.Tensor], torch.Tensor]
 _TENSOR_FIELDS = tuple(f.name for f in fields(CropContext) if f.name != "grid")
 
 
@@ -73,15 +79,55 @@ class GraphedDecoder:
         """Warm up on a side stream (Triton compiles and autotunes there, cuBLAS picks its
         kernels), then capture one call."""
         static_coords = coords.clone()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(self.warmup_calls):
-                self._decode(static, static_coords)
-        torch.cuda.current_stream().wait_stream(side)
+        _warm_up(lambda: self._decode(static, static_coords), self.warmup_calls)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             logits, iou = self._decode(static, static_coords)
         captured = _Captured(graph, static_coords, logits, iou)
         self._graphs[len(coords)] = captured
         return captured
+
+
+def _warm_up(fn: Callable[[], object], calls: int) -> None:
+    """Run ``fn`` on a side stream before a capture: Triton compiles and autotunes there, cuBLAS
+    and cuDNN pick their kernels, and nothing of that lands in the graph."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(calls):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+
+
+class GraphedEncoder:
+    """``encode(batch)`` for a batch of preprocessed crops on CUDA, replayed from a graph captured
+    on the first call with each batch shape (at most ``max_graphs`` shapes; beyond them calls run
+    eagerly). Same kernels and arithmetic as ``encode``; returns a fresh tensor. Only for encoders
+    that can be captured (``SamFamilyModel.graphable_encoder``)."""
+
+    def __init__(self, encode: Encode, max_graphs: int = 2, warmup_calls: int = 1):
+        self._encode = encode
+        self.max_graphs = max_graphs
+        self.warmup_calls = warmup_calls
+        self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        key = (tuple(batch.shape), batch.dtype, batch.device)
+        captured = self._graphs.get(key)
+        if captured is None:
+            if len(self._graphs) >= self.max_graphs:
+                return self._encode(batch)
+            captured = self._capture(key, batch)
+        graph, static_batch, embeddings = captured
+        static_batch.copy_(batch)
+        graph.replay()
+        return embeddings.clone()
+
+    def _capture(self, key: tuple, batch: torch.Tensor) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
+        static_batch = batch.clone()
+        _warm_up(lambda: self._encode(static_batch), self.warmup_calls)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            embeddings = self._encode(static_batch)
+        self._graphs[key] = (graph, static_batch, embeddings)
+        return self._graphs[key]

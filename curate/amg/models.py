@@ -30,12 +30,15 @@ class SamFamilyModel:
 
     encoder_size: side of the square image the encoder takes (1024 for SAM and XL models, 512 for L).
     prompt_size: side of the frame prompts and masks live in (1024 for both families).
+    graphable_encoder: whether the image encoder's forward can be captured as a CUDA graph (it
+    must not touch host tensors or wait for the device).
     """
 
     net: torch.nn.Module
     encoder_size: int
     prompt_size: int = 1024
     mask_threshold: float = 0.0
+    graphable_encoder: bool = True
 
     @property
     def device(self) -> torch.device:
@@ -104,8 +107,11 @@ class SamFamilyModel:
 
 
 def sam_model(net: torch.nn.Module) -> SamFamilyModel:
-    """Wrap a segment_anything ``Sam``."""
-    return SamFamilyModel(net=net, encoder_size=net.image_encoder.img_size, prompt_size=net.image_encoder.img_size)
+    """Wrap a segment_anything ``Sam``. Its ViT builds the relative-position indices of every
+    attention call on the CPU (get_rel_pos), a host-to-device copy that a CUDA graph cannot hold
+    (and a failed capture leaves the process's CUDA random generator unusable): not graphed."""
+    return SamFamilyModel(net=net, encoder_size=net.image_encoder.img_size, prompt_size=net.image_encoder.img_size,
+                          graphable_encoder=False)
 
 
 def efficientvit_sam_model(net: torch.nn.Module) -> SamFamilyModel:

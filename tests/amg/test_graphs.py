@@ -1,5 +1,5 @@
-"""The decoder replayed as CUDA graphs (curate/amg/graphs.py): same outputs as the eager decoder,
-fresh inputs on every call. The replay tests need a CUDA GPU and are skipped without one."""
+"""The encoder and the decoder replayed as CUDA graphs (curate/amg/graphs.py): same outputs as the
+eager ones, fresh inputs on every call. The replay tests need a CUDA GPU and are skipped without one."""
 
 from __future__ import annotations
 
@@ -8,17 +8,18 @@ import pytest
 import torch
 
 from curate.amg import AmgParams, BatchedMaskGenerator
-from curate.amg.build import build_efficientvit_sam, make_confident, tiny_efficientvit_sam
-from curate.amg.graphs import GraphedDecoder
+from curate.amg.build import build_efficientvit_sam, make_confident, tiny_efficientvit_sam, tiny_sam
+from curate.amg.graphs import GraphedDecoder, GraphedEncoder
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def test_generator_decodes_eagerly_off_the_gpu():
+def test_generator_encodes_and_decodes_eagerly_off_the_gpu():
     model = tiny_efficientvit_sam()
     generator = BatchedMaskGenerator(model, AmgParams(cuda_graphs=True))
     assert not isinstance(generator._decode, GraphedDecoder)
     assert generator._decode == model.decode
+    assert generator._encode_batch == model.encode
 
 
 def test_graphed_decoder_takes_one_crop_at_a_time():
@@ -68,3 +69,41 @@ def test_generator_masks_do_not_change_with_graphs():
     assert len(results[False].areas) >= 100
     for name in ("boxes", "areas", "iou_preds", "stability", "masks"):
         assert np.array_equal(getattr(results[False], name), getattr(results[True], name)), name
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_encoder_replays_equal_the_eager_encoder(dtype):
+    """Two batch shapes, calls interleaved: each replay encodes the batch it was given, bit for bit
+    as the eager encoder does, and returns a tensor the next replay does not overwrite; a shape
+    past max_graphs runs eagerly."""
+    torch.manual_seed(0)
+    model = make_confident(build_efficientvit_sam("l0")).to("cuda", dtype)
+    size = model.encoder_size
+    graphed = GraphedEncoder(model.encode, max_graphs=2)
+    with torch.inference_mode():
+        earlier = []
+        for k, count in enumerate([2, 3, 2, 1, 3]):
+            batch = torch.randn((count, 3, size, size), device="cuda")
+            ours = graphed(batch)
+            assert torch.equal(ours, model.encode(batch)), (k, count)
+            earlier.append((batch, ours))
+        for k, (batch, ours) in enumerate(earlier):  # not overwritten by later replays
+            assert torch.equal(ours, model.encode(batch)), k
+    assert sorted(key[0][0] for key in graphed._graphs) == [2, 3]  # 1 came past max_graphs=2
+
+
+def test_only_encoders_that_can_be_captured_are_graphed():
+    """segment_anything's ViT copies host tensors in its forward: its model says so, and the
+    generator runs it eagerly (a failed capture would leave CUDA's random generator unusable)."""
+    assert tiny_efficientvit_sam().graphable_encoder
+    assert not tiny_sam().graphable_encoder
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_generator_graphs_the_efficientvit_encoder_not_sam():
+    for model, graphed in ((tiny_efficientvit_sam(), True), (tiny_sam(), False)):
+        generator = BatchedMaskGenerator(model.to("cuda"), AmgParams())
+        assert isinstance(generator._encode_batch, GraphedEncoder) == graphed
