@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from curate.amg import AmgParams, BatchedMaskGenerator  # noqa: E402
 from curate.amg.build import build_efficientvit_sam, build_sam, make_confident, tiny_sam  # noqa: E402
+from curate.amg.graphs import warm_up  # noqa: E402
 from curate.amg.parity import compare, reference_arrays  # noqa: E402
 
 TABLE10 = dict(points_per_side=24, points_per_batch=128, crop_n_layers=1, crop_n_points_downscale_factor=1,
@@ -74,11 +75,7 @@ def timed(fn, device: str, repeats: int = 1):
 def encoder_graph(model, batch: torch.Tensor):
     """The encoder on ``batch`` captured as a CUDA graph: returns its replay (no input or output
     copies, unlike the generator's GraphedEncoder: the floor is the encoder's work alone)."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        model.encode(batch)
-    torch.cuda.current_stream().wait_stream(side)
+    warm_up(lambda: model.encode(batch))
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         model.encode(batch)

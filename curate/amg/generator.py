@@ -92,8 +92,7 @@ class BatchedMaskGenerator:
         self.grids = layer_point_grids(params.points_per_side, params.crop_n_layers,
                                        params.crop_n_points_downscale_factor)
         self._decode = _decoder(model, params)
-        graphs = params.cuda_graphs and model.device.type == "cuda" and model.graphable_encoder
-        self._encode_batch = GraphedEncoder(model.encode) if graphs else model.encode
+        self._encode_batch = _encoder(model, params)
 
     @torch.inference_mode()
     def generate(self, images: list[np.ndarray]) -> list[ImageMasks]:
@@ -290,13 +289,25 @@ class BatchedMaskGenerator:
         )
 
 
+def _graphs(model: SamFamilyModel, params: AmgParams) -> bool:
+    return params.cuda_graphs and model.device.type == "cuda"
+
+
 def _decoder(model: SamFamilyModel, params: AmgParams):
     """model.decode as the generator calls it: compiled, replayed as CUDA graphs, or eager."""
     if params.compile_decoder:
         return torch.compile(model.decode)
-    if params.cuda_graphs and model.device.type == "cuda":
+    if _graphs(model, params):
         return GraphedDecoder(model.decode)
     return model.decode
+
+
+def _encoder(model: SamFamilyModel, params: AmgParams):
+    """model.encode as the generator calls it: replayed as CUDA graphs where the encoder can be
+    captured, else eager."""
+    if _graphs(model, params) and model.graphable_encoder:
+        return GraphedEncoder(model.encode)
+    return model.encode
 
 
 class _CropGeometry:

@@ -79,7 +79,7 @@ class GraphedDecoder:
         """Warm up on a side stream (Triton compiles and autotunes there, cuBLAS picks its
         kernels), then capture one call."""
         static_coords = coords.clone()
-        _warm_up(lambda: self._decode(static, static_coords), self.warmup_calls)
+        warm_up(lambda: self._decode(static, static_coords), self.warmup_calls)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             logits, iou = self._decode(static, static_coords)
@@ -88,7 +88,7 @@ class GraphedDecoder:
         return captured
 
 
-def _warm_up(fn: Callable[[], object], calls: int) -> None:
+def warm_up(fn: Callable[[], object], calls: int = 1) -> None:
     """Run ``fn`` on a side stream before a capture: Triton compiles and autotunes there, cuBLAS
     and cuDNN pick their kernels, and nothing of that lands in the graph."""
     side = torch.cuda.Stream()
@@ -125,7 +125,7 @@ class GraphedEncoder:
 
     def _capture(self, key: tuple, batch: torch.Tensor) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
         static_batch = batch.clone()
-        _warm_up(lambda: self._encode(static_batch), self.warmup_calls)
+        warm_up(lambda: self._encode(static_batch), self.warmup_calls)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             embeddings = self._encode(static_batch)
