@@ -118,6 +118,30 @@ def test_split_products(triton_stats):
     assert (reference[:, 2] > 0).sum() >= 5
 
 
+@pytest.mark.parametrize("shape", [(300, 400), (130, 700)])
+def test_half_tally_counts_float16_comparisons(triton_stats, shape):
+    """The half-precision tally (float16 comparisons summed on tensor cores) gives the statistics
+    of the references' logits rounded to float16; soft edges put many pixels near the thresholds,
+    where float32 and float16 comparisons part."""
+    low = blobs(4, seed=6, sharpness=1.5)
+    low[3] = torch.randn((256, 256), generator=torch.Generator().manual_seed(6)) * 3  # noise: no tile skipped
+    low = low.to(device())
+    full = upscale_logits(low, shape, 1024)
+    half_reference = stats_from_logits(full.half().float(), 0.0, 1.0).cpu()
+    out = triton_stats.empty_stats(len(low), low.device)
+    triton_stats.stats_one_size(low, shape, 1024, 0.0, 1.0, out, HALF_TALLY=True)
+    ours = triton_stats.finish_stats(out).cpu()
+    assert_same_statistics(ours, half_reference)
+    exact = stats_from_logits(full, 0.0, 1.0).cpu()
+    assert (half_reference[:, :3] != exact[:, :3]).any()  # the two roundings differ on these masks
+
+
+def test_half_pairs_only_for_thresholds_float16_holds(triton_stats):
+    assert triton_stats._half_pair(1.0) == 0x3C003C00
+    assert triton_stats._half_pair(-1.0) == np.uint32(0xBC00BC00).view(np.int32)
+    assert triton_stats._half_pair(0.95) is None
+
+
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 def test_masks_not_kept_are_skipped_with_one_crop_size(triton_stats, backend):
     """One (height, width) for all masks and a keep flag: kept masks get the statistics of the
