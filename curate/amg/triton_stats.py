@@ -161,65 +161,59 @@ def _above_half(value, low_pair, mask_pair, high_pair):
 
 
 @triton.jit(do_not_specialize=["W", "WM"])
-def _column_table_kernel(weights_ptr, W, WM, s2x, scale1, LS: tl.constexpr, BX: tl.constexpr, CB: tl.constexpr):
-    """The (BX, CB) column weights of column tile program_id(0) (stored as (CB, BX)), the same for
-    every band of every mask of a crop size: computed once per size."""
+def _column_table_kernel(weights_ptr, meta_ptr, W, WM, s2x, scale1, LS: tl.constexpr, BX: tl.constexpr,
+                         CB: tl.constexpr):
+    """What every band of every mask needs about column tile program_id(0), computed once per crop
+    size: its (BX, CB) column weights (stored as (CB, BX)), and the low-res columns it reads (lo,
+    hi) and its last pixel column."""
     t = tl.program_id(0)
-    _, _, _, _, _, _, col_w = _axis(t * BX, W, WM, s2x, scale1, LS, BX, CB)
+    x0 = t * BX
+    xs, x_ok, x_last, j_lo, j_hi, cols, col_w = _axis(x0, W, WM, s2x, scale1, LS, BX, CB)
     k = tl.arange(0, CB)
     tl.store(weights_ptr + t * CB * BX + k[None, :] * BX + tl.arange(0, BX)[:, None], col_w)
+    tl.store(meta_ptr + t * 4 + 0, j_lo)
+    tl.store(meta_ptr + t * 4 + 1, j_hi)
+    tl.store(meta_ptr + t * 4 + 2, x_last)
 
 
 @triton.jit
-def _tile_fetch(base, t, rows, i_hi, k, xi, W, WM, s2x, scale1, col_weights_ptr, LS: tl.constexpr, BX: tl.constexpr,
-                RB: tl.constexpr, CB: tl.constexpr, BOUNDED: tl.constexpr):
-    """What column tile t of a band reads: its last pixel column, the low-res columns it interpolates
-    from (j_lo, j_hi: those of its first and last pixel, the indices being monotone in the pixel),
-    and, when every tile's low-res block fits (RB, CB) (BOUNDED), that block and the tile's (CB, BX)
-    column weights. The pixel loop reads the next tile's while it evaluates this one: without that,
-    the column arithmetic and the block's loads lie on every tile's path (an H100: 16.8 vs 13.5 ms
-    per 2K image; reading the columns from a table instead did as well as this)."""
-    x0 = t * BX
-    x_last = tl.minimum(x0 + BX, W) - 1
-    _, j_lo, _, _, _, _, _ = _chain(x0, W, WM, s2x, scale1, LS)
-    _, _, _, _, _, j_hi, _ = _chain(x_last, W, WM, s2x, scale1, LS)
+def _tile_source(base, t, rows, i_lo, i_hi, k, col_meta_ptr, safe_high, safe_low, classify, LS: tl.constexpr,
+                 RB: tl.constexpr, CB: tl.constexpr, BOUNDED: tl.constexpr):
+    """Column tile t of a band: its last pixel column and, when every tile's low-res block fits (RB,
+    CB) (BOUNDED), that block and, if ``classify``, whether every source value clears the high
+    bound (the whole tile counts) or none clears the low bound (nothing counts), from one packed
+    reduction (not classified: neither, the tile's pixels are looked at)."""
+    x_last = tl.load(col_meta_ptr + t * 4 + 2)
     if BOUNDED:
+        j_lo = tl.load(col_meta_ptr + t * 4 + 0)
+        j_hi = tl.load(col_meta_ptr + t * 4 + 1)
         cols = j_lo + k
         inside = (rows[:, None] <= i_hi) & (cols[None, :] <= j_hi)
         block = tl.load(base + rows[:, None] * LS + cols[None, :], mask=inside, other=0.0).to(tl.float32)
-        col_w = tl.load(col_weights_ptr + t * CB * BX + k[:, None] * BX + xi[None, :])
-    else:
-        block = tl.zeros([RB, CB], tl.float32)
-        col_w = tl.zeros([CB, BX], tl.float32)
-    return x_last, j_lo, j_hi, block, col_w
-
-
-@triton.jit
-def _tile_sides(block, rows, i_lo, i_hi, j_lo, j_hi, k, safe_high, safe_low, classify, BOUNDED: tl.constexpr):
-    """Whether every source value of a tile's block clears the high bound (the whole tile counts)
-    or none clears the low bound (nothing counts), from one packed reduction; neither when not
-    ``classify`` (or not BOUNDED): the tile's pixels are looked at."""
-    full = j_lo < 0
-    empty = j_lo < 0
-    if BOUNDED:
+        full = t < 0
+        empty = t < 0
         if classify:
-            inside = (rows[:, None] <= i_hi) & ((j_lo + k)[None, :] <= j_hi)
             sides = tl.sum(tl.where(inside, (block > safe_high).to(tl.int32)
                                     + ((block <= safe_low).to(tl.int32) << 16), 0))
             sources = (i_hi - i_lo + 1) * (j_hi - j_lo + 1)
             full = (sides & 65535) == sources
             empty = (sides >> 16) == sources
-    return full, empty
+    else:
+        block = tl.zeros([RB, CB], tl.float32)
+        full = t < 0
+        empty = t < 0
+    return x_last, block, full, empty
 
 
 @triton.jit
-def _tile_values(base, block, col_w, t, row_hi, row_lo, ys, H, HM, s2y, W, WM, s2x, scale1, xi, LS: tl.constexpr,
-                 BX: tl.constexpr, MODE: tl.constexpr, BOUNDED: tl.constexpr):
+def _tile_values(base, block, t, row_hi, row_lo, ys, H, HM, s2y, W, WM, s2x, scale1, col_weights_ptr, k, xi,
+                 LS: tl.constexpr, BX: tl.constexpr, CB: tl.constexpr, MODE: tl.constexpr, BOUNDED: tl.constexpr):
     """Every pixel of column tile t of a band, interpolated as the references do: (row weights) @
     low-res block @ (column weights)^T on tensor cores, or pixel by pixel where blocks do not fit
     (a compile-time choice: the pixel-by-pixel code would cost the matrix form registers). Columns
     past the crop repeat its last column (mask them)."""
     if BOUNDED:
+        col_w = tl.load(col_weights_ptr + t * CB * BX + k[:, None] * BX + xi[None, :])
         col_hi, col_lo = _split(col_w, MODE)
         block_hi, block_lo = _split(block, MODE)
         along_x = _dot(block_hi, block_lo, col_hi, col_lo, MODE)
@@ -232,22 +226,21 @@ def _tile_values(base, block, col_w, t, row_hi, row_lo, ys, H, HM, s2y, W, WM, s
 
 @triton.jit
 def _tile_hit_extreme(base, t, rows, i_lo, i_hi, row_hi, row_lo, ys, y_ok, H, HM, s2y, W, WM, s2x, scale1, thr,
-                      safe_high, safe_low, col_weights_ptr, k, xi, LAST: tl.constexpr, LS: tl.constexpr,
-                      BX: tl.constexpr, RB: tl.constexpr, CB: tl.constexpr, MODE: tl.constexpr,
+                      safe_high, safe_low, col_weights_ptr, col_meta_ptr, k, xi, LAST: tl.constexpr,
+                      LS: tl.constexpr, BX: tl.constexpr, RB: tl.constexpr, CB: tl.constexpr, MODE: tl.constexpr,
                       BOUNDED: tl.constexpr):
     """The first (or LAST) pixel column of tile t above the mask threshold in any row of the band:
     the tile is evaluated again (same arithmetic as the counting pass) once per band and side."""
     x0 = t * BX
-    x_last, j_lo, j_hi, block, col_w = _tile_fetch(base, t, rows, i_hi, k, xi, W, WM, s2x, scale1, col_weights_ptr,
-                                                   LS, BX, RB, CB, BOUNDED)
-    full, _ = _tile_sides(block, rows, i_lo, i_hi, j_lo, j_hi, k, safe_high, safe_low, t >= 0, BOUNDED)
+    x_last, block, full, empty = _tile_source(base, t, rows, i_lo, i_hi, k, col_meta_ptr, safe_high, safe_low, t >= 0,
+                                              LS, RB, CB, BOUNDED)
     if LAST:
         found = x_last
     else:
         found = x0
     if not full:
-        value = _tile_values(base, block, col_w, t, row_hi, row_lo, ys, H, HM, s2y, W, WM, s2x, scale1, xi, LS, BX,
-                             MODE, BOUNDED)
+        value = _tile_values(base, block, t, row_hi, row_lo, ys, H, HM, s2y, W, WM, s2x, scale1,
+                             col_weights_ptr, k, xi, LS, BX, CB, MODE, BOUNDED)
         xs = x0 + xi
         hit = (value > thr) & y_ok[:, None] & (xs <= x_last)[None, :]
         if LAST:
@@ -259,7 +252,7 @@ def _tile_hit_extreme(base, t, rows, i_lo, i_hi, row_hi, row_lo, ys, y_ok, H, HM
 
 # crop sizes vary per image: without this Triton would compile a variant per divisibility pattern
 @triton.jit(do_not_specialize=["H", "W", "HM", "WM"])
-def _mask_stats_kernel(logits_ptr, index_ptr, keep_ptr, out_ptr, col_weights_ptr, H, W, HM, WM, s2y,
+def _mask_stats_kernel(logits_ptr, index_ptr, keep_ptr, out_ptr, col_weights_ptr, col_meta_ptr, H, W, HM, WM, s2y,
                        s2x, scale1, thr_high, thr_low, thr, safe_high, safe_low, low_pair, mask_pair, high_pair,
                        LS: tl.constexpr, BY: tl.constexpr, BX: tl.constexpr, RB: tl.constexpr, CB: tl.constexpr,
                        INDEXED: tl.constexpr, FILTERED: tl.constexpr, MODE: tl.constexpr, BOUNDED: tl.constexpr,
@@ -312,17 +305,11 @@ def _mask_stats_kernel(logits_ptr, index_ptr, keep_ptr, out_ptr, col_weights_ptr
         last2 = tl.full([BY, 16], -1, tl.int32)
         row_in = y_ok[:, None] & (col == 1)
         mixed_run = 0  # tiles since the classification last found one wholly on one side
-        n_tiles = tl.cdiv(W, BX)
-        x_last, j_lo, j_hi, block, col_w = _tile_fetch(base, 0, rows, i_hi, k, xi, W, WM, s2x, scale1,
-                                                       col_weights_ptr, LS, BX, RB, CB, BOUNDED)
-        for t in range(0, n_tiles):
+        for t in range(0, tl.cdiv(W, BX)):
             x0 = t * BX
-            # the next tile's sources are read while this one is evaluated (past the last tile: the
-            # last one again, unused)
-            ahead = _tile_fetch(base, tl.minimum(t + 1, n_tiles - 1), rows, i_hi, k, xi, W, WM, s2x, scale1,
-                                col_weights_ptr, LS, BX, RB, CB, BOUNDED)
             classify = (mixed_run < CLASSIFY_RUN) | (mixed_run % CLASSIFY_EVERY == 0)
-            full, empty = _tile_sides(block, rows, i_lo, i_hi, j_lo, j_hi, k, safe_high, safe_low, classify, BOUNDED)
+            x_last, block, full, empty = _tile_source(base, t, rows, i_lo, i_hi, k, col_meta_ptr, safe_high,
+                                                      safe_low, classify, LS, RB, CB, BOUNDED)
             mixed_run = tl.where(full | empty, 0, mixed_run + 1)
             if full:  # every pixel counts for all three thresholds
                 width = tl.where(y_ok, x_last - x0 + 1, 0)
@@ -337,8 +324,8 @@ def _mask_stats_kernel(logits_ptr, index_ptr, keep_ptr, out_ptr, col_weights_ptr
                     first_tile = tl.where(y_ok, tl.minimum(first_tile, t), first_tile)
                     last_tile = tl.where(y_ok, t, last_tile)
             elif not empty:  # some pixel may count: look at each
-                value = _tile_values(base, block, col_w, t, row_hi, row_lo, ys, H, HM, s2y, W, WM, s2x, scale1,
-                                     xi, LS, BX, MODE, BOUNDED)
+                value = _tile_values(base, block, t, row_hi, row_lo, ys, H, HM, s2y, W, WM, s2x, scale1,
+                                     col_weights_ptr, k, xi, LS, BX, CB, MODE, BOUNDED)
                 if x_last < x0 + BX - 1:  # the crop's last tile: columns past it repeat its last one
                     value = tl.where((x0 + xi <= x_last)[None, :], value, -float("inf"))
                 if HALF_TALLY:
@@ -362,7 +349,6 @@ def _mask_stats_kernel(logits_ptr, index_ptr, keep_ptr, out_ptr, col_weights_ptr
                     row_high += per_row >> 20
                     first_tile = tl.where(in_mask > 0, tl.minimum(first_tile, t), first_tile)
                     last_tile = tl.where(in_mask > 0, t, last_tile)
-            x_last, j_lo, j_hi, block, col_w = ahead
         if HALF_TALLY:
             counted = tl.where(y_ok[:, None], tally, 0.0).to(tl.int32)
             row_low = tl.sum(tl.where(col == 0, counted, 0), axis=1)
@@ -380,10 +366,10 @@ def _mask_stats_kernel(logits_ptr, index_ptr, keep_ptr, out_ptr, col_weights_ptr
             if n_mask > 0:
                 x_min = _tile_hit_extreme(base, tl.min(first_tile), rows, i_lo, i_hi, row_hi, row_lo, ys, y_ok, H, HM,
                                           s2y, W, WM, s2x, scale1, thr, safe_high, safe_low, col_weights_ptr,
-                                          k, xi, False, LS, BX, RB, CB, MODE, BOUNDED)
+                                          col_meta_ptr, k, xi, False, LS, BX, RB, CB, MODE, BOUNDED)
                 x_max = _tile_hit_extreme(base, tl.max(last_tile), rows, i_lo, i_hi, row_hi, row_lo, ys, y_ok, H, HM,
                                           s2y, W, WM, s2x, scale1, thr, safe_high, safe_low, col_weights_ptr,
-                                          k, xi, True, LS, BX, RB, CB, MODE, BOUNDED)
+                                          col_meta_ptr, k, xi, True, LS, BX, RB, CB, MODE, BOUNDED)
                 tl.atomic_min(at + 3, x_min)
                 tl.atomic_min(at + 4, tl.min(tl.where(row_mask > 0, ys, _BIG)))
                 tl.atomic_max(at + 5, x_max)
@@ -490,7 +476,8 @@ def stats_one_size(low_res: torch.Tensor, hw: tuple[int, int], prompt_size: int,
     s2x = float(np.float32(wm) / np.float32(w))
     tiles = triton.cdiv(w, block_cols)
     col_weights = torch.empty((tiles, cb, block_cols), dtype=torch.float32, device=low_res.device)
-    _column_table_kernel[(tiles,)](col_weights, w, wm, s2x, scale1, LS=ls, BX=block_cols, CB=cb)
+    col_meta = torch.empty((tiles, 4), dtype=torch.int32, device=low_res.device)
+    _column_table_kernel[(tiles,)](col_weights, col_meta, w, wm, s2x, scale1, LS=ls, BX=block_cols, CB=cb)
     # half-precision logits (one TF32 product already rounds values near the thresholds): the
     # float16 tally, where float16 holds the thresholds exactly
     pairs = [_half_pair(x) for x in (low, threshold, high)]
@@ -498,11 +485,10 @@ def stats_one_size(low_res: torch.Tensor, hw: tuple[int, int], prompt_size: int,
     grid = (count, triton.cdiv(h, block_rows))
     _mask_stats_kernel[grid](
         low_res.contiguous(), index if index is not None else out, keep if keep is not None else out, out,
-        col_weights, h, w, hm, wm, float(np.float32(hm) / np.float32(h)), s2x, scale1,
+        col_weights, col_meta, h, w, hm, wm, float(np.float32(hm) / np.float32(h)), s2x, scale1,
         high, low, threshold, safe_high, safe_low, *(p or 0 for p in pairs), LS=ls, BY=block_rows, BX=block_cols,
-        RB=rb, CB=cb,
-        INDEXED=index is not None, FILTERED=keep is not None, MODE=mode, BOUNDED=row_span <= rb and col_span <= cb,
-        num_warps=num_warps, **tuning,
+        RB=rb, CB=cb, INDEXED=index is not None, FILTERED=keep is not None, MODE=mode,
+        BOUNDED=row_span <= rb and col_span <= cb, num_warps=num_warps, **tuning,
     )
 
 
