@@ -118,7 +118,8 @@ class BatchedMaskGenerator:
                 with self._phase("encode"):
                     embeddings = self._encode(images, crops, waves[k + 1])
             with self._phase("nms+merge"):
-                kept = _survivors_on_host(candidates)  # one copy: waits for the device
+                survivors = candidates.pop("ok").nonzero().squeeze(1)  # waits for the device
+                kept = {key: value[survivors] for key, value in candidates.items()}
                 results += self._merge(images, crops, geometry, kept, sorted({crops[ci].image for ci in wave}))
         return results
 
@@ -236,77 +237,56 @@ class BatchedMaskGenerator:
         return kept
 
     def _merge(self, images: list[np.ndarray], crops: list[_Crop], geometry: "_CropGeometry",
-               kept: dict[str, np.ndarray | torch.Tensor], image_ids: list[int]) -> list[ImageMasks]:
-        """For the images ``image_ids`` (whose crops' masks ``kept`` holds, on the host): NMS within
-        each crop (all crops in one batched call), uncrop, then NMS across the crops of each image
-        preferring smaller crops; masks, when asked, are materialised for survivors only. A few
-        thousand boxes at most: on the host this takes a fraction of the time the same small
-        operations take on a GPU, each launched and several waited for."""
+               kept: dict[str, torch.Tensor], image_ids: list[int]) -> list[ImageMasks]:
+        """For the images ``image_ids`` (whose crops' masks ``kept`` holds): NMS within each crop (all
+        crops in one batched call), uncrop, then NMS across the crops of each image preferring
+        smaller crops; masks, when asked, are materialised for survivors only."""
         p = self.params
-        owner = kept["owner"]
-        if len(owner) == 0:
+        if len(kept["owner"]) == 0:
             return [_empty(images[i].shape[:2], self.return_masks) for i in image_ids]
-        order = batched_nms(torch.from_numpy(kept["boxes"]).float(), torch.from_numpy(kept["iou"]),
-                            torch.from_numpy(owner), p.box_nms_thresh).numpy()
+        order = batched_nms(kept["boxes"].float(), kept["iou"], kept["owner"], p.box_nms_thresh)
         # the references concatenate crops in order, each crop's survivors by decreasing IoU
-        order = order[np.argsort(owner[order], kind="stable")]
-        data = {k: v[order] for k, v in kept.items() if k != "low_res"}
-        chosen = order  # rows of kept (its low-res logits, when asked)
-        crop_boxes = geometry.host_box[data["owner"]]
-        offset = crop_boxes[:, :2]
-        data["boxes"] = data["boxes"] + np.tile(offset, 2)
-        data["points_xy"] = geometry.host_points[data["owner"], data["points"]] + offset
-        data["crop_boxes"] = crop_boxes
-        image_of = geometry.host_image[data["owner"]]
+        order = order[torch.sort(kept["owner"][order], stable=True).indices]
+        data = {k: v[order] for k, v in kept.items()}
+        offset = geometry.box[data["owner"], :2]
+        data["boxes"] = data["boxes"] + offset.repeat(1, 2)
+        data["points_xy"] = geometry.points[data["owner"], data["points"]] + offset
+        data["crop_boxes"] = geometry.box[data["owner"]]
+        image_of = geometry.image[data["owner"]]
         results = []
         for i in image_ids:
-            rows = np.flatnonzero(image_of == i)
+            image = images[i]
+            rows = (image_of == i).nonzero().squeeze(1)
             if len(rows) == 0:
-                results.append(_empty(images[i].shape[:2], self.return_masks))
+                results.append(_empty(image.shape[:2], self.return_masks))
                 continue
             if sum(c.image == i for c in crops) > 1:
-                scores = 1 / box_area(torch.from_numpy(data["crop_boxes"][rows])).float()
-                rows = rows[batched_nms(torch.from_numpy(data["boxes"][rows]).float(), scores,
-                                        torch.zeros_like(scores), p.crop_nms_thresh).numpy()]
-            low_res = None
-            if self.return_masks:
-                low_res = kept["low_res"][torch.as_tensor(chosen[rows], device=kept["low_res"].device)]
-            results.append(self._image_masks(images[i].shape[:2], crops, {k: v[rows] for k, v in data.items()},
-                                             low_res))
+                scores = 1 / box_area(data["crop_boxes"][rows]).float()
+                rows = rows[batched_nms(data["boxes"][rows].float(), scores, torch.zeros_like(scores),
+                                        p.crop_nms_thresh)]
+            results.append(self._image_masks(image.shape[:2], crops, {k: v[rows] for k, v in data.items()}))
         return results
 
-    def _image_masks(self, hw: tuple[int, int], crops: list[_Crop], data: dict[str, np.ndarray],
-                     low_res: torch.Tensor | None) -> ImageMasks:
-        boxes = data["boxes"].astype(np.float64)
+    def _image_masks(self, hw: tuple[int, int], crops: list[_Crop], data: dict[str, torch.Tensor]) -> ImageMasks:
+        # one copy to the host (each copy waits for the device): every column as float64, exact
+        # for these counts, coordinates and float32 scores
+        columns = {"boxes": 4, "areas": 1, "iou": 1, "stability": 1, "points_xy": 2, "crop_boxes": 4}
+        host = torch.cat([data[k].double().view(len(data[k]), -1) for k in columns], dim=1).cpu().numpy()
+        parts = dict(zip(columns, np.split(host, np.cumsum(list(columns.values()))[:-1], axis=1)))
+        boxes = parts["boxes"].copy()
         boxes[:, 2:] += 1  # inclusive last pixel -> exclusive edge
         masks = None
         if self.return_masks:
             masks = np.zeros((len(boxes), *hw), dtype=bool)
-            for j, ci in enumerate(data["owner"].tolist()):
+            for j, (ci, low_res) in enumerate(zip(data["owner"].tolist(), data["low_res"])):
                 x0, y0, x1, y1 = crops[ci].box
-                full = upscale_logits(low_res[j:j + 1], crops[ci].hw, self.model.prompt_size)[0]
+                full = upscale_logits(low_res[None], crops[ci].hw, self.model.prompt_size)[0]
                 masks[j, y0:y1, x0:x1] = (full > self.model.mask_threshold).cpu().numpy()
         return ImageMasks(
-            boxes=boxes, areas=data["areas"].astype(np.float64), iou_preds=data["iou"].astype(np.float32),
-            stability=data["stability"].astype(np.float32), points=data["points_xy"].astype(np.float64),
-            crop_boxes=data["crop_boxes"].astype(np.int64), masks=masks,
+            boxes=boxes, areas=parts["areas"][:, 0].copy(), iou_preds=parts["iou"][:, 0].astype(np.float32),
+            stability=parts["stability"][:, 0].astype(np.float32), points=parts["points_xy"].copy(),
+            crop_boxes=parts["crop_boxes"].astype(np.int64), masks=masks,
         )
-
-
-def _survivors_on_host(candidates: dict[str, torch.Tensor]) -> dict[str, np.ndarray | torch.Tensor]:
-    """The columns of the masks that passed the filters (``ok``), copied to the host at once: every
-    column as float64 (exact for these counts, coordinates and float32 scores) in one transfer,
-    the one wait for the device. Low-res logits (when the masks are asked for) stay where they are."""
-    columns = {"owner": 1, "boxes": 4, "iou": 1, "stability": 1, "areas": 1, "points": 1, "ok": 1}
-    packed = torch.cat([candidates[k].double().view(len(candidates[k]), -1) for k in columns], dim=1).cpu().numpy()
-    parts = dict(zip(columns, np.split(packed, np.cumsum(list(columns.values()))[:-1], axis=1)))
-    ok = parts.pop("ok")[:, 0] > 0
-    as_int = ("owner", "boxes", "areas", "points")
-    kept = {k: (v[ok].astype(np.int64) if k in as_int else v[ok].astype(np.float32)) for k, v in parts.items()}
-    kept = {k: (v[:, 0] if v.shape[1] == 1 and k != "boxes" else v) for k, v in kept.items()}
-    if "low_res" in candidates:  # already only the masks that passed (see _filter_batch)
-        kept["low_res"] = candidates["low_res"]
-    return kept
 
 
 def _graphs(model: SamFamilyModel, params: AmgParams) -> bool:
@@ -331,15 +311,14 @@ def _encoder(model: SamFamilyModel, params: AmgParams):
 
 
 class _CropGeometry:
-    """Per-crop arrays indexed by crop number: box, image box, image, prompt points (padded). On
-    the device: what the filters need (box, image box) and the points in the prompt frame, as
-    one array (one pinned copy and one transfer, before the first kernel of a batch); on the host:
-    what the merge needs (box, image, points in the crop's pixels)."""
+    """Per-crop tensors indexed by crop number: box, image box, image, prompt points (padded;
+    in the crop's pixels and in the prompt frame). They cross to the device as one array (one
+    pinned copy and one transfer, before the first kernel of a batch, instead of five)."""
 
     def __init__(self, crops: list[_Crop], device: torch.device, prompt_size: int):
         full = {c.image: c.box for c in crops if c.layer == 0}
-        # box, image box: small integers, exact in float64
-        boxes = np.array([[*c.box, *full[c.image]] for c in crops], dtype=np.float64)
+        # box, image, image box: small integers, exact in float64
+        boxes = np.array([[*c.box, c.image, *full[c.image]] for c in crops], dtype=np.float64)
         longest = max(len(c.points) for c in crops)
         points = np.zeros((len(crops), longest, 2))
         prompt_coords = np.zeros((len(crops), longest, 2))
@@ -348,14 +327,12 @@ class _CropGeometry:
             nh, nw = resized_shape(h, w, prompt_size)
             points[i, :len(c.points)] = c.points
             prompt_coords[i, :len(c.points)] = c.points * np.array([[nw / w, nh / h]])
-        packed = upload(np.concatenate([boxes.ravel(), prompt_coords.ravel()]), device)
-        boxes_d, coords_d = packed.split([boxes.size, prompt_coords.size])
+        packed = upload(np.concatenate([boxes.ravel(), points.ravel(), prompt_coords.ravel()]), device)
+        boxes_d, points_d, coords_d = packed.split([boxes.size, points.size, prompt_coords.size])
         boxes_d = boxes_d.view(boxes.shape).long()
-        self.box, self.image_box = boxes_d[:, :4], boxes_d[:, 4:]
+        self.box, self.image, self.image_box = boxes_d[:, :4], boxes_d[:, 4], boxes_d[:, 5:]
+        self.points = points_d.view(points.shape)
         self.prompt_coords = coords_d.view(prompt_coords.shape).float()  # the points in the prompt frame
-        self.host_box = boxes[:, :4].astype(np.int64)
-        self.host_image = np.array([c.image for c in crops])
-        self.host_points = points
 
 
 def _empty(hw: tuple[int, int], with_masks: bool) -> ImageMasks:
