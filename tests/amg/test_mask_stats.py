@@ -136,6 +136,21 @@ def test_half_tally_counts_float16_comparisons(triton_stats, shape):
     assert (half_reference[:, :3] != exact[:, :3]).any()  # the two roundings differ on these masks
 
 
+@pytest.mark.parametrize("case", ["2k_crops_sharp", "small_image_soft"])
+def test_float16_products_on_bfloat16_logits(triton_stats, case):
+    """Half-precision runs' defaults on the GPU (interpolation products of float16 operands, the
+    float16 tally): the references' statistics of the same bfloat16 logits rounded to float16,
+    up to the products' rounding."""
+    shapes, sharpness = CASES[case]
+    low = blobs(6, seed=11, sharpness=sharpness).to(torch.bfloat16).to(device())
+    hws = torch.tensor([shapes[i % len(shapes)] for i in range(len(low))], device=device())
+    half_reference = torch.cat([stats_from_logits(upscale_logits(low[i:i + 1], tuple(hws[i].tolist()), 1024)
+                                                  .half().float(), 0.0, 1.0) for i in range(len(low))]).cpu()
+    ours = triton_stats.mask_stats_triton(low, hws, 1024, 0.0, 1.0, precision="fp16").cpu()
+    assert_same_statistics(ours, half_reference)
+    assert (half_reference[:, 2] > 0).sum() >= 4
+
+
 def test_half_pairs_only_for_thresholds_float16_holds(triton_stats):
     assert triton_stats._half_pair(1.0) == 0x3C003C00
     assert triton_stats._half_pair(-1.0) == np.uint32(0xBC00BC00).view(np.int32)
