@@ -63,6 +63,8 @@ def main() -> None:
     ap.add_argument("--root", required=True, help="directory holding the curate package to measure")
     ap.add_argument("--name", required=True, help="label of this run (file name of the result)")
     ap.add_argument("--out", default=".", help="folder for amg_ab_NAME.json")
+    ap.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                    help="an AmgParams field (integer) other than Table 10's, e.g. lead_crops=0; repeatable")
     args = ap.parse_args()
     root = os.path.abspath(args.root)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -75,14 +77,15 @@ def main() -> None:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from benchmarks.amg import TABLE10, build, test_image, timed
+    from benchmarks.amg import TABLE10, build, encoder_graph, test_image, timed
     from curate.amg import AmgParams, BatchedMaskGenerator
     from curate.amg.build import make_confident
 
     image = test_image(2048, 1536)
     model = make_confident(build("evit:xl1", 0), 300.0, 1.0)
     model.to("cuda", torch.float32)
-    params = AmgParams(**TABLE10, decode_batch=576)
+    extra = {key: int(value) for key, value in (item.split("=", 1) for item in args.param)}
+    params = AmgParams(**{**TABLE10, "decode_batch": 576, **extra})
     crops = BatchedMaskGenerator(model, params)._crops([image])
     batch = torch.stack([model.preprocess(image[c.box[1]:c.box[3], c.box[0]:c.box[2]]) for c in crops]).cuda()
     model.to("cuda", torch.bfloat16)
@@ -92,15 +95,18 @@ def main() -> None:
     for _ in range(3):
         out = gen.generate([image])
     torch.cuda.synchronize()
-    row = {"name": args.name, "root": root, "warmup_s": time.perf_counter() - started, "masks": int(len(out[0].areas))}
-    encoder, ours = [], []
+    row = {"name": args.name, "root": root, "params": extra, "warmup_s": time.perf_counter() - started,
+           "masks": int(len(out[0].areas))}
+    encoder, graphed, ours = [], [], []
     with torch.inference_mode():
+        replay = encoder_graph(model, half)
         for _ in range(4):
             encoder.append(timed(lambda: model.encode(half), "cuda", 5)[0])
+            graphed.append(timed(replay, "cuda", 5)[0])
             ours.append(timed(lambda: gen.generate([image]), "cuda", 5)[0])
         row["encoder_gpu_ms"] = [gpu_milliseconds(lambda: model.encode(half))[0] for _ in range(2)]
-    row.update(encoder_s=encoder, ours_s=ours, ratios=[o / e for o, e in zip(ours, encoder)],
-               ratio_best=min(ours) / min(encoder))
+    row.update(encoder_s=encoder, encoder_graphed_s=graphed, ours_s=ours, ratios=[o / e for o, e in zip(ours, encoder)],
+               ratio_best=min(ours) / min(encoder), ratio_graphed_best=min(ours) / min(graphed))
     total, count, averages = gpu_milliseconds(lambda: gen.generate([image]))
     row.update(ours_gpu_ms=total, ours_kernels=count, top=[
         (e.key[:60], round(e.self_device_time_total / 1000, 3), e.count)
