@@ -9,8 +9,8 @@ decoder; GPU time does not. Run each version in its own process, alternating, on
         python benchmarks/amg_ab.py --root . --name new_$r --out results/
     done
 
-Each run prints and writes: best wall times of generate() and of the encoder alone (4 x best of 5,
-interleaved), the GPU time of one generate() and of the encoder (sum of kernel times by
+Each run prints and writes: best wall times of generate() and of the encoder alone, launched eagerly
+and replayed as a CUDA graph (4 x best of 5, interleaved), the GPU time of one generate() and of the encoder (sum of kernel times by
 torch.profiler), the number of kernels, the top kernels, the GPU's idle time in a profiled
 generate() (host-side gaps there are inflated by the profiler) and the phases.
 """
