@@ -16,8 +16,11 @@ a small kernel tabulates them once per size. Per tile:
   float16 operands, logits clamped to float16's range, +-65504), and counted, each row's three counts in one packed reduction. Crops far smaller than
   the prompt frame, whose tiles read more low-res values than a block holds, take every pixel by
   gathers instead (chosen per launch: both forms in one kernel cost the matrix form registers).
-Counts are kept per row and reduced over the band once, at its end; in half-precision runs they
-are taken on tensor cores from float16 comparisons (see ``_mask_stats_kernel``). Of the box's
+Each tile's table entry and low-res block are read while the tile before it is evaluated, and so
+are its column weights when the tile before was not skipped (runs of mixed tiles, as on noise
+masks; smooth masks' skipped tiles read no weights ahead). Counts are kept per row and reduced
+over the band once, at its end; in half-precision runs they are taken on tensor cores from float16
+comparisons (see ``_mask_stats_kernel``). Of the box's
 columns only the band's first and last tiles with mask pixels are looked at again, once.
 Summation order differs from the references', so a pixel within float32 rounding of a threshold
 may land on the other side; in half precision, also one within half a float16 ulp above it
@@ -190,12 +193,10 @@ def _column_table_kernel(weights_ptr, meta_ptr, W, WM, s2x, scale1, LS: tl.const
 
 
 @triton.jit
-def _tile_source(base, t, rows, i_lo, i_hi, k, col_meta_ptr, safe_high, safe_low, classify, LS: tl.constexpr,
-                 RB: tl.constexpr, CB: tl.constexpr, BOUNDED: tl.constexpr):
-    """Column tile t of a band: its last pixel column and, when every tile's low-res block fits (RB,
-    CB) (BOUNDED), that block and, if ``classify``, whether every source value clears the high
-    bound (the whole tile counts) or none clears the low bound (nothing counts), from one packed
-    reduction (not classified: neither, the tile's pixels are looked at)."""
+def _tile_load(base, t, rows, i_hi, k, col_meta_ptr, LS: tl.constexpr, RB: tl.constexpr, CB: tl.constexpr,
+               BOUNDED: tl.constexpr):
+    """Column tile t of a band: its last pixel column, the low-res columns it reads (lo, hi) and,
+    when every tile's low-res block fits (RB, CB) (BOUNDED), that block."""
     x_last = tl.load(col_meta_ptr + t * 4 + 2)
     if BOUNDED:
         j_lo = tl.load(col_meta_ptr + t * 4 + 0)
@@ -203,30 +204,54 @@ def _tile_source(base, t, rows, i_lo, i_hi, k, col_meta_ptr, safe_high, safe_low
         cols = j_lo + k
         inside = (rows[:, None] <= i_hi) & (cols[None, :] <= j_hi)
         block = tl.load(base + rows[:, None] * LS + cols[None, :], mask=inside, other=0.0).to(tl.float32)
-        full = t < 0
-        empty = t < 0
+    else:
+        j_lo = x_last * 0
+        j_hi = j_lo - 1
+        block = tl.zeros([RB, CB], tl.float32)
+    return x_last, j_lo, j_hi, block
+
+
+@triton.jit
+def _tile_classify(block, rows, i_lo, i_hi, j_lo, j_hi, k, safe_high, safe_low, classify, BOUNDED: tl.constexpr):
+    """If ``classify`` (and BOUNDED), whether every source value of a tile's block clears the high
+    bound (the whole tile counts) or none clears the low bound (nothing counts), from one packed
+    reduction (not classified: neither, the tile's pixels are looked at)."""
+    full = j_lo < 0
+    empty = j_lo < 0
+    if BOUNDED:
         if classify:
+            inside = (rows[:, None] <= i_hi) & ((j_lo + k)[None, :] <= j_hi)
             sides = tl.sum(tl.where(inside, (block > safe_high).to(tl.int32)
                                     + ((block <= safe_low).to(tl.int32) << 16), 0))
             sources = (i_hi - i_lo + 1) * (j_hi - j_lo + 1)
             full = (sides & 65535) == sources
             empty = (sides >> 16) == sources
-    else:
-        block = tl.zeros([RB, CB], tl.float32)
-        full = t < 0
-        empty = t < 0
+    return full, empty
+
+
+@triton.jit
+def _tile_columns(col_weights_ptr, t, k, xi, wanted, BX: tl.constexpr, CB: tl.constexpr):
+    """Column tile t's (CB, BX) weights from the table (read only where ``wanted``)."""
+    return tl.load(col_weights_ptr + t * CB * BX + k[:, None] * BX + xi[None, :], mask=wanted, other=0.0)
+
+
+@triton.jit
+def _tile_source(base, t, rows, i_lo, i_hi, k, col_meta_ptr, safe_high, safe_low, classify, LS: tl.constexpr,
+                 RB: tl.constexpr, CB: tl.constexpr, BOUNDED: tl.constexpr):
+    """``_tile_load`` and ``_tile_classify`` of tile t: its last pixel column, block, full, empty."""
+    x_last, j_lo, j_hi, block = _tile_load(base, t, rows, i_hi, k, col_meta_ptr, LS, RB, CB, BOUNDED)
+    full, empty = _tile_classify(block, rows, i_lo, i_hi, j_lo, j_hi, k, safe_high, safe_low, classify, BOUNDED)
     return x_last, block, full, empty
 
 
 @triton.jit
-def _tile_values(base, block, t, row_hi, row_lo, ys, H, HM, s2y, W, WM, s2x, scale1, col_weights_ptr, k, xi,
-                 LS: tl.constexpr, BX: tl.constexpr, CB: tl.constexpr, MODE: tl.constexpr, BOUNDED: tl.constexpr):
+def _tile_values(base, block, t, row_hi, row_lo, ys, H, HM, s2y, W, WM, s2x, scale1, col_w, xi,
+                 LS: tl.constexpr, BX: tl.constexpr, MODE: tl.constexpr, BOUNDED: tl.constexpr):
     """Every pixel of column tile t of a band, interpolated as the references do: (row weights) @
     low-res block @ (column weights)^T on tensor cores, or pixel by pixel where blocks do not fit
     (a compile-time choice: the pixel-by-pixel code would cost the matrix form registers). Columns
-    past the crop repeat its last column (mask them)."""
+    past the crop repeat its last column (mask them). col_w: the tile's weights (``_tile_columns``)."""
     if BOUNDED:
-        col_w = tl.load(col_weights_ptr + t * CB * BX + k[:, None] * BX + xi[None, :])
         if MODE == 2:  # only the logits may lie outside float16's range (clamping the products' 1,024
             # intermediate values too cost 44 of the tile loop's 417 instructions)
             block = tl.minimum(tl.maximum(block, -65504.0), 65504.0)
@@ -255,8 +280,9 @@ def _tile_hit_extreme(base, t, rows, i_lo, i_hi, row_hi, row_lo, ys, y_ok, H, HM
     else:
         found = x0
     if not full:
+        col_w = _tile_columns(col_weights_ptr, t, k, xi, BOUNDED, BX, CB)
         value = _tile_values(base, block, t, row_hi, row_lo, ys, H, HM, s2y, W, WM, s2x, scale1,
-                             col_weights_ptr, k, xi, LS, BX, CB, MODE, BOUNDED)
+                             col_w, xi, LS, BX, MODE, BOUNDED)
         xs = x0 + xi
         hit = (value > thr) & y_ok[:, None] & (xs <= x_last)[None, :]
         if LAST:
@@ -321,12 +347,26 @@ def _mask_stats_kernel(logits_ptr, index_ptr, keep_ptr, out_ptr, col_weights_ptr
         last2 = tl.full([BY, 16], -1, tl.int32)
         row_in = y_ok[:, None] & (col == 1)
         mixed_run = 0  # tiles since the classification last found one wholly on one side
-        for t in range(0, tl.cdiv(W, BX)):
+        # each tile's table entry and block are read during the tile before, and so are its column
+        # weights when that tile needed its own (a run of mixed tiles, as on noise): the reads'
+        # latency hides behind the tile's arithmetic
+        tiles = tl.cdiv(W, BX)
+        x_last_next, j_lo_next, j_hi_next, block_next = _tile_load(base, 0, rows, i_hi, k, col_meta_ptr, LS, RB, CB,
+                                                                   BOUNDED)
+        cols_next = _tile_columns(col_weights_ptr, 0, k, xi, BOUNDED, BX, CB)
+        have_next = tiles > 0
+        for t in range(0, tiles):
             x0 = t * BX
+            x_last, j_lo, j_hi, block, col_w, have_cols = x_last_next, j_lo_next, j_hi_next, block_next, cols_next, have_next
+            ahead = tl.minimum(t + 1, tiles - 1)
+            x_last_next, j_lo_next, j_hi_next, block_next = _tile_load(base, ahead, rows, i_hi, k, col_meta_ptr,
+                                                                       LS, RB, CB, BOUNDED)
             classify = (mixed_run < CLASSIFY_RUN) | (mixed_run % CLASSIFY_EVERY == 0)
-            x_last, block, full, empty = _tile_source(base, t, rows, i_lo, i_hi, k, col_meta_ptr, safe_high,
-                                                      safe_low, classify, LS, RB, CB, BOUNDED)
+            full, empty = _tile_classify(block, rows, i_lo, i_hi, j_lo, j_hi, k, safe_high, safe_low, classify,
+                                         BOUNDED)
             mixed_run = tl.where(full | empty, 0, mixed_run + 1)
+            have_next = BOUNDED and mixed_run > 0
+            cols_next = _tile_columns(col_weights_ptr, ahead, k, xi, have_next, BX, CB)
             if full:  # every pixel counts for all three thresholds
                 width = tl.where(y_ok, x_last - x0 + 1, 0)
                 if HALF_TALLY:
@@ -340,8 +380,10 @@ def _mask_stats_kernel(logits_ptr, index_ptr, keep_ptr, out_ptr, col_weights_ptr
                     first_tile = tl.where(y_ok, tl.minimum(first_tile, t), first_tile)
                     last_tile = tl.where(y_ok, t, last_tile)
             elif not empty:  # some pixel may count: look at each
+                if not have_cols:  # the tile before was skipped: its weights were not read ahead
+                    col_w = _tile_columns(col_weights_ptr, t, k, xi, BOUNDED, BX, CB)
                 value = _tile_values(base, block, t, row_hi, row_lo, ys, H, HM, s2y, W, WM, s2x, scale1,
-                                     col_weights_ptr, k, xi, LS, BX, CB, MODE, BOUNDED)
+                                     col_w, xi, LS, BX, MODE, BOUNDED)
                 if x_last < x0 + BX - 1:  # the crop's last tile: columns past it repeat its last one
                     value = tl.where((x0 + xi <= x_last)[None, :], value, -float("inf"))
                 if HALF_TALLY:
@@ -459,13 +501,18 @@ def finish_stats(out: torch.Tensor) -> torch.Tensor:
 def stats_one_size(low_res: torch.Tensor, hw: tuple[int, int], prompt_size: int, threshold: float,
                    offset: float, out: torch.Tensor, index: torch.Tensor | None = None,
                    keep: torch.Tensor | None = None, block_rows: int = 64, block_cols: int = 64,
-                   precision: str | None = None, num_warps: int = 4, **tuning) -> None:
+                   precision: str | None = None, num_warps: int = 4, max_registers: int | None = 96,
+                   **tuning) -> None:
     """Accumulate into ``out`` (from ``empty_stats``) the statistics of masks of one crop size:
     ``index`` (int32) picks masks of low_res (default: all), ``keep`` (bool, one per mask of
     low_res) skips masks in the kernel, without a host sync. ``tuning``: more kernel
     meta-parameters (CLASSIFY_RUN, CLASSIFY_EVERY: experiments; HALF_TALLY: default on for
     half-precision logits when float16 holds the three thresholds exactly). Defaults: the fastest of
-    benchmarks/amg_profile.py's sweep on an H100 (64x64 tiles, 4 warps)."""
+    benchmarks/amg_profile.py's sweep on an H100 (64x64 tiles, 4 warps). max_registers: per thread
+    (ptxas maxnreg). 96 lets five programs share a multiprocessor instead of four (the kernel waits
+    on memory and barriers more than it computes): with the read-ahead of the next tile, which
+    needs 131 registers uncapped, an H100 took 9.3 ms per 2K image in place with 96 (a few spilled
+    bytes), 10.3 with 104 and 12.5 without the read-ahead at 102."""
     n, ls, ls2 = low_res.shape
     if ls != ls2:
         raise ValueError(f"low-res logits must be square, got {tuple(low_res.shape)}")
@@ -509,7 +556,8 @@ def stats_one_size(low_res: torch.Tensor, hw: tuple[int, int], prompt_size: int,
         col_weights, col_meta, h, w, hm, wm, float(np.float32(hm) / np.float32(h)), s2x, scale1,
         high, low, threshold, safe_high, safe_low, *(p or 0 for p in pairs), LS=ls, BY=block_rows, BX=block_cols,
         RB=rb, CB=cb, INDEXED=index is not None, FILTERED=keep is not None, MODE=mode,
-        BOUNDED=row_span <= rb and col_span <= cb, num_warps=num_warps, **tuning,
+        BOUNDED=row_span <= rb and col_span <= cb, num_warps=num_warps,
+        **({"maxnreg": max_registers} if max_registers and not INTERPRETED else {}), **tuning,
     )
 
 
