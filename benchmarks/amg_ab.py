@@ -10,9 +10,10 @@ decoder; GPU time does not. Run each version in its own process, alternating, on
     done
 
 Each run prints and writes: best wall times of generate() and of the encoder alone, launched eagerly
-and replayed as a CUDA graph (4 x best of 5, interleaved), the GPU time of one generate() and of the encoder (sum of kernel times by
-torch.profiler), the number of kernels, the top kernels, the GPU's idle time in a profiled
-generate() (host-side gaps there are inflated by the profiler) and the phases.
+and replayed as a CUDA graph (4 x best of 5, interleaved), the GPU time of one generate() and of
+the encoder (sum of kernel times by torch.profiler), the number of kernels, the top kernels, the
+GPU's idle time in a profiled generate() (host-side gaps there are inflated by the profiler) and
+the phases.
 """
 
 from __future__ import annotations

@@ -13,15 +13,16 @@ a small kernel tabulates them once per size. Per tile:
   cut the padding, bilinear -> crop size; PyTorch's align_corners=False source-index rule), written
   as two small matrix products (row weights) @ low-res block @ (column weights)^T on tensor cores
   (float32 logits: float32 accuracy from 3 TF32 products; half-precision logits: one product of
-  float16 operands, logits clamped to float16's range, +-65504), and counted, each row's three counts in one packed reduction. Crops far smaller than
-  the prompt frame, whose tiles read more low-res values than a block holds, take every pixel by
-  gathers instead (chosen per launch: both forms in one kernel cost the matrix form registers).
+  float16 operands, logits clamped to float16's range, +-65504), and counted, each row's three
+  counts in one packed reduction. Crops far smaller than the prompt frame, whose tiles read more
+  low-res values than a block holds, take every pixel by gathers instead (chosen per launch: both
+  forms in one kernel cost the matrix form registers).
 Each tile's table entry and low-res block are read while the tile before it is evaluated, and so
 are its column weights when the tile before was not skipped (runs of mixed tiles, as on noise
 masks; smooth masks' skipped tiles read no weights ahead). Counts are kept per row and reduced
 over the band once, at its end; in half-precision runs they are taken on tensor cores from float16
-comparisons (see ``_mask_stats_kernel``). Of the box's
-columns only the band's first and last tiles with mask pixels are looked at again, once.
+comparisons (see ``_mask_stats_kernel``). Of the box's columns only the band's first and last
+tiles with mask pixels are looked at again, once.
 Summation order differs from the references', so a pixel within float32 rounding of a threshold
 may land on the other side; in half precision, also one within half a float16 ulp above it
 (about 5e-4 relative: the logits themselves are bf16, 4e-3).
@@ -357,7 +358,8 @@ def _mask_stats_kernel(logits_ptr, index_ptr, keep_ptr, out_ptr, col_weights_ptr
         have_next = tiles > 0
         for t in range(0, tiles):
             x0 = t * BX
-            x_last, j_lo, j_hi, block, col_w, have_cols = x_last_next, j_lo_next, j_hi_next, block_next, cols_next, have_next
+            x_last, j_lo, j_hi, block = x_last_next, j_lo_next, j_hi_next, block_next
+            col_w, have_cols = cols_next, have_next
             ahead = tl.minimum(t + 1, tiles - 1)
             x_last_next, j_lo_next, j_hi_next, block_next = _tile_load(base, ahead, rows, i_hi, k, col_meta_ptr,
                                                                        LS, RB, CB, BOUNDED)
