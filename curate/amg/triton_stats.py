@@ -529,8 +529,8 @@ def stats_one_size(low_res: torch.Tensor, hw: tuple[int, int], prompt_size: int,
     h, w = hw
     high, low = threshold + offset, threshold - offset
     # Tiles are skipped only when every source value clears the threshold by more than the
-    # products' rounding could move a pixel (relative 1e-4 is ~1000 float32 ulps; a TF32 product
-    # rounds weights to 11 bits).
+    # products' rounding could move a pixel (relative 1e-4 is ~1000 float32 ulps; a TF32 or
+    # float16 product rounds its operands to 11 significant bits).
     margin = 2e-3 if mode in (1, 2) else 1e-4
     safe_high = high + margin * (1 + abs(high))
     safe_low = low - margin * (1 + abs(low))
@@ -548,8 +548,8 @@ def stats_one_size(low_res: torch.Tensor, hw: tuple[int, int], prompt_size: int,
     col_weights = torch.empty((tiles, cb, block_cols), dtype=table_dtype, device=low_res.device)
     col_meta = torch.empty((tiles, 4), dtype=torch.int32, device=low_res.device)
     _column_table_kernel[(tiles,)](col_weights, col_meta, w, wm, s2x, scale1, LS=ls, BX=block_cols, CB=cb)
-    # half-precision logits (one TF32 product already rounds values near the thresholds): the
-    # float16 tally, where float16 holds the thresholds exactly
+    # half-precision logits (one TF32 or float16 product already rounds values near the
+    # thresholds): the float16 tally, where float16 holds the thresholds exactly
     pairs = [_half_pair(x) for x in (low, threshold, high)]
     tuning.setdefault("HALF_TALLY", mode in (1, 2) and None not in pairs)
     grid = (count, triton.cdiv(h, block_rows))
