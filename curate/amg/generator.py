@@ -8,13 +8,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torchvision.ops import batched_nms
+from torchvision.ops import nms
 
+from curate.amg.candidates import COLUMN, TABLE_COLUMNS, CropPlacement, Filters, candidate_rows_torch
 from curate.amg.graphs import GraphedDecoder, GraphedEncoder
 from curate.amg.grid import crop_boxes, layer_point_grids, resized_shape
 from curate.amg.models import SamFamilyModel
-from curate.amg.mask_stats import mask_stats, upscale_logits
-from curate.amg.postprocess import box_area, near_crop_edge
+from curate.amg.mask_stats import mask_stats, triton_available, upscale_logits
 from curate.amg.transfer import upload
 
 
@@ -118,9 +118,7 @@ class BatchedMaskGenerator:
                 with self._phase("encode"):
                     embeddings = self._encode(images, crops, waves[k + 1])
             with self._phase("nms+merge"):
-                survivors = candidates.pop("ok").nonzero().squeeze(1)  # waits for the device
-                kept = {key: value[survivors] for key, value in candidates.items()}
-                results += self._merge(images, crops, geometry, kept, sorted({crops[ci].image for ci in wave}))
+                results += self._merge(images, crops, candidates, sorted({crops[ci].image for ci in wave}))
         return results
 
     def _waves(self, crops: list[_Crop]) -> list[list[int]]:
@@ -190,9 +188,10 @@ class BatchedMaskGenerator:
                     wave: list[int]) -> dict[str, torch.Tensor]:
         """Decode every prompt of the crops ``wave`` (``embeddings`` in that order), one crop per
         decoder call (all its prompts share the crop's image side), in equal chunks of at most
-        ``decode_batch``: flat per-mask tensors (``owner`` = crop index) with ``ok``, whether the
-        mask passed the filters. Nothing here waits for the device (unless masks are returned), so
-        the host queues the next decoder call while the device runs the last."""
+        ``decode_batch``: the candidate table (a row per mask, see ``TABLE_COLUMNS``) with ``ok``,
+        whether the mask passed the filters (and ``low_res`` when masks are returned). Nothing here
+        waits for the device (unless masks are returned), so the host queues the next decoder call
+        while the device runs the last."""
         ctx = self.model.decoder_context(embeddings)
         parts: list[dict[str, torch.Tensor]] = []
         for position, ci in enumerate(wave):
@@ -211,81 +210,93 @@ class BatchedMaskGenerator:
     def _filter_batch(self, crop_index: int, hw: tuple[int, int], geometry: "_CropGeometry", first_point: int,
                       logits: torch.Tensor, iou: torch.Tensor) -> dict[str, torch.Tensor]:
         """The IoU filter, then the full-resolution statistics (stability, area, box) of the masks
-        that pass it, and the crop-edge filter: per-mask tensors and ``ok``, whether it survives."""
+        that pass it, and the crop-edge filter: the masks' rows of the candidate table
+        (candidates.py) and ``ok``, whether each survives. On CUDA the statistics kernel's
+        accumulators go straight to the candidate kernel (two launches per batch)."""
         p = self.params
         n_prompts, n_masks = logits.shape[:2]
-        points = torch.arange(first_point, first_point + n_prompts, device=logits.device).repeat_interleave(n_masks)
-        owner = torch.full_like(points, crop_index)
         logits, iou = logits.flatten(0, 1), iou.flatten(0, 1)
         # only masks that pass the IoU filter are looked at in full (the references upscale all)
         keep = iou > p.pred_iou_thresh if p.pred_iou_thresh > 0 else None
-        stats = mask_stats(logits, hw, self.model.prompt_size, self.model.mask_threshold, p.stability_score_offset,
-                           self.stats_backend, self.pixel_budget, keep=keep)
-        high, low = stats[:, 0], stats[:, 1]
-        stability = (high / low.clamp_min(1)).float() * (low > 0)
-        ok = ~near_crop_edge(stats[:, 3:7], geometry.box[owner], geometry.image_box[owner])
-        if keep is not None:
-            ok &= keep
-        if p.stability_score_thresh > 0:
-            ok &= stability >= p.stability_score_thresh
-        kept = {"owner": owner, "boxes": stats[:, 3:7], "iou": iou, "stability": stability, "areas": stats[:, 2],
-                "points": points, "ok": ok}
+        points = geometry.points[crop_index, first_point:first_point + n_prompts]
+        placement, filters = geometry.placements[crop_index], Filters(p.pred_iou_thresh, p.stability_score_thresh)
+        statistics = (self.model.prompt_size, self.model.mask_threshold, p.stability_score_offset)
+        if self._stats_backend(logits.device) == "triton":
+            from curate.amg import triton_stats
+            from curate.amg.triton_candidates import candidate_rows_triton
+
+            acc = triton_stats.empty_stats(len(logits), logits.device)
+            triton_stats.stats_one_size(logits, hw, *statistics, acc, keep=keep)
+            table, ok = candidate_rows_triton(acc, iou, points, n_masks, placement, filters)
+        else:
+            stats = mask_stats(logits, hw, *statistics, "torch", self.pixel_budget, keep=keep)
+            table, ok = candidate_rows_torch(stats, iou, points, n_masks, placement, filters)
         if self.return_masks:  # low-res logits of survivors only (waits for the device)
             chosen = ok.nonzero().squeeze(1)
-            kept = {k: v[chosen] for k, v in kept.items()}
-            kept["low_res"] = logits[chosen]
-        return kept
+            return {"table": table[chosen], "ok": ok[chosen], "low_res": logits[chosen]}
+        return {"table": table, "ok": ok}
 
-    def _merge(self, images: list[np.ndarray], crops: list[_Crop], geometry: "_CropGeometry",
-               kept: dict[str, torch.Tensor], image_ids: list[int]) -> list[ImageMasks]:
-        """For the images ``image_ids`` (whose crops' masks ``kept`` holds): NMS within each crop (all
-        crops in one batched call), uncrop, then NMS across the crops of each image preferring
-        smaller crops; masks, when asked, are materialised for survivors only."""
+    def _stats_backend(self, device: torch.device) -> str:
+        if self.stats_backend == "auto":
+            return "triton" if triton_available(device) else "torch"
+        if self.stats_backend not in ("triton", "torch"):
+            raise ValueError(f"unknown mask statistics backend {self.stats_backend!r}: auto, triton or torch")
+        return self.stats_backend
+
+    def _merge(self, images: list[np.ndarray], crops: list[_Crop], candidates: dict[str, torch.Tensor],
+               image_ids: list[int]) -> list[ImageMasks]:
+        """For the images ``image_ids`` (whose crops' masks ``candidates`` holds): NMS within each
+        crop, then NMS across the crops of each image preferring smaller crops, each pass one
+        torchvision NMS call over all groups (boxes offset per group, as batched_nms does); masks,
+        when asked, are materialised for survivors only. The host waits for the device three times
+        (survivors, each NMS) and the survivors' rows cross to it once."""
         p = self.params
-        if len(kept["owner"]) == 0:
+        survivors = candidates["ok"].nonzero().squeeze(1)  # waits for the device
+        if len(survivors) == 0:
             return [_empty(images[i].shape[:2], self.return_masks) for i in image_ids]
-        order = batched_nms(kept["boxes"].float(), kept["iou"], kept["owner"], p.box_nms_thresh)
+        rows = candidates["table"].index_select(0, survivors)
+        order = nms(rows[:, COLUMN["nms_box"]].float(), rows[:, COLUMN["iou"]].float(), p.box_nms_thresh)
         # the references concatenate crops in order, each crop's survivors by decreasing IoU
-        order = order[torch.sort(kept["owner"][order], stable=True).indices]
-        data = {k: v[order] for k, v in kept.items()}
-        offset = geometry.box[data["owner"], :2]
-        data["boxes"] = data["boxes"] + offset.repeat(1, 2)
-        data["points_xy"] = geometry.points[data["owner"], data["points"]] + offset
-        data["crop_boxes"] = geometry.box[data["owner"]]
-        image_of = geometry.image[data["owner"]]
+        order = order[torch.sort(rows[order, COLUMN["crop"]], stable=True).indices]
+        rows = rows[order]
+        # every image has the same crops (1 + 4 + 16 ... per layer): all of them or none have several
+        if p.crop_n_layers > 0:
+            # NMS survivors come by decreasing score, each image's in the order of a call of its
+            # own (a stable sort); regrouped by image
+            keep = nms(rows[:, COLUMN["nms_image_box"]].float(), rows[:, COLUMN["crop_score"]].float(),
+                       p.crop_nms_thresh)
+            keep = keep[torch.sort(rows[keep, COLUMN["image"]], stable=True).indices]
+            rows, order = rows[keep], order[keep]
+        host = rows.cpu().numpy()
+        low_res = candidates["low_res"][survivors[order]] if self.return_masks else None
         results = []
         for i in image_ids:
-            image = images[i]
-            rows = (image_of == i).nonzero().squeeze(1)
-            if len(rows) == 0:
-                results.append(_empty(image.shape[:2], self.return_masks))
+            mine = np.flatnonzero(host[:, COLUMN["image"]] == i)
+            if len(mine) == 0:
+                results.append(_empty(images[i].shape[:2], self.return_masks))
                 continue
-            if sum(c.image == i for c in crops) > 1:
-                scores = 1 / box_area(data["crop_boxes"][rows]).float()
-                rows = rows[batched_nms(data["boxes"][rows].float(), scores, torch.zeros_like(scores),
-                                        p.crop_nms_thresh)]
-            results.append(self._image_masks(image.shape[:2], crops, {k: v[rows] for k, v in data.items()}))
+            results.append(self._image_masks(images[i].shape[:2], crops, host[mine],
+                                             None if low_res is None else low_res[torch.from_numpy(mine)]))
         return results
 
-    def _image_masks(self, hw: tuple[int, int], crops: list[_Crop], data: dict[str, torch.Tensor]) -> ImageMasks:
-        # one copy to the host (each copy waits for the device): every column as float64, exact
-        # for these counts, coordinates and float32 scores
-        columns = {"boxes": 4, "areas": 1, "iou": 1, "stability": 1, "points_xy": 2, "crop_boxes": 4}
-        host = torch.cat([data[k].double().view(len(data[k]), -1) for k in columns], dim=1).cpu().numpy()
-        parts = dict(zip(columns, np.split(host, np.cumsum(list(columns.values()))[:-1], axis=1)))
-        boxes = parts["boxes"].copy()
+    def _image_masks(self, hw: tuple[int, int], crops: list[_Crop], rows: np.ndarray,
+                     low_res: torch.Tensor | None) -> ImageMasks:
+        """One image's survivors, from their rows of the candidate table (on the host) and, when
+        masks are asked for, their low-res logits."""
+        column = {name: rows[:, COLUMN[name]] for name in TABLE_COLUMNS}
+        boxes = column["image_box"].copy()
         boxes[:, 2:] += 1  # inclusive last pixel -> exclusive edge
         masks = None
         if self.return_masks:
             masks = np.zeros((len(boxes), *hw), dtype=bool)
-            for j, (ci, low_res) in enumerate(zip(data["owner"].tolist(), data["low_res"])):
+            for j, ci in enumerate(column["crop"].astype(np.int64)):
                 x0, y0, x1, y1 = crops[ci].box
-                full = upscale_logits(low_res[None], crops[ci].hw, self.model.prompt_size)[0]
+                full = upscale_logits(low_res[j][None], crops[ci].hw, self.model.prompt_size)[0]
                 masks[j, y0:y1, x0:x1] = (full > self.model.mask_threshold).cpu().numpy()
         return ImageMasks(
-            boxes=boxes, areas=parts["areas"][:, 0].copy(), iou_preds=parts["iou"][:, 0].astype(np.float32),
-            stability=parts["stability"][:, 0].astype(np.float32), points=parts["points_xy"].copy(),
-            crop_boxes=parts["crop_boxes"].astype(np.int64), masks=masks,
+            boxes=boxes, areas=column["area"].copy(), iou_preds=column["iou"].astype(np.float32),
+            stability=column["stability"].astype(np.float32), points=column["point_xy"].copy(),
+            crop_boxes=column["crop_box"].astype(np.int64), masks=masks,
         )
 
 
@@ -311,14 +322,17 @@ def _encoder(model: SamFamilyModel, params: AmgParams):
 
 
 class _CropGeometry:
-    """Per-crop tensors indexed by crop number: box, image box, image, prompt points (padded;
-    in the crop's pixels and in the prompt frame). They cross to the device as one array (one
-    pinned copy and one transfer, before the first kernel of a batch, instead of five)."""
+    """Per-crop geometry indexed by crop number: where its masks go (``placements``, on the host)
+    and its prompt points (padded; in the crop's pixels and in the prompt frame, on the device).
+    The points cross to the device as one array (one pinned copy and one transfer, before the
+    first kernel of a batch)."""
 
     def __init__(self, crops: list[_Crop], device: torch.device, prompt_size: int):
         full = {c.image: c.box for c in crops if c.layer == 0}
-        # box, image, image box: small integers, exact in float64
-        boxes = np.array([[*c.box, c.image, *full[c.image]] for c in crops], dtype=np.float64)
+        # NMS group offsets: above every coordinate of a box in its crop or image
+        unit = 1 + max(max(box[2:]) for box in full.values())
+        self.placements = [CropPlacement(i, tuple(c.box), c.image, tuple(full[c.image]), unit)
+                           for i, c in enumerate(crops)]
         longest = max(len(c.points) for c in crops)
         points = np.zeros((len(crops), longest, 2))
         prompt_coords = np.zeros((len(crops), longest, 2))
@@ -327,12 +341,9 @@ class _CropGeometry:
             nh, nw = resized_shape(h, w, prompt_size)
             points[i, :len(c.points)] = c.points
             prompt_coords[i, :len(c.points)] = c.points * np.array([[nw / w, nh / h]])
-        packed = upload(np.concatenate([boxes.ravel(), points.ravel(), prompt_coords.ravel()]), device)
-        boxes_d, points_d, coords_d = packed.split([boxes.size, points.size, prompt_coords.size])
-        boxes_d = boxes_d.view(boxes.shape).long()
-        self.box, self.image, self.image_box = boxes_d[:, :4], boxes_d[:, 4], boxes_d[:, 5:]
-        self.points = points_d.view(points.shape)
-        self.prompt_coords = coords_d.view(prompt_coords.shape).float()  # the points in the prompt frame
+        packed = upload(np.stack([points, prompt_coords]), device)
+        self.points = packed[0]
+        self.prompt_coords = packed[1].float()  # the points in the prompt frame
 
 
 def _empty(hw: tuple[int, int], with_masks: bool) -> ImageMasks:

@@ -14,7 +14,3 @@ def near_crop_edge(boxes: torch.Tensor, crop_boxes: torch.Tensor, image_boxes: t
     at_crop = torch.isclose(absolute, crop_boxes.float(), atol=atol, rtol=0)
     at_image = torch.isclose(absolute, image_boxes.float(), atol=atol, rtol=0)
     return (at_crop & ~at_image).any(dim=1)
-
-
-def box_area(boxes: torch.Tensor) -> torch.Tensor:
-    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
