@@ -32,12 +32,13 @@ def _clip8(acc):
     return tl.minimum(tl.maximum(acc >> _BITS, 0), 255)
 
 
-# one compiled kernel for every crop size: the tap counts (3 to 15 and more, with the scale) are
-# loop bounds, not constants (unrolled, 3 x 15 x 15 gathers took over a minute to compile)
-@triton.jit(do_not_specialize=["out_h", "out_w", "stride_y", "KY", "KX"])
+# one compiled kernel per horizontal tap count (3 to 15 and more, with the scale): the column taps
+# are unrolled, so that all of a row's gathers are in flight at once; the vertical taps stay a
+# loop (both unrolled, 3 x 15 x 15 gathers took over a minute to compile)
+@triton.jit(do_not_specialize=["out_h", "out_w", "stride_y", "KY"])
 def _resize_normalise_kernel(image_ptr, out_ptr, row_index_ptr, row_weight_ptr, col_index_ptr, col_weight_ptr,
-                             stride_y, out_h, out_w, KY, KX, mean0, mean1, mean2, std0, std1, std2,
-                             S: tl.constexpr, BY: tl.constexpr, BX: tl.constexpr):
+                             stride_y, out_h, out_w, KY, mean0, mean1, mean2, std0, std1, std2,
+                             KX: tl.constexpr, S: tl.constexpr, BY: tl.constexpr, BX: tl.constexpr):
     """One (BY, BX) block of the (3, S, S) output: resized pixels inside (out_h, out_w), zeros
     (the padding) outside. image: uint8 (rows, cols, 3) with row stride stride_y, channels last;
     KY, KX: taps per output row and column."""
@@ -45,28 +46,33 @@ def _resize_normalise_kernel(image_ptr, out_ptr, row_index_ptr, row_weight_ptr, 
     xs = tl.program_id(1) * BX + tl.arange(0, BX)
     y_in, x_in = ys < out_h, xs < out_w
     inside = y_in[:, None] & x_in[None, :]
-    for c in tl.static_range(3):
-        vertical = tl.full((BY, BX), _HALF, tl.int32)
-        for ky in range(KY):
-            row = tl.load(row_index_ptr + ys * KY + ky, mask=y_in, other=0)
-            wy = tl.load(row_weight_ptr + ys * KY + ky, mask=y_in, other=0)
-            horizontal = tl.full((BY, BX), _HALF, tl.int32)
-            for kx in range(KX):
-                col = tl.load(col_index_ptr + xs * KX + kx, mask=x_in, other=0)
-                wx = tl.load(col_weight_ptr + xs * KX + kx, mask=x_in, other=0)
-                pixel = tl.load(image_ptr + row[:, None].to(tl.int64) * stride_y + col[None, :] * 3 + c,
-                                mask=inside, other=0).to(tl.int32)
-                horizontal += pixel * wx[None, :]
-            vertical += _clip8(horizontal) * wy[:, None]
-        value = _clip8(vertical).to(tl.float32)
-        if c == 0:
-            value = tl.div_rn(value - mean0, std0)
-        elif c == 1:
-            value = tl.div_rn(value - mean1, std1)
-        else:
-            value = tl.div_rn(value - mean2, std2)
-        tl.store(out_ptr + c * S * S + ys[:, None] * S + xs[None, :], tl.where(inside, value, 0.0),
-                 mask=(ys < S)[:, None] & (xs < S)[None, :])
+    # the three channels side by side: each tap's index and weight are read once and its three
+    # gathers are in flight together (the kernel waits on dependent loads, not on arithmetic)
+    red = tl.full((BY, BX), _HALF, tl.int32)
+    green = tl.full((BY, BX), _HALF, tl.int32)
+    blue = tl.full((BY, BX), _HALF, tl.int32)
+    for ky in range(KY):
+        row = tl.load(row_index_ptr + ys * KY + ky, mask=y_in, other=0)
+        wy = tl.load(row_weight_ptr + ys * KY + ky, mask=y_in, other=0)
+        h_red = tl.full((BY, BX), _HALF, tl.int32)
+        h_green = tl.full((BY, BX), _HALF, tl.int32)
+        h_blue = tl.full((BY, BX), _HALF, tl.int32)
+        for kx in tl.static_range(KX):
+            col = tl.load(col_index_ptr + xs * KX + kx, mask=x_in, other=0)
+            wx = tl.load(col_weight_ptr + xs * KX + kx, mask=x_in, other=0)[None, :]
+            pixel = image_ptr + row[:, None].to(tl.int64) * stride_y + col[None, :] * 3
+            h_red += tl.load(pixel, mask=inside, other=0).to(tl.int32) * wx
+            h_green += tl.load(pixel + 1, mask=inside, other=0).to(tl.int32) * wx
+            h_blue += tl.load(pixel + 2, mask=inside, other=0).to(tl.int32) * wx
+        red += _clip8(h_red) * wy[:, None]
+        green += _clip8(h_green) * wy[:, None]
+        blue += _clip8(h_blue) * wy[:, None]
+    at = out_ptr + ys[:, None] * S + xs[None, :]
+    fits = (ys < S)[:, None] & (xs < S)[None, :]
+    tl.store(at, tl.where(inside, tl.div_rn(_clip8(red).to(tl.float32) - mean0, std0), 0.0), mask=fits)
+    tl.store(at + S * S, tl.where(inside, tl.div_rn(_clip8(green).to(tl.float32) - mean1, std1), 0.0), mask=fits)
+    tl.store(at + 2 * S * S, tl.where(inside, tl.div_rn(_clip8(blue).to(tl.float32) - mean2, std2), 0.0),
+             mask=fits)
 
 
 def _dense_taps(in_size: int, out_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -112,5 +118,5 @@ def resize_normalise_pad(crop: torch.Tensor, height: int, width: int, size: int,
     grid = (triton.cdiv(size, block), triton.cdiv(size, block))
     f32 = [float(np.float32(v)) for v in (*mean, *std)]
     _resize_normalise_kernel[grid](crop, out, row_index, row_weight, col_index, col_weight, crop.stride(0),
-                                   height, width, ky, kx, *f32, S=size, BY=block, BX=block, num_warps=4)
+                                   height, width, ky, *f32, KX=kx, S=size, BY=block, BX=block, num_warps=4)
     return out
