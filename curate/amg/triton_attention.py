@@ -34,17 +34,26 @@ def _configs() -> list[triton.Config]:
     # loads pipelined behind this one's arithmetic (block 1: 0.76 vs 0.93 ms for one tile of 64).
     # Registers capped (maxnreg) so that more programs share a multiprocessor: later blocks, 576
     # prompts, 1.14 vs 1.22 ms at 168; the first block, one tile per program, 0.84 vs 0.88 at 128
-    # (in a sweep on random operands; a whole image's profile still shows 13.3 ms for this kernel)
-    plain = [triton.Config({"BN": 32, "TILES": t}, num_warps=4, num_stages=st) for t, st in ((4, 2), (2, 2), (4, 1))]
+    # (in a sweep on random operands; a whole image's profile still shows 13.3 ms for this kernel).
+    # 8 and 16 tiles per program read each prompt's operands (48-64 KB) half or a quarter as often
+    plain = [triton.Config({"BN": 32, "TILES": t}, num_warps=4, num_stages=st)
+             for t, st in ((4, 2), (2, 2), (4, 1), (8, 2), (16, 2))]
     capped = [triton.Config({"BN": 32, "TILES": t}, num_warps=4, num_stages=st, maxnreg=regs)
-              for t, st, regs in ((4, 2, 168), (2, 2, 168), (1, 1, 128))]
+              for t, st, regs in ((4, 2, 168), (2, 2, 168), (1, 1, 128), (8, 2, 168), (16, 2, 168))]
     return plain + capped
 
 
 CONFIGS = _configs()
 
 
-@triton.autotune(configs=CONFIGS, key=["N", "DQ", "D", "HEADS", "SLOTS", "HAS_PE", "QUERIES_ARE_RESIDUAL"])
+def _whole_programs(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
+    """The configurations whose programs cover the N image tokens exactly (BN x TILES divides N)."""
+    n = {**named_args, **kwargs}["N"]
+    return [c for c in configs if n % (c.kwargs["BN"] * c.kwargs["TILES"]) == 0]
+
+
+@triton.autotune(configs=CONFIGS, key=["N", "DQ", "D", "HEADS", "SLOTS", "HAS_PE", "QUERIES_ARE_RESIDUAL"],
+                 prune_configs_by={"early_config_prune": _whole_programs})
 @triton.jit
 def _image_to_token_kernel(q_ptr, q_stride, pe_ptr, res_ptr, res_stride, fold_ptr, fold_stride_p, fold_stride_q,
                            fold_stride_s, bias_ptr, val_ptr, bo_ptr,
@@ -105,6 +114,8 @@ def image_to_token_block(queries: torch.Tensor, residual: torch.Tensor, folded: 
     if n % 128 or hs % slots or slots & (slots - 1) or (hs // slots) & (hs // slots - 1):
         raise ValueError(f"image-to-token kernel needs N divisible by 128 and power-of-two heads and slots, "
                          f"got N={n}, H*S={hs}, S={slots}")
+    if config is not None and n % (config.kwargs["BN"] * config.kwargs["TILES"]):
+        raise ValueError(f"configuration {config} does not cover N={n} image tokens in whole programs")
     if add_pe and (pe is None or dq != d):
         raise ValueError("pe (N, D) is needed to add it, and queries must then have D channels")
     out = torch.empty((p, n, d), dtype=values.dtype, device=values.device)
