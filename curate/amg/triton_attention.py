@@ -37,9 +37,9 @@ def _configs() -> list[triton.Config]:
     # (in a sweep on random operands; a whole image's profile still shows 13.3 ms for this kernel).
     # 8 and 16 tiles per program read each prompt's operands (48-64 KB) half or a quarter as often
     plain = [triton.Config({"BN": 32, "TILES": t}, num_warps=4, num_stages=st)
-             for t, st in ((4, 2), (2, 2), (4, 1), (8, 2), (16, 2))]
+             for t, st in ((4, 2), (2, 2), (4, 1), (8, 2), (16, 2), (32, 2), (16, 3))]
     capped = [triton.Config({"BN": 32, "TILES": t}, num_warps=4, num_stages=st, maxnreg=regs)
-              for t, st, regs in ((4, 2, 168), (2, 2, 168), (1, 1, 128), (8, 2, 168), (16, 2, 168))]
+              for t, st, regs in ((4, 2, 168), (2, 2, 168), (1, 1, 128), (8, 2, 168), (16, 2, 168), (32, 2, 168))]
     return plain + capped
 
 
