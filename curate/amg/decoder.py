@@ -155,10 +155,11 @@ def _image_to_token(norm, attn, queries: torch.Tensor, residual: torch.Tensor, t
     # half precision only: the kernel's float32 build (3xTF32 products) failed on an H100 with an
     # illegal memory access, so float32 (parity runs) takes the torch form
     if _fused_available(queries) and queries.dtype in (torch.bfloat16, torch.float16):
-        from curate.amg.triton_attention import image_to_token_block
+        from curate.amg.triton_attention import TOKENS_PER_PROGRAM, image_to_token_block
 
-        return image_to_token_block(queries, residual, *operands, attn.out_proj.bias, norm, SLOTS, pe=pe,
-                                    add_pe=add_pe)
+        if residual.shape[1] % TOKENS_PER_PROGRAM == 0:
+            return image_to_token_block(queries, residual, *operands, attn.out_proj.bias, norm, SLOTS, pe=pe,
+                                        add_pe=add_pe)
     return image_to_token_torch(queries, residual, *operands, attn.out_proj.bias, norm, pe=pe, add_pe=add_pe)
 
 

@@ -44,16 +44,12 @@ def _configs() -> list[triton.Config]:
 
 
 CONFIGS = _configs()
+# image tokens per program of the largest configuration: N must be a multiple (SAM's 64 x 64 is);
+# pruning the others by N instead (prune_configs_by) broke torch.compile's tracing of the launch
+TOKENS_PER_PROGRAM = max(c.kwargs["BN"] * c.kwargs["TILES"] for c in CONFIGS)
 
 
-def _whole_programs(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
-    """The configurations whose programs cover the N image tokens exactly (BN x TILES divides N)."""
-    n = {**named_args, **kwargs}["N"]
-    return [c for c in configs if n % (c.kwargs["BN"] * c.kwargs["TILES"]) == 0]
-
-
-@triton.autotune(configs=CONFIGS, key=["N", "DQ", "D", "HEADS", "SLOTS", "HAS_PE", "QUERIES_ARE_RESIDUAL"],
-                 prune_configs_by={"early_config_prune": _whole_programs})
+@triton.autotune(configs=CONFIGS, key=["N", "DQ", "D", "HEADS", "SLOTS", "HAS_PE", "QUERIES_ARE_RESIDUAL"])
 @triton.jit
 def _image_to_token_kernel(q_ptr, q_stride, pe_ptr, res_ptr, res_stride, fold_ptr, fold_stride_p, fold_stride_q,
                            fold_stride_s, bias_ptr, val_ptr, bo_ptr,
@@ -114,8 +110,9 @@ def image_to_token_block(queries: torch.Tensor, residual: torch.Tensor, folded: 
     if n % 128 or hs % slots or slots & (slots - 1) or (hs // slots) & (hs // slots - 1):
         raise ValueError(f"image-to-token kernel needs N divisible by 128 and power-of-two heads and slots, "
                          f"got N={n}, H*S={hs}, S={slots}")
-    if config is not None and n % (config.kwargs["BN"] * config.kwargs["TILES"]):
-        raise ValueError(f"configuration {config} does not cover N={n} image tokens in whole programs")
+    whole = TOKENS_PER_PROGRAM if config is None else config.kwargs["BN"] * config.kwargs["TILES"]
+    if n % whole:
+        raise ValueError(f"image-to-token kernel needs N divisible by {whole} (whole programs), got N={n}")
     if add_pe and (pe is None or dq != d):
         raise ValueError("pe (N, D) is needed to add it, and queries must then have D channels")
     out = torch.empty((p, n, d), dtype=values.dtype, device=values.device)
