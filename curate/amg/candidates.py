@@ -37,7 +37,8 @@ WIDTH = sum(TABLE_COLUMNS.values())
 @dataclass(frozen=True)
 class CropPlacement:
     """Where a crop's masks go: the crop's index and box, its image's index and box (xyxy, x1/y1
-    exclusive), and the NMS group offset unit (above every box coordinate of the batch)."""
+    exclusive), and the NMS group offset unit (above every box coordinate in a crop or image of the
+    generator call; crop index x unit + coordinate must stay below 2**24 for float32 to be exact)."""
 
     index: int
     box: tuple[int, int, int, int]
