@@ -14,7 +14,7 @@ from curate.amg.candidates import COLUMN, TABLE_COLUMNS, CropPlacement, Filters,
 from curate.amg.graphs import GraphedDecoder, GraphedEncoder
 from curate.amg.grid import crop_boxes, layer_point_grids, resized_shape
 from curate.amg.models import SamFamilyModel
-from curate.amg.mask_stats import mask_stats, triton_available, upscale_logits
+from curate.amg.mask_stats import mask_stats, resolve_backend, upscale_logits
 from curate.amg.transfer import upload
 
 
@@ -221,7 +221,7 @@ class BatchedMaskGenerator:
         points = geometry.points[crop_index, first_point:first_point + n_prompts]
         placement, filters = geometry.placements[crop_index], Filters(p.pred_iou_thresh, p.stability_score_thresh)
         statistics = (self.model.prompt_size, self.model.mask_threshold, p.stability_score_offset)
-        if self._stats_backend(logits.device) == "triton":
+        if resolve_backend(self.stats_backend, logits.device) == "triton":
             from curate.amg import triton_stats
             from curate.amg.triton_candidates import candidate_rows_triton
 
@@ -235,13 +235,6 @@ class BatchedMaskGenerator:
             chosen = ok.nonzero().squeeze(1)
             return {"table": table[chosen], "ok": ok[chosen], "low_res": logits[chosen]}
         return {"table": table, "ok": ok}
-
-    def _stats_backend(self, device: torch.device) -> str:
-        if self.stats_backend == "auto":
-            return "triton" if triton_available(device) else "torch"
-        if self.stats_backend not in ("triton", "torch"):
-            raise ValueError(f"unknown mask statistics backend {self.stats_backend!r}: auto, triton or torch")
-        return self.stats_backend
 
     def _merge(self, images: list[np.ndarray], crops: list[_Crop], candidates: dict[str, torch.Tensor],
                image_ids: list[int]) -> list[ImageMasks]:

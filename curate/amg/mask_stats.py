@@ -74,6 +74,15 @@ def triton_available(device: torch.device) -> bool:
     return True
 
 
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """``triton`` or ``torch`` for a statistics backend name: ``auto`` is triton where it runs."""
+    if backend == "auto":
+        return "triton" if triton_available(device) else "torch"
+    if backend not in ("triton", "torch"):
+        raise ValueError(f"unknown mask statistics backend {backend!r}: auto, triton or torch")
+    return backend
+
+
 def mask_stats(low_res: torch.Tensor, crop_hws: torch.Tensor | tuple[int, int], prompt_size: int, threshold: float,
                offset: float, backend: str = "auto", pixel_budget: int = 2**28,
                keep: torch.Tensor | None = None) -> torch.Tensor:
@@ -85,10 +94,7 @@ def mask_stats(low_res: torch.Tensor, crop_hws: torch.Tensor | tuple[int, int], 
     backend: ``triton`` (fused kernel), ``torch`` (references' arithmetic), ``auto`` (triton where
     it runs, else torch).
     """
-    if backend == "auto":
-        backend = "triton" if triton_available(low_res.device) else "torch"
-    if backend not in ("triton", "torch"):
-        raise ValueError(f"unknown mask statistics backend {backend!r}: auto, triton or torch")
+    backend = resolve_backend(backend, low_res.device)
     if backend == "triton":
         from curate.amg import triton_stats
 
