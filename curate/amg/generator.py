@@ -241,8 +241,8 @@ class BatchedMaskGenerator:
         """For the images ``image_ids`` (whose crops' masks ``candidates`` holds): NMS within each
         crop, then NMS across the crops of each image preferring smaller crops, each pass one
         torchvision NMS call over all groups (boxes offset per group, as batched_nms does); masks,
-        when asked, are materialised for survivors only. The host waits for the device three times
-        (survivors, each NMS) and the survivors' rows cross to it once."""
+        when asked, are materialised for survivors only. The host waits for the device four times:
+        for the survivors, in each NMS, and for the survivors' rows, which cross to it once."""
         p = self.params
         survivors = candidates["ok"].nonzero().squeeze(1)  # waits for the device
         if len(survivors) == 0:
