@@ -46,11 +46,15 @@ def run(
         "--set", help="override a config key: --set select.max_boxes=6 (repeatable)")] = None,
     address: Annotated[Optional[str], typer.Option(
         "--address", help="join a Ray cluster (default: RAY_ADDRESS, else start local Ray)")] = None,
+    verify: Annotated[bool, typer.Option(
+        "--verify", help="on resume, also check every committed shard's sha256 (sizes are always checked)")] = False,
 ) -> None:
     """Run (or resume) a pipeline: ingest -> masks -> select -> caption -> shards.
 
     Re-running the same command on the same output resumes: inputs already committed are skipped,
-    and a killed run never leaves a partial shard.
+    committed shards are checked first (a missing or damaged one is redone), and a killed run never
+    leaves a partial shard. curate writes only into a new or empty directory or its own output, one
+    run at a time, and never into a directory that holds or sits inside an input.
     """
     overrides = list(set_ or [])
     if output:
@@ -64,16 +68,21 @@ def run(
         cfg.sources = [SourceConfig(type=_guess_source_type(p), path=p) for p in input]
 
     from curate.backends import BackendUnavailable
-    from curate.io.corpus import OutputConflict
+    from curate.io.lock import OutputLocked
+    from curate.io.ownership import OutputRefused
     from curate.io.sources import SourceError
     from curate.pipeline import run_pipeline
 
     progress, on_start, on_progress = _progress_bar("images", cfg.ray.progress)
 
+    def on_note(note: str) -> None:
+        console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False)
+
     try:
         with progress:
-            result = run_pipeline(cfg, on_progress=on_progress, on_start=on_start)
-    except (BackendUnavailable, OutputConflict, SourceError) as e:
+            result = run_pipeline(cfg, on_progress=on_progress, on_start=on_start, verify=verify,
+                                  on_note=on_note)
+    except (BackendUnavailable, OutputRefused, OutputLocked, SourceError) as e:
         _fail(str(e))
     except OSError as e:  # unwritable output, full disk: committed shards stay, nothing partial is left
         _fail(f"cannot write the output {cfg.output.path}: {e.strerror or e}"
@@ -131,8 +140,8 @@ def augment_canvas(
     try:
         with progress:
             result = run_canvas(cfg, on_progress=on_progress)
-    except (OSError, ValueError, RuntimeError) as e:
-        _fail(f"{cfg.source.path}: {e}")
+    except (OSError, ValueError, RuntimeError) as e:  # OutputRefused and OutputLocked say which output
+        _fail(str(e) if str(cfg.output.path) in str(e) else f"{cfg.source.path}: {e}")
     Console().print(f"[green]canvas[/] read {result.read} = written {result.written} + quarantined "
                     f"{result.quarantined} (skipped as done: {result.skipped_done}) -> {result.output}")
 

@@ -224,21 +224,33 @@ class RunResult:
 
 
 def run_pipeline(cfg: PipelineConfig, on_progress: Callable[[int, int], None] | None = None,
-                 on_start: Callable[[int, int], None] | None = None) -> RunResult:
-    """Run (or resume) the pipeline described by ``cfg``; returns the final counts."""
+                 on_start: Callable[[int, int], None] | None = None, verify: bool = False,
+                 on_note: Callable[[str], None] | None = None) -> RunResult:
+    """Run (or resume) the pipeline described by ``cfg``; returns the final counts.
+
+    ``verify``: on resume, check every committed shard's sha256 (sizes are always checked).
+    """
     check_backends(cfg)
-    writer = CorpusWriter(cfg.output.path, cfg).open()
-    listed = 0
-    pending: list[dict] = []
-    for row in list_inputs(cfg.sources):
-        listed += 1
-        if row["uri"] in writer.done_uris:
-            continue
-        pending.append(row)
-    skipped = listed - len(pending)
-    if on_start:
-        on_start(len(pending), skipped)
+    writer = CorpusWriter(cfg.output.path, cfg, verify=verify).open()
     try:
+        for note in writer.notes:
+            if on_note:
+                on_note(note)
+        # Each committed occurrence of a URI skips one listed occurrence, so an input listed twice
+        # is accounted the same way (written, then duplicate) after a resume as in a clean run.
+        remaining = writer.done_counts.copy()
+        listed = 0
+        pending: list[dict] = []
+        for row in list_inputs(cfg.sources):
+            listed += 1
+            if remaining[row["uri"]] > 0:
+                remaining[row["uri"]] -= 1
+                continue
+            pending.append(row)
+        del remaining
+        skipped = listed - len(pending)
+        if on_start:
+            on_start(len(pending), skipped)
         for i, row in enumerate(_process(cfg, pending), start=1):
             writer.add(row)
             if on_progress:

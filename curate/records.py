@@ -151,8 +151,12 @@ class Manifest(Record):
     wall_seconds: float = 0.0
     counts: Counts
     stages: dict[str, StageStats]
-    shards: list[str]
-    quarantine: list[QuarantineEntry]
+    quarantine_reasons: dict[str, int] = Field(
+        default_factory=dict, description="quarantined inputs by reason (kept current while the run goes on)")
+    shards: list[str] = Field(description="committed shard files; filled when the run is complete")
+    quarantine: list[QuarantineEntry] = Field(
+        description="every quarantined input with its reason; filled when the run is complete (also in "
+                    "quarantine.parquet and the parts)")
 
 
 SCHEMA_MODELS = {"image_record": ImageRecord, "manifest": Manifest, "question_record": QuestionRecord,

@@ -24,8 +24,9 @@ from curate.augment.canvas import paste, plan_canvas
 from curate.augment.vqa_sources import list_vqa_items
 from curate.config import CanvasPipelineConfig, IngestConfig
 from curate.io import fs
-from curate.io.index import read_parts, write_index, write_part
-from curate.io.layout import OutputLayout, atomic_write_bytes
+from curate.io.committer import Committer
+from curate.io.index import read_parts, write_index
+from curate.io.layout import atomic_write_bytes
 from curate.io.shards import ShardWriter
 from curate.records import CanvasRecord
 
@@ -92,30 +93,31 @@ def render_item(item: dict, cfg: CanvasPipelineConfig, backgrounds: list[Path]) 
 
 
 class CanvasWriter:
-    """Shards + parts + index + manifest for canvas samples (same commit protocol as the corpus)."""
+    """Shards + parts + index + manifest for canvas samples, through the corpus's committer."""
 
     def __init__(self, cfg: CanvasPipelineConfig):
         self.cfg = cfg
-        self.layout = OutputLayout(Path(cfg.output.path))
+        sources = [p for p in (cfg.source.path, cfg.source.images,
+                               cfg.canvas.background_images) if p]
+        self.committer = Committer(Path(cfg.output.path), "canvas", cfg.sha256(), cfg.output.split,
+                                   PART_SCHEMA, sources)
+        self.layout = self.committer.layout
         self.done: set[str] = set()
         self.counts = Counter()
         self.quarantine: list[dict] = []
         self.shards: list[str] = []
         self._shard: ShardWriter | None = None
+        self._number: int | None = None
         self._pending: list[dict] = []
-        self.next_shard = 0
+
+    @property
+    def notes(self) -> list[str]:
+        return self.committer.notes
 
     def open(self) -> "CanvasWriter":
-        manifest = self.layout.manifest
-        if manifest.exists():
-            previous = json.loads(manifest.read_text())
-            if previous.get("config_sha256") != self.cfg.sha256():
-                raise RuntimeError(f"{self.layout.root}: holds a canvas run of another config; use another output")
-        self.layout.make_dirs()
-        self.layout.remove_uncommitted()
-        for row in read_parts(self.layout, PART_SCHEMA).to_pylist():
-            self._tally(row)
-        self.next_shard = self.layout.next_shard_number()
+        for table in self.committer.open():
+            for row in table.to_pylist():
+                self._tally(row)
         return self
 
     def _tally(self, row: dict) -> None:
@@ -136,7 +138,8 @@ class CanvasWriter:
                 "reason": row.get("reason"), "detail": row.get("detail")}
         if row["status"] == "ok":
             if self._shard is None:
-                self._shard = ShardWriter(self.layout.shard(self.cfg.output.split, self.next_shard))
+                self._number = self._number if self._number is not None else self.committer.begin()
+                self._shard = self.committer.shard_writer(self.layout.shards_dir, self._number)
             ext = self.cfg.canvas.image_format
             self._shard.add(row["key"], {ext: row["canvas"], "json": row["record"].encode()})
             record = json.loads(row["record"])
@@ -144,39 +147,52 @@ class CanvasWriter:
                         height=record["height"], box=record["box"], background=record["background"],
                         turns=len(record["conversations"]), reason=None, detail=None)
         self._pending.append(part)
-        if len(self._pending) >= self.cfg.output.shard_max_samples:
+        if len(self._pending) >= self.cfg.output.shard_max_samples or (
+                self._shard is not None and self._shard.bytes_written >= self.cfg.output.shard_max_bytes):
             self.commit()
 
     def commit(self) -> None:
         if not self._pending:
             return
+        closed = []
         if self._shard is not None:
             self._shard.close()
+            closed.append(self._shard)
             self._shard = None
-        write_part(self.layout.part(self.cfg.output.split, self.next_shard), self._pending, PART_SCHEMA)
-        self.next_shard += 1
+        number = self._number if self._number is not None else self.committer.begin()
+        self.committer.commit(number, closed, self._pending)
+        self._number = None
         for row in self._pending:
             self._tally(row)
         self._pending = []
         self.write_manifest("running")
 
     def finish(self, wall_seconds: float) -> None:
-        self.commit()
-        write_index(self.layout, read_parts(self.layout, PART_SCHEMA), columns=None)
-        self.write_manifest("complete", wall_seconds)
+        try:
+            self.commit()
+            write_index(self.layout, read_parts(self.layout, PART_SCHEMA), columns=None)
+            self.write_manifest("complete", wall_seconds)
+        finally:
+            self.committer.close()
 
     def abort(self) -> None:
-        if self._shard is not None:
-            self._shard.abort()
-            self._shard = None
-        self._pending = []
+        try:
+            if self._shard is not None:
+                self._shard.abort()
+                self._shard = None
+            self._pending = []
+        finally:
+            self.committer.close()
 
     def write_manifest(self, status: str, wall_seconds: float | None = None) -> None:
+        complete = status == "complete"
+        reasons = Counter(q["reason"] for q in self.quarantine)
         manifest = {
             "name": self.cfg.name, "kind": "canvas", "config": self.cfg.model_dump(mode="json"),
             "config_sha256": self.cfg.sha256(), "status": status,
             "counts": {k: self.counts.get(k, 0) for k in ("read", "written", "quarantined")},
-            "wall_seconds": wall_seconds, "shards": self.shards, "quarantine": self.quarantine,
+            "wall_seconds": wall_seconds, "quarantine_reasons": dict(sorted(reasons.items())),
+            "shards": self.shards if complete else [], "quarantine": self.quarantine if complete else [],
         }
         atomic_write_bytes(self.layout.manifest, json.dumps(manifest, indent=2).encode())
 

@@ -1,30 +1,33 @@
 """CorpusWriter: turns finished rows into shards, parts, index and manifest; resumes a killed run.
 
-Commit protocol for shard n: the tar is written as ``shards/S-n.tar.tmp``, fsynced and renamed
-(its questions tar, when there are questions, the same way just before it); then its part ``parts/S-n.parquet`` (one row per input handled since the last commit, written or
-quarantined) is written the same way. The part is the commit marker: on resume, temp files and any
-tar without its part are deleted, and every input named in a part is skipped. So a SIGKILL at any
-point loses at most the uncommitted shard's work (redone on restart) and never shows a partial
-shard or duplicates a sample.
+Shard n of a run is ``shards/S-n.tar`` (and ``questions/S-n.tar`` when its images have questions),
+committed by its part ``parts/S-n.parquet``: one row per input handled since the last commit,
+written or quarantined. Ownership, the lock, the journal and the verified resume are the
+committer's (curate/io/committer.py). On resume every input named in a verified part is skipped;
+so a SIGKILL at any point loses at most the open shard's work and never shows a partial shard or
+duplicates a sample.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
+from collections import Counter
 from pathlib import Path
+
+import pyarrow as pa
 
 from curate import __version__
 from curate.config import OutputConfig, PipelineConfig
-from curate.io.index import read_parts, write_index, write_part
-from curate.io.layout import OutputLayout
-from curate.io.manifest import RunTally, now_iso, read_manifest, write_manifest
+from curate.io.committer import Committer
+from curate.io.index import PART_SCHEMA, read_parts, write_index, write_quarantine
+from curate.io.manifest import RunTally, now_iso, read_manifest_lenient, write_manifest
+from curate.io.ownership import OutputConflict, OutputRefused  # noqa: F401  (re-exported for callers)
 from curate.io.shards import ShardWriter
 from curate.records import ImageRecord, PipelineInfo, QuarantineReason, QuestionRecord, Region
 
-
-class OutputConflict(RuntimeError):
-    """The output directory holds a run made with another config."""
+log = logging.getLogger("curate")
 
 
 def record_json(row: dict, pipeline: PipelineInfo) -> bytes:
@@ -64,49 +67,55 @@ def question_samples(row: dict, shard: str) -> list[tuple[str, bytes]]:
 
 
 class CorpusWriter:
-    def __init__(self, root: str | Path, cfg: PipelineConfig):
+    def __init__(self, root: str | Path, cfg: PipelineConfig, verify: bool = False):
         self.cfg = cfg
         self.out: OutputConfig = cfg.output
-        self.layout = OutputLayout(Path(root))
         self.pipeline = PipelineInfo(name=cfg.name, config_sha256=cfg.sha256(), curate_version=__version__)
+        self.committer = Committer(Path(root), "corpus", self.pipeline.config_sha256, cfg.output.split,
+                                   PART_SCHEMA, [src.path for src in cfg.sources], verify=verify)
+        self.layout = self.committer.layout
         self.tally = RunTally()
-        self.done_uris: set[str] = set()
+        self.done_counts: Counter[str] = Counter()  # inputs committed, by URI (a URI listed twice counts twice)
         self.key_to_uri: dict[str, str] = {}
-        self.next_shard = 0
         self.started_at = now_iso()
         self._t0 = time.monotonic()
         self._prior_seconds = 0.0
+        self._number: int | None = None
         self._shard: ShardWriter | None = None
         self._questions: ShardWriter | None = None
         self._pending: list[dict] = []
         self.resumed_rows = 0
 
+    @property
+    def done_uris(self) -> set[str]:
+        return set(self.done_counts)
+
+    @property
+    def notes(self) -> list[str]:
+        return self.committer.notes
+
     # ------------------------------------------------------------ resume
 
     def open(self) -> "CorpusWriter":
-        """Create or resume the output; raises OutputConflict if it belongs to another config."""
-        previous = read_manifest(self.layout)
-        if previous is not None and previous.config_sha256 != self.pipeline.config_sha256:
-            raise OutputConflict(
-                f"{self.layout.root}: holds a run of config {previous.config_sha256[:12]} "
-                f"({previous.name}); this config is {self.pipeline.config_sha256[:12]}. "
-                "Use another --output, or delete the directory to start over."
-            )
+        """Claim or resume the output: raises OutputRefused (OutputConflict for another config,
+        OutputLocked while another run writes there) before anything is changed."""
+        parts = self.committer.open()
+        previous = read_manifest_lenient(self.layout)
         if previous is not None:
             self.started_at = previous.started_at
             self._prior_seconds = previous.wall_seconds
-        self.layout.make_dirs()
-        self.layout.remove_uncommitted()
-        parts = read_parts(self.layout)
-        for row in parts.to_pylist():
-            self.tally.add(row)
-            self.done_uris.add(row["uri"])
-            if row["status"] == "written":
-                self.key_to_uri[row["key"]] = row["uri"]
-        self.resumed_rows = parts.num_rows
-        self.next_shard = self.layout.next_shard_number()
+        for table in parts:
+            for row in table.to_pylist():
+                self._account(row)
+            self.resumed_rows += table.num_rows
         self._write_manifest("running")
         return self
+
+    def _account(self, row: dict) -> None:
+        self.tally.add(row)
+        self.done_counts[row["uri"]] += 1
+        if row["status"] == "written":
+            self.key_to_uri[row["key"]] = row["uri"]
 
     # ------------------------------------------------------------ writing
 
@@ -122,15 +131,15 @@ class CorpusWriter:
                 self.commit()
             return
         if self._shard is None:
-            self._shard = ShardWriter(self.layout.shard(self.out.split, self.next_shard))
+            self._number = self._number if self._number is not None else self.committer.begin()
+            self._shard = self.committer.shard_writer(self.layout.shards_dir, self._number)
         locations = self._shard.add(row["key"], {row["image_ext"]: row["image"],
                                                  "json": record_json(row, self.pipeline)})
         self.key_to_uri[row["key"]] = row["uri"]
         questions = question_samples(row, self._shard.path.name)
         for key, data in questions:
             if self._questions is None:
-                self.layout.questions_dir.mkdir(exist_ok=True)
-                self._questions = ShardWriter(self.layout.question_shard(self.out.split, self.next_shard))
+                self._questions = self.committer.shard_writer(self.layout.questions_dir, self._number)
             members = {"json": data}
             if self.cfg.retarget.embed_image:
                 members = {row["image_ext"]: row["image"], **members}
@@ -167,36 +176,44 @@ class CorpusWriter:
         }
 
     def commit(self) -> None:
-        """Make the open shard and its part visible (shard first, part last: the part commits)."""
+        """Make the open shard and its part visible (shards first, part last: the part commits)."""
         if not self._pending:
             return
-        if self._questions is not None:
-            self._questions.close()
-            self._questions = None
-        if self._shard is not None:
-            self._shard.close()
-            self._shard = None
-        write_part(self.layout.part(self.out.split, self.next_shard), self._pending)
-        self.next_shard += 1
+        closed = []
+        for writer in (self._shard, self._questions):
+            if writer is not None:
+                writer.close()
+                closed.append(writer)
+        self._shard = self._questions = None
+        number = self._number if self._number is not None else self.committer.begin()
+        self.committer.commit(number, closed, self._pending)
+        self._number = None
         for row in self._pending:
-            self.tally.add(row)
-            self.done_uris.add(row["uri"])
+            self._account(row)
         self._pending = []
         self._write_manifest("running")
 
     def finish(self) -> None:
-        """Commit what is open, then write index.parquet and the complete manifest."""
-        self.commit()
-        write_index(self.layout, read_parts(self.layout))
-        self._write_manifest("complete")
+        """Commit what is open, then write index.parquet, quarantine.parquet and the complete manifest."""
+        try:
+            self.commit()
+            parts = read_parts(self.layout)
+            write_index(self.layout, parts)
+            write_quarantine(self.layout, parts)
+            self._write_manifest("complete")
+        finally:
+            self.committer.close()
 
     def abort(self) -> None:
         """Leave no partial shard behind after an error; committed parts stay for a resume."""
-        for writer in (self._questions, self._shard):
-            if writer is not None:
-                writer.abort()
-        self._shard = self._questions = None
-        self._pending = []
+        try:
+            for writer in (self._questions, self._shard):
+                if writer is not None:
+                    writer.abort()
+            self._shard = self._questions = None
+            self._pending = []
+        finally:
+            self.committer.close()
 
     def _write_manifest(self, status: str) -> None:
         wall = self._prior_seconds + time.monotonic() - self._t0

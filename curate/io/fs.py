@@ -1,33 +1,106 @@
-"""Filesystem access through pyarrow.fs: local paths, s3:// and gs:// URIs behave the same."""
+"""Filesystem access through pyarrow.fs: local paths, s3:// and gs:// URIs behave the same.
+
+A URI is a string that starts with ``SCHEME://``; anything else is a local path, whatever
+characters it holds (``run-12:00`` is a folder, not a URI). ``file://`` URIs are local paths.
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import threading
+from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+_SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
+T = TypeVar("T")
+
+
+class ReadTimeout(OSError):
+    """A read of one input did not finish within its time limit."""
+
+
+def scheme_of(uri: str) -> str | None:
+    """``s3`` for ``s3://bucket/key``; None for a local path."""
+    m = _SCHEME.match(uri)
+    return m.group("scheme").lower() if m else None
+
+
+def local_path(uri: str) -> str | None:
+    """The local path that ``uri`` names (a plain path or ``file://``), or None for other schemes."""
+    scheme = scheme_of(uri)
+    if scheme is None:
+        return uri
+    if scheme == "file":
+        return uri[len("file://"):]
+    return None
 
 
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     """Return (filesystem, path inside it) for a local path or a URI with a scheme."""
-    if "://" in uri:
-        return pafs.FileSystem.from_uri(uri)
-    return pafs.LocalFileSystem(), os.path.abspath(uri)
+    path = local_path(uri)
+    if path is not None:
+        return pafs.LocalFileSystem(), os.path.abspath(path)
+    return pafs.FileSystem.from_uri(uri)
 
 
 def is_local(uri: str) -> bool:
-    return "://" not in uri or uri.startswith("file://")
+    return local_path(uri) is not None
 
 
-def read_range(uri: str, offset: int, size: int) -> bytes:
+def with_timeout(fn: Callable[[], T], seconds: float | None, what: str) -> T:
+    """Run ``fn`` in a daemon thread and give up after ``seconds``: a read that hangs (a stalled
+    network mount, a device) fails with ReadTimeout instead of hanging the run."""
+    if not seconds:
+        return fn()
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["value"] = fn()
+        except BaseException as e:  # handed to the caller's thread
+            result["error"] = e
+
+    thread = threading.Thread(target=target, daemon=True, name="curate-read")
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise ReadTimeout(f"{what}: no answer within {seconds:g} s")
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def read_range(uri: str, offset: int, size: int, timeout: float | None = None) -> bytes:
     """Read ``size`` bytes at ``offset`` (members of tar shards)."""
-    fs, path = resolve(uri)
-    with fs.open_input_file(path) as f:
-        f.seek(offset)
-        return f.read(size)
+    def read() -> bytes:
+        fs, path = resolve(uri)
+        with fs.open_input_file(path) as f:
+            f.seek(offset)
+            return f.read(size)
+
+    return with_timeout(read, timeout, uri)
 
 
-def read_capped(uri: str, max_bytes: int) -> bytes:
+def read_capped(uri: str, max_bytes: int, timeout: float | None = None) -> bytes:
     """Read a whole file, but at most ``max_bytes + 1`` bytes so callers can detect oversize files."""
-    fs, path = resolve(uri)
-    with fs.open_input_stream(path) as f:
-        return f.read(max_bytes + 1)
+    def read() -> bytes:
+        fs, path = resolve(uri)
+        with fs.open_input_stream(path) as f:
+            return f.read(max_bytes + 1)
+
+    return with_timeout(read, timeout, uri)
+
+
+def read_local_parquet(path: str | Path, **kwargs):
+    """pq.read_table on a local file, opened by us: pyarrow would parse ``run-12:00/x.parquet`` as a URI."""
+    with open(path, "rb") as f:
+        return pq.read_table(f, **kwargs)
+
+
+def read_local_parquet_schema(path: str | Path):
+    with open(path, "rb") as f:
+        return pq.read_schema(f)

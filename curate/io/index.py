@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curate.io.fs import read_local_parquet
 from curate.io.layout import OutputLayout, atomic_write_bytes
 
 PART_SCHEMA = pa.schema(
@@ -51,21 +52,20 @@ INDEX_COLUMNS = [
 ]
 
 
-def part_table(rows: list[dict], schema: pa.Schema = PART_SCHEMA) -> pa.Table:
-    return pa.Table.from_pylist(rows, schema=schema)
-
-
-def write_part(path: Path, rows: list[dict], schema: pa.Schema = PART_SCHEMA) -> None:
-    buf = io.BytesIO()
-    pq.write_table(part_table(rows, schema), buf)
-    atomic_write_bytes(path, buf.getvalue())
+QUARANTINE_COLUMNS = ["uri", "dataset", "reason", "detail"]
 
 
 def read_parts(layout: OutputLayout, schema: pa.Schema = PART_SCHEMA) -> pa.Table:
     files = layout.part_files()
     if not files:
         return schema.empty_table()
-    return pa.concat_tables([pq.read_table(p, schema=schema) for p in files])
+    return pa.concat_tables([read_local_parquet(p, schema=schema) for p in files])
+
+
+def _write_table(path: Path, table: pa.Table) -> None:
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def write_index(layout: OutputLayout, parts: pa.Table, columns: list[str] | None = INDEX_COLUMNS) -> int:
@@ -74,7 +74,12 @@ def write_index(layout: OutputLayout, parts: pa.Table, columns: list[str] | None
     written = parts.filter(pc.equal(parts["status"], "written"))
     if columns is not None:
         written = written.select(columns)
-    buf = io.BytesIO()
-    pq.write_table(written, buf)
-    atomic_write_bytes(layout.index, buf.getvalue())
+    _write_table(layout.index, written)
     return written.num_rows
+
+
+def write_quarantine(layout: OutputLayout, parts: pa.Table) -> int:
+    """quarantine.parquet: every quarantined input with its reason and detail, in commit order."""
+    quarantined = parts.filter(pc.equal(parts["status"], "quarantined"))
+    _write_table(layout.quarantine, quarantined.select([c for c in QUARANTINE_COLUMNS if c in parts.column_names]))
+    return quarantined.num_rows

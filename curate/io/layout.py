@@ -4,7 +4,12 @@ OUT/shards/{split}-{n:06d}.tar    WebDataset shards (KEY.jpg|png|webp + KEY.json
 OUT/questions/{split}-{n:06d}.tar questions retargeted from shard n's captions (KEY_i.json [+ image])
 OUT/parts/{split}-{n:06d}.parquet per-shard commit record: one row per input (written or quarantined)
 OUT/index.parquet                 one row per written sample, built from the parts at the end of a run
-OUT/manifest.json                 config, versions, counts, timings, quarantine list
+OUT/quarantine.parquet            one row per quarantined input (uri, dataset, reason, detail), same time
+OUT/manifest.json                 config, versions, counts, timings, quarantine summary (list when complete)
+OUT/.curate/output.json           ownership marker: curate writes only into directories that carry it
+OUT/.curate/lock                  one writer at a time (curate/io/lock.py)
+OUT/.curate/journal               every shard name a run opened, so cleanup touches only our own files
+OUT/.curate/dropped/              committed files that failed verification on resume, kept for a look
 Files are written as NAME.tmp and renamed: a reader never sees a partial file.
 """
 
@@ -17,6 +22,7 @@ from pathlib import Path
 
 TMP_SUFFIX = ".tmp"
 _NUMBERED = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<n>\d{6})\.(?:tar|parquet)$")
+_NUMBERED_OR_TMP = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<n>\d{6})\.(?:tar|parquet)(?:\.tmp)?$")
 
 
 @dataclass(frozen=True)
@@ -40,12 +46,36 @@ class OutputLayout:
         return self.root / "index.parquet"
 
     @property
+    def quarantine(self) -> Path:
+        return self.root / "quarantine.parquet"
+
+    @property
     def manifest(self) -> Path:
         return self.root / "manifest.json"
 
     @property
     def stats_dir(self) -> Path:
         return self.root / "stats"
+
+    @property
+    def meta_dir(self) -> Path:
+        return self.root / ".curate"
+
+    @property
+    def marker(self) -> Path:
+        return self.meta_dir / "output.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.meta_dir / "lock"
+
+    @property
+    def journal(self) -> Path:
+        return self.meta_dir / "journal"
+
+    @property
+    def dropped_dir(self) -> Path:
+        return self.meta_dir / "dropped"
 
     def shard(self, split: str, n: int) -> Path:
         return self.shards_dir / f"{split}-{n:06d}.tar"
@@ -71,21 +101,10 @@ class OutputLayout:
     def question_shard_files(self) -> list[Path]:
         return _numbered(self.questions_dir)
 
-    def remove_uncommitted(self) -> None:
-        """Resume step of the commit protocol: drop temp files, and shards whose part never landed
-        (renamed before a kill): their inputs are redone."""
-        for folder in (self.shards_dir, self.questions_dir, self.parts_dir):
-            if folder.exists():
-                for tmp in folder.glob(f"*{TMP_SUFFIX}"):
-                    tmp.unlink()
-        committed = {p.stem for p in self.part_files()}
-        for shard in self.shard_files() + self.question_shard_files():
-            if shard.stem not in committed:
-                shard.unlink()
-
-    def next_shard_number(self) -> int:
-        numbers = [number_of(p) for p in self.part_files()]
-        return max(numbers) + 1 if numbers else 0
+    def numbered_files(self) -> list[Path]:
+        """Every shard, question shard and part file, committed or not, temp files included."""
+        return [p for folder in (self.shards_dir, self.questions_dir, self.parts_dir) if folder.exists()
+                for p in sorted(folder.iterdir()) if _NUMBERED_OR_TMP.match(p.name)]
 
 
 def _numbered(folder: Path) -> list[Path]:
@@ -95,7 +114,7 @@ def _numbered(folder: Path) -> list[Path]:
 
 
 def number_of(path: Path) -> int:
-    m = _NUMBERED.match(path.name)
+    m = _NUMBERED_OR_TMP.match(path.name)
     if not m:
         raise ValueError(f"{path}: not a numbered shard or part file")
     return int(m.group("n"))

@@ -1,8 +1,14 @@
-"""The run's manifest.json: built from committed part rows, so it always agrees with the shards."""
+"""The run's manifest.json: built from committed part rows, so it always agrees with the shards.
+
+While a run goes on, each commit rewrites a manifest of constant size (counts, stages, quarantine
+reasons); the shard and quarantine lists are written once, when the run completes (the parts and
+quarantine.parquet hold every quarantined input with its reason).
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import platform
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
@@ -12,6 +18,8 @@ from curate import __version__
 from curate.config import NoCaptionConfig, PipelineConfig
 from curate.io.layout import OutputLayout, atomic_write_bytes
 from curate.records import Counts, Manifest, QuarantineEntry, StageStats
+
+log = logging.getLogger("curate")
 
 VERSIONED_PACKAGES = ["ray", "pyarrow", "pillow", "numpy", "torch", "transformers", "vllm", "scikit-image",
                       "rapidocr", "onnxruntime", "webdataset", "pydantic"]
@@ -52,6 +60,7 @@ class RunTally:
         self.stage_seconds: defaultdict[str, float] = defaultdict(float)
         self.stage_events: defaultdict[str, Counter] = defaultdict(Counter)
         self.quarantine: list[QuarantineEntry] = []
+        self.quarantine_reasons: Counter = Counter()
         self.shards: list[str] = []
         self._shard_set: set[str] = set()
 
@@ -66,6 +75,7 @@ class RunTally:
                 self.shards.append(row["shard"])
         else:
             self.counts.quarantined += 1
+            self.quarantine_reasons[row["reason"]] += 1
             self.quarantine.append(QuarantineEntry(uri=row["uri"], reason=row["reason"], detail=row["detail"] or ""))
         for stage, seconds in json.loads(row["timings"] or "{}").items():
             self.stage_rows[stage] += 1
@@ -112,8 +122,9 @@ def write_manifest(layout: OutputLayout, cfg: PipelineConfig, tally: RunTally, s
         wall_seconds=round(wall_seconds, 3),
         counts=tally.counts,
         stages=tally.stages(skipped_stages(cfg)),
-        shards=tally.shards,
-        quarantine=tally.quarantine,
+        quarantine_reasons=dict(sorted(tally.quarantine_reasons.items())),
+        shards=tally.shards if status == "complete" else [],
+        quarantine=tally.quarantine if status == "complete" else [],
     )
     atomic_write_bytes(layout.manifest, manifest.model_dump_json(indent=2).encode())
     return manifest
@@ -123,3 +134,14 @@ def read_manifest(layout: OutputLayout) -> Manifest | None:
     if not layout.manifest.exists():
         return None
     return Manifest.model_validate_json(layout.manifest.read_text())
+
+
+def read_manifest_lenient(layout: OutputLayout) -> Manifest | None:
+    """The previous manifest for its start time and wall clock, or None when it is missing or
+    damaged: a resume rebuilds it from the parts, which are the record."""
+    try:
+        return read_manifest(layout)
+    except (OSError, ValueError) as e:
+        log.warning("%s: unreadable (%s); it is rebuilt from the committed parts", layout.manifest,
+                    str(e).splitlines()[0])
+        return None

@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from curate.io.fs import read_range
+from curate.io.fs import read_local_parquet, read_range
 from curate.io.layout import OutputLayout
 
 
@@ -17,7 +16,7 @@ def find_record(output: str | Path, key: str) -> dict:
     layout = OutputLayout(Path(output))
     if not layout.index.exists():
         raise FileNotFoundError(f"{output}: no index.parquet (is the run finished?)")
-    index = pq.read_table(layout.index, columns=["key", "shard", "json_offset", "json_size"])
+    index = read_local_parquet(layout.index, columns=["key", "shard", "json_offset", "json_size"])
     hits = index.filter(pc.starts_with(index["key"], key.lower())).to_pylist()
     if not hits:
         raise KeyError(f"{output}: no sample with key {key!r}")

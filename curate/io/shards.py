@@ -5,6 +5,7 @@ Tar headers are normalised (mtime 0, uid/gid 0, mode 0444) so the same samples g
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import tarfile
@@ -23,19 +24,46 @@ class MemberLocation:
     size: int
 
 
+class _HashingFile:
+    """The tar's file object: counts and hashes what is written, so closing needs no second read."""
+
+    def __init__(self, path: Path):
+        self._file = open(path, "xb")  # never over an existing file
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        return self._file.write(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+    def close(self) -> None:
+        self._file.close()
+
+
 class ShardWriter:
     """One tar shard. ``add`` appends a sample's members; ``close`` makes the shard visible."""
 
     def __init__(self, path: Path):
         self.path = path
         self._tmp = tmp_path(path)
-        self._file = open(self._tmp, "wb")
+        self._file = _HashingFile(self._tmp)
         self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.USTAR_FORMAT)
         self.n_samples = 0
+        self.sha256: str | None = None
 
     @property
     def bytes_written(self) -> int:
-        return self._file.tell()
+        return self._file.size
 
     def add(self, key: str, members: dict[str, bytes]) -> dict[str, MemberLocation]:
         """Append ``KEY.EXT`` members in the given order; returns where each one's data lies."""
@@ -61,6 +89,7 @@ class ShardWriter:
         os.fsync(self._file.fileno())
         self._file.close()
         os.replace(self._tmp, self.path)
+        self.sha256 = self._file.sha256.hexdigest()
         return self.path
 
     def abort(self) -> None:

@@ -9,9 +9,9 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
+from curate.io.fs import read_local_parquet
 from curate.io.layout import OutputLayout
 from curate.stats.compute import histogram
 from curate.stats.models import CanvasStats
@@ -21,7 +21,7 @@ from curate.stats.plots import write_histograms
 def compute_canvas_stats(out_dir: Path) -> CanvasStats:
     layout = OutputLayout(out_dir)
     manifest = json.loads(layout.manifest.read_text())
-    table = pq.read_table(layout.index, columns=["width", "height", "box", "background", "turns"])
+    table = read_local_parquet(layout.index, columns=["width", "height", "box", "background", "turns"])
     width = table["width"].to_numpy(zero_copy_only=False).astype(np.float64)
     height = table["height"].to_numpy(zero_copy_only=False).astype(np.float64)
     boxes = np.array(table["box"].to_pylist(), dtype=np.float64).reshape(-1, 4)

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from curate.io.fs import read_local_parquet, read_local_parquet_schema
 from curate.io.layout import OutputLayout
 from curate.io.manifest import read_manifest
 from curate.records import Manifest
@@ -66,8 +66,8 @@ def _per_box(table: pa.Table, values: np.ndarray) -> np.ndarray:
 
 
 def read_index(layout: OutputLayout) -> pa.Table:
-    names = set(pq.read_schema(layout.index).names)
-    table = pq.read_table(layout.index, columns=[c for c in INDEX_STATS_COLUMNS if c in names])
+    names = set(read_local_parquet_schema(layout.index).names)
+    table = read_local_parquet(layout.index, columns=[c for c in INDEX_STATS_COLUMNS if c in names])
     if "question_words" not in names:  # outputs written before questions existed
         table = table.append_column("question_words", pa.array([[]] * table.num_rows, pa.list_(pa.int32())))
     return table
@@ -158,7 +158,9 @@ def caption_drops(manifest: Manifest) -> dict[str, int]:
 
 
 def quarantine_reasons(manifest: Manifest) -> dict[str, int]:
-    reasons: dict[str, int] = {}
+    if manifest.quarantine_reasons:
+        return dict(sorted(manifest.quarantine_reasons.items()))
+    reasons: dict[str, int] = {}  # manifests written before the summary existed
     for q in manifest.quarantine:
         reasons[q.reason.value] = reasons.get(q.reason.value, 0) + 1
     return dict(sorted(reasons.items()))

@@ -11,10 +11,9 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageFont
 
-from curate.io.fs import read_range
+from curate.io.fs import read_local_parquet, read_range
 from curate.io.layout import OutputLayout
 
 COLOURS = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240)]
@@ -48,7 +47,7 @@ def draw_sample(image: Image.Image, record: dict, max_side: int = 900) -> Image.
 
 def write_gallery(out_dir: Path, folder: Path, n: int = 6, seed: int = 0) -> list[str]:
     layout = OutputLayout(out_dir)
-    index = pq.read_table(layout.index, columns=["key", "shard", "image_offset", "image_size", "json_offset",
+    index = read_local_parquet(layout.index, columns=["key", "shard", "image_offset", "image_size", "json_offset",
                                                  "json_size"])
     if index.num_rows == 0:
         return []

@@ -52,7 +52,9 @@ def to_tensor(image: Image.Image, side: int) -> torch.Tensor:
 
 @lru_cache(maxsize=16)
 def _index(root: str) -> dict[str, tuple[str, int, int]]:
-    table = pq.read_table(Path(root) / "index.parquet", columns=["key", "shard", "image_offset", "image_size"])
+    # Opened here: pyarrow would parse a path such as ``run-12:00/index.parquet`` as a URI.
+    with open(Path(root) / "index.parquet", "rb") as f:
+        table = pq.read_table(f, columns=["key", "shard", "image_offset", "image_size"])
     return {k: (s, o, n) for k, s, o, n in zip(*(table[c].to_pylist() for c in table.column_names))}
 
 

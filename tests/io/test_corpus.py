@@ -61,17 +61,21 @@ def test_resume_discards_uncommitted_work_and_skips_committed_inputs(cfg):
     for i in range(3):  # commits shard 0 (two samples), shard 1 stays open
         writer.add(ok_row(i))
     layout = writer.layout
-    # Simulate a kill after shard 1's tar was renamed but before its part landed, plus stray temp files.
+    # Simulate a kill after shard 1's tar was renamed but before its part landed (its part's temp
+    # file half written), plus a temp file that no run of ours journalled.
     writer._shard.close()
     (layout.parts_dir / "train-000001.parquet.tmp").write_bytes(b"partial")
-    (layout.shards_dir / "train-000002.tar.tmp").write_bytes(b"partial")
+    (layout.shards_dir / "train-000002.tar.tmp").write_bytes(b"not ours")
+    writer.committer.lock.abandon()
     del writer
 
     resumed = CorpusWriter(cfg.output.path, cfg).open()
     assert resumed.done_uris == {"/in/0.png", "/in/1.png"}
     assert [p.name for p in layout.shard_files()] == ["train-000000.tar"]
-    assert not list(layout.shards_dir.glob("*.tmp")) and not list(layout.parts_dir.glob("*.tmp"))
-    assert resumed.next_shard == 1
+    assert not list(layout.parts_dir.glob("*.tmp"))
+    # Only journalled names are cleaned up; the stranger is left alone and its number skipped.
+    assert [p.name for p in layout.shards_dir.glob("*.tmp")] == ["train-000002.tar.tmp"]
+    assert resumed.committer.next_number == 3
     for i in range(2, 5):
         resumed.add(ok_row(i))
     resumed.finish()

@@ -19,7 +19,7 @@ from tests.io.test_corpus import ok_row
 def config(tmp_path, out):
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump({
-        "name": "t", "sources": [{"type": "dir", "path": str(tmp_path)}],
+        "name": "t", "sources": [{"type": "dir", "path": str(tmp_path / "in")}],
         "masks": {"backend": "skimage_felzenszwalb"},
         "output": {"path": str(out), "shard_max_samples": 2}, "ray": {"progress": False},
     }))

@@ -1,0 +1,187 @@
+"""The commit protocol shared by every writer of an output (corpus and canvas runs).
+
+open():   claim the directory (ownership marker, no overlap with inputs), take the lock, clean up
+          what a killed run of ours left (only names the journal recorded), and verify every commit:
+          a part that cannot be read, or whose shards are missing or of another size (or hash,
+          with ``verify``), is moved to ``.curate/dropped/`` with a warning and its inputs are redone.
+begin(n): record shard number n in the journal before any of its files is created.
+commit(): shards are closed (fsync + rename) first; the part, written last with the size and
+          sha256 of each shard in its metadata, is the commit record.
+
+So a SIGKILL at any point loses at most the open shard's work, and the committed set is what the
+parts say *and* the disk still holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate.io.layout import OutputLayout, atomic_write_bytes, number_of, tmp_path
+from curate.io.lock import OutputLock
+from curate.io.ownership import OutputConflict, claim_output
+from curate.io.shards import ShardWriter
+
+log = logging.getLogger("curate")
+
+META_CONFIG = b"curate.config_sha256"
+META_FILES = b"curate.files"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Committer:
+    def __init__(self, root: Path, kind: str, config_sha256: str, split: str, part_schema: pa.Schema,
+                 input_paths: list[str], verify: bool = False):
+        self.layout = OutputLayout(root)
+        self.kind = kind
+        self.config_sha256 = config_sha256
+        self.split = split
+        self.part_schema = part_schema
+        self.input_paths = input_paths
+        self.verify = verify
+        self.lock = OutputLock(self.layout.lock)
+        self.notes: list[str] = []  # what resume found and did, for the user
+        self.next_number = 0
+        self._journal = None
+
+    # ------------------------------------------------------------ open / resume
+
+    def open(self) -> list[pa.Table]:
+        """Claim, lock, clean up and verify; returns the committed parts' tables, oldest first."""
+        claim_output(self.layout, self.kind, self.config_sha256, self.input_paths)
+        self.lock.acquire()
+        try:
+            self.layout.make_dirs()
+            parts = self._verified_parts()
+            self._clean_uncommitted({self._stem(p) for p, _ in parts})
+            self.next_number = self._first_free_number()
+            self._journal = open(self.layout.journal, "a")
+        except BaseException:
+            self.lock.release()
+            raise
+        return [table for _, table in parts]
+
+    def _stem(self, path: Path) -> str:
+        return path.name.split(".", 1)[0]
+
+    def _verified_parts(self) -> list[tuple[Path, pa.Table]]:
+        good = []
+        for part in self.layout.part_files():
+            problem, table = self._check_part(part)
+            if problem is None:
+                good.append((part, table))
+            else:
+                self._drop(part, problem)
+        return good
+
+    def _check_part(self, part: Path) -> tuple[str | None, pa.Table | None]:
+        try:
+            with open(part, "rb") as f:
+                parquet = pq.ParquetFile(f, page_checksum_verification=True)
+                meta = parquet.schema_arrow.metadata or {}
+                table = parquet.read().cast(self.part_schema)
+        except Exception as e:  # truncated, zeroed, bit-flipped or foreign: pyarrow raises many kinds
+            return f"commit record unreadable ({type(e).__name__}: {e})", None
+        recorded = meta.get(META_CONFIG)
+        if recorded is not None and recorded.decode() != self.config_sha256:
+            raise OutputConflict(
+                f"{part}: written by config {recorded.decode()[:12]}; this config is "
+                f"{self.config_sha256[:12]}. Use another --output, or delete the directory to start over.")
+        files = json.loads(meta[META_FILES]) if META_FILES in meta else self._legacy_files(table)
+        for entry in files:
+            path = self.layout.root / entry["name"]
+            if not path.is_file():
+                return f"{entry['name']} is missing", None
+            if entry.get("size") is not None and path.stat().st_size != entry["size"]:
+                return f"{entry['name']} has {path.stat().st_size} bytes, the commit recorded {entry['size']}", None
+            if self.verify and entry.get("sha256") and file_sha256(path) != entry["sha256"]:
+                return f"{entry['name']} does not match its recorded sha256", None
+        return None, table
+
+    def _legacy_files(self, table: pa.Table) -> list[dict]:
+        """Parts written before commit metadata existed name their shard in the rows only."""
+        names = {s for s in table.column("shard").to_pylist() if s} if "shard" in table.column_names else set()
+        return [{"name": f"shards/{name}"} for name in sorted(names)]
+
+    def _drop(self, part: Path, problem: str) -> None:
+        """Move a failed commit (its part and its numbered shards) aside; its inputs are redone."""
+        stem = self._stem(part)
+        dropped = self.layout.dropped_dir / time.strftime("%Y%m%dT%H%M%S")
+        dropped.mkdir(parents=True, exist_ok=True)
+        for path in (part, self.layout.shards_dir / f"{stem}.tar", self.layout.questions_dir / f"{stem}.tar"):
+            if path.exists():
+                os.replace(path, dropped / f"{path.parent.name}-{path.name}")
+        note = (f"commit {stem} dropped: {problem}; its inputs are redone "
+                f"(the files were moved to {dropped.relative_to(self.layout.root)})")
+        log.warning("%s: %s", self.layout.root, note)
+        self.notes.append(note)
+
+    def _journal_stems(self) -> list[str]:
+        try:
+            return [line.strip() for line in self.layout.journal.read_text().splitlines() if line.strip()]
+        except FileNotFoundError:
+            return []
+
+    def _clean_uncommitted(self, committed: set[str]) -> None:
+        """Delete what a killed run of ours left: only names its journal recorded."""
+        for stem in self._journal_stems():
+            if stem in committed:
+                continue
+            shard, questions = self.layout.shards_dir / f"{stem}.tar", self.layout.questions_dir / f"{stem}.tar"
+            for path in (shard, tmp_path(shard), questions, tmp_path(questions),
+                         tmp_path(self.layout.parts_dir / f"{stem}.parquet")):
+                path.unlink(missing_ok=True)
+        atomic_write_bytes(self.layout.journal, "".join(f"{s}\n" for s in sorted(committed)).encode())
+
+    def _first_free_number(self) -> int:
+        """One past every number in use (committed, journalled, or a file we did not write)."""
+        numbers = [number_of(p) for p in self.layout.numbered_files()]
+        numbers += [number_of(Path(f"{s}.tar")) for s in self._journal_stems()]
+        return max(numbers) + 1 if numbers else 0
+
+    # ------------------------------------------------------------ writing
+
+    def begin(self) -> int:
+        """Journal the next shard number before any of its files exists; returns it."""
+        number = self.next_number
+        self.next_number += 1
+        self._journal.write(f"{self.split}-{number:06d}\n")
+        self._journal.flush()
+        os.fsync(self._journal.fileno())
+        return number
+
+    def shard_writer(self, folder: Path, number: int) -> ShardWriter:
+        folder.mkdir(parents=True, exist_ok=True)
+        return ShardWriter(folder / f"{self.split}-{number:06d}.tar")
+
+    def commit(self, number: int, closed: list[ShardWriter], rows: list[dict]) -> None:
+        """Write the part of ``number`` (last: it commits) naming the closed shards' sizes and hashes."""
+        files = [{"name": str(w.path.relative_to(self.layout.root)), "size": w.path.stat().st_size,
+                  "sha256": w.sha256} for w in closed]
+        table = pa.Table.from_pylist(rows, schema=self.part_schema)
+        table = table.replace_schema_metadata({META_CONFIG: self.config_sha256.encode(),
+                                               META_FILES: json.dumps(files).encode()})
+        buf = io.BytesIO()
+        pq.write_table(table, buf, write_page_checksum=True)
+        atomic_write_bytes(self.layout.part(self.split, number), buf.getvalue())
+
+    def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+        self.lock.release()
