@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -23,6 +24,9 @@ class ConfigError(ValueError):
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+Fraction = Annotated[float, Field(gt=0, le=1)]
 
 
 # ---------------------------------------------------------------- sources
@@ -62,6 +66,8 @@ class IngestConfig(Strict):
     )
     max_aspect_ratio: float = Field(12.0, gt=1, description="long/short side above this is quarantined")
     max_file_bytes: int = Field(512 * 1024 * 1024, ge=1, description="files larger than this are quarantined")
+    read_timeout_s: float = Field(
+        300.0, gt=0, description="an input whose read takes longer is quarantined (a stalled mount, a device)")
     document_white_fraction: float = Field(
         0.55, ge=0, le=1, description="heuristic: min share of near-white, unsaturated pixels for a document"
     )
@@ -137,10 +143,12 @@ class SelectConfig(Strict):
     """Salient-box selection: windows dense in small masks (see curate/stages/select.py)."""
 
     max_boxes: int = Field(4, ge=0, description="boxes kept per image")
-    window_fracs: list[float] = Field(
-        [0.12, 0.2, 0.3], description="candidate window sides as fractions of the image's shorter side"
-    )
-    stride_frac: float = Field(0.25, gt=0, le=1, description="window stride as a fraction of its side")
+    window_fracs: list[Fraction] = Field(
+        [0.12, 0.2, 0.3], min_length=1,
+        description="candidate window sides as fractions of the image's shorter side (each in (0, 1])")
+    stride_frac: float = Field(
+        0.25, ge=0.02, le=1, description="window stride as a fraction of its side (below 0.02 the windows "
+                                         "would number in the millions)")
     small_mask_frac: float = Field(0.01, gt=0, le=1, description="masks below this area fraction count fully")
     size_exponent: float = Field(
         0.5, ge=0, description="mask weight = (small_mask_frac / area_frac) ** -exponent above the threshold"
@@ -155,8 +163,8 @@ class SelectConfig(Strict):
     document_regions: Literal["masks", "ocr_layout"] = Field(
         "masks", description="documents: select from segmentation masks, or from OCR-detected text lines")
     layout_max_side: int = Field(2048, ge=256, description="ocr_layout: page downscaled to this long side")
-    layout_window_fracs: list[float] = Field(
-        [0.2, 0.35, 0.5], description="ocr_layout: window sides for documents (text blocks are larger than "
+    layout_window_fracs: list[Fraction] = Field(
+        [0.2, 0.35, 0.5], min_length=1, description="ocr_layout: window sides for documents (text blocks are larger than "
                                       "small objects); windows grow to whole text lines")
 
 
@@ -295,10 +303,22 @@ class RetargetConfig(GenerationRuntimeConfig):
 
 
 class OutputConfig(Strict):
-    path: str = Field("out/run", description="output directory (local path or s3:// / gs:// URI)")
+    path: str = Field("out/run", min_length=1, description="output directory (a local path; object storage is "
+                                                            "not supported yet)")
     split: str = Field("train", pattern=r"^[A-Za-z0-9_]+$")
     shard_max_samples: int = Field(1000, ge=1, description="close a shard after this many samples")
     shard_max_bytes: int = Field(1_000_000_000, ge=1, description="close a shard once it reaches this size")
+
+    @field_validator("path")
+    @classmethod
+    def _local_only(cls, path: str) -> str:
+        m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", path)
+        if m and m.group(1).lower() != "file":
+            raise ValueError(f"{path}: output to {m.group(1)}:// is not supported yet: give a local directory "
+                             "(and copy the finished output to object storage)")
+        if not path.strip():
+            raise ValueError("output.path is empty")
+        return path
 
 
 class RayConfig(Strict):

@@ -99,7 +99,7 @@ class CanvasWriter:
         self.cfg = cfg
         sources = [p for p in (cfg.source.path, cfg.source.images,
                                cfg.canvas.background_images) if p]
-        self.committer = Committer(Path(cfg.output.path), "canvas", cfg.sha256(), cfg.output.split,
+        self.committer = Committer(cfg.output.path, "canvas", cfg.sha256(), cfg.output.split,
                                    PART_SCHEMA, sources)
         self.layout = self.committer.layout
         self.done: set[str] = set()
@@ -182,7 +182,7 @@ class CanvasWriter:
                 self._shard = None
             self._pending = []
         finally:
-            self.committer.close()
+            self.committer.close(failed=True)
 
     def write_manifest(self, status: str, wall_seconds: float | None = None) -> None:
         complete = status == "complete"

@@ -27,7 +27,8 @@ import pyarrow.parquet as pq
 
 from curate.io.layout import OutputLayout, atomic_write_bytes, number_of, tmp_path
 from curate.io.lock import OutputLock
-from curate.io.ownership import OutputConflict, claim_output
+from curate.io.fs import local_path
+from curate.io.ownership import OutputConflict, OutputRefused, claim_output, unclaim_output
 from curate.io.shards import ShardWriter
 
 log = logging.getLogger("curate")
@@ -45,9 +46,14 @@ def file_sha256(path: Path) -> str:
 
 
 class Committer:
-    def __init__(self, root: Path, kind: str, config_sha256: str, split: str, part_schema: pa.Schema,
+    def __init__(self, root: str | Path, kind: str, config_sha256: str, split: str, part_schema: pa.Schema,
                  input_paths: list[str], verify: bool = False):
-        self.layout = OutputLayout(root)
+        local = local_path(str(root))
+        if local is None:
+            raise OutputRefused(f"{root}: only local outputs are supported yet")
+        self.layout = OutputLayout(Path(local))
+        self.claimed_empty = False  # this run claimed a new or empty directory
+        self.committed_any = False  # a commit exists (earlier or in this run)
         self.kind = kind
         self.config_sha256 = config_sha256
         self.split = split
@@ -63,11 +69,14 @@ class Committer:
 
     def open(self) -> list[pa.Table]:
         """Claim, lock, clean up and verify; returns the committed parts' tables, oldest first."""
-        claim_output(self.layout, self.kind, self.config_sha256, self.input_paths)
+        created_root = not self.layout.root.exists()
+        _, self.claimed_empty = claim_output(self.layout, self.kind, self.config_sha256, self.input_paths)
+        self._created_root = created_root
         self.lock.acquire()
         try:
             self.layout.make_dirs()
             parts = self._verified_parts()
+            self.committed_any = bool(parts)
             self._clean_uncommitted({self._stem(p) for p, _ in parts})
             self.next_number = self._first_free_number()
             self._journal = open(self.layout.journal, "a")
@@ -179,9 +188,14 @@ class Committer:
         buf = io.BytesIO()
         pq.write_table(table, buf, write_page_checksum=True)
         atomic_write_bytes(self.layout.part(self.split, number), buf.getvalue())
+        self.committed_any = True
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """Release the output; after a failure that committed nothing in a directory this run
+        claimed, give the directory back as it was."""
         if self._journal is not None:
             self._journal.close()
             self._journal = None
         self.lock.release()
+        if failed and self.claimed_empty and not self.committed_any:
+            unclaim_output(self.layout, self._created_root)

@@ -71,7 +71,7 @@ class CorpusWriter:
         self.cfg = cfg
         self.out: OutputConfig = cfg.output
         self.pipeline = PipelineInfo(name=cfg.name, config_sha256=cfg.sha256(), curate_version=__version__)
-        self.committer = Committer(Path(root), "corpus", self.pipeline.config_sha256, cfg.output.split,
+        self.committer = Committer(str(root), "corpus", self.pipeline.config_sha256, cfg.output.split,
                                    PART_SCHEMA, [src.path for src in cfg.sources], verify=verify)
         self.layout = self.committer.layout
         self.tally = RunTally()
@@ -213,7 +213,7 @@ class CorpusWriter:
             self._shard = self._questions = None
             self._pending = []
         finally:
-            self.committer.close()
+            self.committer.close(failed=True)
 
     def _write_manifest(self, status: str) -> None:
         wall = self._prior_seconds + time.monotonic() - self._t0

@@ -95,9 +95,10 @@ def _legacy_output_hash(root: Path, entries: list[str]) -> str | None:
     return digest if isinstance(digest, str) and len(digest) == 64 else None
 
 
-def claim_output(layout: OutputLayout, kind: str, config_sha256: str, input_paths: list[str]) -> dict:
+def claim_output(layout: OutputLayout, kind: str, config_sha256: str, input_paths: list[str]) -> tuple[dict, bool]:
     """Make sure ``layout.root`` is ours to write (creating and marking it when new or empty), or
-    raise OutputRefused before anything is written. Returns the marker."""
+    raise OutputRefused before anything is written. Returns the marker and whether this call
+    claimed a new or empty directory."""
     root = layout.root
     check_no_overlap(root, input_paths)
     if root.exists() and not root.is_dir():
@@ -121,9 +122,27 @@ def claim_output(layout: OutputLayout, kind: str, config_sha256: str, input_path
                                  "choose another --output")
         if marker.get("config_sha256") != config_sha256:
             raise _conflict(root, marker.get("config_sha256", "?"), config_sha256)
-        return marker
+        return marker, False
     root.mkdir(parents=True, exist_ok=True)
-    return write_marker(layout, kind, config_sha256)
+    return write_marker(layout, kind, config_sha256), not entries
+
+
+def unclaim_output(layout: OutputLayout, created_root: bool) -> None:
+    """Undo a claim that committed nothing: remove only what curate wrote (marker, journal, lock,
+    manifest, empty folders), so a run that failed at once (a typo in a source) leaves no output
+    that a corrected config would then be refused."""
+    for path in (layout.manifest, layout.journal, layout.lock, layout.marker):
+        path.unlink(missing_ok=True)
+    for folder in (layout.meta_dir, layout.shards_dir, layout.questions_dir, layout.parts_dir):
+        try:
+            folder.rmdir()
+        except OSError:
+            pass  # not empty or absent: keep
+    if created_root:
+        try:
+            layout.root.rmdir()
+        except OSError:
+            pass
 
 
 def _conflict(root: Path, theirs: str, ours: str) -> OutputConflict:

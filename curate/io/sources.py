@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob as globlib
 import os
 import stat
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,21 +82,83 @@ def _remote_dir(uri: str) -> Iterator[tuple[str, str | None]]:
             yield f"{scheme}://{info.path}", None
 
 
-def _list_file(src: SourceConfig) -> Iterator[tuple[str, str | None]]:
-    if src.path.endswith(".parquet"):
-        filesystem, path = fs.resolve(src.path)
-        table = pq.read_table(path, filesystem=filesystem)
-        if src.column not in table.column_names:
-            raise SourceError(f"{src.path}: no column {src.column!r} (columns: {', '.join(table.column_names)})")
-        captions = table[src.caption_column].to_pylist() if src.caption_column else None
-        for i, uri in enumerate(table[src.column].to_pylist()):
-            yield (uri, captions[i] if captions else None)
-        return
+MAX_LIST_LINE_BYTES = 64 * 1024  # a URI longer than this is no URI (and /dev/zero has no newline)
+
+
+def _list_entry(src: SourceConfig, where: str, uri, caption=None) -> tuple[str, str | None, str | None]:
+    """(uri, caption, problem) for one entry of a list source; a bad entry is quarantined, not fatal."""
+    if not isinstance(uri, str) or not uri.strip():
+        shown = "empty" if uri is None or uri == "" else f"a {type(uri).__name__}, not a string"
+        return f"{src.path}#{where}", None, f"{where}: uri is {shown}"
+    if caption is not None and not isinstance(caption, str):
+        return uri.strip(), None, f"{where}: caption is a {type(caption).__name__}, not a string"
+    return uri.strip(), caption, None
+
+
+def _list_parquet(src: SourceConfig) -> Iterator[tuple[str, str | None, str | None]]:
+    filesystem, path = fs.resolve(src.path)
+    try:
+        parquet = pq.ParquetFile(filesystem.open_input_file(path))
+    except Exception as e:
+        raise SourceError(f"{src.path}: cannot read as parquet ({type(e).__name__}: {e})") from e
+    names = parquet.schema_arrow.names
+    for column, option in ((src.column, "column"), (src.caption_column, "caption_column")):
+        if column is not None and column not in names:
+            raise SourceError(f"{src.path}: no column {column!r} for sources[].{option} "
+                              f"(columns: {', '.join(names)})")
+    columns = [src.column] + ([src.caption_column] if src.caption_column else [])
+    row_number = 0
+    for batch in parquet.iter_batches(columns=columns, batch_size=65536):  # bounded memory
+        uris = batch.column(0).to_pylist()
+        captions = batch.column(1).to_pylist() if src.caption_column else [None] * len(uris)
+        for uri, caption in zip(uris, captions):
+            yield _list_entry(src, f"row={row_number}", uri, caption)
+            row_number += 1
+
+
+def _list_text(src: SourceConfig) -> Iterator[tuple[str, str | None, str | None]]:
+    local = fs.local_path(src.path)
+    if local is not None:
+        problem = local_file_problem(local)
+        if problem:
+            raise SourceError(f"{src.path}: cannot read the list: {problem}")
     filesystem, path = fs.resolve(src.path)
     with filesystem.open_input_stream(path) as f:
-        for line in f.read().decode("utf-8").splitlines():
-            if line.strip() and not line.lstrip().startswith("#"):
-                yield line.strip(), None
+        for number, line in enumerate(_capped_lines(f, MAX_LIST_LINE_BYTES), start=1):
+            where = f"line={number}"
+            if line is None:
+                yield f"{src.path}#{where}", None, f"{where}: longer than {MAX_LIST_LINE_BYTES} bytes"
+                continue
+            try:
+                text = line.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                yield f"{src.path}#{where}", None, f"{where}: not UTF-8 text"
+                continue
+            if text and not text.startswith("#"):
+                yield _list_entry(src, where, text)
+
+
+def _capped_lines(stream, cap: int) -> Iterator[bytes | None]:
+    """Lines of a byte stream read in blocks; a line longer than ``cap`` is yielded once as None and
+    skipped, so an endless line costs no more than ``cap`` bytes of memory."""
+    pending, too_long = b"", False
+    while True:
+        block = stream.read(1 << 20)
+        if not block:
+            break
+        lines = (pending + block).split(b"\n")
+        pending = lines.pop()
+        for line in lines:
+            if too_long:
+                too_long = False
+                continue
+            yield line if len(line) <= cap else None
+        if len(pending) > cap:
+            if not too_long:
+                yield None
+            pending, too_long = b"", True
+    if pending and not too_long:
+        yield pending if len(pending) <= cap else None
 
 
 def _tar_members(src: SourceConfig, dataset: str) -> Iterator[dict]:
@@ -103,17 +166,30 @@ def _tar_members(src: SourceConfig, dataset: str) -> Iterator[dict]:
     if not paths:
         raise SourceError(f"{src.path}: no tar shards match")
     for tar_uri in paths:
-        filesystem, path = fs.resolve(tar_uri)
-        with filesystem.open_input_stream(path) as stream:
-            seen_keys = set()
-            for info, offset in iter_tar_members(stream):
-                if not is_image_name(info.name):
-                    continue
-                key = info.name.split(".", 1)[0]
-                if key in seen_keys:  # one image per sample key (first image member wins)
-                    continue
-                seen_keys.add(key)
-                yield new_row(f"{tar_uri}#{info.name}", dataset, src.kind, tar_offset=offset, tar_size=info.size)
+        members = 0
+        try:
+            local = fs.local_path(tar_uri)
+            problem = local_file_problem(local) if local is not None else None
+            if problem:
+                raise OSError(problem)
+            filesystem, path = fs.resolve(tar_uri)
+            with filesystem.open_input_stream(path) as stream:
+                seen_keys = set()
+                for info, offset in iter_tar_members(stream):
+                    if not is_image_name(info.name):
+                        continue
+                    key = info.name.split(".", 1)[0]
+                    if key in seen_keys:  # one image per sample key (first image member wins)
+                        continue
+                    seen_keys.add(key)
+                    members += 1
+                    yield new_row(f"{tar_uri}#{info.name}", dataset, src.kind, tar_uri=tar_uri,
+                                  tar_offset=offset, tar_size=info.size)
+        except (tarfile.TarError, OSError, EOFError) as e:
+            # A damaged shard is one bad input: its readable members stay listed above.
+            detail = f"not a readable tar shard after {members} image members: {type(e).__name__}: {e}"
+            yield quarantine(new_row(printable_path(tar_uri), dataset, src.kind),
+                             QuarantineReason.unreadable.value, detail)
 
 
 def list_source(src: SourceConfig) -> Iterator[dict]:
@@ -142,8 +218,10 @@ def list_source(src: SourceConfig) -> Iterator[dict]:
                 problem = local_file_problem(path)
                 yield quarantine(row, QuarantineReason.unreadable.value, problem) if problem else row
     elif src.type == "list":
-        for uri, caption in _list_file(src):
-            yield new_row(uri, dataset, src.kind, source_caption=caption)
+        entries = _list_parquet(src) if src.path.endswith(".parquet") else _list_text(src)
+        for uri, caption, problem in entries:
+            row = new_row(uri, dataset, src.kind, source_caption=caption)
+            yield quarantine(row, QuarantineReason.invalid_entry.value, problem) if problem else row
     elif src.type == "webdataset":
         yield from _tar_members(src, dataset)
 

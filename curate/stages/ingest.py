@@ -30,21 +30,24 @@ class Rejected(Exception):
         self.detail = detail
 
 
-def read_input(row: dict, max_bytes: int) -> bytes:
+def read_input(row: dict, max_bytes: int, timeout: float | None = None) -> bytes:
     uri = row["uri"]
     try:
-        if row["tar_offset"] is not None and row["tar_offset"] >= 0:
+        if row["tar_uri"] is not None:
             if row["tar_size"] > max_bytes:
                 raise Rejected(Q.too_large_file, f"{row['tar_size']} bytes > max_file_bytes {max_bytes}")
-            data = fs.read_range(uri.split("#", 1)[0], row["tar_offset"], row["tar_size"])
+            data = fs.read_range(row["tar_uri"], row["tar_offset"], row["tar_size"], timeout)
+            if len(data) < row["tar_size"]:
+                raise Rejected(Q.truncated, f"tar member cut short: {len(data)} of {row['tar_size']} bytes")
         else:
-            if "://" not in uri:
+            local = fs.local_path(uri)
+            if local is not None:
                 from curate.io.sources import local_file_problem
 
-                problem = local_file_problem(uri)
-                if problem:  # a FIFO would block the read forever
+                problem = local_file_problem(local)
+                if problem:  # a FIFO or device would block the read forever
                     raise Rejected(Q.unreadable, problem)
-            data = fs.read_capped(uri, max_bytes)
+            data = fs.read_capped(uri, max_bytes, timeout)
     except Rejected:
         raise
     except (OSError, ValueError) as e:
@@ -54,6 +57,11 @@ def read_input(row: dict, max_bytes: int) -> bytes:
     if len(data) > max_bytes:
         raise Rejected(Q.too_large_file, f"file larger than max_file_bytes {max_bytes}")
     return data
+
+
+# Formats Pillow may open: what image corpora hold. Others (EPS would run Ghostscript, PDF, PSD,
+# ICO, ...) are quarantined as not_an_image without their decoder ever running.
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO")
 
 
 SIGNATURES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"GIF8": "GIF", b"BM": "BMP"}
@@ -72,7 +80,7 @@ def open_checked(data: bytes, cfg: IngestConfig) -> Image.Image:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise Rejected(Q.decompression_bomb, str(e)) from e
         except UnidentifiedImageError as e:
@@ -157,15 +165,18 @@ def encode(img: Image.Image, source_format: str | None) -> tuple[bytes, str]:
 def ingest_row(row: dict, cfg: IngestConfig) -> dict:
     """Fill key, sha256, size, kind and stored image bytes, or quarantine the row."""
     try:
-        data = read_input(row, cfg.max_file_bytes)
+        data = read_input(row, cfg.max_file_bytes, cfg.read_timeout_s)
         img = open_checked(data, cfg)
         source_format = img.format
+        frames = getattr(img, "n_frames", 1)
         img, oriented = orient(img)
         check_geometry(img.width, img.height, cfg)
         img, mode_change = to_8bit_rgb_or_l(img)
     except Rejected as r:
         return quarantine(row, r.reason.value, r.detail)
     why = [w for w in (oriented, mode_change) if w]
+    if frames > 1:  # the stored image must be the one that was segmented and captioned
+        why.append(f"{frames} frames: the first kept")
     if source_format not in KEEP_FORMATS:
         why.append(f"{source_format} stored as PNG")
     if why:

@@ -18,6 +18,7 @@ ROW_SCHEMA = pa.schema(
         ("dataset", pa.string()),
         ("kind_hint", pa.string()),  # natural | document | auto (from the source)
         ("source_caption", pa.string()),
+        ("tar_uri", pa.string()),  # the tar holding the input when it is a member of a shard
         ("tar_offset", pa.int64()),  # -1 unless the input is a member of a tar shard
         ("tar_size", pa.int64()),
         ("status", pa.string()),  # pending | ok | quarantined
@@ -45,11 +46,13 @@ _DEFAULTS = {"tar_offset": -1, "tar_size": -1, "status": "pending", "regions": "
 
 
 def new_row(uri: str, dataset: str, kind_hint: str = "auto", source_caption: str | None = None,
-            tar_offset: int = -1, tar_size: int = -1) -> dict:
+            tar_uri: str | None = None, tar_offset: int = -1, tar_size: int = -1) -> dict:
+    """A listed input. ``uri`` is what records show (``TAR#MEMBER`` for tar members); the bytes are
+    read from ``tar_uri`` at ``tar_offset`` when it is set, never by splitting ``uri``."""
     row = {name: None for name in ROW_SCHEMA.names}
     row.update(_DEFAULTS)
     row.update(uri=uri, dataset=dataset, kind_hint=kind_hint, source_caption=source_caption,
-               tar_offset=tar_offset, tar_size=tar_size)
+               tar_uri=tar_uri, tar_offset=tar_offset, tar_size=tar_size)
     return row
 
 
