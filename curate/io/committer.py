@@ -35,6 +35,15 @@ log = logging.getLogger("curate")
 
 META_CONFIG = b"curate.config_sha256"
 META_FILES = b"curate.files"
+META_ROWS = b"curate.commit_sha256"
+
+
+def commit_digest(table: pa.Table, config_sha256: str, files: bytes) -> str:
+    """sha256 of a commit record's content (rows in a canonical form, config hash, file list):
+    parquet's page checksums miss a few bytes (page headers, footer), so the part also records
+    what it must read back as."""
+    text = json.dumps(table.to_pylist(), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(b"\0".join([text.encode(), config_sha256.encode(), files])).hexdigest()
 
 
 def file_sha256(path: Path) -> str:
@@ -104,14 +113,19 @@ class Committer:
                 parquet = pq.ParquetFile(f, page_checksum_verification=True)
                 meta = parquet.schema_arrow.metadata or {}
                 table = parquet.read().cast(self.part_schema)
+            digest = meta[META_ROWS].decode() if META_ROWS in meta else None
+            recorded = meta[META_CONFIG].decode() if META_CONFIG in meta else None
+            if digest is not None and commit_digest(table, recorded or "", meta.get(META_FILES, b"")) != digest:
+                return "commit record damaged (its content does not match its recorded sha256)", None
+            files = json.loads(meta[META_FILES]) if META_FILES in meta else self._legacy_files(table)
+            if not all(isinstance(e, dict) and isinstance(e.get("name"), str) for e in files):
+                raise ValueError("malformed file list")
         except Exception as e:  # truncated, zeroed, bit-flipped or foreign: pyarrow raises many kinds
             return f"commit record unreadable ({type(e).__name__}: {e})", None
-        recorded = meta.get(META_CONFIG)
-        if recorded is not None and recorded.decode() != self.config_sha256:
+        if recorded is not None and recorded != self.config_sha256:
             raise OutputConflict(
-                f"{part}: written by config {recorded.decode()[:12]}; this config is "
+                f"{part}: written by config {recorded[:12]}; this config is "
                 f"{self.config_sha256[:12]}. Use another --output, or delete the directory to start over.")
-        files = json.loads(meta[META_FILES]) if META_FILES in meta else self._legacy_files(table)
         for entry in files:
             path = self.layout.root / entry["name"]
             if not path.is_file():
@@ -183,8 +197,10 @@ class Committer:
         files = [{"name": str(w.path.relative_to(self.layout.root)), "size": w.path.stat().st_size,
                   "sha256": w.sha256} for w in closed]
         table = pa.Table.from_pylist(rows, schema=self.part_schema)
-        table = table.replace_schema_metadata({META_CONFIG: self.config_sha256.encode(),
-                                               META_FILES: json.dumps(files).encode()})
+        listed = json.dumps(files).encode()
+        table = table.replace_schema_metadata({
+            META_CONFIG: self.config_sha256.encode(), META_FILES: listed,
+            META_ROWS: commit_digest(table, self.config_sha256, listed).encode()})
         buf = io.BytesIO()
         pq.write_table(table, buf, write_page_checksum=True)
         atomic_write_bytes(self.layout.part(self.split, number), buf.getvalue())
