@@ -28,9 +28,10 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from curate.amg import AmgParams, BatchedMaskGenerator  # noqa: E402
-from curate.amg.build import build_efficientvit_sam, build_sam, make_confident, tiny_sam  # noqa: E402
+from curate.amg.build import build_efficientvit_sam, build_sam  # noqa: E402
+from curate.testing.tiny_sam import make_confident, tiny_sam  # noqa: E402
 from curate.amg.graphs import warm_up  # noqa: E402
-from curate.amg.parity import compare, reference_arrays  # noqa: E402
+from curate.testing.parity import compare, reference_arrays  # noqa: E402
 
 TABLE10 = dict(points_per_side=24, points_per_batch=128, crop_n_layers=1, crop_n_points_downscale_factor=1,
                pred_iou_thresh=0.6, stability_score_thresh=0.85, min_mask_region_area=0)

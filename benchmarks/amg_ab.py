@@ -80,7 +80,7 @@ def main() -> None:
 
     from benchmarks.amg import TABLE10, build, encoder_graph, test_image, timed
     from curate.amg import AmgParams, BatchedMaskGenerator
-    from curate.amg.build import make_confident
+    from curate.testing.tiny_sam import make_confident
 
     image = test_image(2048, 1536)
     model = make_confident(build("evit:xl1", 0), 300.0, 1.0)

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.amg import TABLE10, build, test_image  # noqa: E402
 from curate.amg import AmgParams, BatchedMaskGenerator  # noqa: E402
-from curate.amg.build import make_confident  # noqa: E402
+from curate.testing.tiny_sam import make_confident  # noqa: E402
 from curate.amg.mask_stats import mask_stats, upscale_logits  # noqa: E402
 
 

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from curate.backends.llm_hf import HfQuestionWriter  # noqa: E402
 from curate.backends.vlm_hf import HfVlmCaptioner  # noqa: E402
 from curate.config import RetargetConfig, VlmConfig  # noqa: E402
-from curate.models.random_init import random_llama, random_qwen2_vl  # noqa: E402
+from curate.testing.random_models import random_llama, random_qwen2_vl  # noqa: E402
 
 
 def photo_requests(n: int, seed: int = 0) -> list[tuple[Image.Image, tuple[int, int, int, int]]]:
@@ -76,7 +76,7 @@ def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, 
         cfg = VlmConfig(backend="hf", model=f"random-qwen2-vl-{size}", max_new_tokens=new_tokens, batch_size=bs,
                         **({} if size != "tiny" else {"min_pixels": 3136, "max_pixels": 12544}))
         cap = HfVlmCaptioner(cfg, model=model, processor=processor)
-        from curate.backends.vlm_hf import crop_images
+        from curate.ops.prompts import crop_images
 
         crops = [crop_images(cfg, im, box) for im, box in requests]
         cap.generate_crops(crops[:bs], min_new_tokens=new_tokens)  # warm-up

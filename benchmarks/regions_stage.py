@@ -4,7 +4,7 @@
 
 Runs curate.stages.regions.RegionsStage exactly as a Ray actor does (config -> backend -> checkpoint
 load -> batched AMG -> box selection -> rows), without Ray. No real checkpoint can be downloaded here,
-so a random EfficientViT-SAM-XL1 made confident (see curate.amg.build.make_confident) is saved as the
+so a random EfficientViT-SAM-XL1 made confident (see curate.testing.tiny_sam.make_confident) is saved as the
 checkpoint file the config points at: timings are real, boxes are not meaningful. Writes per-image
 timings and box counts, and a PNG with the boxes of a few images.
 """
@@ -23,11 +23,13 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curate.amg.build import build_efficientvit_sam, make_confident  # noqa: E402
+from curate.amg.build import build_efficientvit_sam  # noqa: E402
+
+from curate.testing.tiny_sam import make_confident  # noqa: E402
 from curate.config import load_config  # noqa: E402
-from curate.stages.ingest import ingest_row  # noqa: E402
+from curate.ops.decode import ingest_row  # noqa: E402
 from curate.stages.regions import RegionsStage  # noqa: E402
-from curate.stages.rows import new_row  # noqa: E402
+from curate.rows import new_row  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

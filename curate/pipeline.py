@@ -25,8 +25,8 @@ from curate.config import PipelineConfig
 from curate.io.corpus import CorpusWriter
 from curate.io.sources import list_inputs
 from curate.records import QuarantineReason
-from curate.stages.ingest import ingest_row
-from curate.stages.rows import ROW_SCHEMA, add_timing, quarantine, to_table
+from curate.stages.ingest import IngestStage
+from curate.rows import ROW_SCHEMA, add_timing, quarantine, to_table
 
 log = logging.getLogger("curate")
 
@@ -63,17 +63,8 @@ def _process_one(stage_name: str, process: Callable[[list[dict]], list[dict]], r
 
 
 def ingest_batch(table: pa.Table, cfg: PipelineConfig) -> pa.Table:
-    rows = []
-    for row in table.to_pylist():
-        start = time.perf_counter()
-        try:
-            row = ingest_row(row, cfg.ingest)
-        except Exception as e:  # a bug or an exotic file must not end the run
-            row = quarantine(row, QuarantineReason.stage_error.value, f"ingest: {type(e).__name__}: {e}")
-        if row["status"] == "ok":
-            add_timing(row, "ingest", time.perf_counter() - start)
-        rows.append(row)
-    return to_table(rows)
+    """Ingest as plain Ray tasks (no model to keep): one IngestStage per block."""
+    return to_table(IngestStage(cfg).process(table.to_pylist()))
 
 
 class StageActor:
@@ -109,7 +100,7 @@ def init_ray(cfg: PipelineConfig) -> None:
 
 
 def build_dataset(cfg: PipelineConfig, pending: list[dict]):
-    """ray.data plan for the pending inputs (rows in curate.stages.rows format)."""
+    """ray.data plan for the pending inputs (rows in curate.rows format)."""
     import ray
     from curate.stages.caption import CaptionStage
     from curate.stages.regions import RegionsStage

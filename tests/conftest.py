@@ -129,7 +129,7 @@ def local_overrides(out: Path, sources_path: Path) -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_qwen2_vl_dir(tmp_path_factory) -> Path:
     """A randomly initialised Qwen2-VL checkpoint directory (tokenizer, processor, weights)."""
-    from curate.models.random_init import save_random_qwen2_vl
+    from curate.testing.random_models import save_random_qwen2_vl
 
     return save_random_qwen2_vl(tmp_path_factory.mktemp("tiny-qwen2-vl"))
 
@@ -137,6 +137,6 @@ def tiny_qwen2_vl_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory) -> Path:
     """A randomly initialised Llama checkpoint directory (tokenizer with chat template, weights)."""
-    from curate.models.random_init import save_random_llama
+    from curate.testing.random_models import save_random_llama
 
     return save_random_llama(tmp_path_factory.mktemp("tiny-llama"))

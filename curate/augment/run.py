@@ -44,7 +44,7 @@ PART_SCHEMA = pa.schema([
 
 def load_source(item: dict, max_side: int) -> tuple[Image.Image, bytes]:
     """Decode a VQA image with the corpus's guards (bombs, truncation, modes, EXIF)."""
-    from curate.stages.ingest import open_checked, orient, to_8bit_rgb_or_l
+    from curate.ops.decode import open_checked, orient, to_8bit_rgb_or_l
 
     data = item["image_bytes"] or fs.read_capped(item["uri"], 256 * 1024 * 1024)
     if not data:

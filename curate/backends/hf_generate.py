@@ -7,16 +7,11 @@ from dataclasses import dataclass
 
 import torch
 
+from curate.backends.types import Generation
+
 log = logging.getLogger("curate")
 
 TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-
-
-@dataclass(frozen=True)
-class Generation:
-    text: str
-    tokens: int  # generated tokens up to and including the end-of-sequence token
-    finished: bool  # False when generation stopped at max_new_tokens
 
 
 def pick_device() -> torch.device:

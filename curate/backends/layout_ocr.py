@@ -12,8 +12,8 @@ import logging
 import numpy as np
 from PIL import Image
 
-from curate.images import fit_within
-from curate.stages.masks import MaskSet
+from curate.ops.images import fit_within
+from curate.backends.types import MaskSet
 
 
 class OcrLayoutRegions:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from curate.backends.hf_generate import Generation, generate, generation_kwargs, pick_device, resolve_dtype
-
-
-def question_messages(caption: str, cfg) -> list[dict]:
-    return [{"role": "system", "content": cfg.system_prompt},
-            {"role": "user", "content": cfg.prompt.format(caption=caption)}]
+from curate.backends.hf_generate import generate, generation_kwargs, pick_device, resolve_dtype
+from curate.backends.types import Generation
+from curate.ops.prompts import question_messages
 
 
 class HfQuestionWriter:

@@ -9,7 +9,7 @@ from PIL import Image
 from curate.amg import AmgParams, BatchedMaskGenerator
 from curate.amg.build import build_efficientvit_sam, build_sam
 from curate.config import EfficientVitSamConfig, SamConfig
-from curate.stages.masks import MaskSet
+from curate.backends.types import MaskSet
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 

@@ -13,8 +13,8 @@ from scipy import ndimage
 from skimage.segmentation import felzenszwalb
 
 from curate.config import SkimageMasksConfig
-from curate.images import fit_within
-from curate.stages.masks import MaskSet
+from curate.ops.images import fit_within
+from curate.backends.types import MaskSet
 
 
 class FelzenszwalbMasks:

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from curate.backends.base import CaptionResult
+from curate.backends.types import CaptionResult
 from curate.config import RapidOcrConfig
-from curate.images import fit_within
+from curate.ops.images import fit_within
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,7 @@ def reading_order(lines: list[OcrLine]) -> str:
 class RapidOcrCaptioner:
     name = "rapidocr"
     source = "ocr"
+    batched = False  # one page at a time: the detector runs per crop anyway
 
     def __init__(self, cfg: RapidOcrConfig):
         from rapidocr import RapidOCR

@@ -7,31 +7,16 @@ from __future__ import annotations
 
 from PIL import Image
 
-from curate.backends.base import CaptionResult
+from curate.backends.types import CaptionResult
 from curate.backends.hf_generate import generate, generation_kwargs, pick_device, resolve_dtype
-from curate.stages.crops import Box, prepare_crop, thumbnail_with_box
-from curate.stages.hygiene import clean_generation
-
-
-def caption_messages(cfg) -> list[dict]:
-    """Chat messages for one crop (and, with ``thumbnail``, the whole image first)."""
-    if cfg.thumbnail:
-        content = [{"type": "image"}, {"type": "image"}, {"type": "text", "text": cfg.thumbnail_prompt}]
-    else:
-        content = [{"type": "image"}, {"type": "text", "text": cfg.prompt}]
-    return [{"role": "user", "content": content}]
-
-
-def crop_images(cfg, image: Image.Image, box: Box) -> list[Image.Image]:
-    """What the model sees for one region, in prompt order."""
-    crop = prepare_crop(image, box, cfg.context_margin, cfg.min_pixels, cfg.max_pixels, cfg.patch_factor)
-    if not cfg.thumbnail:
-        return [crop]
-    return [thumbnail_with_box(image, box, cfg.thumbnail_side), crop]
+from curate.ops.crops import Box
+from curate.ops.hygiene import clean_generation
+from curate.ops.prompts import caption_messages, crop_images
 
 
 class HfVlmCaptioner:
     source = "mllm"
+    batched = True  # crops of many images share one generate() call
 
     def __init__(self, cfg, model=None, processor=None):
         """Loads ``cfg.model`` (HF id or local path) unless a model and processor are given."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import threading
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -104,3 +105,21 @@ def read_local_parquet(path: str | Path, **kwargs):
 def read_local_parquet_schema(path: str | Path):
     with open(path, "rb") as f:
         return pq.read_schema(f)
+
+
+def printable_path(path: str) -> str:
+    """The path with bytes that are not UTF-8 shown as \\xNN (such names cannot be stored as text)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def local_file_problem(path: str) -> str | None:
+    """Why a listed local file cannot be read as an image file, or None."""
+    if printable_path(path) != path:
+        return "file name is not valid UTF-8 (rename the file)"
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        return f"cannot read {printable_path(path)}: {e.strerror or e}"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file (a FIFO, socket or device would block or never end)"
+    return None

@@ -19,9 +19,10 @@ import pyarrow.parquet as pq
 
 from curate.config import SourceConfig
 from curate.io import fs
+from curate.io.fs import local_file_problem, printable_path
 from curate.io.shards import iter_tar_members
 from curate.records import QuarantineReason
-from curate.stages.rows import new_row, quarantine
+from curate.rows import new_row, quarantine
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
 
@@ -38,24 +39,6 @@ def dataset_name(src: SourceConfig) -> str:
 
 def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-
-
-def printable_path(path: str) -> str:
-    """The path with bytes that are not UTF-8 shown as \\xNN (such names cannot be stored as text)."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
-def local_file_problem(path: str) -> str | None:
-    """Why a listed local file cannot be read as an image file, or None."""
-    if printable_path(path) != path:
-        return "file name is not valid UTF-8 (rename the file)"
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        return f"cannot read {printable_path(path)}: {e.strerror or e}"
-    if not stat.S_ISREG(st.st_mode):
-        return "not a regular file (a FIFO, socket or device would block or never end)"
-    return None
 
 
 def _local_dir(root: str) -> Iterator[tuple[str, str | None]]:

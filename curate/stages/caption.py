@@ -11,11 +11,11 @@ import json
 from collections import Counter
 
 from curate import backends
-from curate.backends.base import CaptionResult
+from curate.backends.types import CaptionResult, Captioner
 from curate.config import NoCaptionConfig, PipelineConfig, VlmConfig
-from curate.images import decode_rgb
-from curate.stages.hygiene import clean_generation
-from curate.stages.rows import add_events, set_model
+from curate.ops.images import decode_rgb
+from curate.ops.hygiene import clean_generation
+from curate.rows import add_events, set_model
 
 
 def runs_in_ray_llm(kind_cfg) -> bool:
@@ -40,7 +40,7 @@ class CaptionStage:
     name = "caption"
 
     def __init__(self, cfg: PipelineConfig):
-        self.captioners = {}
+        self.captioners: dict[str, Captioner] = {}
         self.skip_reasons = {}
         for kind, kind_cfg in (("natural", cfg.caption.natural), ("document", cfg.caption.document)):
             if isinstance(kind_cfg, NoCaptionConfig):
@@ -63,7 +63,7 @@ class CaptionStage:
                 for region in regions:
                     region["caption_skipped"] = f"{kind} captioning skipped: {self.skip_reasons[kind]}"
                 self._finish(row, regions, Counter(skipped=len(regions)))
-            elif hasattr(captioner, "caption_batch"):
+            elif captioner.batched:
                 batched.append((row, regions))
             else:
                 results = captioner.caption(decode_rgb(row["image"]), [tuple(r["box"]) for r in regions])
@@ -99,7 +99,7 @@ class CaptionStage:
 def caption_requests(row: dict, cfg: VlmConfig) -> list[dict]:
     """Request rows for one image row: one per region of a natural image, else one carrier."""
     from curate.backends.llm_vllm import carrier_row, image_message, request_row, sampling_params
-    from curate.backends.vlm_hf import crop_images
+    from curate.ops.prompts import crop_images
 
     regions = json.loads(row["regions"] or "[]")
     if row["status"] != "ok" or row["kind"] != "natural" or not regions:

@@ -10,9 +10,9 @@ from collections import Counter
 
 from curate import backends
 from curate.config import PipelineConfig
-from curate.images import decode_rgb
-from curate.stages.rows import add_events, set_model
-from curate.stages.select import select_salient_boxes
+from curate.ops.images import decode_rgb
+from curate.rows import add_events, set_model
+from curate.ops.select import select_salient_boxes
 
 
 class RegionsStage:

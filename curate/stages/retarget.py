@@ -11,8 +11,8 @@ import json
 from collections import Counter
 
 from curate.config import PipelineConfig, RetargetConfig
-from curate.stages.questions import validate_question
-from curate.stages.rows import add_events, set_model
+from curate.ops.questions import validate_question
+from curate.rows import add_events, set_model
 
 
 def record_questions(regions: list[dict], answers: list[tuple[str, int, bool] | None], cfg: RetargetConfig,
@@ -74,7 +74,7 @@ class RetargetStage:
 
 def question_request(caption: str | None, cfg: RetargetConfig) -> tuple[list[dict], dict]:
     """(messages, sampling params) for one region: a 1-token carrier when it has no caption."""
-    from curate.backends.llm_hf import question_messages
+    from curate.ops.prompts import question_messages
     from curate.backends.llm_vllm import CARRIER_PROMPT, sampling_params
 
     if not caption:
@@ -111,7 +111,7 @@ def merge_questions(row: dict, answers: list[tuple[str, int, bool]], cfg: Retarg
 
 def chain_question_request(request: dict, caption_cfg, cfg: RetargetConfig) -> dict:
     """Turn an answered vLLM caption request into its question request (same row, next step)."""
-    from curate.stages.hygiene import clean_caption
+    from curate.ops.hygiene import clean_caption
 
     if not request["request_total"]:
         return request  # an image-level carrier stays a carrier

@@ -16,6 +16,7 @@ from curate.io.layout import OutputLayout
 from curate.stats.compute import histogram
 from curate.stats.models import CanvasStats
 from curate.stats.plots import write_histograms
+from curate.stats.render import page_html, page_markdown
 
 
 def compute_canvas_stats(out_dir: Path) -> CanvasStats:
@@ -82,8 +83,6 @@ def canvas_gallery(out_dir: Path, folder: Path, n: int) -> list[str]:
 
 
 def write_canvas_report(out_dir: Path, folder: Path, gallery: int) -> Path:
-    from curate.stats.report import page_html, page_markdown
-
     stats = compute_canvas_stats(out_dir)
     plots = write_histograms(stats.histograms, stats.name, folder)
     shots = canvas_gallery(out_dir, folder, gallery) if gallery else []

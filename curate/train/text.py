@@ -24,7 +24,7 @@ class FrozenTextEncoder:
         from transformers import AutoModel, AutoTokenizer
 
         if name == "random":  # MiniLM's shapes, random weights: for throughput benchmarks only
-            from curate.models.random_init import random_minilm
+            from curate.testing.random_models import random_minilm
 
             model, self.tokenizer = random_minilm()
         else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from curate.amg.build import make_confident, tiny_efficientvit_sam, tiny_sam
+from curate.testing.tiny_sam import make_confident, tiny_efficientvit_sam, tiny_sam
 
 
 def assert_every_config_matches(run, configs, reference: torch.Tensor, **tolerance) -> None:

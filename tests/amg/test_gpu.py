@@ -9,8 +9,9 @@ import torch
 from PIL import Image
 
 from curate.amg import AmgParams, BatchedMaskGenerator
-from curate.amg.build import build_efficientvit_sam, build_sam, make_confident
-from curate.amg.parity import compare, reference_arrays
+from curate.amg.build import build_efficientvit_sam, build_sam
+from curate.testing.tiny_sam import make_confident
+from curate.testing.parity import compare, reference_arrays
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from curate.amg import AmgParams, BatchedMaskGenerator
-from curate.amg.build import build_efficientvit_sam, make_confident, tiny_efficientvit_sam, tiny_sam
+from curate.amg.build import build_efficientvit_sam
+from curate.testing.tiny_sam import make_confident, tiny_efficientvit_sam, tiny_sam
 from curate.amg.graphs import GraphedDecoder, GraphedEncoder
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

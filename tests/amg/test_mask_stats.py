@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from curate.amg import AmgParams, BatchedMaskGenerator
-from curate.amg.build import make_confident, tiny_sam
+from curate.testing.tiny_sam import make_confident, tiny_sam
 from curate.amg.mask_stats import mask_stats, stats_from_logits, upscale_logits
 
 pytest.importorskip("triton")

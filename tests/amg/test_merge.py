@@ -9,7 +9,7 @@ import torch
 from torchvision.ops import batched_nms
 
 from curate.amg import AmgParams, BatchedMaskGenerator
-from curate.amg.build import tiny_sam
+from curate.testing.tiny_sam import tiny_sam
 from curate.amg.candidates import COLUMN, Filters, candidate_rows_torch
 from curate.amg.generator import _CropGeometry
 

@@ -7,7 +7,7 @@ from PIL import Image, ImageDraw, ImageFont
 from curate.backends.layout_ocr import OcrLayoutRegions
 from curate.backends.ocr_rapid import RapidOcrCaptioner
 from curate.config import RapidOcrConfig, SelectConfig
-from curate.stages.select import select_salient_boxes
+from curate.ops.select import select_salient_boxes
 
 PARAGRAPHS = {
     (200, 300): ["Quarterly revenue grew by 12 percent", "driven by museum ticket sales", "in the northern region"],

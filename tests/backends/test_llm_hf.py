@@ -2,7 +2,8 @@
 
 import pytest
 
-from curate.backends.llm_hf import HfQuestionWriter, question_messages
+from curate.backends.llm_hf import HfQuestionWriter
+from curate.ops.prompts import question_messages
 from curate.config import RetargetConfig
 
 

@@ -5,10 +5,10 @@ import pytest
 from PIL import Image
 
 from curate import backends
-from curate.amg.build import make_confident, tiny_sam
+from curate.testing.tiny_sam import make_confident, tiny_sam
 from curate.backends import masks_sam
 from curate.config import EfficientVitSamConfig, SamConfig
-from curate.stages.masks import MaskSet
+from curate.backends.types import MaskSet
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@ tiny random Qwen2-VL. Its text is noise: only plumbing is checked, never caption
 import pytest
 from PIL import Image
 
-from curate.backends.vlm_hf import HfVlmCaptioner, caption_messages
+from curate.backends.vlm_hf import HfVlmCaptioner
+from curate.ops.prompts import caption_messages
 from curate.config import CaptionHygieneConfig, VlmConfig
 from tests.conftest import noise_image
 

@@ -8,7 +8,7 @@ import yaml
 from curate.config import load_config
 from curate.io.corpus import CorpusWriter, OutputConflict
 from curate.io.index import read_parts
-from curate.stages.rows import new_row, quarantine
+from curate.rows import new_row, quarantine
 
 
 @pytest.fixture
@@ -129,7 +129,7 @@ def _question_row(i: int) -> dict:
     import hashlib
     import json
 
-    from curate.stages.rows import new_row
+    from curate.rows import new_row
     from tests.conftest import noise_image, png_bytes
 
     image = png_bytes(noise_image(64, 48, seed=i))

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from curate.config import load_config
-from curate.stages.ingest import ingest_row
+from curate.ops.decode import ingest_row
 from tests.conftest import noise_image, png_bytes
 
 

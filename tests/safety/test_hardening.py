@@ -12,8 +12,8 @@ from PIL import Image
 from curate.config import ConfigError, IngestConfig, load_config
 from curate.io.corpus import CorpusWriter
 from curate.io.ownership import OutputRefused
-from curate.stages.ingest import ingest_row
-from curate.stages.rows import new_row, quarantine
+from curate.ops.decode import ingest_row
+from curate.rows import new_row, quarantine
 from tests.conftest import noise_image
 from tests.safety.conftest import load, write_config
 

@@ -12,7 +12,7 @@ import pytest
 
 from curate.config import IngestConfig, SourceConfig
 from curate.io.sources import SourceError, list_inputs
-from curate.stages.ingest import ingest_row
+from curate.ops.decode import ingest_row
 from tests.conftest import noise_image, png_bytes
 from tests.safety.conftest import image_files, load, manifest, write_tar
 

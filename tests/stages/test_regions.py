@@ -6,9 +6,9 @@ import json
 from PIL import Image, ImageDraw, ImageFont
 
 from curate.config import load_config
-from curate.stages.ingest import ingest_row
+from curate.ops.decode import ingest_row
 from curate.stages.regions import RegionsStage
-from curate.stages.rows import new_row
+from curate.rows import new_row
 from tests.conftest import REPO, noise_image
 
 

@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 
 from curate.config import load_config
 from curate.io.corpus import CorpusWriter
-from curate.stages.rows import new_row, quarantine
+from curate.rows import new_row, quarantine
 from curate.stats.compute import compute_stats
 from curate.stats.report import write_report
 

@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from curate.stages.crops import expand_box, fit_pixel_budget, prepare_crop, thumbnail_with_box
+from curate.ops.crops import expand_box, fit_pixel_budget, prepare_crop, thumbnail_with_box
 
 
 def test_expand_box_grows_by_margin_and_clips_to_image():

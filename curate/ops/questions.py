@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from curate.stages.hygiene import words
+from curate.ops.hygiene import words
 
 _PREFIX = re.compile(r"^\s*(question\s*:|q\s*:)\s*", re.IGNORECASE)
 

@@ -3,7 +3,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from curate.config import SelectConfig
-from curate.stages.select import box_iou, grow_to_min_size, select_salient_boxes, window_origins
+from curate.ops.select import box_iou, grow_to_min_size, select_salient_boxes, window_origins
 
 CFG = SelectConfig()
 

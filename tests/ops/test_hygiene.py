@@ -1,7 +1,7 @@
 import pytest
 
 from curate.config import CaptionHygieneConfig
-from curate.stages.hygiene import (
+from curate.ops.hygiene import (
     clean_caption,
     latin_letter_fraction,
     repeated_ngram_fraction,

@@ -1,7 +1,7 @@
 import pytest
 
 from curate.config import QuestionRulesConfig
-from curate.stages.questions import first_line, in_order_overlap, validate_question
+from curate.ops.questions import first_line, in_order_overlap, validate_question
 
 RULES = QuestionRulesConfig()
 CAPTION = "A red sign above the shop door reads OPEN 24 HOURS in white capital letters."

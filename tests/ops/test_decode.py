@@ -4,9 +4,9 @@ import pytest
 from PIL import Image
 
 from curate.config import IngestConfig
-from curate.images import decode_rgb
-from curate.stages.ingest import ingest_row
-from curate.stages.rows import new_row
+from curate.ops.images import decode_rgb
+from curate.ops.decode import ingest_row
+from curate.rows import new_row
 from tests.conftest import jpeg_bytes, noise_image
 
 

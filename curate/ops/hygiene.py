@@ -11,7 +11,7 @@ import re
 import unicodedata
 from collections import Counter
 
-from curate.backends.base import CaptionResult
+from curate.backends.types import CaptionResult
 
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
 _WORD = re.compile(r"\w+", re.UNICODE)

@@ -1,1 +1,0 @@
-"""Model helpers shared by backends, tests and benchmarks (no pipeline logic)."""
