@@ -35,11 +35,16 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup-logs", type=int, default=5, help="log rows (steps) excluded from the mean")
-    parser.add_argument("--text", default="random")
+    parser.add_argument("--text", default="random", help="'random' (MiniLM shapes, random weights), 'minilm' "
+                                                          "or a checkpoint directory")
     parser.add_argument("--workers", type=int, default=8, help="DataLoader workers (decode + resize)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as out:
+        if args.text == "random":
+            from curate.testing.random_models import save_random_minilm
+
+            args.text = str(save_random_minilm(Path(out) / "random-minilm"))
         cfg = TrainConfig.model_validate({
             "data": {"shards": [args.shards], "max_regions": 4, "resampled": args.workers > 0,
                      "num_workers": args.workers},

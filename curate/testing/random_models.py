@@ -153,3 +153,8 @@ def random_minilm(seed: int = 0):
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
                         intermediate_size=1536, max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id)
     return BertModel(config).eval(), tokenizer
+
+
+def save_random_minilm(path: str | Path, seed: int = 0) -> Path:
+    """Write a random MiniLM-shaped sentence embedder (for training throughput without real text)."""
+    return _save(path, *random_minilm(seed))

@@ -29,7 +29,8 @@ class TrainModelConfig(Strict):
     select_k: int = Field(16, ge=1, description="high-res patches encoded per region and scale")
     embed_dim: int = Field(64, ge=8, description="shared image-text embedding size")
     text: str = Field("minilm", description="'minilm' (the bundled all-MiniLM-L6-v2, frozen), a sentence-"
-                                            "embedding checkpoint path, or 'random' (benchmarks only)")
+                                            "embedding checkpoint directory (benchmarks save random MiniLM-shaped "
+                                            "ones with curate.testing.random_models.save_random_minilm)")
     low_res_context: bool = Field(True, description="high-res tokens attend to the image's low-res tokens "
                                                     "(PS3's KV cache from stage 1)")
 

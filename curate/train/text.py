@@ -23,14 +23,9 @@ class FrozenTextEncoder:
                  cache_size: int = 200_000):
         from transformers import AutoModel, AutoTokenizer
 
-        if name == "random":  # MiniLM's shapes, random weights: for throughput benchmarks only
-            from curate.testing.random_models import random_minilm
-
-            model, self.tokenizer = random_minilm()
-        else:
-            path = resolve_text_model(name)
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModel.from_pretrained(path)
+        path = resolve_text_model(name)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModel.from_pretrained(path)
         self.model = model.to(device).eval().requires_grad_(False)
         self.device = torch.device(device)
         self.max_length = max_length

@@ -1,0 +1,130 @@
+"""Imports point one way: cli -> pipeline/stats/augment -> stages -> backends -> ops -> io -> records/config.
+
+``amg/`` imports nothing else of curate, ``train/`` only the shared config loader, and nothing in
+the package imports ``testing/`` (random models are for tests and benchmarks). Every import counts,
+also the ones inside functions, and no two modules import each other, directly or round a circle.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from tests.conftest import REPO
+
+# Most specific prefix wins. A module may import a lower rank, or its own package.
+RANKS = {
+    "curate": 0, "curate.records": 0, "curate.config": 0, "curate.rows": 0, "curate.samples": 0,
+    "curate.amg": 0,
+    "curate.io": 1, "curate.train": 1,
+    "curate.backends.types": 2,
+    "curate.ops": 3,
+    "curate.backends": 4,
+    "curate.stages": 5,
+    "curate.pipeline": 6, "curate.stats": 6,
+    "curate.augment": 7,
+    "curate.schemas": 8,
+    "curate.cli": 9,
+    "curate.testing": 10,
+}
+STANDALONE = {"curate.amg": set(), "curate.train": {"curate.config"}}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def owner(name: str, table) -> str:
+    """The longest key of ``table`` that is ``name`` or a package above it."""
+    best = ""
+    for key in table:
+        if (name == key or name.startswith(key + ".")) and len(key) > len(best):
+            best = key
+    return best
+
+
+def curate_imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("curate")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("curate") and not node.level:
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names
+                      if (REPO / node.module.replace(".", "/") / f"{a.name}.py").exists()}
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    modules = {module_name(p): p for p in (REPO / "curate").rglob("*.py")}
+    return {name: {m for m in curate_imports(path) if m in modules and m != name} for name, path in modules.items()}
+
+
+def test_every_module_has_a_rank():
+    missing = [m for m in graph() if not owner(m, RANKS)]
+    assert not missing
+
+
+def test_imports_point_one_way():
+    wrong = []
+    for name, imports in graph().items():
+        mine = owner(name, RANKS)
+        for target in imports:
+            theirs = owner(target, RANKS)
+            if theirs in (mine, "curate") or target.startswith(mine + "."):
+                continue
+            if RANKS[theirs] >= RANKS[mine]:
+                wrong.append(f"{name} -> {target}")
+    assert not wrong, "imports against the direction:\n" + "\n".join(sorted(wrong))
+
+
+def test_amg_and_train_stand_alone():
+    wrong = []
+    for name, imports in graph().items():
+        package = owner(name, STANDALONE)
+        if not package:
+            continue
+        for target in imports:
+            if not target.startswith(package) and owner(target, {k: 0 for k in STANDALONE[package]}) == "" \
+                    and target != "curate":
+                wrong.append(f"{name} -> {target}")
+    assert not wrong, "\n".join(sorted(wrong))
+
+
+def test_no_import_circles():
+    edges = graph()
+    state: dict[str, int] = {}
+    stack: list[str] = []
+    circles = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(edges[node]):
+            if state.get(nxt) == 1:
+                circles.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node)
+    # A package's __init__ that re-exports its own modules is not a circle of meaning.
+    circles = [c for c in circles if not any(m.rsplit(".", 1)[0] == c[0] or c[0] == m for m in c[1:-1])
+               or len({owner(m, RANKS) for m in c}) > 1]
+    assert not circles, "\n".join(" -> ".join(c) for c in circles)
+
+
+def test_the_check_sees_a_wrong_import(tmp_path, monkeypatch):
+    """The direction test must be able to fail: an io module importing a stage is caught."""
+    bad = REPO / "curate" / "io" / "_direction_probe.py"
+    bad.write_text("from curate.stages.regions import RegionsStage\n")
+    try:
+        wrong = [t for t in graph()["curate.io._direction_probe"]
+                 if RANKS[owner(t, RANKS)] >= RANKS["curate.io"]]
+        assert wrong == ["curate.stages.regions"]
+    finally:
+        bad.unlink()
