@@ -12,10 +12,12 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from curate.amg.params import AmgParams
 
 
 class ConfigError(ValueError):
@@ -27,6 +29,10 @@ class Strict(BaseModel):
 
 
 Fraction = Annotated[float, Field(gt=0, le=1)]
+
+# Precision names in configs, and the dtype each one is in torch and vLLM: the one map of them.
+DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+DtypeName = Literal["bf16", "fp16", "fp32"]
 
 
 # ---------------------------------------------------------------- sources
@@ -83,6 +89,10 @@ class SkimageMasksConfig(Strict):
     """CPU region proposals from scikit-image's Felzenszwalb graph segmentation (not SAM)."""
 
     backend: Literal["skimage_felzenszwalb"]
+    # Where each backend name of this section is implemented ("module:Class"); the registry in
+    # curate/backends reads these, so a backend's name lives only here.
+    IMPLEMENTATIONS: ClassVar[dict[str, str]] = {
+        "skimage_felzenszwalb": "curate.backends.masks_skimage:FelzenszwalbMasks"}
     work_side: int = Field(1024, ge=64, description="segment a copy downscaled so its long side is this")
     scale: float = Field(200.0, gt=0, description="felzenszwalb scale: larger gives larger segments")
     sigma: float = Field(0.8, ge=0)
@@ -90,34 +100,51 @@ class SkimageMasksConfig(Strict):
     max_area_frac: float = Field(0.25, gt=0, le=1, description="drop segments covering more of the image")
 
 
-class SamAmgParams(Strict):
-    """Automatic-mask-generation arguments shared by the SAM family (PS3 Table 10 defaults)."""
+_AMG = AmgParams()  # the generator's defaults (PS3 Table 10): the one home of these numbers
 
-    points_per_side: int = 24
-    points_per_batch: int = 128
-    crop_n_layers: int = 1
-    crop_n_points_downscale_factor: int = 1
-    pred_iou_thresh: float = 0.6
-    stability_score_thresh: float = 0.85
-    min_mask_region_area: int = Field(0, ge=0, le=0, description="hole/island removal: only 0 (PS3) is supported")
-    box_nms_thresh: float = 0.7
-    crop_nms_thresh: float = 0.7
-    decode_batch: int = Field(576, ge=1, description="most point prompts per decoder call; each call takes "
-                                                     "prompts of one crop, split into equal chunks (GPU; 576 = one "
-                                                     "call per crop at 24 points per side, about 11 GiB peak)")
-    compile_decoder: bool = Field(False, description="torch.compile the mask decoder on the GPU (about 15 s once per "
-                                                     "worker; a few percent faster since the fused kernels)")
-    cuda_graphs: bool = Field(True, description="replay the image encoder and the mask decoder as CUDA graphs on "
-                                                "the GPU, one per crop batch shape and per prompt count (the host "
-                                                "launches one graph instead of hundreds of kernels per call); the "
-                                                "decoder's is ignored with compile_decoder; off on the CPU")
+
+class SamAmgParams(Strict):
+    """Automatic-mask-generation arguments shared by the SAM family (defaults: curate.amg.params)."""
+
+    IMPLEMENTATIONS: ClassVar[dict[str, str]] = {"sam": "curate.backends.masks_sam:SamFamilyMasks",
+                                                 "efficientvit_sam": "curate.backends.masks_sam:SamFamilyMasks"}
+
+    points_per_side: int = Field(_AMG.points_per_side, ge=1)
+    crop_n_layers: int = Field(_AMG.crop_n_layers, ge=0)
+    crop_n_points_downscale_factor: int = Field(_AMG.crop_n_points_downscale_factor, ge=1)
+    pred_iou_thresh: float = _AMG.pred_iou_thresh
+    stability_score_thresh: float = _AMG.stability_score_thresh
+    min_mask_region_area: int = Field(_AMG.min_mask_region_area, ge=0, le=0,
+                                      description="hole/island removal: only 0 (PS3) is supported")
+    box_nms_thresh: float = _AMG.box_nms_thresh
+    crop_nms_thresh: float = _AMG.crop_nms_thresh
+    decode_batch: int = Field(_AMG.decode_batch, ge=1, description="most point prompts per decoder call; each call "
+                                                                   "takes prompts of one crop, split into equal chunks "
+                                                                   "(GPU; 576 = one call per crop at 24 points per "
+                                                                   "side, about 11 GiB peak)")
+    compile_decoder: bool = Field(_AMG.compile_decoder, description="torch.compile the mask decoder on the GPU (about "
+                                                                    "15 s once per worker; a few percent faster since "
+                                                                    "the fused kernels)")
+    cuda_graphs: bool = Field(_AMG.cuda_graphs, description="replay the image encoder and the mask decoder as CUDA "
+                                                            "graphs on the GPU, one per crop batch shape and per prompt "
+                                                            "count (the host launches one graph instead of hundreds of "
+                                                            "kernels per call); the decoder's is ignored with "
+                                                            "compile_decoder; off on the CPU")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_keys(cls, data):
+        if isinstance(data, dict) and "points_per_batch" in data:
+            raise ValueError("points_per_batch was removed: it only sized the reference generator's prompt "
+                             "batches and never changed a mask; decode_batch sets prompts per decoder call")
+        return data
 
 
 class EfficientVitSamConfig(SamAmgParams):
     backend: Literal["efficientvit_sam"]
     model: Literal["l0", "l1", "l2", "xl0", "xl1"] = "xl1"
     checkpoint: str = Field(..., description="local path or HF id of the EfficientViT-SAM weights")
-    dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+    dtype: DtypeName = "bf16"
     batch_size: int = Field(4, ge=1, description="images per GPU batch")
     num_gpus: float = Field(1.0, ge=0)
 
@@ -126,7 +153,7 @@ class SamConfig(SamAmgParams):
     backend: Literal["sam"]
     model: Literal["vit_b", "vit_l", "vit_h"] = "vit_h"
     checkpoint: str = Field(..., description="local path or HF id of the SAM weights")
-    dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+    dtype: DtypeName = "bf16"
     batch_size: int = Field(2, ge=1)
     num_gpus: float = Field(1.0, ge=0)
 
@@ -175,11 +202,13 @@ class NoCaptionConfig(Strict):
     """No captioner: regions keep no caption and the stage records that it was skipped, and why."""
 
     backend: Literal["none"] = "none"
+    IMPLEMENTATIONS: ClassVar[dict[str, str]] = {}
     reason: str = "no captioning model configured"
 
 
 class RapidOcrConfig(Strict):
     backend: Literal["rapidocr"]
+    IMPLEMENTATIONS: ClassVar[dict[str, str]] = {"rapidocr": "curate.backends.ocr_rapid:RapidOcrCaptioner"}
     min_score: float = Field(0.5, ge=0, le=1, description="drop recognised lines below this confidence")
     max_side: int = Field(2048, ge=64, description="crops larger than this are downscaled before OCR")
 
@@ -211,8 +240,20 @@ class CaptionHygieneConfig(Strict):
 class GenerationRuntimeConfig(Strict):
     """How a generative model is loaded and run (shared by the caption and retarget backends)."""
 
+    backend: str
+    # vllm runs as ray.data.llm processor stages (curate/pipeline.py), not as an object in an actor.
+    RAY_LLM_BACKEND: ClassVar[str] = "vllm"
+
+    @property
+    def runs_in_ray_llm(self) -> bool:
+        return self.backend == self.RAY_LLM_BACKEND
+
+    @property
+    def runs_in_actor(self) -> bool:
+        return self.backend in self.IMPLEMENTATIONS
+
     model: str | None = Field(None, description="HF id or local checkpoint directory")
-    dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+    dtype: DtypeName = "bf16"
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
     max_new_tokens: int = Field(256, ge=1)
     temperature: float = Field(0.0, ge=0, description="0 is greedy decoding")
@@ -230,6 +271,7 @@ class VlmConfig(GenerationRuntimeConfig):
     """MLLM captioner (Qwen2-VL / Qwen2.5-VL class) through transformers (hf) or ray.data.llm (vllm)."""
 
     backend: Literal["hf", "vllm"]
+    IMPLEMENTATIONS: ClassVar[dict[str, str]] = {"hf": "curate.backends.vlm_hf:HfVlmCaptioner"}
     model: str = Field(..., description="HF id or local checkpoint directory")
     prompt: str = "Describe in detail everything visible in this image region, including any text."
     min_pixels: int = Field(256 * 28 * 28, ge=28 * 28, description="crop pixel budget, lower bound")
@@ -276,6 +318,7 @@ class RetargetConfig(GenerationRuntimeConfig):
     (top-down selection fine-tuning data)."""
 
     backend: Literal["none", "hf", "vllm"] = "none"
+    IMPLEMENTATIONS: ClassVar[dict[str, str]] = {"hf": "curate.backends.llm_hf:HfQuestionWriter"}
     system_prompt: str = (
         "You write one question about a small region of a large image. The question must be answerable only "
         "by looking closely at that region. Reply with the question alone."
@@ -289,6 +332,10 @@ class RetargetConfig(GenerationRuntimeConfig):
     max_model_len: int = Field(4096, ge=256)
     rules: QuestionRulesConfig = Field(default_factory=QuestionRulesConfig)
     embed_image: bool = Field(False, description="question shards carry the image bytes (else the image key)")
+
+    @property
+    def enabled(self) -> bool:
+        return self.backend != "none"
 
     @model_validator(mode="after")
     def _model_for_backend(self) -> "RetargetConfig":
@@ -347,8 +394,7 @@ class PipelineConfig(Strict):
 
     @model_validator(mode="after")
     def _retarget_after_captions(self) -> "PipelineConfig":
-        natural = getattr(self.caption.natural, "backend", "none")
-        if self.retarget.backend == "hf" and natural == "vllm":
+        if self.retarget.runs_in_actor and getattr(self.caption.natural, "runs_in_ray_llm", False):
             raise ValueError("retarget.backend: hf cannot follow caption.natural.backend vllm (the captions "
                              "arrive only at the end of the stream); use vllm for both")
         return self

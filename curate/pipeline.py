@@ -122,12 +122,12 @@ def build_dataset(cfg: PipelineConfig, pending: list[dict]):
     if getattr(cfg.masks, "num_gpus", 0) and not gpus_in_cluster:
         log.warning("no GPU in the Ray cluster: the %s mask generator runs on CPU (slow)", cfg.masks.backend)
     natural = cfg.caption.natural
-    caption_gpus = natural.num_gpus if gpus_in_cluster and getattr(natural, "backend", None) == "hf" else 0
+    caption_gpus = natural.num_gpus if gpus_in_cluster and getattr(natural, "runs_in_actor", False) else 0
     stages = [
         (RegionsStage, mask_gpus, getattr(cfg.masks, "batch_size", cfg.ray.cpu_batch_size)),
         (CaptionStage, caption_gpus, cfg.ray.cpu_batch_size),
     ]
-    if cfg.retarget.backend == "hf":
+    if cfg.retarget.runs_in_actor:
         stages.append((RetargetStage, cfg.retarget.num_gpus if gpus_in_cluster else 0, cfg.ray.cpu_batch_size))
     for stage_cls, gpus, batch_size in stages:
         # GPU stages get one actor per GPU; CPU stages scale with the CPUs.
@@ -143,9 +143,9 @@ def build_dataset(cfg: PipelineConfig, pending: list[dict]):
 def llm_steps(cfg: PipelineConfig) -> list[str]:
     """Stages that run as ray.data.llm processors (vllm backends), in order."""
     steps = []
-    if getattr(cfg.caption.natural, "backend", None) == "vllm":
+    if getattr(cfg.caption.natural, "runs_in_ray_llm", False):
         steps.append("caption")
-    if cfg.retarget.backend == "vllm":
+    if cfg.retarget.runs_in_ray_llm:
         steps.append("retarget")
     return steps
 
@@ -186,7 +186,7 @@ def merge_llm_answers(cfg: PipelineConfig, row: dict, answers: list[list]) -> di
 
 def check_backends(cfg: PipelineConfig) -> None:
     """Fail before starting Ray when the config names a backend that cannot run here."""
-    backends.check_available("masks", cfg.masks.backend)
+    backends.check_available(cfg.masks)
     if llm_steps(cfg):
         try:
             import ray.data.llm  # noqa: F401
@@ -198,11 +198,8 @@ def check_backends(cfg: PipelineConfig) -> None:
     if checkpoint and not checkpoint.startswith("hf://") and not os.path.isfile(checkpoint):
         raise backends.BackendUnavailable(
             f"masks.checkpoint {checkpoint}: no such file (give a local path or hf://OWNER/REPO/FILE)")
-    for kind_cfg in (cfg.caption.natural, cfg.caption.document):
-        if kind_cfg.backend != "none":
-            backends.check_available("caption", kind_cfg.backend)
-    if cfg.retarget.backend != "none":
-        backends.check_available("retarget", cfg.retarget.backend)
+    for section in (cfg.caption.natural, cfg.caption.document, cfg.retarget):
+        backends.check_available(section)
 
 
 @dataclass

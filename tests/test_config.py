@@ -26,9 +26,25 @@ def test_shipped_pipelines_validate(name):
 def test_ps3_yaml_carries_table10_arguments():
     masks = load_config(REPO / "pipelines" / "ps3.yaml").masks
     assert (masks.backend, masks.model) == ("efficientvit_sam", "xl1")
-    assert (masks.points_per_side, masks.points_per_batch, masks.crop_n_layers,
+    assert (masks.points_per_side, masks.crop_n_layers,
             masks.crop_n_points_downscale_factor, masks.pred_iou_thresh, masks.stability_score_thresh,
-            masks.min_mask_region_area) == (24, 128, 1, 1, 0.6, 0.85, 0)
+            masks.min_mask_region_area) == (24, 1, 1, 0.6, 0.85, 0)
+
+
+def test_config_amg_defaults_are_the_generators():
+    from curate.amg.params import AmgParams
+    from curate.config import SamAmgParams
+
+    ours, theirs = SamAmgParams(), AmgParams()
+    for name in SamAmgParams.model_fields:
+        assert getattr(ours, name) == getattr(theirs, name), name
+
+
+def test_a_removed_key_gets_a_clear_error(tmp_path):
+    data = minimal()
+    data["masks"] = {"backend": "sam", "checkpoint": "x.pt", "points_per_batch": 128}
+    with pytest.raises(ConfigError, match="points_per_batch was removed: .*decode_batch"):
+        load_config(write(tmp_path, data))
 
 
 def test_unknown_key_names_file_and_key(tmp_path):

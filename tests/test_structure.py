@@ -14,18 +14,18 @@ from tests.conftest import REPO
 
 # Most specific prefix wins. A module may import a lower rank, or its own package.
 RANKS = {
-    "curate": 0, "curate.records": 0, "curate.config": 0, "curate.rows": 0, "curate.samples": 0,
     "curate.amg": 0,
-    "curate.io": 1, "curate.train": 1,
-    "curate.backends.types": 2,
-    "curate.ops": 3,
-    "curate.backends": 4,
-    "curate.stages": 5,
-    "curate.pipeline": 6, "curate.stats": 6,
-    "curate.augment": 7,
-    "curate.schemas": 8,
-    "curate.cli": 9,
-    "curate.testing": 10,
+    "curate": 1, "curate.records": 1, "curate.config": 1, "curate.rows": 1, "curate.samples": 1,
+    "curate.io": 2,
+    "curate.train": 3, "curate.backends.types": 3,
+    "curate.ops": 4,
+    "curate.backends": 5,
+    "curate.stages": 6,
+    "curate.pipeline": 7, "curate.stats": 7,
+    "curate.augment": 8,
+    "curate.schemas": 9,
+    "curate.cli": 10,
+    "curate.testing": 11,
 }
 STANDALONE = {"curate.amg": set(), "curate.train": {"curate.config"}}
 

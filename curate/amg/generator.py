@@ -14,37 +14,9 @@ from curate.amg.candidates import COLUMN, TABLE_COLUMNS, CropPlacement, Filters,
 from curate.amg.graphs import GraphedDecoder, GraphedEncoder
 from curate.amg.grid import crop_boxes, layer_point_grids, resized_shape
 from curate.amg.models import SamFamilyModel
+from curate.amg.params import AmgParams
 from curate.amg.mask_stats import mask_stats, resolve_backend, upscale_logits
 from curate.amg.transfer import upload
-
-
-@dataclass(frozen=True)
-class AmgParams:
-    """The reference generators' arguments (defaults: PS3 Table 10), plus batching knobs."""
-
-    points_per_side: int = 24
-    points_per_batch: int = 128  # kept for parity of meaning; decoding batches use decode_batch
-    pred_iou_thresh: float = 0.6
-    stability_score_thresh: float = 0.85
-    stability_score_offset: float = 1.0
-    box_nms_thresh: float = 0.7
-    crop_n_layers: int = 1
-    crop_nms_thresh: float = 0.7
-    crop_overlap_ratio: float = 512 / 1500
-    crop_n_points_downscale_factor: int = 1
-    min_mask_region_area: int = 0
-    decode_batch: int = 256  # most prompts per decoder call (one crop per call, equal chunks)
-    encode_batch: int = 8  # crops per image-encoder call
-    compile_decoder: bool = False  # torch.compile the decoder (GPU; compiled once per process and shape family)
-    # replay the encoder and the decoder (not with compile_decoder) as CUDA graphs on a GPU (graphs.py)
-    cuda_graphs: bool = True
-
-    def __post_init__(self) -> None:
-        if self.min_mask_region_area > 0:
-            raise ValueError("min_mask_region_area > 0 (hole/island removal) is not supported yet; PS3 uses 0")
-        if self.stability_score_offset < 0:
-            raise ValueError(f"stability_score_offset must be >= 0 (a band around the mask threshold), "
-                             f"got {self.stability_score_offset}")
 
 
 @dataclass

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import torch
 
 from curate.backends.types import Generation
+from curate.config import DTYPE_NAMES
 
 log = logging.getLogger("curate")
 
-TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def pick_device() -> torch.device:
@@ -23,7 +23,7 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if device.type == "cpu" and name != "fp32":
         log.info("%s requested on CPU: running in fp32", name)
         return torch.float32
-    return TORCH_DTYPES[name]
+    return getattr(torch, DTYPE_NAMES[name])
 
 
 def generation_kwargs(cfg, pad_token_id: int | None) -> dict:

@@ -19,6 +19,8 @@ from collections.abc import Callable
 
 from PIL import Image
 
+from curate.config import DTYPE_NAMES
+
 CARRIER_PROMPT = "."
 
 
@@ -37,7 +39,7 @@ def sampling_params(cfg, max_tokens: int | None = None) -> dict:
 
 def engine_kwargs(cfg, images_per_prompt: int = 0) -> dict:
     kwargs = {
-        "dtype": {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[cfg.dtype],
+        "dtype": DTYPE_NAMES[cfg.dtype],
         "tensor_parallel_size": cfg.tensor_parallel_size,
         "max_model_len": cfg.max_model_len,
         "gpu_memory_utilization": cfg.gpu_memory_utilization,

@@ -8,15 +8,12 @@ from PIL import Image
 
 from curate.amg import AmgParams, BatchedMaskGenerator
 from curate.amg.build import build_efficientvit_sam, build_sam
-from curate.config import EfficientVitSamConfig, SamConfig
+from curate.config import DTYPE_NAMES, EfficientVitSamConfig, SamConfig
 from curate.backends.types import MaskSet
-
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-
 
 def amg_params(cfg: SamConfig | EfficientVitSamConfig, device: str) -> AmgParams:
     return AmgParams(
-        points_per_side=cfg.points_per_side, points_per_batch=cfg.points_per_batch,
+        points_per_side=cfg.points_per_side,
         pred_iou_thresh=cfg.pred_iou_thresh, stability_score_thresh=cfg.stability_score_thresh,
         box_nms_thresh=cfg.box_nms_thresh, crop_n_layers=cfg.crop_n_layers, crop_nms_thresh=cfg.crop_nms_thresh,
         crop_n_points_downscale_factor=cfg.crop_n_points_downscale_factor,
@@ -34,7 +31,7 @@ class SamFamilyMasks:
         self.cfg = cfg
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         # Half precision only where it is fast; CPU runs in float32.
-        dtype = DTYPES[cfg.dtype] if self.device == "cuda" else torch.float32
+        dtype = getattr(torch, DTYPE_NAMES[cfg.dtype]) if self.device == "cuda" else torch.float32
         build = build_sam if cfg.backend == "sam" else build_efficientvit_sam
         model = build(cfg.model, cfg.checkpoint).to(self.device, dtype)
         self.generator = BatchedMaskGenerator(model, amg_params(cfg, self.device))

@@ -46,7 +46,7 @@ def skipped_stages(cfg: PipelineConfig) -> dict[str, str]:
         kind_cfg = getattr(cfg.caption, kind)
         if isinstance(kind_cfg, NoCaptionConfig):
             skipped[f"caption.{kind}"] = kind_cfg.reason
-    if cfg.retarget.backend == "none":
+    if not cfg.retarget.enabled:
         skipped["retarget"] = "no question-retargeting LLM configured"
     return skipped
 

@@ -19,7 +19,7 @@ from curate.rows import add_events, set_model
 
 
 def runs_in_ray_llm(kind_cfg) -> bool:
-    return isinstance(kind_cfg, VlmConfig) and kind_cfg.backend == "vllm"
+    return isinstance(kind_cfg, VlmConfig) and kind_cfg.runs_in_ray_llm
 
 
 def record_results(regions: list[dict], results: list[CaptionResult], source: str, model: str) -> Counter:
@@ -46,7 +46,7 @@ class CaptionStage:
             if isinstance(kind_cfg, NoCaptionConfig):
                 self.skip_reasons[kind] = kind_cfg.reason
             elif not runs_in_ray_llm(kind_cfg):
-                self.captioners[kind] = backends.build("caption", kind_cfg.backend, kind_cfg)
+                self.captioners[kind] = backends.build(kind_cfg)
         self.deferred = {kind for kind in ("natural", "document") if runs_in_ray_llm(getattr(cfg.caption, kind))}
 
     def process(self, rows: list[dict]) -> list[dict]:

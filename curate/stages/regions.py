@@ -20,7 +20,7 @@ class RegionsStage:
 
     def __init__(self, cfg: PipelineConfig):
         self.select_cfg = cfg.select
-        self.generator = backends.build("masks", cfg.masks.backend, cfg.masks)
+        self.generator = backends.build(cfg.masks)
         self.layout = None
         if cfg.select.document_regions == "ocr_layout":
             from curate.backends.layout_ocr import OcrLayoutRegions

@@ -43,7 +43,7 @@ class RetargetStage:
         from curate import backends
 
         self.cfg = cfg.retarget
-        self.writer = backends.build("retarget", self.cfg.backend, self.cfg)
+        self.writer = backends.build(self.cfg)
 
     def process(self, rows: list[dict]) -> list[dict]:
         todo = []

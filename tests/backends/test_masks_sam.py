@@ -31,7 +31,7 @@ def tiny_builders(monkeypatch):
                           crop_n_layers=0, pred_iou_thresh=0.0, stability_score_thresh=0.5),
 ])
 def test_backend_from_config_returns_full_resolution_masksets(tiny_builders, cfg):
-    gen = backends.build("masks", cfg.backend, cfg)
+    gen = backends.build(cfg)
     assert tiny_builders == [(cfg.model, cfg.checkpoint)]
     assert gen.device == "cpu" and "cpu" in gen.describe()
     assert gen.generator.params.decode_batch <= 64  # CPU caps the decoder batch
