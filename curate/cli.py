@@ -129,7 +129,8 @@ def augment_canvas(
     """Paste low-res VQA images (LLaVA JSON or a parquet table) onto 1K-4K canvases; QA is inherited
     and the pasted box recorded. Writes WebDataset shards + index + manifest; re-running resumes."""
     from curate.augment.run import run_canvas
-    from curate.config import ConfigError, load_canvas_config
+    from curate.augment.config import load_canvas_config
+    from curate.config import ConfigError
 
     overrides = list(set_ or []) + ([f"output.path={output}"] if output else [])
     try:

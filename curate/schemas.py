@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from curate.config import CanvasPipelineConfig, PipelineConfig
+from curate.augment.config import CanvasPipelineConfig
+from curate.config import PipelineConfig
 from curate.train.config import TrainConfig
 from curate.records import SCHEMA_MODELS
 from curate.stats.models import CanvasStats, CorpusStats

@@ -22,7 +22,8 @@ from PIL import Image
 
 from curate.augment.canvas import paste, plan_canvas
 from curate.augment.vqa_sources import list_vqa_items
-from curate.config import CanvasPipelineConfig, IngestConfig
+from curate.augment.config import CanvasPipelineConfig
+from curate.config import IngestConfig
 from curate.io import fs
 from curate.io.committer import Committer
 from curate.io.index import read_parts, write_index

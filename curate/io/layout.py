@@ -29,6 +29,11 @@ _NUMBERED_OR_TMP = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<n>\d{6})\.(?:tar|p
 class OutputLayout:
     root: Path
 
+    @classmethod
+    def of_shard(cls, shard: Path) -> "OutputLayout":
+        """The output that holds ``shard`` (a file in shards/ or questions/)."""
+        return cls(shard.parent.parent)
+
     @property
     def shards_dir(self) -> Path:
         return self.root / "shards"

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
+from curate.io.layout import OutputLayout
 from curate.train.score_maps import box_score_map, union_score_map
 
 IMAGE_EXTS = ("jpg", "png", "webp")
@@ -53,16 +54,16 @@ def to_tensor(image: Image.Image, side: int) -> torch.Tensor:
 @lru_cache(maxsize=16)
 def _index(root: str) -> dict[str, tuple[str, int, int]]:
     # Opened here: pyarrow would parse a path such as ``run-12:00/index.parquet`` as a URI.
-    with open(Path(root) / "index.parquet", "rb") as f:
+    with open(OutputLayout(Path(root)).index, "rb") as f:
         table = pq.read_table(f, columns=["key", "shard", "image_offset", "image_size"])
     return {k: (s, o, n) for k, s, o, n in zip(*(table[c].to_pylist() for c in table.column_names))}
 
 
 def question_image(url: str, record: dict) -> bytes:
     """A question sample's image, read by offset from the region shard of the same output."""
-    root = Path(url).parent.parent
-    shard, offset, size = _index(str(root))[record["image_key"]]
-    with open(root / "shards" / shard, "rb") as f:
+    layout = OutputLayout.of_shard(Path(url))
+    shard, offset, size = _index(str(layout.root))[record["image_key"]]
+    with open(layout.shards_dir / shard, "rb") as f:
         f.seek(offset)
         return f.read(size)
 

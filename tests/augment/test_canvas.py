@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from curate.augment.canvas import paste, plan_canvas
-from curate.config import CanvasConfig, load_canvas_config
+from curate.augment.config import CanvasConfig, load_canvas_config
 from tests.conftest import REPO
 
 CFG = CanvasConfig()

@@ -1,27 +1,19 @@
-"""Pipeline configuration: one pydantic model per stage, loaded from YAML.
+"""Pipeline configuration models: one pydantic model per stage (loading is curate/config/loading.py).
 
-Unknown keys are errors (``extra="forbid"``) and every error names the file and the dotted key.
-Backend-specific settings are discriminated unions on ``backend``, so each backend accepts only
-its own keys.
+Unknown keys are errors (``extra="forbid"``). Backend-specific settings are discriminated unions on
+``backend``, so each backend accepts only its own keys.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import re
-from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, ClassVar, Literal, Union, get_args
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from curate.amg.params import AmgParams
-
-
-class ConfigError(ValueError):
-    """A pipeline file that cannot be used; the message names the file and the key."""
 
 
 class Strict(BaseModel):
@@ -414,216 +406,13 @@ def data_hash(cfg: BaseModel) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-# ---------------------------------------------------------------- loading
+def backend_names() -> set[str]:
+    """Every backend name a config can give (the ``backend`` literals of every section's classes)."""
+    names = set()
+    for union in (MasksConfig, NaturalCaptionConfig, DocumentCaptionConfig):
+        for cls in get_args(get_args(union)[0]):
+            names |= set(get_args(cls.model_fields["backend"].annotation))
+    return names | set(get_args(RetargetConfig.model_fields["backend"].annotation))
 
 
-def _format_errors(source: str, err: ValidationError) -> str:
-    lines = [f"{source}: invalid pipeline config"]
-    for e in err.errors():
-        # Discriminated unions insert the tag into the location; keep only real keys.
-        loc = ".".join(_real_keys(e["loc"]))
-        if e["type"] == "extra_forbidden":
-            lines.append(f"  {loc}: unknown key")
-        else:
-            lines.append(f"  {loc or '<root>'}: {e['msg']}")
-    return "\n".join(lines)
-
-
-_UNION_FIELDS = {"masks", "natural", "document"}
-
-
-def _real_keys(loc: tuple) -> list[str]:
-    """Drop the backend tag pydantic inserts after a discriminated-union field."""
-    return [
-        str(part)
-        for i, part in enumerate(loc)
-        if not (i > 0 and loc[i - 1] in _UNION_FIELDS and part in _TAGS)
-    ]
-
-
-_TAGS = {"skimage_felzenszwalb", "efficientvit_sam", "sam", "none", "rapidocr", "hf", "vllm"}
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``a.b.c=value`` -> (['a','b','c'], value parsed as a YAML scalar/flow value)."""
-    if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. output.path=out/x")
-    key, raw = text.split("=", 1)
-    parts = [p for p in key.strip().split(".") if p]
-    if not parts:
-        raise ConfigError(f"--set {text!r}: empty key")
-    return parts, yaml.safe_load(raw) if raw.strip() else ""
-
-
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Set dotted keys in the raw config; a numeric part indexes a list (``sources.0.path``)."""
-    for text in overrides:
-        parts, value = parse_override(text)
-        node: Any = raw
-        for depth, part in enumerate(parts):
-            last = depth == len(parts) - 1
-            if isinstance(node, list):
-                if not part.isdigit() or int(part) >= len(node):
-                    raise ConfigError(f"--set {text!r}: {'.'.join(parts[:depth])} has no item {part}")
-                part = int(part)
-            elif not isinstance(node, dict):
-                raise ConfigError(f"--set {text!r}: {'.'.join(parts[:depth])} is not a mapping")
-            if last:
-                node[part] = value
-            else:
-                if isinstance(node, dict) and not isinstance(node.get(part), (dict, list)):
-                    node[part] = {}
-                node = node[part]
-    return raw
-
-
-def _read_yaml(path: Path, overrides: list[str] | None) -> dict:
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read config ({e.strerror or e})") from e
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a config is a mapping at the top level")
-    return apply_overrides(raw, overrides or [])
-
-
-def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
-    """Read a pipeline YAML, apply ``--set`` overrides, validate. Raises ConfigError naming the file."""
-    return load_yaml_model(PipelineConfig, "pipeline config", path, overrides)
-
-
-# ---------------------------------------------------------------- canvas augmentation (curate augment canvas)
-
-
-class VqaSourceConfig(Strict):
-    """Low-res VQA data: LLaVA-style JSON (conversations + image folder) or a parquet table."""
-
-    format: Literal["llava", "table"]
-    path: str = Field(..., description="llava: the JSON file; table: a .parquet file (HF datasets' parquet too)")
-    images: str | None = Field(None, description="llava: folder the entries' 'image' paths are relative to")
-    dataset: str | None = Field(None, description="name recorded in each record; defaults to the path's stem")
-    image_column: str = Field("image", description="table: bytes, a path, or an HF Image struct {bytes, path}")
-    question_column: str = "question"
-    answer_column: str = "answer"
-    id_column: str | None = Field(None, description="table: column with a sample id (default: row number)")
-
-
-class CanvasConfig(Strict):
-    """How each canvas is drawn (every choice comes from a generator seeded per input: deterministic)."""
-
-    long_side: tuple[int, int] = Field((1024, 4096), description="canvas long side, uniform in [lo, hi] px")
-    aspect_ratio: tuple[float, float] = Field((0.5, 2.0), description="canvas width/height, log-uniform")
-    scale: tuple[float, float] = Field(
-        (1.0, 1.0), description="pasted image scale, uniform; 1.0 pastes the source pixels unchanged")
-    backgrounds: dict[Literal["solid", "noise", "image"], float] = Field(
-        {"solid": 1.0, "noise": 1.0}, description="background kinds and their sampling weights")
-    background_images: str | None = Field(None, description="folder of background photos for 'image'")
-    seed: int = 0
-    image_format: Literal["png", "jpg"] = Field(
-        "png", description="png keeps the pasted pixels byte-identical to the decoded source")
-
-    @model_validator(mode="after")
-    def _check(self) -> "CanvasConfig":
-        if self.long_side[0] > self.long_side[1] or self.long_side[0] < 64:
-            raise ValueError("long_side: need 64 <= lo <= hi")
-        if not 0 < self.aspect_ratio[0] <= self.aspect_ratio[1]:
-            raise ValueError("aspect_ratio: need 0 < lo <= hi")
-        if not 0 < self.scale[0] <= self.scale[1]:
-            raise ValueError("scale: need 0 < lo <= hi")
-        if not self.backgrounds or min(self.backgrounds.values()) < 0 or sum(self.backgrounds.values()) <= 0:
-            raise ValueError("backgrounds: give at least one kind with a positive weight")
-        if self.backgrounds.get("image", 0) > 0 and not self.background_images:
-            raise ValueError("backgrounds.image needs background_images (a folder of photos)")
-        return self
-
-
-class CanvasPipelineConfig(Strict):
-    name: str
-    description: str = ""
-    source: VqaSourceConfig
-    canvas: CanvasConfig = Field(default_factory=CanvasConfig)
-    max_source_side: int = Field(4096, ge=16, description="sources larger than this are quarantined")
-    output: OutputConfig = Field(default_factory=lambda: OutputConfig(path="out/canvas", shard_max_samples=500))
-    ray: RayConfig = Field(default_factory=RayConfig)
-
-    def sha256(self) -> str:
-        return data_hash(self)
-
-
-def _split_backend_switches(overrides: list[str] | None) -> tuple[dict[tuple[str, ...], str], list[str]]:
-    """Sections whose backend a ``--set SECTION.backend=NAME`` chooses (section path -> NAME), and
-    the other overrides."""
-    switches, others = {}, []
-    for text in overrides or []:
-        parts, value = parse_override(text)
-        if parts[-1] == "backend" and isinstance(value, str):
-            switches[tuple(parts[:-1])] = value
-        else:
-            others.append(text)
-    return switches, others
-
-
-def _unknown_keys(model: type[BaseModel], raw: dict) -> set[str]:
-    """Dotted names of the keys ``model`` does not take in ``raw``."""
-    try:
-        model.model_validate(raw)
-    except ValidationError as e:
-        return {".".join(map(str, _real_keys(x["loc"]))) for x in e.errors() if x["type"] == "extra_forbidden"}
-    return set()
-
-
-def _drop_keys_of_replaced_backends(raw: dict, before: dict, model: type[BaseModel],
-                                    switches: dict[tuple[str, ...], str], err: ValidationError) -> list[str]:
-    """Options of a backend that ``--set`` replaced (keys the new backend does not take that the
-    old one did, i.e. valid in ``before``, the config without the switches): removed from ``raw``;
-    returns their dotted names."""
-    unknown_before = _unknown_keys(model, before)
-    dropped = []
-    for e in err.errors():
-        loc = e["loc"]
-        if e["type"] != "extra_forbidden" or len(loc) < 3:
-            continue
-        section, tag, key = tuple(str(part) for part in loc[:-2]), loc[-2], loc[-1]
-        name = ".".join(section + (str(key),))
-        if switches.get(section) != tag or name in unknown_before:
-            continue
-        node: Any = raw
-        for part in section:
-            node = node[int(part)] if isinstance(node, list) else node[part]
-        node.pop(key, None)
-        dropped.append(name)
-    return dropped
-
-
-def _config_error(path: str | Path, what: str, err: ValidationError) -> ConfigError:
-    return ConfigError(_format_errors(str(path), err).replace("pipeline config", what))
-
-
-def load_yaml_model(model: type[BaseModel], what: str, path: str | Path, overrides: list[str] | None = None):
-    """Read a YAML file, apply ``--set`` overrides and validate it as ``model``; errors name the file.
-
-    ``--set SECTION.backend=NAME`` replaces a section's backend: the old backend's options that
-    NAME does not take are dropped, with a warning naming them (any other unknown key is an error)."""
-    raw = _read_yaml(Path(path), overrides)
-    try:
-        return model.model_validate(raw)
-    except ValidationError as e:
-        switches, others = _split_backend_switches(overrides)
-        dropped = _drop_keys_of_replaced_backends(raw, _read_yaml(Path(path), others), model, switches, e) \
-            if switches else []
-        if not dropped:
-            raise _config_error(path, what, e) from e
-    logging.getLogger(__name__).warning("%s: --set chose another backend; dropped the old backend's options: %s",
-                                        path, ", ".join(dropped))
-    try:
-        return model.model_validate(raw)
-    except ValidationError as e:
-        raise _config_error(path, what, e) from e
-
-
-def load_canvas_config(path: str | Path, overrides: list[str] | None = None) -> CanvasPipelineConfig:
-    return load_yaml_model(CanvasPipelineConfig, "canvas config", path, overrides)
+__all__ = ["CaptionConfig", "CaptionHygieneConfig", "DTYPE_NAMES", "DocumentCaptionConfig", "DtypeName", "EfficientVitSamConfig", "Fraction", "GenerationRuntimeConfig", "ImageKind", "IngestConfig", "MasksConfig", "NaturalCaptionConfig", "NoCaptionConfig", "OutputConfig", "PipelineConfig", "QuestionRulesConfig", "RapidOcrConfig", "RayConfig", "RetargetConfig", "SamAmgParams", "SamConfig", "SelectConfig", "SkimageMasksConfig", "SourceConfig", "Strict", "VlmConfig", "backend_names", "data_hash"]

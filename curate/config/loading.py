@@ -1,0 +1,166 @@
+"""Loading configs from YAML: ``--set`` overrides, backend switches, errors that name file and key."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from curate.config.models import PipelineConfig, backend_names
+
+
+class ConfigError(ValueError):
+    """A pipeline file that cannot be used; the message names the file and the key."""
+
+
+def _format_errors(source: str, err: ValidationError) -> str:
+    lines = [f"{source}: invalid pipeline config"]
+    for e in err.errors():
+        # Discriminated unions insert the tag into the location; keep only real keys.
+        loc = ".".join(_real_keys(e["loc"]))
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {loc}: unknown key")
+        else:
+            lines.append(f"  {loc or '<root>'}: {e['msg']}")
+    return "\n".join(lines)
+
+
+_UNION_FIELDS = {"masks", "natural", "document"}
+
+
+def _real_keys(loc: tuple) -> list[str]:
+    """Drop the backend tag pydantic inserts after a discriminated-union field."""
+    return [
+        str(part)
+        for i, part in enumerate(loc)
+        if not (i > 0 and loc[i - 1] in _UNION_FIELDS and part in _TAGS)
+    ]
+
+
+_TAGS = backend_names()
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` -> (['a','b','c'], value parsed as a YAML scalar/flow value)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. output.path=out/x")
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"--set {text!r}: empty key")
+    return parts, yaml.safe_load(raw) if raw.strip() else ""
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Set dotted keys in the raw config; a numeric part indexes a list (``sources.0.path``)."""
+    for text in overrides:
+        parts, value = parse_override(text)
+        node: Any = raw
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"--set {text!r}: {'.'.join(parts[:depth])} has no item {part}")
+                part = int(part)
+            elif not isinstance(node, dict):
+                raise ConfigError(f"--set {text!r}: {'.'.join(parts[:depth])} is not a mapping")
+            if last:
+                node[part] = value
+            else:
+                if isinstance(node, dict) and not isinstance(node.get(part), (dict, list)):
+                    node[part] = {}
+                node = node[part]
+    return raw
+
+
+def _read_yaml(path: Path, overrides: list[str] | None) -> dict:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config ({e.strerror or e})") from e
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a config is a mapping at the top level")
+    return apply_overrides(raw, overrides or [])
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
+    """Read a pipeline YAML, apply ``--set`` overrides, validate. Raises ConfigError naming the file."""
+    return load_yaml_model(PipelineConfig, "pipeline config", path, overrides)
+
+
+def _split_backend_switches(overrides: list[str] | None) -> tuple[dict[tuple[str, ...], str], list[str]]:
+    """Sections whose backend a ``--set SECTION.backend=NAME`` chooses (section path -> NAME), and
+    the other overrides."""
+    switches, others = {}, []
+    for text in overrides or []:
+        parts, value = parse_override(text)
+        if parts[-1] == "backend" and isinstance(value, str):
+            switches[tuple(parts[:-1])] = value
+        else:
+            others.append(text)
+    return switches, others
+
+
+def _unknown_keys(model: type[BaseModel], raw: dict) -> set[str]:
+    """Dotted names of the keys ``model`` does not take in ``raw``."""
+    try:
+        model.model_validate(raw)
+    except ValidationError as e:
+        return {".".join(map(str, _real_keys(x["loc"]))) for x in e.errors() if x["type"] == "extra_forbidden"}
+    return set()
+
+
+def _drop_keys_of_replaced_backends(raw: dict, before: dict, model: type[BaseModel],
+                                    switches: dict[tuple[str, ...], str], err: ValidationError) -> list[str]:
+    """Options of a backend that ``--set`` replaced (keys the new backend does not take that the
+    old one did, i.e. valid in ``before``, the config without the switches): removed from ``raw``;
+    returns their dotted names."""
+    unknown_before = _unknown_keys(model, before)
+    dropped = []
+    for e in err.errors():
+        loc = e["loc"]
+        if e["type"] != "extra_forbidden" or len(loc) < 3:
+            continue
+        section, tag, key = tuple(str(part) for part in loc[:-2]), loc[-2], loc[-1]
+        name = ".".join(section + (str(key),))
+        if switches.get(section) != tag or name in unknown_before:
+            continue
+        node: Any = raw
+        for part in section:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        node.pop(key, None)
+        dropped.append(name)
+    return dropped
+
+
+def _config_error(path: str | Path, what: str, err: ValidationError) -> ConfigError:
+    return ConfigError(_format_errors(str(path), err).replace("pipeline config", what))
+
+
+def load_yaml_model(model: type[BaseModel], what: str, path: str | Path, overrides: list[str] | None = None):
+    """Read a YAML file, apply ``--set`` overrides and validate it as ``model``; errors name the file.
+
+    ``--set SECTION.backend=NAME`` replaces a section's backend: the old backend's options that
+    NAME does not take are dropped, with a warning naming them (any other unknown key is an error)."""
+    raw = _read_yaml(Path(path), overrides)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        switches, others = _split_backend_switches(overrides)
+        dropped = _drop_keys_of_replaced_backends(raw, _read_yaml(Path(path), others), model, switches, e) \
+            if switches else []
+        if not dropped:
+            raise _config_error(path, what, e) from e
+    logging.getLogger(__name__).warning("%s: --set chose another backend; dropped the old backend's options: %s",
+                                        path, ", ".join(dropped))
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        raise _config_error(path, what, e) from e
