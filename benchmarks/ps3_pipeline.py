@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--ocr", action="store_true", help="caption documents with RapidOCR (needs rapidocr)")
     parser.add_argument("--result", type=Path, help="where to write the JSON summary (default: WORKDIR)")
     parser.add_argument("--set", action="append", default=[], dest="overrides",
-                        help="extra config override, e.g. masks.points_per_side=4 for a CPU smoke run")
+                        help="extra config override, e.g. masks.natural.points_per_side=4 for a CPU smoke run")
     args = parser.parse_args()
     images, out = args.workdir / "images", args.workdir / "out"
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -75,7 +75,7 @@ def main() -> None:
     torch.save(make_confident(build_efficientvit_sam(args.model)).net.state_dict(), checkpoint)
     pipeline = without_language_models(args.workdir / "ps3.yaml", args.ocr)
     command = ["run", str(pipeline), "-i", str(images), "-o", str(out),
-               "--set", f"masks.checkpoint={checkpoint}", "--set", f"masks.model={args.model}",
+               "--set", f"masks.natural.checkpoint={checkpoint}", "--set", f"masks.natural.model={args.model}",
                "--set", "ingest.min_side=256"]
     for override in args.overrides:
         command += ["--set", override]

@@ -48,7 +48,7 @@ def main() -> None:
         torch.manual_seed(0)
         torch.save(make_confident(build_efficientvit_sam(args.model)).net.state_dict(), checkpoint)
     cfg = load_config(REPO / "pipelines" / "ps3.yaml", [
-        f"masks.checkpoint={checkpoint}", f"masks.model={args.model}", f"masks.batch_size={args.batch_size}",
+        f"masks.natural.checkpoint={checkpoint}", f"masks.natural.model={args.model}", f"masks.natural.batch_size={args.batch_size}",
         "ingest.min_side=256"])
     files = sorted(p for p in args.images.rglob("*") if p.suffix.lower() in {".jpg", ".png", ".jpeg", ".webp"})
     rows = [ingest_row(new_row(str(p), "bench"), cfg.ingest) for p in files]

@@ -100,7 +100,7 @@ def main() -> None:
     raw = yaml.safe_load((REPO / "pipelines" / "local.yaml").read_text())
     raw["sources"] = [{"type": "dir", "path": str(inputs), "kind": "natural"}]
     raw["ingest"]["min_side"] = 128
-    raw["masks"]["work_side"] = 256
+    raw["masks"]["natural"]["work_side"] = 256
     raw["output"] = {"path": str(args.workdir / "out"), "shard_max_samples": 1000}
     raw["ray"] = {"progress": False, "ingest_batch_size": 32, "cpu_batch_size": 16}
     config = args.workdir / "scale.yaml"

@@ -118,13 +118,13 @@ def build_dataset(cfg: PipelineConfig, pending: list[dict]):
     ds = ds.map_batches(ingest_batch, fn_kwargs={"cfg": cfg}, batch_format="pyarrow",
                         batch_size=cfg.ray.ingest_batch_size, num_cpus=0.5)
     gpus_in_cluster = int(ray.cluster_resources().get("GPU", 0))
-    mask_gpus = getattr(cfg.masks, "num_gpus", 0) if gpus_in_cluster else 0
-    if getattr(cfg.masks, "num_gpus", 0) and not gpus_in_cluster:
-        log.warning("no GPU in the Ray cluster: the %s mask generator runs on CPU (slow)", cfg.masks.backend)
+    mask_gpus = cfg.masks.num_gpus if gpus_in_cluster else 0
+    if cfg.masks.num_gpus and not gpus_in_cluster:
+        log.warning("no GPU in the Ray cluster: the %s mask generator runs on CPU (slow)", cfg.masks.natural.backend)
     natural = cfg.caption.natural
     caption_gpus = natural.num_gpus if gpus_in_cluster and getattr(natural, "runs_in_actor", False) else 0
     stages = [
-        (RegionsStage, mask_gpus, getattr(cfg.masks, "batch_size", cfg.ray.cpu_batch_size)),
+        (RegionsStage, mask_gpus, cfg.masks.batch_size or cfg.ray.cpu_batch_size),
         (CaptionStage, caption_gpus, cfg.ray.cpu_batch_size),
     ]
     if cfg.retarget.runs_in_actor:
@@ -186,7 +186,8 @@ def merge_llm_answers(cfg: PipelineConfig, row: dict, answers: list[list]) -> di
 
 def check_backends(cfg: PipelineConfig) -> None:
     """Fail before starting Ray when the config names a backend that cannot run here."""
-    backends.check_available(cfg.masks)
+    for section in cfg.masks.sections():
+        backends.check_available(section)
     if llm_steps(cfg):
         try:
             import ray.data.llm  # noqa: F401
@@ -194,10 +195,11 @@ def check_backends(cfg: PipelineConfig) -> None:
         except ImportError as e:
             raise backends.BackendUnavailable(
                 f"the vllm backend needs vLLM and ray.data.llm: pip install 'curate[vllm]' ({e})") from e
-    checkpoint = getattr(cfg.masks, "checkpoint", None)
-    if checkpoint and not checkpoint.startswith("hf://") and not os.path.isfile(checkpoint):
-        raise backends.BackendUnavailable(
-            f"masks.checkpoint {checkpoint}: no such file (give a local path or hf://OWNER/REPO/FILE)")
+    for kind, section in (("natural", cfg.masks.natural), ("document", cfg.masks.document)):
+        checkpoint = getattr(section, "checkpoint", None)
+        if checkpoint and not checkpoint.startswith("hf://") and not os.path.isfile(checkpoint):
+            raise backends.BackendUnavailable(f"masks.{kind}.checkpoint {checkpoint}: no such file (give a local "
+                                              "path or hf://OWNER/REPO/FILE)")
     for section in (cfg.caption.natural, cfg.caption.document, cfg.retarget):
         backends.check_available(section)
 

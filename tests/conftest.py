@@ -123,7 +123,7 @@ def sample_dir(tmp_path_factory) -> Path:
 def local_overrides(out: Path, sources_path: Path) -> list[str]:
     """Settings that keep test runs short on 2 cores without changing any code path."""
     return [f"output.path={out}", f"sources.0.path={sources_path}", "sources.0.type=dir",
-            "output.shard_max_samples=2", "masks.work_side=640", "ray.progress=false"]
+            "output.shard_max_samples=2", "masks.natural.work_side=640", "ray.progress=false"]
 
 
 @pytest.fixture(scope="session")

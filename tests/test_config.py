@@ -14,7 +14,7 @@ def write(tmp_path: Path, data: dict) -> Path:
 
 
 def minimal() -> dict:
-    return {"name": "t", "sources": [{"type": "dir", "path": "x"}], "masks": {"backend": "skimage_felzenszwalb"}}
+    return {"name": "t", "sources": [{"type": "dir", "path": "x"}], "masks": {"natural": {"backend": "skimage_felzenszwalb"}}}
 
 
 @pytest.mark.parametrize("name", ["local.yaml", "ps3.yaml"])
@@ -24,7 +24,7 @@ def test_shipped_pipelines_validate(name):
 
 
 def test_ps3_yaml_carries_table10_arguments():
-    masks = load_config(REPO / "pipelines" / "ps3.yaml").masks
+    masks = load_config(REPO / "pipelines" / "ps3.yaml").masks.natural
     assert (masks.backend, masks.model) == ("efficientvit_sam", "xl1")
     assert (masks.points_per_side, masks.crop_n_layers,
             masks.crop_n_points_downscale_factor, masks.pred_iou_thresh, masks.stability_score_thresh,
@@ -42,7 +42,7 @@ def test_config_amg_defaults_are_the_generators():
 
 def test_a_removed_key_gets_a_clear_error(tmp_path):
     data = minimal()
-    data["masks"] = {"backend": "sam", "checkpoint": "x.pt", "points_per_batch": 128}
+    data["masks"] = {"natural": {"backend": "sam", "checkpoint": "x.pt", "points_per_batch": 128}}
     with pytest.raises(ConfigError, match="points_per_batch was removed: .*decode_batch"):
         load_config(write(tmp_path, data))
 
@@ -59,8 +59,8 @@ def test_unknown_key_names_file_and_key(tmp_path):
 
 def test_unknown_key_inside_backend_union_names_the_key(tmp_path):
     data = minimal()
-    data["masks"]["points_per_side"] = 24  # a SAM key, not a felzenszwalb one
-    with pytest.raises(ConfigError, match=r"masks\.points_per_side: unknown key"):
+    data["masks"]["natural"]["points_per_side"] = 24  # a SAM key, not a felzenszwalb one
+    with pytest.raises(ConfigError, match=r"masks\.natural\.points_per_side: unknown key"):
         load_config(write(tmp_path, data))
 
 
@@ -89,7 +89,7 @@ def test_bad_value_and_unknown_backend(tmp_path):
     with pytest.raises(ConfigError, match=r"select\.max_boxes"):
         load_config(write(tmp_path, data))
     data = minimal()
-    data["masks"] = {"backend": "magic"}
+    data["masks"] = {"natural": {"backend": "magic"}}
     with pytest.raises(ConfigError, match="masks"):
         load_config(write(tmp_path, data))
 
@@ -127,3 +127,23 @@ def test_retarget_backend_needs_a_model(tmp_path):
     data["retarget"] = {"backend": "hf"}
     with pytest.raises(ConfigError, match="needs a model"):
         load_config(write(tmp_path, data))
+
+
+def test_old_masks_form_and_moved_select_keys_get_clear_errors(tmp_path):
+    data = minimal()
+    data["masks"] = {"backend": "skimage_felzenszwalb"}
+    with pytest.raises(ConfigError, match="masks is set per image kind now"):
+        load_config(write(tmp_path, data))
+    data = minimal()
+    data["select"] = {"document_regions": "ocr_layout"}
+    with pytest.raises(ConfigError, match="document_regions moved: .*backend: ocr_layout"):
+        load_config(write(tmp_path, data))
+
+
+def test_documents_can_have_their_own_mask_backend(tmp_path):
+    data = minimal()
+    data["masks"]["document"] = {"backend": "ocr_layout", "max_side": 1024}
+    cfg = load_config(write(tmp_path, data))
+    assert cfg.masks.for_kind("document").max_side == 1024
+    assert cfg.masks.for_kind("natural").backend == "skimage_felzenszwalb"
+    assert load_config(REPO / "pipelines" / "local.yaml").masks.for_kind("document").backend == "skimage_felzenszwalb"

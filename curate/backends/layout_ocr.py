@@ -12,12 +12,14 @@ import logging
 import numpy as np
 from PIL import Image
 
+from curate.config import OcrLayoutMasksConfig
 from curate.ops.images import fit_within
 from curate.backends.types import MaskSet
 
 
 class OcrLayoutRegions:
-    def __init__(self, max_side: int = 2048):
+    def __init__(self, cfg: OcrLayoutMasksConfig | None = None, max_side: int | None = None):
+        max_side = max_side or (cfg.max_side if cfg is not None else 2048)
         from rapidocr import RapidOCR
 
         logging.getLogger("RapidOCR").setLevel(logging.ERROR)

@@ -150,9 +150,53 @@ class SamConfig(SamAmgParams):
     num_gpus: float = Field(1.0, ge=0)
 
 
-MasksConfig = Annotated[
-    Union[SkimageMasksConfig, EfficientVitSamConfig, SamConfig], Field(discriminator="backend")
+class OcrLayoutMasksConfig(Strict):
+    """Documents: RapidOCR's text detector finds text lines; each line counts as a small mask, and the
+    selection's windows (``window_fracs``) grow to whole lines, so boxes are text blocks whose OCR is
+    the caption."""
+
+    backend: Literal["ocr_layout"]
+    IMPLEMENTATIONS: ClassVar[dict[str, str]] = {"ocr_layout": "curate.backends.layout_ocr:OcrLayoutRegions"}
+    max_side: int = Field(2048, ge=256, description="the page is detected at this long side")
+    window_fracs: list[Fraction] = Field(
+        [0.2, 0.35, 0.5], min_length=1, description="selection windows for text blocks, as fractions of the "
+                                                    "shorter side (text blocks are larger than small objects)")
+
+
+MaskBackendConfig = Annotated[
+    Union[SkimageMasksConfig, EfficientVitSamConfig, SamConfig, OcrLayoutMasksConfig], Field(discriminator="backend")
 ]
+
+
+class MasksConfig(Strict):
+    """Mask generation per image kind, like captions: ``document`` unset means the same as ``natural``."""
+
+    natural: MaskBackendConfig
+    document: MaskBackendConfig | None = Field(None, description="documents' backend; null: natural's")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_form(cls, data):
+        if isinstance(data, dict) and "backend" in data:
+            raise ValueError("masks is set per image kind now: write masks: {natural: {backend: "
+                             f"{data['backend']}, ...}} (document defaults to the same; documents can use "
+                             "backend: ocr_layout)")
+        return data
+
+    def for_kind(self, kind: str):
+        return self.document if kind == "document" and self.document is not None else self.natural
+
+    def sections(self) -> list:
+        """The distinct backend sections in use (one when documents share natural's)."""
+        return [self.natural] + ([self.document] if self.document is not None else [])
+
+    @property
+    def num_gpus(self) -> float:
+        return max(getattr(section, "num_gpus", 0) for section in self.sections())
+
+    @property
+    def batch_size(self) -> int | None:
+        return getattr(self.natural, "batch_size", None)
 
 
 # ---------------------------------------------------------------- select
@@ -179,12 +223,16 @@ class SelectConfig(Strict):
     tighten: bool = Field(True, description="shrink each window to the union of its masks' boxes")
     expand_to_members: bool = Field(
         False, description="instead, grow each window to the union of its masks' boxes (whole text lines)")
-    document_regions: Literal["masks", "ocr_layout"] = Field(
-        "masks", description="documents: select from segmentation masks, or from OCR-detected text lines")
-    layout_max_side: int = Field(2048, ge=256, description="ocr_layout: page downscaled to this long side")
-    layout_window_fracs: list[Fraction] = Field(
-        [0.2, 0.35, 0.5], min_length=1, description="ocr_layout: window sides for documents (text blocks are larger than "
-                                      "small objects); windows grow to whole text lines")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_keys(cls, data):
+        moved = {"document_regions", "layout_max_side", "layout_window_fracs"} & set(data or {})
+        if moved:
+            raise ValueError(f"{', '.join(sorted(moved))} moved: text-line regions for documents are a mask "
+                             "backend now: masks: {document: {backend: ocr_layout, max_side: 2048, "
+                             "window_fracs: [0.2, 0.35, 0.5]}}")
+        return data
 
 
 # ---------------------------------------------------------------- caption
@@ -409,10 +457,10 @@ def data_hash(cfg: BaseModel) -> str:
 def backend_names() -> set[str]:
     """Every backend name a config can give (the ``backend`` literals of every section's classes)."""
     names = set()
-    for union in (MasksConfig, NaturalCaptionConfig, DocumentCaptionConfig):
+    for union in (MaskBackendConfig, NaturalCaptionConfig, DocumentCaptionConfig):
         for cls in get_args(get_args(union)[0]):
             names |= set(get_args(cls.model_fields["backend"].annotation))
     return names | set(get_args(RetargetConfig.model_fields["backend"].annotation))
 
 
-__all__ = ["CaptionConfig", "CaptionHygieneConfig", "DTYPE_NAMES", "DocumentCaptionConfig", "DtypeName", "EfficientVitSamConfig", "Fraction", "GenerationRuntimeConfig", "ImageKind", "IngestConfig", "MasksConfig", "NaturalCaptionConfig", "NoCaptionConfig", "OutputConfig", "PipelineConfig", "QuestionRulesConfig", "RapidOcrConfig", "RayConfig", "RetargetConfig", "SamAmgParams", "SamConfig", "SelectConfig", "SkimageMasksConfig", "SourceConfig", "Strict", "VlmConfig", "backend_names", "data_hash"]
+__all__ = ["CaptionConfig", "CaptionHygieneConfig", "DTYPE_NAMES", "DocumentCaptionConfig", "DtypeName", "EfficientVitSamConfig", "Fraction", "GenerationRuntimeConfig", "ImageKind", "IngestConfig", "MaskBackendConfig", "MasksConfig", "NaturalCaptionConfig", "NoCaptionConfig", "OcrLayoutMasksConfig", "OutputConfig", "PipelineConfig", "QuestionRulesConfig", "RapidOcrConfig", "RayConfig", "RetargetConfig", "SamAmgParams", "SamConfig", "SelectConfig", "SkimageMasksConfig", "SourceConfig", "Strict", "VlmConfig", "backend_names", "data_hash"]

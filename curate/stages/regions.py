@@ -9,43 +9,47 @@ import json
 from collections import Counter
 
 from curate import backends
-from curate.config import PipelineConfig
+from curate.backends.types import MaskGenerator
+from curate.config import OcrLayoutMasksConfig, PipelineConfig, SelectConfig
 from curate.ops.images import decode_rgb
 from curate.rows import add_events, set_model
 from curate.ops.select import select_salient_boxes
+
+
+def select_config_for(select: SelectConfig, masks_section) -> SelectConfig:
+    """Text-line "masks" are selected with their own windows, grown to whole lines."""
+    if isinstance(masks_section, OcrLayoutMasksConfig):
+        return select.model_copy(update={"window_fracs": masks_section.window_fracs, "expand_to_members": True})
+    return select
 
 
 class RegionsStage:
     name = "regions"
 
     def __init__(self, cfg: PipelineConfig):
-        self.select_cfg = cfg.select
-        self.generator = backends.build(cfg.masks)
-        self.layout = None
-        if cfg.select.document_regions == "ocr_layout":
-            from curate.backends.layout_ocr import OcrLayoutRegions
-
-            self.layout = OcrLayoutRegions(cfg.select.layout_max_side)
-        self.layout_select_cfg = cfg.select.model_copy(
-            update={"window_fracs": cfg.select.layout_window_fracs, "expand_to_members": True})
-
-    def generator_for(self, row: dict):
-        return self.layout if self.layout is not None and row["kind"] == "document" else self.generator
+        # One generator per distinct backend section; documents share natural's unless set.
+        self.generators: dict[str, MaskGenerator] = {}
+        self.select_cfgs: dict[str, SelectConfig] = {}
+        for kind in ("natural", "document"):
+            section = cfg.masks.for_kind(kind)
+            shared = next((k for k in self.generators if cfg.masks.for_kind(k) is section), None)
+            self.generators[kind] = self.generators[shared] if shared else backends.build(section)
+            self.select_cfgs[kind] = select_config_for(cfg.select, section)
 
     def process(self, rows: list[dict]) -> list[dict]:
-        groups: dict[int, tuple[object, list[dict]]] = {}
+        groups: dict[int, tuple[str, list[dict]]] = {}
         for row in rows:
             if row["status"] == "ok":
-                generator = self.generator_for(row)
-                groups.setdefault(id(generator), (generator, []))[1].append(row)
-        for generator, mine in groups.values():
-            self._process(mine, generator)
+                kind = "document" if row["kind"] == "document" else "natural"
+                groups.setdefault(id(self.generators[kind]), (kind, []))[1].append(row)
+        for kind, mine in groups.values():
+            self._process(mine, kind)
         return rows
 
-    def _process(self, live: list[dict], generator) -> None:
+    def _process(self, live: list[dict], kind: str) -> None:
+        generator, select_cfg = self.generators[kind], self.select_cfgs[kind]
         images = [decode_rgb(r["image"]) for r in live]
         for row, masks in zip(live, generator.generate(images)):
-            select_cfg = self.layout_select_cfg if generator is self.layout else self.select_cfg
             picked = select_salient_boxes(masks.boxes, masks.areas, row["width"], row["height"], select_cfg)
             w, h = row["width"], row["height"]
             row["regions"] = json.dumps([

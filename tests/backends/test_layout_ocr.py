@@ -6,7 +6,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from curate.backends.layout_ocr import OcrLayoutRegions
 from curate.backends.ocr_rapid import RapidOcrCaptioner
-from curate.config import RapidOcrConfig, SelectConfig
+from curate.stages.regions import select_config_for
+from curate.config import OcrLayoutMasksConfig, RapidOcrConfig, SelectConfig
 from curate.ops.select import select_salient_boxes
 
 PARAGRAPHS = {
@@ -39,7 +40,7 @@ def test_text_lines_are_detected_where_they_were_drawn(page):
 
 def test_selected_layout_regions_are_captioned_with_their_text(page):
     [masks] = OcrLayoutRegions().generate([page])
-    cfg = SelectConfig(window_fracs=SelectConfig().layout_window_fracs, expand_to_members=True)
+    cfg = select_config_for(SelectConfig(), OcrLayoutMasksConfig(backend="ocr_layout"))
     picked = select_salient_boxes(masks.boxes, masks.areas, page.width, page.height, cfg)
     assert 1 <= len(picked) <= 4
     captions = RapidOcrCaptioner(RapidOcrConfig(backend="rapidocr")).caption(page, [b.box for b in picked])

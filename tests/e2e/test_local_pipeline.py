@@ -20,7 +20,7 @@ def pipeline_yaml(tmp_path: Path, sources: list[dict], out: Path, **extra) -> Pa
     raw = yaml.safe_load((REPO / "pipelines" / "local.yaml").read_text())
     raw["sources"] = sources
     raw["output"].update(path=str(out), shard_max_samples=3)
-    raw["masks"]["work_side"] = 640
+    raw["masks"]["natural"]["work_side"] = 640
     raw["ray"].update(progress=False)
     for key, value in extra.items():
         raw[key].update(value)

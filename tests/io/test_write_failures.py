@@ -20,7 +20,7 @@ def config(tmp_path, out):
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump({
         "name": "t", "sources": [{"type": "dir", "path": str(tmp_path / "in")}],
-        "masks": {"backend": "skimage_felzenszwalb"},
+        "masks": {"natural": {"backend": "skimage_felzenszwalb"}},
         "output": {"path": str(out), "shard_max_samples": 2}, "ray": {"progress": False},
     }))
     return path

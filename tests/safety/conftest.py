@@ -19,7 +19,7 @@ from tests.conftest import noise_image, png_bytes
 def write_config(tmp_path: Path, sources: list[dict], out: Path, **output) -> Path:
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump({
-        "name": "safety", "sources": sources, "masks": {"backend": "skimage_felzenszwalb"},
+        "name": "safety", "sources": sources, "masks": {"natural": {"backend": "skimage_felzenszwalb"}},
         "output": {"path": str(out), "shard_max_samples": 2, **output}, "ray": {"progress": False},
     }))
     return path

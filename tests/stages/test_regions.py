@@ -26,8 +26,8 @@ def page_file(folder):
 def test_documents_use_ocr_layout_and_photos_use_masks(tmp_path):
     photo = tmp_path / "photo.jpg"
     noise_image(1600, 1200, seed=3).save(photo, quality=90)
-    cfg = load_config(REPO / "pipelines" / "local.yaml", ["select.document_regions=ocr_layout",
-                                                           "masks.work_side=512"])
+    cfg = load_config(REPO / "pipelines" / "local.yaml", ["masks.document.backend=ocr_layout",
+                                                           "masks.natural.work_side=512"])
     rows = [ingest_row(new_row(str(p), "t"), cfg.ingest) for p in (page_file(tmp_path), photo)]
     assert [r["kind"] for r in rows] == ["document", "natural"]
     RegionsStage(cfg).process(rows)

@@ -43,7 +43,7 @@ def make_corpus(root: Path, name: str = "t") -> Path:
     2500x2000 (4 boxes 200x100, no caption), 1 quarantined input."""
     cfg_path = root / f"{name}.yaml"
     cfg_path.write_text(yaml.safe_dump({"name": name, "sources": [{"type": "dir", "path": "x"}],
-                                        "masks": {"backend": "skimage_felzenszwalb"},
+                                        "masks": {"natural": {"backend": "skimage_felzenszwalb"}},
                                         "output": {"path": str(root / name), "shard_max_samples": 2}}))
     cfg = load_config(cfg_path)
     writer = CorpusWriter(cfg.output.path, cfg).open()
