@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test schema clean-demo
+.PHONY: demo test fast schema clean-demo
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,11 @@ demo: $(STAMP)
 	$(BIN)/curate stats out/local
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 schema: $(STAMP)
 	$(BIN)/curate schema

@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from curate.amg import AmgParams, BatchedMaskGenerator  # noqa: E402
 from curate.amg.build import build_efficientvit_sam, build_sam  # noqa: E402
-from curate.testing.tiny_sam import make_confident, tiny_sam  # noqa: E402
 from curate.amg.graphs import warm_up  # noqa: E402
 from curate.testing.parity import compare, reference_arrays  # noqa: E402
+from curate.testing.tiny_sam import make_confident, tiny_sam  # noqa: E402
 
 TABLE10 = dict(points_per_side=24, points_per_batch=128, crop_n_layers=1, crop_n_points_downscale_factor=1,
                pred_iou_thresh=0.6, stability_score_thresh=0.85, min_mask_region_area=0)
@@ -176,7 +176,7 @@ def run(args) -> list[dict]:
                     row["speedup_bf16"] = row["reference_fp32_s"] / row["ours_bf16_s"]
             print(json.dumps(row), flush=True)
             rows.append(row)
-        del model
+        model = None  # frees the weights before the next model is built
         if device == "cuda":
             torch.cuda.empty_cache()
     return rows

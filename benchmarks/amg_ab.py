@@ -70,9 +70,8 @@ def main() -> None:
     root = os.path.abspath(args.root)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, root)
-    import curate.amg.generator  # noqa: F401  (this version's package first)
-
     import curate
+    import curate.amg.generator  # noqa: F401  (this version's package first)
     if not curate.__file__.startswith(root):
         raise SystemExit(f"curate imported from {curate.__file__}, not from {root}")
     import torch

@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.amg import TABLE10, build, test_image  # noqa: E402
 from curate.amg import AmgParams, BatchedMaskGenerator  # noqa: E402
-from curate.testing.tiny_sam import make_confident  # noqa: E402
 from curate.amg.mask_stats import mask_stats, upscale_logits  # noqa: E402
+from curate.testing.tiny_sam import make_confident  # noqa: E402
 
 
 def cuda_time(fn, repeats: int = 5) -> float:
@@ -62,7 +62,8 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--try-compile", action="store_true", help="also time torch.compile of the decoder")
     ap.add_argument("--ncu", action="store_true",
-                    help="run one generation between cudaProfilerStart/Stop and stop (for ncu --profile-from-start off)")
+                    help="run one generation between cudaProfilerStart/Stop and stop "
+                         "(for ncu --profile-from-start off)")
     args = ap.parse_args()
     width, height = map(int, args.size.split("x"))
     image = test_image(width, height)

@@ -26,11 +26,10 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from curate.amg.build import build_efficientvit_sam  # noqa: E402
-
-from curate.testing.tiny_sam import make_confident  # noqa: E402
 from curate.io.layout import OutputLayout  # noqa: E402
 from curate.io.manifest import read_manifest  # noqa: E402
 from curate.samples import generate_samples  # noqa: E402
+from curate.testing.tiny_sam import make_confident  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

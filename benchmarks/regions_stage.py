@@ -24,12 +24,11 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from curate.amg.build import build_efficientvit_sam  # noqa: E402
-
-from curate.testing.tiny_sam import make_confident  # noqa: E402
 from curate.config import load_config  # noqa: E402
 from curate.ops.decode import ingest_row  # noqa: E402
-from curate.stages.regions import RegionsStage  # noqa: E402
 from curate.rows import new_row  # noqa: E402
+from curate.stages.regions import RegionsStage  # noqa: E402
+from curate.testing.tiny_sam import make_confident  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,7 +47,8 @@ def main() -> None:
         torch.manual_seed(0)
         torch.save(make_confident(build_efficientvit_sam(args.model)).net.state_dict(), checkpoint)
     cfg = load_config(REPO / "pipelines" / "ps3.yaml", [
-        f"masks.natural.checkpoint={checkpoint}", f"masks.natural.model={args.model}", f"masks.natural.batch_size={args.batch_size}",
+        f"masks.natural.checkpoint={checkpoint}", f"masks.natural.model={args.model}",
+        f"masks.natural.batch_size={args.batch_size}",
         "ingest.min_side=256"])
     files = sorted(p for p in args.images.rglob("*") if p.suffix.lower() in {".jpg", ".png", ".jpeg", ".webp"})
     rows = [ingest_row(new_row(str(p), "bench"), cfg.ingest) for p in files]

@@ -40,7 +40,8 @@ def synthetic_index(rows: int, seed: int = 0) -> pa.Table:
         return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=typ))
 
     columns = {
-        "key": pa.array([f"{i:020x}" for i in range(rows)]), "shard": pa.array([f"train-{i // 1000:06d}.tar" for i in range(rows)]),
+        "key": pa.array([f"{i:020x}" for i in range(rows)]),
+        "shard": pa.array([f"train-{i // 1000:06d}.tar" for i in range(rows)]),
         "image_member": pa.array([f"{i:020x}.jpg" for i in range(rows)]),
         "image_offset": pa.array(np.zeros(rows, np.int64)), "image_size": pa.array(np.full(rows, 1000, np.int64)),
         "json_offset": pa.array(np.zeros(rows, np.int64)), "json_size": pa.array(np.full(rows, 500, np.int64)),

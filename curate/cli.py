@@ -93,8 +93,14 @@ def run(
 
 def _progress_bar(unit: str, enabled: bool):
     """A rich progress bar (count, rate, ETA) and the callbacks that drive it."""
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
@@ -128,8 +134,8 @@ def augment_canvas(
 ) -> None:
     """Paste low-res VQA images (LLaVA JSON or a parquet table) onto 1K-4K canvases; QA is inherited
     and the pasted box recorded. Writes WebDataset shards + index + manifest; re-running resumes."""
-    from curate.augment.run import run_canvas
     from curate.augment.config import load_canvas_config
+    from curate.augment.run import run_canvas
     from curate.config import ConfigError
 
     overrides = list(set_ or []) + ([f"output.path={output}"] if output else [])

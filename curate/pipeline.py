@@ -25,8 +25,8 @@ from curate.config import PipelineConfig
 from curate.io.corpus import CorpusWriter
 from curate.io.sources import list_inputs
 from curate.records import QuarantineReason
-from curate.stages.ingest import IngestStage
 from curate.rows import ROW_SCHEMA, add_timing, quarantine, to_table
+from curate.stages.ingest import IngestStage
 
 log = logging.getLogger("curate")
 
@@ -102,6 +102,7 @@ def init_ray(cfg: PipelineConfig) -> None:
 def build_dataset(cfg: PipelineConfig, pending: list[dict]):
     """ray.data plan for the pending inputs (rows in curate.rows format)."""
     import ray
+
     from curate.stages.caption import CaptionStage
     from curate.stages.regions import RegionsStage
     from curate.stages.retarget import RetargetStage

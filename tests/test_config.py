@@ -14,7 +14,8 @@ def write(tmp_path: Path, data: dict) -> Path:
 
 
 def minimal() -> dict:
-    return {"name": "t", "sources": [{"type": "dir", "path": "x"}], "masks": {"natural": {"backend": "skimage_felzenszwalb"}}}
+    return {"name": "t", "sources": [{"type": "dir", "path": "x"}],
+            "masks": {"natural": {"backend": "skimage_felzenszwalb"}}}
 
 
 @pytest.mark.parametrize("name", ["local.yaml", "ps3.yaml"])

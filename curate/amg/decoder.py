@@ -48,7 +48,7 @@ class CropContext:
     first_i2t_queries: torch.Tensor  # (C, N, D') first block, image-to-token attention queries
     grid: tuple[int, int]
 
-    def crop(self, index: int) -> "CropContext":
+    def crop(self, index: int) -> CropContext:
         """The context of one crop (C = 1), what ``decode_points`` takes."""
         pick = slice(index, index + 1)
         return CropContext(src=self.src[pick], pe=self.pe, first_t2i_keys=self.first_t2i_keys[pick],

@@ -13,9 +13,9 @@ from torchvision.ops import nms
 from curate.amg.candidates import COLUMN, TABLE_COLUMNS, CropPlacement, Filters, candidate_rows_torch
 from curate.amg.graphs import GraphedDecoder, GraphedEncoder
 from curate.amg.grid import crop_boxes, layer_point_grids, resized_shape
+from curate.amg.mask_stats import mask_stats, resolve_backend, upscale_logits
 from curate.amg.models import SamFamilyModel
 from curate.amg.params import AmgParams
-from curate.amg.mask_stats import mask_stats, resolve_backend, upscale_logits
 from curate.amg.transfer import upload
 
 
@@ -156,7 +156,7 @@ class BatchedMaskGenerator:
             chunks.append(self._encode_batch(batch))
         return chunks[0] if len(chunks) == 1 else torch.cat(chunks)
 
-    def _decode_all(self, crops: list[_Crop], geometry: "_CropGeometry", embeddings: torch.Tensor,
+    def _decode_all(self, crops: list[_Crop], geometry: _CropGeometry, embeddings: torch.Tensor,
                     wave: list[int]) -> dict[str, torch.Tensor]:
         """Decode every prompt of the crops ``wave`` (``embeddings`` in that order), one crop per
         decoder call (all its prompts share the crop's image side), in equal chunks of at most
@@ -179,7 +179,7 @@ class BatchedMaskGenerator:
                     parts.append(self._filter_batch(ci, crops[ci].hw, geometry, start, logits, iou.float()))
         return {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
 
-    def _filter_batch(self, crop_index: int, hw: tuple[int, int], geometry: "_CropGeometry", first_point: int,
+    def _filter_batch(self, crop_index: int, hw: tuple[int, int], geometry: _CropGeometry, first_point: int,
                       logits: torch.Tensor, iou: torch.Tensor) -> dict[str, torch.Tensor]:
         """The IoU filter, then the full-resolution statistics (stability, area, box) of the masks
         that pass it, and the crop-edge filter: the masks' rows of the candidate table

@@ -20,8 +20,8 @@ embeddings are returned as copies.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import fields
-from typing import Callable
 
 import torch
 

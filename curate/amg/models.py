@@ -48,7 +48,7 @@ class SamFamilyModel:
     def dtype(self) -> torch.dtype:
         return next(self.net.mask_decoder.parameters()).dtype
 
-    def to(self, device: str | torch.device, dtype: torch.dtype = torch.float32) -> "SamFamilyModel":
+    def to(self, device: str | torch.device, dtype: torch.dtype = torch.float32) -> SamFamilyModel:
         """Move to ``device``; encoder and decoder in ``dtype``, the prompt encoder stays float32
         (point coordinates up to 1024 need more precision than bf16's 8 bits)."""
         self.net.to(device).eval()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 
 from curate.config import OutputConfig, RayConfig, Strict, data_hash, load_yaml_model
-
 
 
 class VqaSourceConfig(Strict):
@@ -38,7 +38,7 @@ class CanvasConfig(Strict):
         "png", description="png keeps the pasted pixels byte-identical to the decoded source")
 
     @model_validator(mode="after")
-    def _check(self) -> "CanvasConfig":
+    def _check(self) -> CanvasConfig:
         if self.long_side[0] > self.long_side[1] or self.long_side[0] < 64:
             raise ValueError("long_side: need 64 <= lo <= hi")
         if not 0 < self.aspect_ratio[0] <= self.aspect_ratio[1]:

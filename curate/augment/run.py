@@ -21,8 +21,8 @@ import pyarrow as pa
 from PIL import Image
 
 from curate.augment.canvas import paste, plan_canvas
-from curate.augment.vqa_sources import list_vqa_items
 from curate.augment.config import CanvasPipelineConfig
+from curate.augment.vqa_sources import list_vqa_items
 from curate.config import IngestConfig
 from curate.io import fs
 from curate.io.committer import Committer
@@ -115,7 +115,7 @@ class CanvasWriter:
     def notes(self) -> list[str]:
         return self.committer.notes
 
-    def open(self) -> "CanvasWriter":
+    def open(self) -> CanvasWriter:
         for table in self.committer.open():
             for row in table.to_pylist():
                 self._tally(row)

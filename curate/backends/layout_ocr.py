@@ -12,9 +12,9 @@ import logging
 import numpy as np
 from PIL import Image
 
+from curate.backends.types import MaskSet
 from curate.config import OcrLayoutMasksConfig
 from curate.ops.images import fit_within
-from curate.backends.types import MaskSet
 
 
 class OcrLayoutRegions:

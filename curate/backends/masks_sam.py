@@ -8,8 +8,9 @@ from PIL import Image
 
 from curate.amg import AmgParams, BatchedMaskGenerator
 from curate.amg.build import build_efficientvit_sam, build_sam
-from curate.config import DTYPE_NAMES, EfficientVitSamConfig, SamConfig
 from curate.backends.types import MaskSet
+from curate.config import DTYPE_NAMES, EfficientVitSamConfig, SamConfig
+
 
 def amg_params(cfg: SamConfig | EfficientVitSamConfig, device: str) -> AmgParams:
     return AmgParams(

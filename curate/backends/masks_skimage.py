@@ -12,9 +12,9 @@ from PIL import Image
 from scipy import ndimage
 from skimage.segmentation import felzenszwalb
 
+from curate.backends.types import MaskSet
 from curate.config import SkimageMasksConfig
 from curate.ops.images import fit_within
-from curate.backends.types import MaskSet
 
 
 class FelzenszwalbMasks:

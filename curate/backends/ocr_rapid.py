@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from importlib.metadata import version
 from dataclasses import dataclass
+from importlib.metadata import version
 
 import numpy as np
 from PIL import Image
@@ -39,14 +39,14 @@ def reading_order(lines: list[OcrLine]) -> str:
     if not lines:
         return ""
     rows: list[list[OcrLine]] = []
-    for line in sorted(lines, key=lambda l: (l.centre_y, l.left)):
+    for line in sorted(lines, key=lambda item: (item.centre_y, item.left)):
         if rows:
             ref = rows[-1][0]
             if abs(line.centre_y - ref.centre_y) <= 0.5 * max(min(line.height, ref.height), 1.0):
                 rows[-1].append(line)
                 continue
         rows.append([line])
-    return "\n".join(" ".join(l.text for l in sorted(row, key=lambda l: l.left)) for row in rows)
+    return "\n".join(" ".join(item.text for item in sorted(row, key=lambda item: item.left)) for row in rows)
 
 
 class RapidOcrCaptioner:

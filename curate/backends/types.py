@@ -25,7 +25,7 @@ class MaskSet:
         return int(self.areas.shape[0])
 
     @classmethod
-    def empty(cls) -> "MaskSet":
+    def empty(cls) -> MaskSet:
         return cls(np.zeros((0, 4)), np.zeros(0), np.zeros(0))
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from PIL import Image
 
-from curate.backends.types import CaptionResult
 from curate.backends.hf_generate import generate, generation_kwargs, pick_device, resolve_dtype
+from curate.backends.types import CaptionResult
 from curate.ops.crops import Box
 from curate.ops.hygiene import clean_generation
 from curate.ops.prompts import caption_messages, crop_images

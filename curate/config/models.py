@@ -118,10 +118,10 @@ class SamAmgParams(Strict):
                                                                     "15 s once per worker; a few percent faster since "
                                                                     "the fused kernels)")
     cuda_graphs: bool = Field(_AMG.cuda_graphs, description="replay the image encoder and the mask decoder as CUDA "
-                                                            "graphs on the GPU, one per crop batch shape and per prompt "
-                                                            "count (the host launches one graph instead of hundreds of "
-                                                            "kernels per call); the decoder's is ignored with "
-                                                            "compile_decoder; off on the CPU")
+                                                            "graphs on the GPU, one per crop batch shape and per "
+                                                            "prompt count (the host launches one graph instead of "
+                                                            "hundreds of kernels per call); the decoder's is ignored "
+                                                            "with compile_decoder; off on the CPU")
 
     @model_validator(mode="before")
     @classmethod
@@ -378,7 +378,7 @@ class RetargetConfig(GenerationRuntimeConfig):
         return self.backend != "none"
 
     @model_validator(mode="after")
-    def _model_for_backend(self) -> "RetargetConfig":
+    def _model_for_backend(self) -> RetargetConfig:
         if self.backend != "none" and not self.model:
             raise ValueError(f"retarget backend {self.backend!r} needs a model (HF id or local path)")
         if "{caption}" not in self.prompt:
@@ -433,7 +433,7 @@ class PipelineConfig(Strict):
     ray: RayConfig = Field(default_factory=RayConfig)
 
     @model_validator(mode="after")
-    def _retarget_after_captions(self) -> "PipelineConfig":
+    def _retarget_after_captions(self) -> PipelineConfig:
         if self.retarget.runs_in_actor and getattr(self.caption.natural, "runs_in_ray_llm", False):
             raise ValueError("retarget.backend: hf cannot follow caption.natural.backend vllm (the captions "
                              "arrive only at the end of the stream); use vllm for both")
@@ -463,4 +463,11 @@ def backend_names() -> set[str]:
     return names | set(get_args(RetargetConfig.model_fields["backend"].annotation))
 
 
-__all__ = ["CaptionConfig", "CaptionHygieneConfig", "DTYPE_NAMES", "DocumentCaptionConfig", "DtypeName", "EfficientVitSamConfig", "Fraction", "GenerationRuntimeConfig", "ImageKind", "IngestConfig", "MaskBackendConfig", "MasksConfig", "NaturalCaptionConfig", "NoCaptionConfig", "OcrLayoutMasksConfig", "OutputConfig", "PipelineConfig", "QuestionRulesConfig", "RapidOcrConfig", "RayConfig", "RetargetConfig", "SamAmgParams", "SamConfig", "SelectConfig", "SkimageMasksConfig", "SourceConfig", "Strict", "VlmConfig", "backend_names", "data_hash"]
+__all__ = [
+    "CaptionConfig", "CaptionHygieneConfig", "DTYPE_NAMES", "DocumentCaptionConfig", "DtypeName",
+    "EfficientVitSamConfig", "Fraction", "GenerationRuntimeConfig", "ImageKind", "IngestConfig",
+    "MaskBackendConfig", "MasksConfig", "NaturalCaptionConfig", "NoCaptionConfig", "OcrLayoutMasksConfig",
+    "OutputConfig", "PipelineConfig", "QuestionRulesConfig", "RapidOcrConfig", "RayConfig",
+    "RetargetConfig", "SamAmgParams", "SamConfig", "SelectConfig", "SkimageMasksConfig",
+    "SourceConfig", "Strict", "VlmConfig", "backend_names", "data_hash",
+]

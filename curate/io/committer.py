@@ -25,9 +25,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curate.io.fs import local_path
 from curate.io.layout import OutputLayout, atomic_write_bytes, number_of, tmp_path
 from curate.io.lock import OutputLock
-from curate.io.fs import local_path
 from curate.io.ownership import OutputConflict, OutputRefused, claim_output, unclaim_output
 from curate.io.shards import ShardWriter
 

@@ -16,8 +16,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import pyarrow as pa
-
 from curate import __version__
 from curate.config import OutputConfig, PipelineConfig
 from curate.io.committer import Committer
@@ -96,7 +94,7 @@ class CorpusWriter:
 
     # ------------------------------------------------------------ resume
 
-    def open(self) -> "CorpusWriter":
+    def open(self) -> CorpusWriter:
         """Claim or resume the output: raises OutputRefused (OutputConflict for another config,
         OutputLocked while another run writes there) before anything is changed."""
         parts = self.committer.open()

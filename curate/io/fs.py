@@ -10,8 +10,9 @@ import os
 import re
 import stat
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq

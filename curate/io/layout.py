@@ -30,7 +30,7 @@ class OutputLayout:
     root: Path
 
     @classmethod
-    def of_shard(cls, shard: Path) -> "OutputLayout":
+    def of_shard(cls, shard: Path) -> OutputLayout:
         """The output that holds ``shard`` (a file in shards/ or questions/)."""
         return cls(shard.parent.parent)
 

@@ -45,7 +45,7 @@ class OutputLock:
         self._thread: threading.Thread | None = None
         self._started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
-    def acquire(self) -> "OutputLock":
+    def acquire(self) -> OutputLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -92,7 +92,7 @@ class OutputLock:
         os.close(self._fd)
         self._fd = None
 
-    def __enter__(self) -> "OutputLock":
+    def __enter__(self) -> OutputLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

@@ -11,7 +11,7 @@ import json
 import logging
 import platform
 from collections import Counter, defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 
 from curate import __version__
@@ -36,7 +36,7 @@ def package_versions() -> dict[str, str]:
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def skipped_stages(cfg: PipelineConfig) -> dict[str, str]:

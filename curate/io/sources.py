@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import glob as globlib
 import os
-import stat
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path

@@ -16,8 +16,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from curate.config import IngestConfig
 from curate.io import fs
-from curate.records import QuarantineReason as Q
 from curate.ops.route import route_kind
+from curate.records import QuarantineReason as Q
 from curate.rows import quarantine
 
 KEEP_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}

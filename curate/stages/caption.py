@@ -11,10 +11,10 @@ import json
 from collections import Counter
 
 from curate import backends
-from curate.backends.types import CaptionResult, Captioner
+from curate.backends.types import Captioner, CaptionResult
 from curate.config import NoCaptionConfig, PipelineConfig, VlmConfig
-from curate.ops.images import decode_rgb
 from curate.ops.hygiene import clean_generation
+from curate.ops.images import decode_rgb
 from curate.rows import add_events, set_model
 
 

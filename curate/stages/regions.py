@@ -12,8 +12,8 @@ from curate import backends
 from curate.backends.types import MaskGenerator
 from curate.config import OcrLayoutMasksConfig, PipelineConfig, SelectConfig
 from curate.ops.images import decode_rgb
-from curate.rows import add_events, set_model
 from curate.ops.select import select_salient_boxes
+from curate.rows import add_events, set_model
 
 
 def select_config_for(select: SelectConfig, masks_section) -> SelectConfig:

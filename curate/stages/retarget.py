@@ -30,7 +30,8 @@ def record_questions(regions: list[dict], answers: list[tuple[str, int, bool] | 
             region.update(question=result.question, question_model=model)
             outcomes["questions"] += 1
         else:
-            reason, detail = (result.reason, result.detail) if not result.question else ("unfinished", "hit max_new_tokens")
+            reason, detail = ((result.reason, result.detail) if not result.question
+                              else ("unfinished", "hit max_new_tokens"))
             region["question_skipped"] = f"question dropped ({reason}): {detail}"
             outcomes[f"dropped.{reason}"] += 1
     return outcomes
@@ -74,8 +75,8 @@ class RetargetStage:
 
 def question_request(caption: str | None, cfg: RetargetConfig) -> tuple[list[dict], dict]:
     """(messages, sampling params) for one region: a 1-token carrier when it has no caption."""
-    from curate.ops.prompts import question_messages
     from curate.backends.llm_vllm import CARRIER_PROMPT, sampling_params
+    from curate.ops.prompts import question_messages
 
     if not caption:
         return [{"role": "user", "content": CARRIER_PROMPT}], {"max_tokens": 1, "temperature": 0.0}

@@ -15,8 +15,16 @@ from curate.io.fs import read_local_parquet, read_local_parquet_schema
 from curate.io.layout import OutputLayout
 from curate.io.manifest import read_manifest
 from curate.records import Manifest
-from curate.stats.models import (BucketRow, CaptionStats, CorpusStats, Histogram, QuestionStats, SourceRow, StageRow,
-                                 Table9Row)
+from curate.stats.models import (
+    BucketRow,
+    CaptionStats,
+    CorpusStats,
+    Histogram,
+    QuestionStats,
+    SourceRow,
+    StageRow,
+    Table9Row,
+)
 
 BUCKETS = [("<1K", 0, 1000), ("1K-2K", 1000, 2000), ("2K-4K", 2000, 4000), (">4K", 4000, np.inf)]
 

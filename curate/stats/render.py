@@ -6,7 +6,6 @@ import base64
 import html
 from pathlib import Path
 
-
 Section = tuple[str | None, list[tuple[str, list[str], list[list[str]]]]]  # (heading, tables)
 
 

@@ -66,7 +66,7 @@ class TrainConfig(Strict):
     resume: bool = Field(True, description="continue from out/last.pt when it exists")
 
     @model_validator(mode="after")
-    def _check(self) -> "TrainConfig":
+    def _check(self) -> TrainConfig:
         if self.model.hi_res < self.model.low_res:
             raise ValueError("model.hi_res must be at least model.low_res")
         return self

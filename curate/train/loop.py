@@ -128,7 +128,8 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None, stop_a
         step = state["step"]
         torch.set_rng_state(state["torch_rng"])
     if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
+        device_ids = [local_rank] if device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16,
                               enabled=device.type == "cuda" and o.precision == "bf16")
     stream = batches(cfg, model.module.grid if world > 1 else model.grid, skip=step * o.grad_accum)

@@ -10,8 +10,8 @@ from PIL import Image
 
 from curate.amg import AmgParams, BatchedMaskGenerator
 from curate.amg.build import build_efficientvit_sam, build_sam
-from curate.testing.tiny_sam import make_confident
 from curate.testing.parity import compare, reference_arrays
+from curate.testing.tiny_sam import make_confident
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

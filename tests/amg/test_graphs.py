@@ -9,8 +9,8 @@ import torch
 
 from curate.amg import AmgParams, BatchedMaskGenerator
 from curate.amg.build import build_efficientvit_sam
-from curate.testing.tiny_sam import make_confident, tiny_efficientvit_sam, tiny_sam
 from curate.amg.graphs import GraphedDecoder, GraphedEncoder
+from curate.testing.tiny_sam import make_confident, tiny_efficientvit_sam, tiny_sam
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -56,8 +56,8 @@ def test_replays_equal_the_eager_decoder(dtype):
 @pytest.mark.gpu
 @needs_cuda
 def test_generator_masks_do_not_change_with_graphs():
-    from skimage import data
     from PIL import Image
+    from skimage import data
 
     image = np.asarray(Image.fromarray(data.astronaut()).resize((1024, 768)))
     torch.manual_seed(0)

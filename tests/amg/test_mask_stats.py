@@ -7,14 +7,13 @@ reduction) is checked here; tests/amg/test_gpu.py runs it compiled on CUDA.
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
 
 from curate.amg import AmgParams, BatchedMaskGenerator
-from curate.testing.tiny_sam import make_confident, tiny_sam
 from curate.amg.mask_stats import mask_stats, stats_from_logits, upscale_logits
+from curate.testing.tiny_sam import make_confident, tiny_sam
 
 pytest.importorskip("triton")
 
@@ -201,8 +200,8 @@ def test_upscale_is_the_references_postprocessing():
 
 
 def test_generator_gives_the_same_masks_with_either_statistics_backend(triton_stats):
-    from skimage import data
     from PIL import Image
+    from skimage import data
 
     image = np.asarray(Image.fromarray(data.astronaut()).resize((160, 120)))
     model = make_confident(tiny_sam(seed=0), iou_bias=0.0).to(device())

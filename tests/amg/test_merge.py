@@ -9,9 +9,9 @@ import torch
 from torchvision.ops import batched_nms
 
 from curate.amg import AmgParams, BatchedMaskGenerator
-from curate.testing.tiny_sam import tiny_sam
 from curate.amg.candidates import COLUMN, Filters, candidate_rows_torch
 from curate.amg.generator import _CropGeometry
+from curate.testing.tiny_sam import tiny_sam
 
 
 def reference_merge(table: np.ndarray, box_thresh: float, crop_thresh: float, images: int) -> list[np.ndarray]:

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from curate.amg import AmgParams, BatchedMaskGenerator
-from curate.testing.tiny_sam import make_confident, tiny_efficientvit_sam, tiny_sam
 from curate.testing.parity import compare, reference_arrays
+from curate.testing.tiny_sam import make_confident, tiny_efficientvit_sam, tiny_sam
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 from curate.backends.layout_ocr import OcrLayoutRegions
 from curate.backends.ocr_rapid import RapidOcrCaptioner
-from curate.stages.regions import select_config_for
 from curate.config import OcrLayoutMasksConfig, RapidOcrConfig, SelectConfig
 from curate.ops.select import select_salient_boxes
+from curate.stages.regions import select_config_for
 
 PARAGRAPHS = {
     (200, 300): ["Quarterly revenue grew by 12 percent", "driven by museum ticket sales", "in the northern region"],

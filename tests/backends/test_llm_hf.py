@@ -3,8 +3,8 @@
 import pytest
 
 from curate.backends.llm_hf import HfQuestionWriter
-from curate.ops.prompts import question_messages
 from curate.config import RetargetConfig
+from curate.ops.prompts import question_messages
 
 
 @pytest.fixture(scope="module")

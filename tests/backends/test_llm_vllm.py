@@ -8,7 +8,7 @@ import pytest
 from curate.backends.llm_vllm import Reassembler, engine_kwargs, record_answer, sampling_params, to_request
 from curate.config import RetargetConfig, VlmConfig
 from curate.stages.caption import caption_requests, merge_captions
-from tests.conftest import png_bytes, noise_image
+from tests.conftest import noise_image, png_bytes
 
 CAP = VlmConfig(backend="vllm", model="Qwen/Qwen2-VL-7B-Instruct", max_new_tokens=32, min_pixels=28 * 28 * 4,
                 max_pixels=28 * 28 * 16)

@@ -5,10 +5,10 @@ import pytest
 from PIL import Image
 
 from curate import backends
-from curate.testing.tiny_sam import make_confident, tiny_sam
 from curate.backends import masks_sam
-from curate.config import EfficientVitSamConfig, SamConfig
 from curate.backends.types import MaskSet
+from curate.config import EfficientVitSamConfig, SamConfig
+from curate.testing.tiny_sam import make_confident, tiny_sam
 
 
 @pytest.fixture

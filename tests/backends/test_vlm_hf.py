@@ -5,8 +5,8 @@ import pytest
 from PIL import Image
 
 from curate.backends.vlm_hf import HfVlmCaptioner
-from curate.ops.prompts import caption_messages
 from curate.config import CaptionHygieneConfig, VlmConfig
+from curate.ops.prompts import caption_messages
 from tests.conftest import noise_image
 
 

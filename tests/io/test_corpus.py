@@ -15,7 +15,8 @@ from curate.rows import new_row, quarantine
 def cfg(tmp_path):
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump({
-        "name": "t", "sources": [{"type": "dir", "path": "x"}], "masks": {"natural": {"backend": "skimage_felzenszwalb"}},
+        "name": "t", "sources": [{"type": "dir", "path": "x"}],
+        "masks": {"natural": {"backend": "skimage_felzenszwalb"}},
         "output": {"path": str(tmp_path / "out"), "shard_max_samples": 2},
     }))
     return load_config(path)
@@ -115,7 +116,8 @@ def write_question_corpus(out, n: int = 3) -> list[dict]:
     from curate.io.corpus import CorpusWriter
 
     cfg = PipelineConfig.model_validate({
-        "name": "q", "sources": [{"type": "dir", "path": "x"}], "masks": {"natural": {"backend": "skimage_felzenszwalb"}},
+        "name": "q", "sources": [{"type": "dir", "path": "x"}],
+        "masks": {"natural": {"backend": "skimage_felzenszwalb"}},
         "output": {"path": str(out), "shard_max_samples": 2}})
     writer = CorpusWriter(out, cfg).open()
     rows = [_question_row(i) for i in range(n)]

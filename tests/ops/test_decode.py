@@ -4,8 +4,8 @@ import pytest
 from PIL import Image
 
 from curate.config import IngestConfig
-from curate.ops.images import decode_rgb
 from curate.ops.decode import ingest_row
+from curate.ops.images import decode_rgb
 from curate.rows import new_row
 from tests.conftest import jpeg_bytes, noise_image
 

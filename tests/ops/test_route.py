@@ -1,7 +1,7 @@
 from PIL import Image
 
-from curate.samples import natural_photo, render_document
 from curate.ops.route import route_kind
+from curate.samples import natural_photo, render_document
 
 
 def test_rendered_pages_route_to_document_and_photos_to_natural():

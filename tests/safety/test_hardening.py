@@ -70,8 +70,8 @@ def test_multi_frame_inputs_keep_the_first_frame_and_say_so(tmp_path):
 
 
 def test_the_canvas_writer_refuses_a_foreign_directory_too(tmp_path):
-    from curate.augment.run import CanvasWriter
     from curate.augment.config import load_canvas_config
+    from curate.augment.run import CanvasWriter
     from tests.conftest import REPO
 
     foreign = tmp_path / "data"

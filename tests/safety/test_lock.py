@@ -33,7 +33,8 @@ def test_case2_a_second_writer_is_refused_while_the_first_runs(tmp_path):
     cfg = load(tmp_path, [{"type": "dir", "path": str(tmp_path / "in")}], tmp_path / "out")
     first = CorpusWriter(cfg.output.path, cfg).open()
     first.add(ok_row(0))
-    with pytest.raises(OutputLocked, match=rf"another curate run is writing to this output: run \w+ \(pid {os.getpid()} on "):
+    busy = rf"another curate run is writing to this output: run \w+ \(pid {os.getpid()} on "
+    with pytest.raises(OutputLocked, match=busy):
         CorpusWriter(cfg.output.path, cfg).open()
     first.add(ok_row(1))
     first.finish()

@@ -14,9 +14,9 @@ from curate.cli import app
 from curate.io.corpus import CorpusWriter
 from curate.io.layout import OutputLayout
 from curate.io.ownership import OutputRefused, claim_output
+from tests.conftest import REPO
 from tests.io.test_corpus import ok_row
 from tests.safety.conftest import image_files, load, manifest, write_config, write_tar
-from tests.conftest import REPO
 
 
 def snapshot(folder):

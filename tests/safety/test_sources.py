@@ -14,7 +14,7 @@ from curate.config import IngestConfig, SourceConfig
 from curate.io.sources import SourceError, list_inputs
 from curate.ops.decode import ingest_row
 from tests.conftest import noise_image, png_bytes
-from tests.safety.conftest import image_files, load, manifest, write_tar
+from tests.safety.conftest import image_files, load, write_tar
 
 
 def listed(**source) -> list[dict]:

@@ -1,14 +1,13 @@
 """RegionsStage picks the region source per kind: OCR text lines for documents when configured."""
 
-import io
 import json
 
 from PIL import Image, ImageDraw, ImageFont
 
 from curate.config import load_config
 from curate.ops.decode import ingest_row
-from curate.stages.regions import RegionsStage
 from curate.rows import new_row
+from curate.stages.regions import RegionsStage
 from tests.conftest import REPO, noise_image
 
 

@@ -25,8 +25,8 @@ def test_question_table_and_throughput_from_a_retargeting_run(model_corpus):  # 
 
 
 def test_canvas_output_report(tmp_path):
-    from curate.augment.run import run_canvas
     from curate.augment.config import load_canvas_config
+    from curate.augment.run import run_canvas
     from curate.samples import generate_vqa_samples
     from tests.conftest import REPO
 

@@ -38,8 +38,8 @@ def test_question_shards_read_their_image_from_the_region_shard(tmp_path):
 
 
 def test_canvas_shards_give_the_pasted_box_and_the_qa_as_text(tmp_path):
-    from curate.augment.run import run_canvas
     from curate.augment.config import load_canvas_config
+    from curate.augment.run import run_canvas
     from curate.samples import generate_vqa_samples
     from tests.conftest import REPO
 
