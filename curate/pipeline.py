@@ -1,4 +1,5 @@
-"""The only module that knows Ray: turns a PipelineConfig into a ray.data plan and runs it.
+"""Ray glue of the corpus pipeline: turns a PipelineConfig into a ray.data plan and runs it (the stages
+know nothing of Ray; ``curate augment canvas`` has its own small plan in curate/augment/run.py).
 
 sources (listed on the driver, already-committed inputs skipped)
   -> ingest   (CPU tasks: read, validate, orient, route)

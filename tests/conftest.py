@@ -12,6 +12,21 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 
+
+def gpu_only(reason: str = "needs a CUDA GPU"):
+    """Mark a test (or a parameter) as GPU work: the ``gpu`` marker, and a skip where CUDA is absent."""
+    import torch
+
+    return [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason=reason)]
+
+
+def apply_marks(marks):
+    def wrap(fn):
+        for mark in reversed(marks):
+            fn = mark(fn)
+        return fn
+    return wrap
+
 # Without a GPU, Triton kernels that a test calls explicitly run under Triton's interpreter (numpy);
 # it must be chosen before the kernels are defined. Automatic backends still pick torch on the CPU.
 if not os.path.exists("/dev/nvidia0") and not os.environ.get("CUDA_VISIBLE_DEVICES"):

@@ -1,10 +1,11 @@
 """vLLM through ray.data.llm: processor configs and the row functions around them.
 
 ray.data.llm runs one request per row, so an image row is exploded into one *request row* per region
-to caption (``explode_requests``); the processor batches those requests over vLLM engine replicas
-(batching, tensor parallelism and the GPU actor pool are Ray's); ``Reassembler`` on the driver puts
-an image's answers back into its row. An image with nothing to ask rides along as a single
-one-token text request, so every image stays in one stream and is accounted for.
+to caption (``caption_requests`` / ``question_requests`` in the stages); the processor batches those
+requests over vLLM engine replicas (batching, tensor parallelism and the GPU actor pool are Ray's);
+``Reassembler`` on the driver puts an image's answers back into its row. An image with nothing to
+ask rides along as a single one-token text request, so every image stays in one stream and is
+accounted for.
 
 ray.data.llm and vllm are imported only when a processor is built (``pip install 'curate[vllm]'``).
 """

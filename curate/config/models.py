@@ -203,7 +203,7 @@ class MasksConfig(Strict):
 
 
 class SelectConfig(Strict):
-    """Salient-box selection: windows dense in small masks (see curate/stages/select.py)."""
+    """Salient-box selection: windows dense in small masks (see curate/ops/select.py)."""
 
     max_boxes: int = Field(4, ge=0, description="boxes kept per image")
     window_fracs: list[Fraction] = Field(

@@ -1,6 +1,6 @@
 """List the inputs of every configured source, in a stable order.
 
-Listing runs on the driver and yields one row per input (see curate/stages/rows.py). Paths that
+Listing runs on the driver and yields one row per input (see curate/rows.py). Paths that
 cannot be listed (unreadable directories, symlink loops, broken links) become quarantined rows:
 an input that was seen is always accounted for.
 """

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from curate.testing.tiny_sam import make_confident, tiny_efficientvit_sam, tiny_sam
+from tests.conftest import gpu_only
 
 
 def assert_every_config_matches(run, configs, reference: torch.Tensor, **tolerance) -> None:
@@ -64,13 +65,14 @@ def test_block_diagonal_puts_each_heads_tokens_in_its_own_block():
     torch.testing.assert_close(out @ weight, per_head)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+@pytest.mark.parametrize("dtype", [
+    pytest.param(torch.float32, id="float32", marks=pytest.mark.slow),  # ~30 s under the interpreter
+    pytest.param(torch.bfloat16, id="bfloat16",
+                 marks=gpu_only("bf16 products need a GPU (the interpreter's numpy has no bf16)"))])
 def test_fused_upscaling_kernel_equals_the_matrix_form(triton_runs, dtype):
     """The Triton kernel (interpreted without a GPU) against the torch form, at SAM's real decoder
     width (256 -> 64 -> 32 channels), for three prompts on the 64x64 grid; bf16 on the GPU only.
     Autotuned (through the custom operator) and in every configuration, each run twice."""
-    if dtype == torch.bfloat16 and not torch.cuda.is_available():
-        pytest.skip("bf16 products need a GPU (the interpreter's numpy has no bf16)")
     from curate.amg.decoder import _upscaled_masks
     from curate.amg.triton_upscale import CONFIGS, upscaled_masks_triton
 

@@ -12,8 +12,9 @@ from curate.amg import AmgParams, BatchedMaskGenerator
 from curate.amg.build import build_efficientvit_sam, build_sam
 from curate.testing.parity import compare, reference_arrays
 from curate.testing.tiny_sam import make_confident
+from tests.conftest import gpu_only
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+pytestmark = gpu_only()
 
 TABLE10 = dict(points_per_side=24, points_per_batch=128, crop_n_layers=1, crop_n_points_downscale_factor=1,
                pred_iou_thresh=0.6, stability_score_thresh=0.85, min_mask_region_area=0)

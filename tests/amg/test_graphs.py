@@ -11,8 +11,9 @@ from curate.amg import AmgParams, BatchedMaskGenerator
 from curate.amg.build import build_efficientvit_sam
 from curate.amg.graphs import GraphedDecoder, GraphedEncoder
 from curate.testing.tiny_sam import make_confident, tiny_efficientvit_sam, tiny_sam
+from tests.conftest import apply_marks, gpu_only
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+needs_cuda = apply_marks(gpu_only())
 
 
 def test_generator_encodes_and_decodes_eagerly_off_the_gpu():
@@ -30,7 +31,6 @@ def test_graphed_decoder_takes_one_crop_at_a_time():
         GraphedDecoder(model.decode)(ctx, torch.zeros((4, 2)))
 
 
-@pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_replays_equal_the_eager_decoder(dtype):
@@ -53,7 +53,6 @@ def test_replays_equal_the_eager_decoder(dtype):
         assert sorted(graphed._graphs) == [64, 96]  # 32 came past max_graphs=2
 
 
-@pytest.mark.gpu
 @needs_cuda
 def test_generator_masks_do_not_change_with_graphs():
     from PIL import Image
@@ -72,7 +71,6 @@ def test_generator_masks_do_not_change_with_graphs():
         assert np.array_equal(getattr(results[False], name), getattr(results[True], name)), name
 
 
-@pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_encoder_replays_equal_the_eager_encoder(dtype):
@@ -102,7 +100,6 @@ def test_only_encoders_that_can_be_captured_are_graphed():
     assert not tiny_sam().graphable_encoder
 
 
-@pytest.mark.gpu
 @needs_cuda
 def test_generator_graphs_the_efficientvit_encoder_not_sam():
     for model, graphed in ((tiny_efficientvit_sam(), True), (tiny_sam(), False)):

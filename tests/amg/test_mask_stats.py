@@ -62,7 +62,8 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c.startswith("2k") else c
+                                  for c in sorted(CASES)])
 def test_kernel_equals_reference_arithmetic(triton_stats, case):
     shapes, sharpness = CASES[case]
     low = blobs(len(shapes) + 2, seed=len(case), sharpness=sharpness)
@@ -135,7 +136,7 @@ def test_half_tally_counts_float16_comparisons(triton_stats, shape):
     assert (half_reference[:, :3] != exact[:, :3]).any()  # the two roundings differ on these masks
 
 
-@pytest.mark.parametrize("case", ["2k_crops_sharp", "small_image_soft"])
+@pytest.mark.parametrize("case", [pytest.param("2k_crops_sharp", marks=pytest.mark.slow), "small_image_soft"])
 def test_float16_products_on_bfloat16_logits(triton_stats, case):
     """Half-precision runs' defaults on the GPU (interpolation products of float16 operands, the
     float16 tally): the references' statistics of the same bfloat16 logits rounded to float16,
@@ -199,6 +200,7 @@ def test_upscale_is_the_references_postprocessing():
     assert torch.equal(upscale_logits(low, (150, 200), 1024), reference)
 
 
+@pytest.mark.slow  # a whole generator run with interpreted kernels
 def test_generator_gives_the_same_masks_with_either_statistics_backend(triton_stats):
     from PIL import Image
     from skimage import data

@@ -38,6 +38,7 @@ def run_both(model, image, reference=None, **settings):
     return compare(ref_masks, ref_boxes, ours.masks, ours.boxes), ours
 
 
+@pytest.mark.slow  # the reference generator on CPU
 def test_every_mask_matches_with_filters_and_nms_off(image):
     # No IoU/stability filter and NMS that suppresses nothing: every prompt's masks reach the
     # output (hundreds), so thresholding, boxes, crop-edge filter and uncropping are all compared.
@@ -49,6 +50,7 @@ def test_every_mask_matches_with_filters_and_nms_off(image):
     assert (ours.areas == ours.masks.reshape(len(ours.masks), -1).sum(1)).all()
 
 
+@pytest.mark.slow  # the reference generator on CPU
 def test_efficientvit_sam_matches_its_reference_generator(image):
     from efficientsam.models.efficientvit.sam import EfficientViTSamAutomaticMaskGenerator
 
@@ -59,6 +61,7 @@ def test_efficientvit_sam_matches_its_reference_generator(image):
     assert report.ok, report
 
 
+@pytest.mark.slow  # the reference generator on CPU
 def test_matches_reference_with_table10_thresholds(image):
     report, _ = run_both(sharpened_tiny_sam(seed=1), image, points_per_side=8, crop_n_layers=1,
                          pred_iou_thresh=0.0, stability_score_thresh=0.85)
@@ -66,6 +69,7 @@ def test_matches_reference_with_table10_thresholds(image):
     assert report.ok, report
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("encode_batch", [5, 16], ids=["wave_per_image", "images_share_a_wave"])
 def test_several_images_in_one_batch_equal_one_at_a_time(image, encode_batch):
     """Images go through in waves (the next wave's encoder queued behind this wave's decoder):

@@ -9,6 +9,7 @@ import torch
 
 from curate.amg.models import PIXEL_MEAN, PIXEL_STD
 from tests.amg.test_resize import SHAPES, pillow
+from tests.conftest import apply_marks, gpu_only
 
 SIZE = 64
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # on the CPU: Triton's interpreter
@@ -34,7 +35,7 @@ def test_crop_view_equals_pillow_then_normalise(triton_runs, shape, resized):
     np.testing.assert_array_equal(out.cpu().numpy(), expected(crop.cpu().numpy(), *resized))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="full-size crops: GPU only (slow under the interpreter)")
+@apply_marks(gpu_only("full-size crops: GPU only (slow under the interpreter)"))
 @pytest.mark.parametrize("box", [(0, 0, 2048, 1536), (762, 506, 2048, 1536), (0, 0, 1286, 1030), (100, 50, 700, 650)])
 def test_full_size_crops_of_a_2k_image(triton_runs, box):
     from curate.amg.grid import resized_shape

@@ -11,6 +11,7 @@ triton = pytest.importorskip("triton")
 import triton.language as tl  # noqa: E402
 
 from curate.amg.triton_upscale import _gelu_erf, _gelu_half2  # noqa: E402
+from tests.conftest import apply_marks, gpu_only  # noqa: E402
 
 
 @triton.jit
@@ -37,7 +38,7 @@ def test_erf_form_is_float32_accurate(triton_runs):
     assert (error <= 1e-6 * x.abs().clamp_min(1)).all()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="tanh.approx is PTX: needs a CUDA GPU")
+@apply_marks(gpu_only("tanh.approx is PTX: needs a CUDA GPU"))
 def test_packed_half_form_is_within_float16_rounding(triton_runs):
     x, error = _gelu_error(half=True)
     # the tanh form differs from the erf form by up to 4.7e-4 (at |x| = 2.7); float16 rounding of

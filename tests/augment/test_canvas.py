@@ -94,6 +94,7 @@ def shard_samples(out):
     return samples
 
 
+@pytest.mark.slow  # a canvas run through Ray
 def test_canvas_run_accounts_for_every_input_and_keeps_pixels_and_qa(vqa_dir, tmp_path):
     result = run(vqa_dir, tmp_path / "a")
     assert (result.read, result.written, result.quarantined) == (9, 6, 3)
@@ -114,6 +115,7 @@ def test_canvas_run_accounts_for_every_input_and_keeps_pixels_and_qa(vqa_dir, tm
         assert np.array_equal(canvas[y0:y1, x0:x1], source)
 
 
+@pytest.mark.slow  # a canvas run through Ray
 def test_canvas_run_is_deterministic_and_resumes(vqa_dir, tmp_path):
     run(vqa_dir, tmp_path / "a")
     first = shard_samples(tmp_path / "a")
@@ -123,6 +125,7 @@ def test_canvas_run_is_deterministic_and_resumes(vqa_dir, tmp_path):
     assert again.skipped_done == 9 and again.read == 9 and shard_samples(tmp_path / "a") == first
 
 
+@pytest.mark.slow  # a canvas run through Ray
 def test_table_source_reads_hf_image_structs(vqa_dir, tmp_path):
     result = run(vqa_dir, tmp_path / "t", "source.format=table", f"source.path={vqa_dir / 'vqa.parquet'}",
                  "source.id_column=id")

@@ -22,6 +22,9 @@ from curate.pipeline import run_pipeline
 from tests.conftest import REPO
 from tests.e2e.test_local_pipeline import pipeline_yaml, records
 
+# whole pipelines through Ray (or subprocesses): minutes on two cores
+pytestmark = pytest.mark.slow
+
 RAY = shutil.which("ray", path=str(Path(sys.executable).parent))
 # Ray rewrites 127.0.0.1 to the machine's interface address, but takes other loopback addresses as
 # they are: each node gets its own 127.0.0.x, so all traffic stays on loopback. Ray's token

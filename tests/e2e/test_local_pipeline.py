@@ -15,6 +15,9 @@ from curate.config import load_config
 from curate.pipeline import run_pipeline
 from tests.conftest import REPO, write_hostile_inputs
 
+# whole pipelines through Ray (or subprocesses): minutes on two cores
+pytestmark = pytest.mark.slow
+
 
 def pipeline_yaml(tmp_path: Path, sources: list[dict], out: Path, **extra) -> Path:
     raw = yaml.safe_load((REPO / "pipelines" / "local.yaml").read_text())

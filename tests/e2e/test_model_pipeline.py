@@ -15,6 +15,9 @@ from curate.config import load_config
 from curate.pipeline import run_pipeline
 from tests.e2e.test_local_pipeline import pipeline_yaml, records
 
+# whole pipelines through Ray (or subprocesses): minutes on two cores
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def model_corpus(tmp_path_factory, sample_dir, tiny_qwen2_vl_dir, tiny_llama_dir):

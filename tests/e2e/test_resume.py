@@ -10,8 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 from tests.e2e.test_local_pipeline import pipeline_yaml, records
+
+# whole pipelines through Ray (or subprocesses): minutes on two cores
+pytestmark = pytest.mark.slow
 
 
 def curate_cmd(pipeline: Path) -> list[str]:

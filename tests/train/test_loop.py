@@ -8,6 +8,9 @@ import pytest
 from curate.train.config import TrainConfig
 from curate.train.loop import lr_factor, train
 
+# trains a tiny model for tens of steps on shards made by a pipeline run
+pytestmark = pytest.mark.slow
+
 
 def test_lr_schedule_warms_up_then_decays_to_the_floor():
     assert lr_factor(0, 10, 100, 0.1) == pytest.approx(0.1)

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from curate.stats.compute import compute_stats
 from curate.stats.report import write_report
 from tests.e2e.test_model_pipeline import model_corpus  # noqa: F401  (module-scoped pipeline run)
+
+# whole pipelines through Ray (or subprocesses): minutes on two cores
+pytestmark = pytest.mark.slow
 
 
 def test_question_table_and_throughput_from_a_retargeting_run(model_corpus):  # noqa: F811
