@@ -153,6 +153,64 @@ def augment_canvas(
                     f"{result.quarantined} (skipped as done: {result.skipped_done}) -> {result.output}")
 
 
+export_app = typer.Typer(help="Write a finished corpus in the formats other trainers read.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("ps3")
+def export_ps3_cmd(
+    output: Annotated[Path, typer.Argument(help="a finished curate corpus (the run's output directory)")],
+    dest: Annotated[Path, typer.Argument(help="new or empty directory for the export (or an export to resume)")],
+) -> None:
+    """PS3's own pre-training format (NVlabs/PS3, dataset type webdataset_separate_image_text_box):
+    DEST/images/*.tar and DEST/text_box/*.tar in lock-step, only captioned regions, absolute-pixel
+    boxes, global captions as global_text. Resumable: run it again after an interruption. Prints the
+    flags of PS3's trainer that read the export."""
+    from curate.export.ps3 import export_ps3
+    from curate.io.lock import OutputLocked
+    from curate.io.ownership import OutputRefused
+
+    progress, _, on_progress = _progress_bar("shards", True)
+    try:
+        with progress:
+            result = export_ps3(output, dest, on_progress=on_progress)
+    except (FileNotFoundError, OutputRefused, OutputLocked) as e:
+        _fail(str(e))
+    c = result.counts
+    out = Console()
+    out.print(f"[green]exported[/] {c['samples']} samples ({c['regions']} captioned regions, {c['global_text']} "
+              f"global captions) in {result.shards} shard pairs -> {dest}; left out: "
+              f"{c['skipped_no_caption']} with no caption, {c['skipped_undecodable']} undecodable", highlight=False)
+    out.print("PS3 training flags (NVlabs/PS3 train/, open_clip_train.main):", highlight=False)
+    out.print("  " + " ".join(result.flags()), highlight=False, soft_wrap=True)
+
+
+@export_app.command("llava")
+def export_llava_cmd(
+    output: Annotated[Path, typer.Argument(help="a curate corpus with question shards, or a canvas output")],
+    dest: Annotated[Path, typer.Argument(help="new or empty directory for the export (or an export to resume)")],
+    box_in: Annotated[str, typer.Option("--box-in", help="where the region goes in the text: answer, question "
+                                                         "or none (Qwen-VL <box>(x0,y0),(x1,y1)</box>, 0-1000)")]
+    = "answer",
+) -> None:
+    """LLaVA conversation JSON + image folder: region questions answered by their captions (from a
+    corpus's question shards), or canvas samples with their inherited QA (from a canvas output)."""
+    from curate.export.llava import export_llava
+    from curate.io.lock import OutputLocked
+    from curate.io.ownership import OutputRefused
+
+    if box_in not in ("answer", "question", "none"):
+        _fail(f"--box-in {box_in!r}: choose answer, question or none")
+    progress, _, on_progress = _progress_bar("shards", True)
+    try:
+        with progress:
+            result = export_llava(output, dest, box_in=box_in, on_progress=on_progress)
+    except (FileNotFoundError, OutputRefused, OutputLocked) as e:
+        _fail(str(e))
+    Console().print(f"[green]exported[/] {result.counts['entries']} conversations, {result.counts['images']} images "
+                    f"-> {Path(dest) / 'llava.json'}", highlight=False)
+
+
 @app.command("train")
 def train_cmd(
     config: Annotated[Path, typer.Argument(help="train YAML, e.g. pipelines/train_local.yaml")],

@@ -408,6 +408,16 @@ class OutputConfig(Strict):
         return path
 
 
+class CorpusOutputConfig(OutputConfig):
+    """The corpus pipeline's output: also how its images are stored."""
+
+    image_format: Literal["keep", "jpg", "png", "webp"] = Field(
+        "keep", description="keep: each image's own bytes (re-encoded only when they must change); jpg/png/webp: "
+                            "every image in that format, one format per corpus (HF datasets' webdataset builder "
+                            "needs it)")
+    image_quality: int = Field(95, ge=1, le=100, description="JPEG/WebP quality when images are re-encoded")
+
+
 class RayConfig(Strict):
     address: str | None = Field(None, description="Ray cluster address; None starts local Ray")
     node_ip_address: str | None = Field(
@@ -429,7 +439,7 @@ class PipelineConfig(Strict):
     select: SelectConfig = Field(default_factory=SelectConfig)
     caption: CaptionConfig = Field(default_factory=CaptionConfig)
     retarget: RetargetConfig = Field(default_factory=RetargetConfig)
-    output: OutputConfig = Field(default_factory=OutputConfig)
+    output: CorpusOutputConfig = Field(default_factory=CorpusOutputConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
 
     @model_validator(mode="after")
@@ -464,7 +474,7 @@ def backend_names() -> set[str]:
 
 
 __all__ = [
-    "CaptionConfig", "CaptionHygieneConfig", "DTYPE_NAMES", "DocumentCaptionConfig", "DtypeName",
+    "CaptionConfig", "CaptionHygieneConfig", "CorpusOutputConfig", "DTYPE_NAMES", "DocumentCaptionConfig", "DtypeName",
     "EfficientVitSamConfig", "Fraction", "GenerationRuntimeConfig", "ImageKind", "IngestConfig",
     "MaskBackendConfig", "MasksConfig", "NaturalCaptionConfig", "NoCaptionConfig", "OcrLayoutMasksConfig",
     "OutputConfig", "PipelineConfig", "QuestionRulesConfig", "RapidOcrConfig", "RayConfig",

@@ -151,17 +151,23 @@ def orient(img: Image.Image) -> tuple[Image.Image, str | None]:
         return img, None
 
 
-def encode(img: Image.Image, source_format: str | None) -> tuple[bytes, str]:
+def encode(img: Image.Image, ext: str, quality: int = 95) -> bytes:
+    """``img`` as ``ext`` (jpg, png or webp); JPEG and WebP at ``quality``."""
     buf = io.BytesIO()
-    if source_format == "JPEG":
-        img.save(buf, format="JPEG", quality=95)
-        return buf.getvalue(), "jpg"
-    img.save(buf, format="PNG", compress_level=3)
-    return buf.getvalue(), "png"
+    if ext == "jpg":
+        img.save(buf, format="JPEG", quality=quality)
+    elif ext == "webp":
+        img.save(buf, format="WEBP", quality=quality)
+    else:
+        img.save(buf, format="PNG", compress_level=3)
+    return buf.getvalue()
 
 
-def ingest_row(row: dict, cfg: IngestConfig) -> dict:
-    """Fill key, sha256, size, kind and stored image bytes, or quarantine the row."""
+def ingest_row(row: dict, cfg: IngestConfig, image_format: str = "keep", quality: int = 95) -> dict:
+    """Fill key, sha256, size, kind and stored image bytes, or quarantine the row.
+
+    ``image_format`` ``keep`` stores the input's own bytes unless they must change; ``jpg``/``png``/
+    ``webp`` store every image in that format (one format per corpus, for readers that need it)."""
     try:
         data = read_input(row, cfg.max_file_bytes, cfg.read_timeout_s)
         img = open_checked(data, cfg)
@@ -175,12 +181,15 @@ def ingest_row(row: dict, cfg: IngestConfig) -> dict:
     why = [w for w in (oriented, mode_change) if w]
     if frames > 1:  # the stored image must be the one that was segmented and captioned
         why.append(f"{frames} frames: the first kept")
-    if source_format not in KEEP_FORMATS:
-        why.append(f"{source_format} stored as PNG")
-    if why:
-        stored, ext = encode(img, source_format)
+    if image_format != "keep":
+        ext = image_format
+        if KEEP_FORMATS.get(source_format) != ext:
+            why.append(f"stored as {ext} (output.image_format)")
     else:
-        stored, ext = data, KEEP_FORMATS[source_format]
+        ext = KEEP_FORMATS.get(source_format, "png")
+        if source_format not in KEEP_FORMATS:
+            why.append(f"{source_format} stored as PNG")
+    stored = encode(img, ext, quality) if why else data
     sha = hashlib.sha256(data).hexdigest()
     row.update(
         status="ok", key=sha[:20], sha256=sha, image=stored, image_ext=ext,

@@ -15,13 +15,14 @@ class IngestStage:
 
     def __init__(self, cfg: PipelineConfig):
         self.cfg = cfg.ingest
+        self.image_format, self.quality = cfg.output.image_format, cfg.output.image_quality
 
     def process(self, rows: list[dict]) -> list[dict]:
         out = []
         for row in rows:
             start = time.perf_counter()
             try:
-                row = ingest_row(row, self.cfg)
+                row = ingest_row(row, self.cfg, self.image_format, self.quality)
             except Exception as e:  # a bug or an exotic file must not end the run
                 row = quarantine(row, QuarantineReason.stage_error.value, f"ingest: {type(e).__name__}: {e}")
             if row["status"] == "ok":

@@ -12,7 +12,10 @@ from curate.config import Strict, load_yaml_model
 
 class TrainDataConfig(Strict):
     shards: list[str] = Field(..., min_length=1, description="tar paths, globs or URLs: region, question or "
-                                                              "canvas shards (mixed freely)")
+                                                              "canvas shards (mixed freely); with ps3_text_box: "
+                                                              "the image tars of PS3's two-set format")
+    ps3_text_box: list[str] = Field(default_factory=list, description="PS3's two-set format (NVlabs/PS3, "
+                                    "`curate export ps3`): the text-box tars, read in lock-step with `shards`")
     shuffle_buffer: int = Field(0, ge=0, description="samples in the shuffle buffer (0: keep shard order)")
     shard_shuffle: bool = Field(False, description="shuffle shard order each epoch")
     resampled: bool = Field(False, description="sample shards with replacement forever (large-scale training)")

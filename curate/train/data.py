@@ -17,6 +17,7 @@ import glob
 import io
 import json
 import re
+import tarfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -76,6 +77,10 @@ def regions_of(sample: dict) -> tuple[bytes, list[tuple[tuple[float, ...], str |
     """(image bytes, [(box_norm, text or None)], global text) for any curate shard sample."""
     record = json.loads(sample["json"])
     image = next((sample[e] for e in IMAGE_EXTS if e in sample), None)
+    if sample.get("__ps3__"):  # PS3's text-box JSON: boxes in absolute pixels of the image
+        width, height = Image.open(io.BytesIO(image)).size
+        boxes = [(x0 / width, y0 / height, x1 / width, y1 / height) for x0, y0, x1, y1 in record.get("box", [])]
+        return image, list(zip(boxes, record.get("text", []), strict=True)), record.get("global_text")
     if "regions" in record:  # region shard
         regions = [(tuple(r["box_norm"]), r.get("caption")) for r in record["regions"]]
         return image, regions, record.get("global_caption")
@@ -124,14 +129,56 @@ def collate(samples: list[dict]) -> dict:
     }
 
 
+PS3_PAIR = "\t"  # an image tar and its text-box tar travel as one shard "URL"
+
+
+def ps3_pair_samples(source):
+    """webdataset stage: each (image tar, text-box tar) pair -> samples, read in lock-step with PS3's
+    own key check (its loader asserts the two streams' keys match sample by sample)."""
+    for item in source:
+        image_tar, box_tar = item["url"].split(PS3_PAIR)
+        with tarfile.open(image_tar, mode="r|") as a, tarfile.open(box_tar, mode="r|") as b:
+            for im, bx in zip((m for m in a if m.isfile()), (m for m in b if m.isfile()), strict=True):
+                key, _, ext = im.name.partition(".")
+                if bx.name.partition(".")[0] != key:
+                    raise ValueError(f"{image_tar} / {box_tar}: keys differ ({im.name} vs {bx.name})")
+                yield {"__key__": key, "__url__": image_tar, "__ps3__": True, ext: a.extractfile(im).read(),
+                       "json": b.extractfile(bx).read()}
+
+
+def _ps3_dataset(cfg, grid: int, epoch_seed: int):
+    """The same batches from PS3's two-set format: pairs of tars read in lock-step."""
+    import webdataset as wds
+
+    data, model = cfg.data, cfg.model
+    images, boxes = expand_shards(data.shards), expand_shards(data.ps3_text_box)
+    if len(images) != len(boxes):
+        raise FileNotFoundError(f"data.shards has {len(images)} image tars, data.ps3_text_box {len(boxes)}: "
+                                "PS3's two sets must pair up shard by shard")
+    pairs = [f"{i}{PS3_PAIR}{b}" for i, b in zip(images, boxes, strict=True)]
+    if data.resampled:
+        stages = [wds.ResampledShards(pairs, seed=epoch_seed)]
+    else:
+        stages = [wds.SimpleShardList(pairs, seed=epoch_seed if data.shard_shuffle else None)]
+    stages += [wds.split_by_node, wds.split_by_worker, ps3_pair_samples]
+    if data.shuffle_buffer:
+        stages.append(wds.shuffle(data.shuffle_buffer, seed=epoch_seed))
+    stages += [wds.map(lambda s: make_sample(s, model.low_res, model.hi_res, grid, data.max_regions)),
+               wds.select(lambda s: s is not None),
+               wds.batched(cfg.optim.batch_size, collation_fn=collate, partial=False)]
+    return wds.DataPipeline(*stages)
+
+
 def make_dataset(cfg, grid: int, epoch_seed: int):
     """An iterable of collated batches (webdataset pipeline), split over DDP ranks and workers."""
     import webdataset as wds
 
     data, model = cfg.data, cfg.model
-    urls = expand_shards(data.shards)
+    if data.ps3_text_box:
+        return _ps3_dataset(cfg, grid, epoch_seed)
     dataset = wds.WebDataset(
-        urls, resampled=data.resampled, shardshuffle=data.shard_shuffle if not data.resampled else False,
+        expand_shards(data.shards), resampled=data.resampled,
+        shardshuffle=data.shard_shuffle if not data.resampled else False,
         nodesplitter=wds.split_by_node, workersplitter=wds.split_by_worker, empty_check=False,
         seed=epoch_seed, handler=wds.warn_and_continue)
     if data.shuffle_buffer:

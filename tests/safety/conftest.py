@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from curate.config import load_config
-from curate.ops.decode import ingest_row
+from curate.stages.ingest import IngestStage
 from tests.conftest import noise_image, png_bytes
 
 
@@ -50,10 +50,11 @@ def write_tar(path: Path, members: dict[str, bytes]) -> Path:
 
 
 def ingest_only(cfg, pending):
-    """Stands in for the Ray plan: ingest each input, keep no region (the writer's view of a run)."""
+    """Stands in for the Ray plan: the ingest stage on each input, no region (the writer's view of a run)."""
+    stage = IngestStage(cfg)
     for row in pending:
         if row["status"] != "quarantined":
-            row = ingest_row(row, cfg.ingest)
+            row = stage.process([row])[0]
         yield row
 
 

@@ -1,0 +1,124 @@
+"""`curate export llava`: fine-tuning data in LLaVA's conversation format (what LLaVA-UHD-style trainers read).
+
+DEST/llava.json   [{"id", "image": "images/KEY.EXT", "conversations": [{"from": "human", ...}, {"from": "gpt", ...}],
+                    "box": [x0, y0, x1, y1], "width", "height", "source"}, ...]
+DEST/images/      each image once, its bytes copied as stored in the corpus
+
+From a corpus's question shards: the human turn is ``<image>\\n`` + the retargeted question, the gpt
+turn is the region's caption. With ``box_in="answer"`` (the default) the answer ends with the region
+in Qwen-VL's grounding notation, ``<box>(x0,y0),(x1,y1)</box>`` with coordinates scaled to 0-1000 of
+the image's width and height; ``"question"`` puts it after the question instead, ``"none"`` leaves it
+out of the text. Every entry also carries ``box`` in absolute pixels (x1/y1 exclusive).
+From a canvas output: the inherited conversations as they are, the pasted box as ``box``.
+
+Resumable: images already written are kept (each is written whole or not at all); the JSON is written last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from curate.io.fs import read_local_parquet, read_range
+from curate.io.layout import OutputLayout, atomic_write_bytes
+from curate.io.lock import OutputLock
+from curate.io.ownership import claim_output
+
+BoxIn = Literal["answer", "question", "none"]
+
+
+@dataclass
+class LlavaExportResult:
+    dest: Path
+    counts: Counter = field(default_factory=Counter)
+
+
+def grounding(box: list[int], width: int, height: int) -> str:
+    """Qwen-VL's box notation: corners scaled to 0-1000 of the image's sides."""
+    x0, y0, x1, y1 = box
+    sx, sy = 1000 / width, 1000 / height
+    return f"<box>({round(x0 * sx)},{round(y0 * sy)}),({round(x1 * sx)},{round(y1 * sy)})</box>"
+
+
+def question_entry(record: dict, image_name: str, box_in: BoxIn) -> dict:
+    question, answer = record["question"], record["caption"]
+    where = grounding(record["box"], record["width"], record["height"])
+    if box_in == "question":
+        question = f"{question} {where}"
+    elif box_in == "answer":
+        answer = f"{answer} {where}"
+    return {"id": record["key"], "image": image_name,
+            "conversations": [{"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}],
+            "box": list(record["box"]), "width": record["width"], "height": record["height"],
+            "source": "question"}
+
+
+def canvas_entry(record: dict, image_name: str) -> dict:
+    return {"id": record["key"], "image": image_name, "conversations": record["conversations"],
+            "box": list(record["box"]), "width": record["width"], "height": record["height"], "source": "canvas"}
+
+
+def _tar_samples(shard: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
+    pending: dict[str, dict[str, bytes]] = {}
+    with tarfile.open(shard, mode="r|") as tar:
+        for info in tar:
+            if info.isfile():
+                key, _, ext = info.name.partition(".")
+                pending.setdefault(key, {})[ext] = tar.extractfile(info).read()
+                if "json" in pending[key]:  # the record is each sample's last member
+                    yield key, pending.pop(key)
+
+
+def export_llava(source: str | Path, dest: str | Path, box_in: BoxIn = "answer",
+                 on_progress: Callable[[int, int], None] | None = None) -> LlavaExportResult:
+    src = OutputLayout(Path(source))
+    try:
+        manifest = json.loads(src.manifest.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{source}: no manifest.json; is this a curate output?") from None
+    canvas = manifest.get("kind") == "canvas"
+    shards = src.shard_files() if canvas else src.question_shard_files()
+    if not shards:
+        raise FileNotFoundError(f"{source}: no {'canvas' if canvas else 'question'} shards to export "
+                                "(a corpus needs retarget.backend set to have questions)")
+    out = OutputLayout(Path(dest))
+    options = hashlib.sha256(f"llava-export-v1:{manifest.get('config_sha256')}:{box_in}".encode()).hexdigest()
+    claim_output(out, "llava-export", options, [str(src.root)])
+    result = LlavaExportResult(Path(dest))
+    entries = []
+    index = None if canvas else _image_index(src)
+    with OutputLock(out.lock):
+        (out.root / "images").mkdir(parents=True, exist_ok=True)
+        for number, shard in enumerate(shards, start=1):
+            for key, members in _tar_samples(shard):
+                record = json.loads(members["json"])
+                ext = record["image_ext"]
+                image_key = key if canvas else record["image_key"]
+                name = f"images/{image_key}.{ext}"
+                target = out.root / name
+                if not target.exists():
+                    data = members.get(ext) or _read_image(src, index, image_key)
+                    atomic_write_bytes(target, data)
+                    result.counts["images"] += 1
+                entries.append(canvas_entry(record, name) if canvas else question_entry(record, name, box_in))
+                result.counts["entries"] += 1
+            if on_progress:
+                on_progress(number, len(shards))
+    atomic_write_bytes(out.root / "llava.json", json.dumps(entries, ensure_ascii=False, indent=1).encode())
+    return result
+
+
+def _image_index(src: OutputLayout) -> dict[str, tuple[str, int, int]]:
+    table = read_local_parquet(src.index, columns=["key", "shard", "image_offset", "image_size"])
+    return {k: (s, o, n) for k, s, o, n in zip(*(table[c].to_pylist() for c in table.column_names))}
+
+
+def _read_image(src: OutputLayout, index: dict, image_key: str) -> bytes:
+    shard, offset, size = index[image_key]
+    return read_range(str(src.shards_dir / shard), offset, size)

@@ -1,0 +1,178 @@
+"""`curate export ps3`: a corpus in the two-set WebDataset format of PS3's own pre-training loader.
+
+NVlabs/PS3 (``train/src/open_clip_train/data.py``, dataset type ``webdataset_separate_image_text_box``)
+reads two tar sets in lock-step and asserts that their keys match sample by sample:
+
+  DEST/images/train-NNNNNN.tar     KEY.jpg|png|webp   the stored image bytes, copied as they are
+  DEST/text_box/train-NNNNNN.tar   KEY.json           {"text": [caption, ...], "box": [[x0, y0, x1, y1], ...],
+                                                       "global_text": "..."}  (boxes in absolute pixels)
+
+Both sets have the same shard names, the same samples in the same order. ``text`` and ``box`` are
+pairwise and hold only captioned regions (a null caption breaks PS3's caption cleaning, an empty
+list its sentence merging); ``global_text`` is there when the record has a global caption (then
+``text``/``box`` may be absent, which PS3 reads only with ``--use_global_caption``). Images with no
+caption of any kind are left out of both sets and counted.
+
+Each corpus shard becomes one pair of export shards, numbered 0..n-1 in the corpus's order, so the
+shard lists form one brace pattern. A pair is committed by its marker in ``.curate/exported/``
+(written after both tars are renamed into place): a killed export resumes at the first uncommitted
+pair. Question and canvas shards are not exported here: PS3's pre-training format carries local
+captions, not questions or conversations (see ``curate export llava``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from curate.io.layout import OutputLayout, atomic_write_bytes, tmp_path
+from curate.io.lock import OutputLock
+from curate.io.manifest import read_manifest
+from curate.io.ownership import OutputRefused, claim_output
+from curate.io.shards import ShardWriter
+
+IMAGE_EXTS = ("jpg", "png", "webp")
+
+
+@dataclass
+class Ps3ExportResult:
+    dest: Path
+    shards: int = 0
+    counts: Counter = field(default_factory=Counter)  # samples, regions, global_text, skipped_*, ...
+
+    def flags(self) -> list[str]:
+        """The arguments of PS3's ``open_clip_train.main`` that read this export."""
+        last = f"{self.shards - 1:06d}"
+        flags = [
+            "--dataset-type", "webdataset_separate_image_text_box",
+            "--train-data-image", f"{self.dest / 'images'}/train-{{000000..{last}}}.tar",
+            "--train-data-text-box", f"{self.dest / 'text_box'}/train-{{000000..{last}}}.tar",
+            "--train-num-samples", str(self.counts["samples"]),
+        ]
+        if self.counts["global_only"]:
+            flags += ["--use_global_caption"]  # samples without text/box need it (else KeyError 'text')
+        elif self.counts["global_text"]:
+            flags += ["--use_global_caption", "--global_caption_prob", "0.25"]
+        return flags
+
+    def summary(self) -> dict:
+        return {"dest": str(self.dest), "shards": self.shards, "counts": dict(self.counts),
+                "ps3_flags": self.flags()}
+
+
+def ps3_sample(record: dict) -> dict | None:
+    """The text-box JSON of one ImageRecord, or None when it has no caption of any kind."""
+    regions = [r for r in record.get("regions", []) if isinstance(r.get("caption"), str) and r["caption"].strip()]
+    sample: dict = {}
+    if regions:
+        sample["text"] = [r["caption"] for r in regions]
+        sample["box"] = [[int(v) for v in r["box"]] for r in regions]
+    if isinstance(record.get("global_caption"), str) and record["global_caption"].strip():
+        sample["global_text"] = record["global_caption"]
+    return sample or None
+
+
+def corpus_samples(shard: Path) -> Iterator[tuple[str, str, bytes, dict]]:
+    """(key, image ext, image bytes, record) for each sample of a corpus shard, in order."""
+    pending: dict[str, dict] = {}
+    with tarfile.open(shard, mode="r|") as tar:
+        for info in tar:
+            if not info.isfile():
+                continue
+            key, _, ext = info.name.partition(".")
+            entry = pending.setdefault(key, {})
+            entry[ext] = tar.extractfile(info).read()
+            image_ext = next((e for e in IMAGE_EXTS if e in entry), None)
+            if image_ext and "json" in entry:
+                del pending[key]
+                yield key, image_ext, entry[image_ext], json.loads(entry["json"])
+
+
+def decodes(data: bytes) -> bool:
+    """Whether PIL decodes the image whole, as PS3's ``wds.decode("pilrgb")`` will."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+        return True
+    except Exception:
+        return False
+
+
+def _options_hash(source: OutputLayout) -> str:
+    manifest = read_manifest(source)
+    return hashlib.sha256(f"ps3-export-v1:{manifest.config_sha256}".encode()).hexdigest()
+
+
+def export_ps3(source: str | Path, dest: str | Path,
+               on_progress: Callable[[int, int], None] | None = None) -> Ps3ExportResult:
+    """Export (or resume exporting) the corpus at ``source`` into ``dest``; returns the counts."""
+    src = OutputLayout(Path(source))
+    manifest = read_manifest(src)
+    if manifest is None or not src.index.exists():
+        raise FileNotFoundError(f"{source}: no manifest.json/index.parquet; is this a finished curate output?")
+    if manifest.status != "complete":
+        raise OutputRefused(f"{source}: the run is {manifest.status}; finish it (run the same command again) "
+                            "before exporting")
+    out = OutputLayout(Path(dest))
+    claim_output(out, "ps3-export", _options_hash(src), [str(src.root)])
+    done_dir = out.meta_dir / "exported"
+    shards = src.shard_files()
+    result = Ps3ExportResult(Path(dest), shards=len(shards))
+    with OutputLock(out.lock):
+        for folder in (out.root / "images", out.root / "text_box", done_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        for number, shard in enumerate(shards):
+            name = f"train-{number:06d}"
+            marker = done_dir / f"{name}.json"
+            if marker.exists():
+                done = json.loads(marker.read_text())
+                if done.get("source") != shard.name:
+                    raise OutputRefused(f"{dest}: shard {name} was exported from {done.get('source')}, not "
+                                        f"{shard.name}: the corpus changed; export into a new directory")
+                result.counts.update(done["counts"])
+            else:
+                result.counts.update(_export_pair(shard, out.root, name, marker))
+            if on_progress:
+                on_progress(number + 1, len(shards))
+    atomic_write_bytes(out.root / "summary.json", json.dumps(result.summary(), indent=2).encode())
+    return result
+
+
+def _export_pair(shard: Path, root: Path, name: str, marker: Path) -> Counter:
+    counts: Counter = Counter()
+    paths = [root / "images" / f"{name}.tar", root / "text_box" / f"{name}.tar"]
+    for path in paths:  # a killed export's leftovers of this pair (only our own names)
+        path.unlink(missing_ok=True)
+        tmp_path(path).unlink(missing_ok=True)
+    images, text_box = ShardWriter(paths[0]), ShardWriter(paths[1])
+    try:
+        for key, ext, image, record in corpus_samples(shard):
+            sample = ps3_sample(record)
+            if sample is None:
+                counts["skipped_no_caption"] += 1
+                continue
+            if not decodes(image):  # PS3 drops it from the image stream only: the streams would part
+                counts["skipped_undecodable"] += 1
+                continue
+            images.add(key, {ext: image})
+            text_box.add(key, {"json": json.dumps(sample, ensure_ascii=False).encode()})
+            counts["samples"] += 1
+            counts["regions"] += len(sample.get("text", []))
+            counts["global_text"] += "global_text" in sample
+            counts["global_only"] += "text" not in sample
+        images.close()
+        text_box.close()
+    except BaseException:
+        images.abort()
+        text_box.abort()
+        raise
+    atomic_write_bytes(marker, json.dumps({"source": shard.name, "counts": dict(counts)}).encode())
+    return counts

@@ -1,0 +1,68 @@
+"""`curate export llava`: question shards and canvas shards as LLaVA conversation JSON + images."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+
+import pytest
+from typer.testing import CliRunner
+
+from curate.cli import app
+from curate.export.llava import export_llava, grounding
+from tests.conftest import REPO
+from tests.io.test_corpus import write_question_corpus
+
+
+def test_grounding_scales_corners_to_0_1000():
+    assert grounding([5, 5, 30, 30], 64, 48) == "<box>(78,104),(469,625)</box>"
+
+
+@pytest.mark.parametrize("box_in", ["answer", "question", "none"])
+def test_questions_become_conversations_with_the_image_once(tmp_path, box_in):
+    rows = write_question_corpus(tmp_path / "corpus", n=3)
+    result = export_llava(tmp_path / "corpus", tmp_path / "llava", box_in=box_in)
+    entries = json.loads((tmp_path / "llava" / "llava.json").read_text())
+    assert result.counts == {"entries": 3, "images": 3} and len(entries) == 3
+    for entry, row in zip(entries, rows):
+        human, gpt = entry["conversations"]
+        assert human["from"] == "human" and human["value"].startswith("<image>\n")
+        assert "Which bus number" in human["value"] and gpt["value"].startswith("A bus with the number 42")
+        assert ("<box>(78,104),(469,625)</box>" in gpt["value"]) == (box_in == "answer")
+        assert ("<box>" in human["value"]) == (box_in == "question")
+        assert entry["box"] == [5, 5, 30, 30] and (entry["width"], entry["height"]) == (64, 48)
+        assert (tmp_path / "llava" / entry["image"]).read_bytes() == row["image"]  # bytes as stored
+
+
+def test_canvas_outputs_keep_their_conversations(tmp_path):
+    from curate.augment.config import load_canvas_config
+    from curate.augment.run import CanvasWriter, background_files, render_item
+    from curate.augment.vqa_sources import list_vqa_items
+    from curate.samples import generate_vqa_samples
+
+    folder = generate_vqa_samples(tmp_path / "vqa", count=3)
+    cfg = load_canvas_config(REPO / "pipelines" / "canvas.yaml", [
+        f"source.path={folder / 'llava.json'}", f"source.images={folder / 'images'}",
+        f"output.path={tmp_path / 'canvas'}", "canvas.long_side=[512,640]"])
+    writer = CanvasWriter(cfg).open()
+    for item in list_vqa_items(cfg.source):
+        writer.add(render_item(item, cfg, background_files(None)))
+    writer.finish(1.0)
+    export_llava(tmp_path / "canvas", tmp_path / "llava")
+    entries = json.loads((tmp_path / "llava" / "llava.json").read_text())
+    source = json.loads((folder / "llava.json").read_text())
+    assert [e["conversations"] for e in entries] == [s["conversations"] for s in source]
+    with tarfile.open(next((tmp_path / "canvas" / "shards").glob("*.tar"))) as tar:
+        first = tar.extractfile(tar.getmembers()[0]).read()
+    assert (tmp_path / "llava" / entries[0]["image"]).read_bytes() == first
+
+
+def test_a_corpus_without_questions_says_so(tmp_path):
+    from tests.safety.conftest import load
+
+    cfg = load(tmp_path, [{"type": "dir", "path": str(tmp_path / "in")}], tmp_path / "corpus")
+    from curate.io.corpus import CorpusWriter
+
+    CorpusWriter(cfg.output.path, cfg).open().finish()
+    result = CliRunner().invoke(app, ["export", "llava", str(tmp_path / "corpus"), str(tmp_path / "x")])
+    assert result.exit_code == 2 and "retarget.backend" in " ".join(result.output.split())
