@@ -161,6 +161,9 @@ app.add_typer(export_app, name="export")
 def export_ps3_cmd(
     output: Annotated[Path, typer.Argument(help="a finished curate corpus (the run's output directory)")],
     dest: Annotated[Path, typer.Argument(help="new or empty directory for the export (or an export to resume)")],
+    what: Annotated[str, typer.Option("--what", help="a corpus's regions (local captions) or questions (each "
+                                                     "question as its region's text); canvas outputs are detected")]
+    = "regions",
 ) -> None:
     """PS3's own pre-training format (NVlabs/PS3, dataset type webdataset_separate_image_text_box):
     DEST/images/*.tar and DEST/text_box/*.tar in lock-step, only captioned regions, absolute-pixel
@@ -173,8 +176,8 @@ def export_ps3_cmd(
     progress, _, on_progress = _progress_bar("shards", True)
     try:
         with progress:
-            result = export_ps3(output, dest, on_progress=on_progress)
-    except (FileNotFoundError, OutputRefused, OutputLocked) as e:
+            result = export_ps3(output, dest, what=what, on_progress=on_progress)
+    except (FileNotFoundError, OutputRefused, OutputLocked, ValueError) as e:
         _fail(str(e))
     c = result.counts
     out = Console()

@@ -16,8 +16,11 @@ caption of any kind are left out of both sets and counted.
 Each corpus shard becomes one pair of export shards, numbered 0..n-1 in the corpus's order, so the
 shard lists form one brace pattern. A pair is committed by its marker in ``.curate/exported/``
 (written after both tars are renamed into place): a killed export resumes at the first uncommitted
-pair. Question and canvas shards are not exported here: PS3's pre-training format carries local
-captions, not questions or conversations (see ``curate export llava``).
+pair. A corpus's question shards export the same way (``what="questions"``: each question is the
+text of its region, the image read from the region shard), and so does a canvas output (the pasted
+box, with the inherited question and answer as its text). PS3's format has no place for a
+conversation of several turns: only the first question and its answer are kept (``curate export
+llava`` keeps them all).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import tarfile
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -33,13 +37,11 @@ from pathlib import Path
 
 from PIL import Image
 
+from curate.io.fs import read_local_parquet, read_range
 from curate.io.layout import OutputLayout, atomic_write_bytes, tmp_path
 from curate.io.lock import OutputLock
-from curate.io.manifest import read_manifest
 from curate.io.ownership import OutputRefused, claim_output
 from curate.io.shards import ShardWriter
-
-IMAGE_EXTS = ("jpg", "png", "webp")
 
 
 @dataclass
@@ -80,20 +82,16 @@ def ps3_sample(record: dict) -> dict | None:
     return sample or None
 
 
-def corpus_samples(shard: Path) -> Iterator[tuple[str, str, bytes, dict]]:
-    """(key, image ext, image bytes, record) for each sample of a corpus shard, in order."""
-    pending: dict[str, dict] = {}
+def shard_samples(shard: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {ext: bytes}) for each sample of a curate shard, in order (the JSON record comes last)."""
+    pending: dict[str, dict[str, bytes]] = {}
     with tarfile.open(shard, mode="r|") as tar:
         for info in tar:
-            if not info.isfile():
-                continue
-            key, _, ext = info.name.partition(".")
-            entry = pending.setdefault(key, {})
-            entry[ext] = tar.extractfile(info).read()
-            image_ext = next((e for e in IMAGE_EXTS if e in entry), None)
-            if image_ext and "json" in entry:
-                del pending[key]
-                yield key, image_ext, entry[image_ext], json.loads(entry["json"])
+            if info.isfile():
+                key, _, ext = info.name.partition(".")
+                pending.setdefault(key, {})[ext] = tar.extractfile(info).read()
+                if "json" in pending[key]:
+                    yield key, pending.pop(key)
 
 
 def decodes(data: bytes) -> bool:
@@ -106,25 +104,60 @@ def decodes(data: bytes) -> bool:
         return False
 
 
-def _options_hash(source: OutputLayout) -> str:
-    manifest = read_manifest(source)
-    return hashlib.sha256(f"ps3-export-v1:{manifest.config_sha256}".encode()).hexdigest()
+class _Variant:
+    """How one kind of curate shard becomes PS3 samples: (image ext, image bytes, text-box dict)."""
+
+    def __init__(self, src: OutputLayout, what: str):
+        self.what = what
+        self.index = _image_index(src) if what == "questions" else None
+        self.src = src
+
+    def sample(self, members: dict[str, bytes]) -> tuple[str, bytes, dict | None]:
+        record = json.loads(members["json"])
+        ext = record["image_ext"]
+        if self.what == "regions":
+            return ext, members.get(ext), ps3_sample(record)
+        if self.what == "questions":  # the question is the region's text; the image lives in the region shard
+            shard, offset, size = self.index[record["image_key"]]
+            image = read_range(str(self.src.shards_dir / shard), offset, size)
+            return ext, image, {"text": [record["question"]], "box": [list(record["box"])]}
+        turns = record["conversations"]  # canvas: the inherited QA describes the pasted region
+        text = strip_image_tag(turns[0]["value"]) + (" " + turns[1]["value"] if len(turns) > 1 else "")
+        return ext, members.get(ext), {"text": [text], "box": [list(record["box"])]}
 
 
-def export_ps3(source: str | Path, dest: str | Path,
+def strip_image_tag(text: str) -> str:
+    return re.sub(r"<image>\s*", "", text).strip()
+
+
+def _image_index(src: OutputLayout) -> dict[str, tuple[str, int, int]]:
+    table = read_local_parquet(src.index, columns=["key", "shard", "image_offset", "image_size"])
+    return {k: (s, o, n) for k, s, o, n in zip(*(table[c].to_pylist() for c in table.column_names))}
+
+
+def export_ps3(source: str | Path, dest: str | Path, what: str = "regions",
                on_progress: Callable[[int, int], None] | None = None) -> Ps3ExportResult:
-    """Export (or resume exporting) the corpus at ``source`` into ``dest``; returns the counts."""
+    """Export (or resume exporting) ``source`` into ``dest``. ``what``: a corpus's ``regions`` (local
+    captions) or ``questions`` (each question as the text of its region); a canvas output is detected
+    and exported as its pasted boxes with their QA."""
     src = OutputLayout(Path(source))
-    manifest = read_manifest(src)
-    if manifest is None or not src.index.exists():
-        raise FileNotFoundError(f"{source}: no manifest.json/index.parquet; is this a finished curate output?")
-    if manifest.status != "complete":
-        raise OutputRefused(f"{source}: the run is {manifest.status}; finish it (run the same command again) "
-                            "before exporting")
+    try:
+        manifest = json.loads(src.manifest.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{source}: no manifest.json; is this a curate output?") from None
+    if manifest.get("status") != "complete" or not src.index.exists():
+        raise OutputRefused(f"{source}: the run is {manifest.get('status')}; finish it (run the same command "
+                            "again) before exporting")
+    if manifest.get("kind") == "canvas":
+        what = "canvas"
+    elif what not in ("regions", "questions"):
+        raise ValueError(f"what={what!r}: regions or questions")
     out = OutputLayout(Path(dest))
-    claim_output(out, "ps3-export", _options_hash(src), [str(src.root)])
+    options = hashlib.sha256(f"ps3-export-v1:{manifest.get('config_sha256')}:{what}".encode()).hexdigest()
+    claim_output(out, "ps3-export", options, [str(src.root)])
     done_dir = out.meta_dir / "exported"
-    shards = src.shard_files()
+    shards = src.question_shard_files() if what == "questions" else src.shard_files()
+    variant = _Variant(src, what)
     result = Ps3ExportResult(Path(dest), shards=len(shards))
     with OutputLock(out.lock):
         for folder in (out.root / "images", out.root / "text_box", done_dir):
@@ -139,14 +172,14 @@ def export_ps3(source: str | Path, dest: str | Path,
                                         f"{shard.name}: the corpus changed; export into a new directory")
                 result.counts.update(done["counts"])
             else:
-                result.counts.update(_export_pair(shard, out.root, name, marker))
+                result.counts.update(_export_pair(shard, variant, out.root, name, marker))
             if on_progress:
                 on_progress(number + 1, len(shards))
     atomic_write_bytes(out.root / "summary.json", json.dumps(result.summary(), indent=2).encode())
     return result
 
 
-def _export_pair(shard: Path, root: Path, name: str, marker: Path) -> Counter:
+def _export_pair(shard: Path, variant: _Variant, root: Path, name: str, marker: Path) -> Counter:
     counts: Counter = Counter()
     paths = [root / "images" / f"{name}.tar", root / "text_box" / f"{name}.tar"]
     for path in paths:  # a killed export's leftovers of this pair (only our own names)
@@ -154,12 +187,12 @@ def _export_pair(shard: Path, root: Path, name: str, marker: Path) -> Counter:
         tmp_path(path).unlink(missing_ok=True)
     images, text_box = ShardWriter(paths[0]), ShardWriter(paths[1])
     try:
-        for key, ext, image, record in corpus_samples(shard):
-            sample = ps3_sample(record)
+        for key, members in shard_samples(shard):
+            ext, image, sample = variant.sample(members)
             if sample is None:
                 counts["skipped_no_caption"] += 1
                 continue
-            if not decodes(image):  # PS3 drops it from the image stream only: the streams would part
+            if image is None or not decodes(image):  # PS3 would drop it from the image stream only
                 counts["skipped_undecodable"] += 1
                 continue
             images.add(key, {ext: image})

@@ -181,3 +181,41 @@ def test_cli_prints_the_ps3_training_flags(corpus, tmp_path):
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "--dataset-type webdataset_separate_image_text_box" in text and "--train-num-samples 4" in text
+
+
+def test_question_shards_export_each_question_as_its_regions_text(tmp_path):
+    from tests.io.test_corpus import write_question_corpus
+
+    rows = write_question_corpus(tmp_path / "corpus", n=3)
+    result = export_ps3(tmp_path / "corpus", tmp_path / "ps3", what="questions")
+    read = ps3_contract_reader(tmp_path / "ps3")
+    assert result.counts["samples"] == 3 == len(read)
+    for (key, _, tb), row in zip(read, rows):
+        assert key == f"{row['key']}_1"
+        assert tb == {"text": ["Which bus number is shown on the front sign?"], "box": [[5, 5, 30, 30]]}
+    with tarfile.open(tmp_path / "ps3" / "images" / "train-000000.tar") as tar:
+        assert tar.extractfile(tar.getmembers()[0]).read() == rows[0]["image"]
+
+
+def test_canvas_outputs_export_the_pasted_box_with_its_qa(tmp_path):
+    from curate.augment.config import load_canvas_config
+    from curate.augment.run import CanvasWriter, background_files, render_item
+    from curate.augment.vqa_sources import list_vqa_items
+    from curate.samples import generate_vqa_samples
+    from tests.conftest import REPO
+
+    folder = generate_vqa_samples(tmp_path / "vqa", count=3)
+    cfg = load_canvas_config(REPO / "pipelines" / "canvas.yaml", [
+        f"source.path={folder / 'llava.json'}", f"source.images={folder / 'images'}",
+        f"output.path={tmp_path / 'canvas'}", "canvas.long_side=[512,640]"])
+    writer = CanvasWriter(cfg).open()
+    for item in list_vqa_items(cfg.source):
+        writer.add(render_item(item, cfg, background_files(None)))
+    writer.finish(1.0)
+    result = export_ps3(tmp_path / "canvas", tmp_path / "ps3")
+    read = ps3_contract_reader(tmp_path / "ps3")
+    assert result.counts["samples"] == 3 == len(read)
+    source = json.loads((folder / "llava.json").read_text())
+    for (_, _, tb), entry in zip(read, source):
+        question = entry["conversations"][0]["value"].replace("<image>", "").strip()
+        assert tb["text"] == [f"{question} {entry['conversations'][1]['value']}"] and len(tb["box"]) == 1
