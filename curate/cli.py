@@ -157,6 +157,19 @@ export_app = typer.Typer(help="Write a finished corpus in the formats other trai
 app.add_typer(export_app, name="export")
 
 
+def _run_export(export, **kwargs):
+    """Run an exporter with a progress bar over shards; its refusals are clear errors."""
+    from curate.io.lock import OutputLocked
+    from curate.io.ownership import OutputRefused
+
+    progress, _, on_progress = _progress_bar("shards", True)
+    try:
+        with progress:
+            return export(on_progress=on_progress, **kwargs)
+    except (FileNotFoundError, OutputRefused, OutputLocked, ValueError) as e:
+        _fail(str(e))
+
+
 @export_app.command("ps3")
 def export_ps3_cmd(
     output: Annotated[Path, typer.Argument(help="a finished curate corpus (the run's output directory)")],
@@ -170,15 +183,8 @@ def export_ps3_cmd(
     boxes, global captions as global_text. Resumable: run it again after an interruption. Prints the
     flags of PS3's trainer that read the export."""
     from curate.export.ps3 import export_ps3
-    from curate.io.lock import OutputLocked
-    from curate.io.ownership import OutputRefused
 
-    progress, _, on_progress = _progress_bar("shards", True)
-    try:
-        with progress:
-            result = export_ps3(output, dest, what=what, on_progress=on_progress)
-    except (FileNotFoundError, OutputRefused, OutputLocked, ValueError) as e:
-        _fail(str(e))
+    result = _run_export(export_ps3, source=output, dest=dest, what=what)
     c = result.counts
     out = Console()
     out.print(f"[green]exported[/] {c['samples']} samples ({c['regions']} captioned regions, {c['global_text']} "
@@ -199,17 +205,10 @@ def export_llava_cmd(
     """LLaVA conversation JSON + image folder: region questions answered by their captions (from a
     corpus's question shards), or canvas samples with their inherited QA (from a canvas output)."""
     from curate.export.llava import export_llava
-    from curate.io.lock import OutputLocked
-    from curate.io.ownership import OutputRefused
 
     if box_in not in ("answer", "question", "none"):
         _fail(f"--box-in {box_in!r}: choose answer, question or none")
-    progress, _, on_progress = _progress_bar("shards", True)
-    try:
-        with progress:
-            result = export_llava(output, dest, box_in=box_in, on_progress=on_progress)
-    except (FileNotFoundError, OutputRefused, OutputLocked) as e:
-        _fail(str(e))
+    result = _run_export(export_llava, source=output, dest=dest, box_in=box_in)
     Console().print(f"[green]exported[/] {result.counts['entries']} conversations, {result.counts['images']} images "
                     f"-> {Path(dest) / 'llava.json'}", highlight=False)
 

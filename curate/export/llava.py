@@ -18,17 +18,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tarfile
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from curate.io.fs import read_local_parquet, read_range
 from curate.io.layout import OutputLayout, atomic_write_bytes
 from curate.io.lock import OutputLock
 from curate.io.ownership import claim_output
+from curate.io.reader import image_index, read_image, shard_samples
 
 BoxIn = Literal["answer", "question", "none"]
 
@@ -64,17 +63,6 @@ def canvas_entry(record: dict, image_name: str) -> dict:
             "box": list(record["box"]), "width": record["width"], "height": record["height"], "source": "canvas"}
 
 
-def _tar_samples(shard: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
-    pending: dict[str, dict[str, bytes]] = {}
-    with tarfile.open(shard, mode="r|") as tar:
-        for info in tar:
-            if info.isfile():
-                key, _, ext = info.name.partition(".")
-                pending.setdefault(key, {})[ext] = tar.extractfile(info).read()
-                if "json" in pending[key]:  # the record is each sample's last member
-                    yield key, pending.pop(key)
-
-
 def export_llava(source: str | Path, dest: str | Path, box_in: BoxIn = "answer",
                  on_progress: Callable[[int, int], None] | None = None) -> LlavaExportResult:
     src = OutputLayout(Path(source))
@@ -92,18 +80,18 @@ def export_llava(source: str | Path, dest: str | Path, box_in: BoxIn = "answer",
     claim_output(out, "llava-export", options, [str(src.root)])
     result = LlavaExportResult(Path(dest))
     entries = []
-    index = None if canvas else _image_index(src)
+    index = None if canvas else image_index(src)
     with OutputLock(out.lock):
         (out.root / "images").mkdir(parents=True, exist_ok=True)
         for number, shard in enumerate(shards, start=1):
-            for key, members in _tar_samples(shard):
+            for key, members in shard_samples(shard):
                 record = json.loads(members["json"])
                 ext = record["image_ext"]
                 image_key = key if canvas else record["image_key"]
                 name = f"images/{image_key}.{ext}"
                 target = out.root / name
                 if not target.exists():
-                    data = members.get(ext) or _read_image(src, index, image_key)
+                    data = members.get(ext) or read_image(src, index, image_key)
                     atomic_write_bytes(target, data)
                     result.counts["images"] += 1
                 entries.append(canvas_entry(record, name) if canvas else question_entry(record, name, box_in))
@@ -112,13 +100,3 @@ def export_llava(source: str | Path, dest: str | Path, box_in: BoxIn = "answer",
                 on_progress(number, len(shards))
     atomic_write_bytes(out.root / "llava.json", json.dumps(entries, ensure_ascii=False, indent=1).encode())
     return result
-
-
-def _image_index(src: OutputLayout) -> dict[str, tuple[str, int, int]]:
-    table = read_local_parquet(src.index, columns=["key", "shard", "image_offset", "image_size"])
-    return {k: (s, o, n) for k, s, o, n in zip(*(table[c].to_pylist() for c in table.column_names))}
-
-
-def _read_image(src: OutputLayout, index: dict, image_key: str) -> bytes:
-    shard, offset, size = index[image_key]
-    return read_range(str(src.shards_dir / shard), offset, size)

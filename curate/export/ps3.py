@@ -29,18 +29,17 @@ import hashlib
 import io
 import json
 import re
-import tarfile
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
-from curate.io.fs import read_local_parquet, read_range
 from curate.io.layout import OutputLayout, atomic_write_bytes, tmp_path
 from curate.io.lock import OutputLock
 from curate.io.ownership import OutputRefused, claim_output
+from curate.io.reader import image_index, read_image, shard_samples
 from curate.io.shards import ShardWriter
 
 
@@ -82,18 +81,6 @@ def ps3_sample(record: dict) -> dict | None:
     return sample or None
 
 
-def shard_samples(shard: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(key, {ext: bytes}) for each sample of a curate shard, in order (the JSON record comes last)."""
-    pending: dict[str, dict[str, bytes]] = {}
-    with tarfile.open(shard, mode="r|") as tar:
-        for info in tar:
-            if info.isfile():
-                key, _, ext = info.name.partition(".")
-                pending.setdefault(key, {})[ext] = tar.extractfile(info).read()
-                if "json" in pending[key]:
-                    yield key, pending.pop(key)
-
-
 def decodes(data: bytes) -> bool:
     """Whether PIL decodes the image whole, as PS3's ``wds.decode("pilrgb")`` will."""
     try:
@@ -109,7 +96,7 @@ class _Variant:
 
     def __init__(self, src: OutputLayout, what: str):
         self.what = what
-        self.index = _image_index(src) if what == "questions" else None
+        self.index = image_index(src) if what == "questions" else None
         self.src = src
 
     def sample(self, members: dict[str, bytes]) -> tuple[str, bytes, dict | None]:
@@ -118,8 +105,7 @@ class _Variant:
         if self.what == "regions":
             return ext, members.get(ext), ps3_sample(record)
         if self.what == "questions":  # the question is the region's text; the image lives in the region shard
-            shard, offset, size = self.index[record["image_key"]]
-            image = read_range(str(self.src.shards_dir / shard), offset, size)
+            image = read_image(self.src, self.index, record["image_key"])
             return ext, image, {"text": [record["question"]], "box": [list(record["box"])]}
         turns = record["conversations"]  # canvas: the inherited QA describes the pasted region
         text = strip_image_tag(turns[0]["value"]) + (" " + turns[1]["value"] if len(turns) > 1 else "")
@@ -128,11 +114,6 @@ class _Variant:
 
 def strip_image_tag(text: str) -> str:
     return re.sub(r"<image>\s*", "", text).strip()
-
-
-def _image_index(src: OutputLayout) -> dict[str, tuple[str, int, int]]:
-    table = read_local_parquet(src.index, columns=["key", "shard", "image_offset", "image_size"])
-    return {k: (s, o, n) for k, s, o, n in zip(*(table[c].to_pylist() for c in table.column_names))}
 
 
 def export_ps3(source: str | Path, dest: str | Path, what: str = "regions",

@@ -69,12 +69,15 @@ class OutputLock:
         self._thread.start()
         return self
 
-    def release(self) -> None:
-        if self._fd is None:
-            return
+    def _stop_heartbeat(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        self._stop_heartbeat()
         try:
             self._write(held=False)
         finally:
@@ -86,9 +89,7 @@ class OutputLock:
         """Let go the way a killed process does: the flock goes, the file still says "held"."""
         if self._fd is None:
             return
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        self._stop_heartbeat()
         os.close(self._fd)
         self._fd = None
 

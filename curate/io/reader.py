@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -25,3 +27,26 @@ def find_record(output: str | Path, key: str) -> dict:
     hit = hits[0]
     data = read_range(str(layout.shards_dir / hit["shard"]), hit["json_offset"], hit["json_size"])
     return json.loads(data)
+
+
+def shard_samples(shard: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {ext: bytes}) for each sample of a curate shard, in order (its JSON record comes last)."""
+    pending: dict[str, dict[str, bytes]] = {}
+    with tarfile.open(shard, mode="r|") as tar:
+        for info in tar:
+            if info.isfile():
+                key, _, ext = info.name.partition(".")
+                pending.setdefault(key, {})[ext] = tar.extractfile(info).read()
+                if "json" in pending[key]:
+                    yield key, pending.pop(key)
+
+
+def image_index(layout: OutputLayout) -> dict[str, tuple[str, int, int]]:
+    """key -> (shard, offset, size) of every stored image, from the index."""
+    table = read_local_parquet(layout.index, columns=["key", "shard", "image_offset", "image_size"])
+    return {k: (s, o, n) for k, s, o, n in zip(*(table[c].to_pylist() for c in table.column_names))}
+
+
+def read_image(layout: OutputLayout, index: dict[str, tuple[str, int, int]], key: str) -> bytes:
+    shard, offset, size = index[key]
+    return read_range(str(layout.shards_dir / shard), offset, size)

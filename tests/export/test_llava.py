@@ -10,7 +10,6 @@ from typer.testing import CliRunner
 
 from curate.cli import app
 from curate.export.llava import export_llava, grounding
-from tests.conftest import REPO
 from tests.io.test_corpus import write_question_corpus
 
 
@@ -34,25 +33,13 @@ def test_questions_become_conversations_with_the_image_once(tmp_path, box_in):
         assert (tmp_path / "llava" / entry["image"]).read_bytes() == row["image"]  # bytes as stored
 
 
-def test_canvas_outputs_keep_their_conversations(tmp_path):
-    from curate.augment.config import load_canvas_config
-    from curate.augment.run import CanvasWriter, background_files, render_item
-    from curate.augment.vqa_sources import list_vqa_items
-    from curate.samples import generate_vqa_samples
-
-    folder = generate_vqa_samples(tmp_path / "vqa", count=3)
-    cfg = load_canvas_config(REPO / "pipelines" / "canvas.yaml", [
-        f"source.path={folder / 'llava.json'}", f"source.images={folder / 'images'}",
-        f"output.path={tmp_path / 'canvas'}", "canvas.long_side=[512,640]"])
-    writer = CanvasWriter(cfg).open()
-    for item in list_vqa_items(cfg.source):
-        writer.add(render_item(item, cfg, background_files(None)))
-    writer.finish(1.0)
-    export_llava(tmp_path / "canvas", tmp_path / "llava")
+def test_canvas_outputs_keep_their_conversations(tmp_path, canvas_output):
+    canvas, folder = canvas_output
+    export_llava(canvas, tmp_path / "llava")
     entries = json.loads((tmp_path / "llava" / "llava.json").read_text())
     source = json.loads((folder / "llava.json").read_text())
     assert [e["conversations"] for e in entries] == [s["conversations"] for s in source]
-    with tarfile.open(next((tmp_path / "canvas" / "shards").glob("*.tar"))) as tar:
+    with tarfile.open(next((canvas / "shards").glob("*.tar"))) as tar:
         first = tar.extractfile(tar.getmembers()[0]).read()
     assert (tmp_path / "llava" / entries[0]["image"]).read_bytes() == first
 

@@ -197,22 +197,9 @@ def test_question_shards_export_each_question_as_its_regions_text(tmp_path):
         assert tar.extractfile(tar.getmembers()[0]).read() == rows[0]["image"]
 
 
-def test_canvas_outputs_export_the_pasted_box_with_its_qa(tmp_path):
-    from curate.augment.config import load_canvas_config
-    from curate.augment.run import CanvasWriter, background_files, render_item
-    from curate.augment.vqa_sources import list_vqa_items
-    from curate.samples import generate_vqa_samples
-    from tests.conftest import REPO
-
-    folder = generate_vqa_samples(tmp_path / "vqa", count=3)
-    cfg = load_canvas_config(REPO / "pipelines" / "canvas.yaml", [
-        f"source.path={folder / 'llava.json'}", f"source.images={folder / 'images'}",
-        f"output.path={tmp_path / 'canvas'}", "canvas.long_side=[512,640]"])
-    writer = CanvasWriter(cfg).open()
-    for item in list_vqa_items(cfg.source):
-        writer.add(render_item(item, cfg, background_files(None)))
-    writer.finish(1.0)
-    result = export_ps3(tmp_path / "canvas", tmp_path / "ps3")
+def test_canvas_outputs_export_the_pasted_box_with_its_qa(tmp_path, canvas_output):
+    canvas, folder = canvas_output
+    result = export_ps3(canvas, tmp_path / "ps3")
     read = ps3_contract_reader(tmp_path / "ps3")
     assert result.counts["samples"] == 3 == len(read)
     source = json.loads((folder / "llava.json").read_text())
