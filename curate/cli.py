@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -191,7 +192,7 @@ def export_ps3_cmd(
               f"global captions) in {result.shards} shard pairs -> {dest}; left out: "
               f"{c['skipped_no_caption']} with no caption, {c['skipped_undecodable']} undecodable", highlight=False)
     out.print("PS3 training flags (NVlabs/PS3 train/, open_clip_train.main):", highlight=False)
-    out.print("  " + " ".join(result.flags()), highlight=False, soft_wrap=True)
+    out.print("  " + " ".join(shlex.quote(flag) for flag in result.flags()), highlight=False, soft_wrap=True)
 
 
 @export_app.command("llava")

@@ -139,7 +139,7 @@ def export_ps3(source: str | Path, dest: str | Path, what: str = "regions",
     done_dir = out.meta_dir / "exported"
     shards = src.question_shard_files() if what == "questions" else src.shard_files()
     variant = _Variant(src, what)
-    result = Ps3ExportResult(Path(dest), shards=len(shards))
+    result = Ps3ExportResult(Path(dest).resolve(), shards=len(shards))
     with OutputLock(out.lock):
         for folder in (out.root / "images", out.root / "text_box", done_dir):
             folder.mkdir(parents=True, exist_ok=True)

@@ -181,6 +181,7 @@ def test_cli_prints_the_ps3_training_flags(corpus, tmp_path):
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "--dataset-type webdataset_separate_image_text_box" in text and "--train-num-samples 4" in text
+    assert f"--train-data-image '{(tmp_path / 'ps3').resolve()}/images/train-{{000000..000002}}.tar'" in text
 
 
 def test_question_shards_export_each_question_as_its_regions_text(tmp_path):
