@@ -79,10 +79,19 @@ def run(
     def on_note(note: str) -> None:
         console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False)
 
+    from curate.io import interrupt
+
+    interrupt.install()
     try:
         with progress:
             result = run_pipeline(cfg, on_progress=on_progress, on_start=on_start, verify=verify,
                                   on_note=on_note)
+        interrupt.ignore_further()  # the run is committed: a late Ctrl-C must not cut Ray's shutdown short
+    except KeyboardInterrupt:
+        interrupt.ignore_further()
+        console.print(f"[yellow]interrupted[/]: the complete samples are committed in {cfg.output.path}; "
+                      "run the same command again to resume", highlight=False)
+        raise typer.Exit(130) from None
     except (BackendUnavailable, OutputRefused, OutputLocked, SourceError) as e:
         _fail(str(e))
     except OSError as e:  # unwritable output, full disk: committed shards stay, nothing partial is left

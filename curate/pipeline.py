@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from curate import backends
 from curate.config import PipelineConfig
+from curate.io import interrupt
 from curate.io.corpus import CorpusWriter
 from curate.io.sources import list_inputs
 from curate.records import QuarantineReason
@@ -248,6 +249,10 @@ def run_pipeline(cfg: PipelineConfig, on_progress: Callable[[int, int], None] | 
             if on_progress:
                 on_progress(i, len(pending))
         writer.finish()
+    except KeyboardInterrupt:
+        interrupt.ignore_further()
+        writer.interrupted()
+        raise
     except BaseException:
         writer.abort()
         raise
@@ -266,6 +271,7 @@ def _process(cfg: PipelineConfig, pending: list[dict]) -> Iterator[dict]:
     if not to_ray:
         return
     init_ray(cfg)
+    interrupt.install()  # after Ray's start, which sets handlers of its own
     ds = build_dataset(cfg, to_ray)
     if not llm_steps(cfg):
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):

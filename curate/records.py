@@ -145,7 +145,7 @@ class Manifest(Record):
     config_sha256: str
     curate_version: str
     versions: dict[str, str]
-    status: Literal["running", "complete"]
+    status: Literal["running", "interrupted", "complete"]
     started_at: str
     finished_at: str | None = None
     wall_seconds: float = 0.0

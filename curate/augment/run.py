@@ -110,6 +110,7 @@ class CanvasWriter:
         self._shard: ShardWriter | None = None
         self._number: int | None = None
         self._pending: list[dict] = []
+        self._opened_at = time.monotonic()
 
     @property
     def notes(self) -> list[str]:
@@ -147,9 +148,12 @@ class CanvasWriter:
             part.update(status="written", key=row["key"], shard=self._shard.path.name, width=record["width"],
                         height=record["height"], box=record["box"], background=record["background"],
                         turns=len(record["conversations"]), reason=None, detail=None)
+        if not self._pending:
+            self._opened_at = time.monotonic()
         self._pending.append(part)
-        if len(self._pending) >= self.cfg.output.shard_max_samples or (
-                self._shard is not None and self._shard.bytes_written >= self.cfg.output.shard_max_bytes):
+        out = self.cfg.output
+        if len(self._pending) >= out.shard_max_samples or time.monotonic() - self._opened_at >= out.shard_max_seconds \
+                or (self._shard is not None and self._shard.bytes_written >= out.shard_max_bytes):
             self.commit()
 
     def commit(self) -> None:

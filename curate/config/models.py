@@ -395,6 +395,8 @@ class OutputConfig(Strict):
     split: str = Field("train", pattern=r"^[A-Za-z0-9_]+$")
     shard_max_samples: int = Field(1000, ge=1, description="close a shard after this many samples")
     shard_max_bytes: int = Field(1_000_000_000, ge=1, description="close a shard once it reaches this size")
+    shard_max_seconds: float = Field(300.0, gt=0, description="close a shard this long after its first sample, so "
+                                                              "long runs commit steadily")
 
     @field_validator("path")
     @classmethod

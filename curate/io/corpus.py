@@ -18,6 +18,7 @@ from pathlib import Path
 
 from curate import __version__
 from curate.config import OutputConfig, PipelineConfig
+from curate.io import interrupt
 from curate.io.committer import Committer
 from curate.io.index import PART_SCHEMA, read_parts, write_index, write_quarantine
 from curate.io.manifest import RunTally, now_iso, read_manifest_lenient, write_manifest
@@ -82,6 +83,7 @@ class CorpusWriter:
         self._shard: ShardWriter | None = None
         self._questions: ShardWriter | None = None
         self._pending: list[dict] = []
+        self._opened_at = time.monotonic()
         self.resumed_rows = 0
 
     @property
@@ -118,6 +120,22 @@ class CorpusWriter:
     # ------------------------------------------------------------ writing
 
     def add(self, row: dict) -> None:
+        with interrupt.critical():  # a Ctrl-C waits until the sample is whole in the shard
+            self._add(row)
+
+    def _due(self) -> bool:
+        """Whether the open shard (or the pending quarantine-only rows) should be committed now."""
+        if self._shard is not None and (self._shard.n_samples >= self.out.shard_max_samples
+                                        or self._shard.bytes_written >= self.out.shard_max_bytes):
+            return True
+        if self._shard is None and len(self._pending) >= self.out.shard_max_samples:
+            return True
+        # Long runs commit steadily even when rows are slow to come.
+        return bool(self._pending) and time.monotonic() - self._opened_at >= self.out.shard_max_seconds
+
+    def _add(self, row: dict) -> None:
+        if not self._pending:
+            self._opened_at = time.monotonic()
         if row["status"] == "ok":
             first = self.key_to_uri.get(row["key"])
             if first is not None:
@@ -125,7 +143,7 @@ class CorpusWriter:
                            detail=f"same bytes as {first}")
         if row["status"] == "quarantined":
             self._pending.append(self._part_row(row, status="quarantined"))
-            if self._shard is None and len(self._pending) >= self.out.shard_max_samples:
+            if self._due():
                 self.commit()
             return
         if self._shard is None:
@@ -152,8 +170,7 @@ class CorpusWriter:
             json_size=locations["json"].size,
         )
         self._pending.append(part_row)
-        if (self._shard.n_samples >= self.out.shard_max_samples
-                or self._shard.bytes_written >= self.out.shard_max_bytes):
+        if self._due():
             self.commit()
 
     def _part_row(self, row: dict, status: str) -> dict:
@@ -175,6 +192,10 @@ class CorpusWriter:
 
     def commit(self) -> None:
         """Make the open shard and its part visible (shards first, part last: the part commits)."""
+        with interrupt.critical():
+            self._commit()
+
+    def _commit(self) -> None:
         if not self._pending:
             return
         closed = []
@@ -201,6 +222,15 @@ class CorpusWriter:
             self._write_manifest("complete")
         finally:
             self.committer.close()
+
+    def interrupted(self) -> None:
+        """A Ctrl-C or SIGTERM between samples: commit the complete samples of the open shard, mark
+        the manifest ``interrupted`` and let the output go; the same command resumes."""
+        try:
+            self.commit()
+            self._write_manifest("interrupted")
+        finally:
+            self.committer.close(failed=not self.committer.committed_any)
 
     def abort(self) -> None:
         """Leave no partial shard behind after an error; committed parts stay for a resume."""

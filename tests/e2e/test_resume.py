@@ -84,3 +84,46 @@ def test_killed_runs_resume_to_exactly_the_uninterrupted_sample_set(tmp_path, sa
     shards = {p.stem for p in (killed_out / "shards").glob("*.tar")}
     parts = {p.stem for p in (killed_out / "parts").glob("*.parquet")}
     assert shards <= parts
+
+
+def test_ctrl_c_commits_says_how_to_resume_and_resumes_to_the_clean_set(tmp_path, sample_dir):
+    """SIGINT to the whole process group (what a terminal's Ctrl-C does) at seeded moments after
+    commits: exit 130 with one line and no traceback, a manifest that says interrupted, and a
+    resume that ends with the uninterrupted run's samples."""
+    sources = [{"type": "dir", "path": str(sample_dir)}]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    clean_yaml = pipeline_yaml(tmp_path / "a", sources, tmp_path / "clean")
+    stopped_yaml = pipeline_yaml(tmp_path / "b", sources, tmp_path / "stopped")
+    for path in (clean_yaml, stopped_yaml):
+        path.write_text(path.read_text().replace("shard_max_samples: 3", "shard_max_samples: 1"))
+    subprocess.run(curate_cmd(clean_yaml), cwd=REPO, check=True, capture_output=True)
+
+    rng = random.Random(11)
+    parts = tmp_path / "stopped" / "parts"
+    interrupted = 0
+    for new_commits in (1, 2):  # a signal once this run has committed work of its own
+        start = len(list(parts.glob("*.parquet")))
+        proc = subprocess.Popen(curate_cmd(stopped_yaml), cwd=REPO, start_new_session=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 240
+        while len(list(parts.glob("*.parquet"))) < start + new_commits and proc.poll() is None:
+            assert time.monotonic() < deadline, "run made no progress"
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 0.5))
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        if proc.returncode == 0:  # the run finished before the signal: nothing to check here
+            continue
+        assert proc.returncode == 130, err[-3000:]
+        assert "Traceback" not in err, err[-4000:]
+        assert "run the same command again to resume" in " ".join(err.split()), err[-4000:]
+        assert '"status": "interrupted"' in (tmp_path / "stopped" / "manifest.json").read_text()
+        interrupted += 1
+    assert interrupted, "no run was interrupted: the check above never ran"
+    done = subprocess.run(curate_cmd(stopped_yaml), cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    clean, resumed = records(tmp_path / "clean"), records(tmp_path / "stopped")
+    keys = [r["key"] for r in resumed]
+    assert len(keys) == len(set(keys)) and sorted(keys) == sorted(r["key"] for r in clean)
