@@ -49,6 +49,7 @@ def run(
         "--address", help="join a Ray cluster (default: RAY_ADDRESS, else start local Ray)")] = None,
     verify: Annotated[bool, typer.Option(
         "--verify", help="on resume, also check every committed shard's sha256 (sizes are always checked)")] = False,
+    allow_empty: Annotated[bool, typer.Option("--allow-empty", help="accept sources with no input image")] = False,
 ) -> None:
     """Run (or resume) a pipeline: ingest -> masks -> select -> caption -> shards.
 
@@ -85,7 +86,7 @@ def run(
     try:
         with progress:
             result = run_pipeline(cfg, on_progress=on_progress, on_start=on_start, verify=verify,
-                                  on_note=on_note)
+                                  on_note=on_note, allow_empty=allow_empty)
         interrupt.ignore_further()  # the run is committed: a late Ctrl-C must not cut Ray's shutdown short
     except KeyboardInterrupt:
         interrupt.ignore_further()
@@ -291,19 +292,25 @@ def _print_summary(output: str) -> None:
 def validate(
     pipeline: Annotated[Path, typer.Argument(help="pipeline YAML to check")],
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="override a key, as in `run`")] = None,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="output directory, as in `run`")] = None,
+    allow_empty: Annotated[bool, typer.Option("--allow-empty", help="accept sources with no input image")] = False,
 ) -> None:
-    """Check a pipeline YAML against the config schema; prints the effective config hash."""
-    cfg = _load(pipeline, list(set_ or []))
-    from curate.backends import BackendUnavailable
-    from curate.pipeline import check_backends
+    """Check a pipeline YAML and what its run needs, without starting it: the backends and their
+    packages, checkpoint files, that each source exists and holds inputs, a GPU where a stage asks
+    for one, and that the output is writable and ours. Exits 1 naming each problem."""
+    overrides = list(set_ or []) + ([f"output.path={output}"] if output else [])
+    cfg = _load(pipeline, overrides)
+    from curate.preflight import preflight
 
-    note = ""
-    try:
-        check_backends(cfg)
-    except BackendUnavailable as e:
-        note = f"\n  note: {escape(str(e))}"
-    Console().print(f"[green]valid[/] {pipeline}: {cfg.name} (config sha256 {cfg.sha256()[:12]}){note}",
-                    highlight=False)
+    problems = preflight(cfg, allow_empty=allow_empty)
+    if problems:
+        for problem in problems:
+            console.print(f"[bold red]problem:[/] {escape(problem)}", highlight=False)
+        console.print(f"{pipeline}: the config is valid, but the run would fail or crawl: {len(problems)} "
+                      "problem(s) above", highlight=False)
+        raise typer.Exit(1)
+    Console().print(f"[green]valid[/] {pipeline}: {cfg.name} (config sha256 {cfg.sha256()[:12]}); its backends, "
+                    "sources, GPU needs and output check out", highlight=False)
 
 
 @app.command()

@@ -25,7 +25,7 @@ from curate import backends
 from curate.config import PipelineConfig
 from curate.io import interrupt
 from curate.io.corpus import CorpusWriter
-from curate.io.sources import list_inputs
+from curate.io.sources import SourceError, list_inputs
 from curate.records import QuarantineReason
 from curate.rows import ROW_SCHEMA, add_timing, quarantine, to_table
 from curate.stages.ingest import IngestStage
@@ -218,7 +218,7 @@ class RunResult:
 
 def run_pipeline(cfg: PipelineConfig, on_progress: Callable[[int, int], None] | None = None,
                  on_start: Callable[[int, int], None] | None = None, verify: bool = False,
-                 on_note: Callable[[str], None] | None = None) -> RunResult:
+                 on_note: Callable[[str], None] | None = None, allow_empty: bool = False) -> RunResult:
     """Run (or resume) the pipeline described by ``cfg``; returns the final counts.
 
     ``verify``: on resume, check every committed shard's sha256 (sizes are always checked).
@@ -241,6 +241,9 @@ def run_pipeline(cfg: PipelineConfig, on_progress: Callable[[int, int], None] | 
                 continue
             pending.append(row)
         del remaining
+        if not listed and not allow_empty:
+            raise SourceError(f"no input image in {', '.join(src.path for src in cfg.sources)} "
+                              "(pass --allow-empty to accept an empty run)")
         skipped = listed - len(pending)
         if on_start:
             on_start(len(pending), skipped)

@@ -16,16 +16,23 @@ class ConfigError(ValueError):
     """A pipeline file that cannot be used; the message names the file and the key."""
 
 
-def _format_errors(source: str, err: ValidationError) -> str:
+def _format_errors(source: str, err: ValidationError, overrides: list[str] | None = None) -> str:
     lines = [f"{source}: invalid pipeline config"]
     for e in err.errors():
         # Discriminated unions insert the tag into the location; keep only real keys.
         loc = ".".join(_real_keys(e["loc"]))
-        if e["type"] == "extra_forbidden":
-            lines.append(f"  {loc}: unknown key")
-        else:
-            lines.append(f"  {loc or '<root>'}: {e['msg']}")
+        line = f"  {loc}: unknown key" if e["type"] == "extra_forbidden" else f"  {loc or '<root>'}: {e['msg']}"
+        lines.append(line + _blame(loc, overrides))
     return "\n".join(lines)
+
+
+def _blame(loc: str, overrides: list[str] | None) -> str:
+    """`` (from --set KEY=VALUE)`` when a --set argument wrote the key in error (or a key above it)."""
+    for text in overrides or []:
+        key = text.split("=", 1)[0].strip()
+        if loc == key or loc.startswith(key + ".") or key.startswith(loc + ".") and loc:
+            return f" (from --set {text})"
+    return ""
 
 
 _UNION_FIELDS = {"masks", "natural", "document"}
@@ -140,8 +147,9 @@ def _drop_keys_of_replaced_backends(raw: dict, before: dict, model: type[BaseMod
     return dropped
 
 
-def _config_error(path: str | Path, what: str, err: ValidationError) -> ConfigError:
-    return ConfigError(_format_errors(str(path), err).replace("pipeline config", what))
+def _config_error(path: str | Path, what: str, err: ValidationError,
+                  overrides: list[str] | None = None) -> ConfigError:
+    return ConfigError(_format_errors(str(path), err, overrides).replace("pipeline config", what))
 
 
 def load_yaml_model(model: type[BaseModel], what: str, path: str | Path, overrides: list[str] | None = None):
@@ -157,10 +165,10 @@ def load_yaml_model(model: type[BaseModel], what: str, path: str | Path, overrid
         dropped = _drop_keys_of_replaced_backends(raw, _read_yaml(Path(path), others), model, switches, e) \
             if switches else []
         if not dropped:
-            raise _config_error(path, what, e) from e
+            raise _config_error(path, what, e, overrides) from e
     logging.getLogger(__name__).warning("%s: --set chose another backend; dropped the old backend's options: %s",
                                         path, ", ".join(dropped))
     try:
         return model.model_validate(raw)
     except ValidationError as e:
-        raise _config_error(path, what, e) from e
+        raise _config_error(path, what, e, overrides) from e

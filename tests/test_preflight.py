@@ -1,0 +1,72 @@
+"""`curate validate` checks what a run needs (run as a real command in a subprocess), and an empty
+input set is an error unless --allow-empty."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from tests.conftest import REPO
+from tests.safety.conftest import image_files
+
+
+def curate(*args, cwd=REPO):
+    done = subprocess.run([sys.executable, "-m", "curate.cli", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+    return done.returncode, " ".join((done.stdout + done.stderr).split())
+
+
+def config(tmp_path, **masks):
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "v", "sources": [{"type": "dir", "path": str(tmp_path / "in")}],
+        "masks": {"natural": {"backend": "skimage_felzenszwalb", **masks}},
+        "output": {"path": str(tmp_path / "out")}, "ray": {"progress": False}}))
+    return path
+
+
+def test_a_sound_config_validates(tmp_path):
+    image_files(tmp_path / "in", 1)
+    code, text = curate("validate", config(tmp_path))
+    assert code == 0 and "check out" in text
+
+
+def test_each_problem_is_named(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "v", "sources": [{"type": "dir", "path": str(tmp_path / "missing")},
+                                 {"type": "dir", "path": str(tmp_path / "empty")}],
+        "masks": {"natural": {"backend": "efficientvit_sam", "checkpoint": str(tmp_path / "nope.pt"),
+                              "num_gpus": 1}},
+        "output": {"path": str(tmp_path / "foreign")}}))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "mine.txt").write_text("x")
+    code, text = curate("validate", path)
+    assert code == 1
+    assert "masks.natural.checkpoint" in text and "nope.pt" in text
+    assert "sources.0" in text and "does not exist" in text
+    assert "sources.1" in text and "holds no input image" in text
+    assert "not a curate output" in text
+    assert ("ask for a GPU" in text) == (not torch.cuda.is_available())
+    code, text = curate("validate", path, "--allow-empty")
+    assert "sources.1" not in text
+
+
+def test_a_set_typo_names_the_set_argument(tmp_path):
+    code, text = curate("validate", config(tmp_path), "--set", "select.max_boxs=5")
+    assert code == 2 and "select.max_boxs: unknown key (from --set select.max_boxs=5)" in text
+
+
+@pytest.mark.slow
+def test_an_empty_input_set_is_an_error_unless_allowed(tmp_path):
+    (tmp_path / "in").mkdir()
+    code, text = curate("run", config(tmp_path))
+    assert code == 2 and "no input image" in text and "--allow-empty" in text
+    assert not (tmp_path / "out").exists()  # the failed run gave its new output back
+    code, text = curate("run", config(tmp_path), "--allow-empty")
+    assert code == 0 and "read 0 = written 0 + quarantined 0" in text
