@@ -46,11 +46,15 @@ def page_html(title: str, output: str, sections: list[Section], folder: Path, pl
     # Lets a headless browser test tell that every embedded image decoded.
     script = ("window.addEventListener('load', () => { const imgs = [...document.images];"
               " document.body.dataset.imagesTotal = imgs.length;"
-              " document.body.dataset.imagesLoaded = imgs.filter(i => i.complete && i.naturalWidth > 0).length; });")
+              " document.body.dataset.imagesLoaded = imgs.filter(i => i.complete && i.naturalWidth > 0).length;"
+              # drawn at another aspect ratio than the picture's own (more than 2% off)
+              " document.body.dataset.imagesDistorted = imgs.filter(i => i.naturalWidth > 0 && Math.abs("
+              "(i.clientWidth / i.clientHeight) / (i.naturalWidth / i.naturalHeight) - 1) > 0.02).length; });")
     style = ("body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}"
              "table{border-collapse:collapse;margin:8px 0 18px}td,th{border:1px solid #ccc;padding:4px 8px;"
              "text-align:left;font-size:14px}th{background:#f3f3f3}.grid{display:grid;"
              "grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:12px}.plot{width:100%}"
-             ".gallery{display:flex;flex-wrap:wrap;gap:16px}.sample{max-width:640px;border:1px solid #ddd}")
+             ".gallery{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}"
+             ".sample{max-width:640px;height:auto;border:1px solid #ddd}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>curate stats: {html.escape(title)}"
             f"</title><style>{style}</style></head><body>{''.join(parts)}<script>{script}</script></body></html>")

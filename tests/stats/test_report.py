@@ -108,13 +108,16 @@ def test_html_report_renders_in_a_real_browser(tmp_path):
     out = make_corpus(tmp_path)
     folder = write_report(out, gallery=3).parent
     url = (folder / "report.html").resolve().as_uri()
-    common = [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]
+    common = [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000",
+              "--window-size=1400,2400"]
     dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
     body = dom[dom.index("<body"): dom.index(">", dom.index("<body"))]
     total = int(body.split('data-images-total="')[1].split('"')[0])
     loaded = int(body.split('data-images-loaded="')[1].split('"')[0])
     assert total == 7 + 3  # seven plots and three gallery samples
     assert loaded == total
+    # every picture is drawn at its own aspect ratio (a flex row once stretched them to its tallest)
+    assert int(body.split('data-images-distorted="')[1].split('"')[0]) == 0
     shot = folder / "report-screenshot.png"
     subprocess.run([*common, "--window-size=1400,2400", f"--screenshot={shot}", url], capture_output=True,
                    timeout=120)
