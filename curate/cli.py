@@ -340,6 +340,7 @@ def stats(
     output: Annotated[Path, typer.Argument(help="a curate output directory")],
     compare: Annotated[Optional[Path], typer.Option(help="another output to show side by side")] = None,
     gallery: Annotated[int, typer.Option(help="random samples drawn with boxes and captions (0: none)")] = 6,
+    print_report: Annotated[bool, typer.Option("--print", help="also print the whole report.md here")] = False,
 ) -> None:
     """Report on a corpus: counts per source and kind, boxes per resolution bucket beside PS3 Table 9,
     histograms, caption sources and drops, quarantine reasons, stage throughput, a gallery.
@@ -353,8 +354,20 @@ def stats(
         report = write_report(output, compare=compare, gallery=gallery)
     except FileNotFoundError as e:
         _fail(str(e))
-    Console().print(report.read_text(), markup=False, highlight=False)
-    Console().print(f"[green]wrote[/] {report}, {report.with_suffix('.html')} and stats.json")
+    if print_report:
+        Console().print(report.read_text(), markup=False, highlight=False)
+    else:
+        _print_counts(output)
+    Console().print(f"[green]wrote[/] {report}, {report.with_suffix('.html')} (open it in a browser) and stats.json")
+
+
+def _print_counts(output: Path) -> None:
+    """The report's first lines: what the corpus holds."""
+    manifest = json.loads((Path(output) / "manifest.json").read_text())
+    c = manifest["counts"]
+    extra = f"; {c['regions']} regions, {c['captioned_regions']} captioned" if "regions" in c else ""
+    Console().print(f"{output}: {manifest.get('name')} ({manifest.get('status')}): read {c['read']} = written "
+                    f"{c['written']} + quarantined {c['quarantined']}{extra}", highlight=False)
 
 
 @app.command()

@@ -19,20 +19,33 @@ from curate.io.layout import OutputLayout
 COLOURS = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240)]
 
 
+def caption_lines(record: dict) -> list[tuple[tuple[int, int, int], str]]:
+    """(colour, text) under a gallery picture: each caption by its box number, and each reason for
+    having none once, with the numbers of the boxes it applies to."""
+    lines = []
+    uncaptioned: dict[str, list[int]] = {}
+    for i, region in enumerate(record.get("regions", [])):
+        if region.get("caption"):
+            lines.append((COLOURS[i % len(COLOURS)], f"{i + 1}. " + " ".join(region["caption"].split())))
+        else:
+            uncaptioned.setdefault(region.get("caption_skipped") or "no caption", []).append(i + 1)
+    for reason, numbers in uncaptioned.items():
+        lines.append(((90, 90, 90), f"{', '.join(map(str, numbers))}. ({' '.join(reason.split())})"))
+    return lines
+
+
 def draw_sample(image: Image.Image, record: dict, max_side: int = 900) -> Image.Image:
     """The image scaled to ``max_side`` with numbered boxes, and a caption panel below it."""
     scale = min(1.0, max_side / max(image.size))
     shown = image.convert("RGB").resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
     draw = ImageDraw.Draw(shown)
     font = ImageFont.load_default(size=16)
-    lines = []
     for i, region in enumerate(record.get("regions", [])):
         colour = COLOURS[i % len(COLOURS)]
         x0, y0, x1, y1 = (v * scale for v in region["box"])
         draw.rectangle([x0, y0, x1, y1], outline=colour, width=3)
         draw.text((x0 + 4, y0 + 2), str(i + 1), fill=colour, font=font)
-        text = region.get("caption") or f"({region.get('caption_skipped') or 'no caption'})"
-        lines.append((colour, f"{i + 1}. " + " ".join(text.split())))
+    lines = caption_lines(record)
     wrapped = [(c, w) for c, t in lines for w in textwrap.wrap(t[:400], width=max(30, shown.width // 9))]
     panel_h = 24 + 20 * len(wrapped)
     canvas = Image.new("RGB", (shown.width, shown.height + panel_h), "white")

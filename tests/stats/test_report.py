@@ -123,3 +123,12 @@ def test_html_report_renders_in_a_real_browser(tmp_path):
                    timeout=120)
     assert shot.stat().st_size > 20_000
     assert Image.open(shot).size == (1400, 2400)
+
+
+def test_gallery_says_a_skip_reason_once_for_all_its_boxes():
+    from curate.stats.gallery import caption_lines
+
+    skipped = {"box": [0, 0, 10, 10], "caption_skipped": "natural captioning skipped: no MLLM"}
+    record = {"regions": [skipped, {"box": [1, 1, 5, 5], "caption": "A red  door."}, skipped, skipped]}
+    assert [text for _, text in caption_lines(record)] == [
+        "2. A red door.", "1, 3, 4. (natural captioning skipped: no MLLM)"]
