@@ -9,7 +9,8 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# requirements.lock pins every transitive package; torch comes from the local wheel cache.
+	# requirements.lock pins every transitive package, torch 2.14.1 included (PyPI's CUDA build: 3.2 GB of
+	# CUDA libraries even on a CPU-only machine), from whatever package index pip is configured with.
 	$(BIN)/python -m pip install -q -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
 
