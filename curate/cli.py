@@ -50,6 +50,7 @@ def run(
     verify: Annotated[bool, typer.Option(
         "--verify", help="on resume, also check every committed shard's sha256 (sizes are always checked)")] = False,
     allow_empty: Annotated[bool, typer.Option("--allow-empty", help="accept sources with no input image")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show Ray Data's periodic status too")] = False,
 ) -> None:
     """Run (or resume) a pipeline: ingest -> masks -> select -> caption -> shards.
 
@@ -63,6 +64,8 @@ def run(
         overrides.append(f"output.path={output}")
     if address:
         overrides.append(f"ray.address={address}")
+    if verbose:
+        overrides.append("ray.verbose=true")
     cfg = _load(pipeline, overrides)
     if input:
         from curate.config import SourceConfig

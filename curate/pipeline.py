@@ -101,6 +101,14 @@ def init_ray(cfg: PipelineConfig) -> None:
                  log_to_driver=False, configure_logging=True, logging_level=logging.WARNING)
 
 
+def quiet_ray_data_console() -> None:
+    """Ray Data logs a status block every 10 s when stderr is no terminal (144 lines for a 3-minute
+    run): keep those in its session log file and only warnings on the console."""
+    for handler in logging.getLogger("ray.data").handlers:
+        if type(handler).__name__ != "SessionFileHandler":
+            handler.setLevel(logging.WARNING)
+
+
 def build_dataset(cfg: PipelineConfig, pending: list[dict]):
     """ray.data plan for the pending inputs (rows in curate.rows format)."""
     import ray
@@ -112,6 +120,8 @@ def build_dataset(cfg: PipelineConfig, pending: list[dict]):
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = cfg.ray.progress
     ctx.verbose_progress = False
+    if not cfg.ray.verbose:
+        quiet_ray_data_console()
     cpus = int(ray.cluster_resources().get("CPU", 1))
     max_actors = cfg.ray.max_concurrency or max(1, cpus)
     # Small input blocks so ingest starts at once and spreads over every CPU.

@@ -430,6 +430,8 @@ class RayConfig(Strict):
     cpu_batch_size: int = Field(4, ge=1, description="batch size of the CPU model stages")
     max_concurrency: int | None = Field(None, ge=1, description="upper bound on actors per CPU stage")
     progress: bool = True
+    verbose: bool = Field(False, description="show Ray Data's periodic status on the console (always in Ray's "
+                                             "session log, /tmp/ray/session_*/logs/ray-data)")
 
 
 class PipelineConfig(Strict):
