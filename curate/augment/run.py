@@ -108,7 +108,6 @@ class CanvasWriter:
         self.quarantine: list[dict] = []
         self.shards: list[str] = []
         self._shard: ShardWriter | None = None
-        self._number: int | None = None
         self._pending: list[dict] = []
         self._opened_at = time.monotonic()
 
@@ -140,8 +139,7 @@ class CanvasWriter:
                 "reason": row.get("reason"), "detail": row.get("detail")}
         if row["status"] == "ok":
             if self._shard is None:
-                self._number = self._number if self._number is not None else self.committer.begin()
-                self._shard = self.committer.shard_writer(self.layout.shards_dir, self._number)
+                self._shard = self.committer.shard_writer(self.layout.shards_dir)
             ext = self.cfg.canvas.image_format
             self._shard.add(row["key"], {ext: row["canvas"], "json": row["record"].encode()})
             record = json.loads(row["record"])
@@ -164,9 +162,7 @@ class CanvasWriter:
             self._shard.close()
             closed.append(self._shard)
             self._shard = None
-        number = self._number if self._number is not None else self.committer.begin()
-        self.committer.commit(number, closed, self._pending)
-        self._number = None
+        self.committer.commit(closed, self._pending)
         for row in self._pending:
             self._tally(row)
         self._pending = []

@@ -4,7 +4,7 @@ open():   claim the directory (ownership marker, no overlap with inputs), take t
           what a killed run of ours left (only names the journal recorded), and verify every commit:
           a part that cannot be read, or whose shards are missing or of another size (or hash,
           with ``verify``), is moved to ``.curate/dropped/`` with a warning and its inputs are redone.
-begin(n): record shard number n in the journal before any of its files is created.
+shard_writer(): the open shard number is recorded in the journal before any of its files is created.
 commit(): shards are closed (fsync + rename) first; the part, written last with the size and
           sha256 of each shard in its metadata, is the commit record.
 
@@ -72,6 +72,7 @@ class Committer:
         self.lock = OutputLock(self.layout.lock)
         self.notes: list[str] = []  # what resume found and did, for the user
         self.next_number = 0
+        self._open_number: int | None = None  # the shard number being written, journalled, not committed
         self._journal = None
 
     # ------------------------------------------------------------ open / resume
@@ -179,21 +180,25 @@ class Committer:
 
     # ------------------------------------------------------------ writing
 
-    def begin(self) -> int:
-        """Journal the next shard number before any of its files exists; returns it."""
-        number = self.next_number
-        self.next_number += 1
-        self._journal.write(f"{self.split}-{number:06d}\n")
-        self._journal.flush()
-        os.fsync(self._journal.fileno())
-        return number
+    def _current_number(self) -> int:
+        """The open shard number; a new one is journalled before any of its files exists."""
+        if self._open_number is None:
+            self._open_number = self.next_number
+            self.next_number += 1
+            self._journal.write(f"{self.split}-{self._open_number:06d}\n")
+            self._journal.flush()
+            os.fsync(self._journal.fileno())
+        return self._open_number
 
-    def shard_writer(self, folder: Path, number: int) -> ShardWriter:
+    def shard_writer(self, folder: Path) -> ShardWriter:
+        """A writer for the open shard number's tar in ``folder`` (shards/ or questions/)."""
         folder.mkdir(parents=True, exist_ok=True)
-        return ShardWriter(folder / f"{self.split}-{number:06d}.tar")
+        return ShardWriter(folder / f"{self.split}-{self._current_number():06d}.tar")
 
-    def commit(self, number: int, closed: list[ShardWriter], rows: list[dict]) -> None:
-        """Write the part of ``number`` (last: it commits) naming the closed shards' sizes and hashes."""
+    def commit(self, closed: list[ShardWriter], rows: list[dict]) -> None:
+        """Write the open number's part (last: it commits) naming the closed shards' sizes and hashes;
+        the next shard gets a new number."""
+        number = self._current_number()
         files = [{"name": str(w.path.relative_to(self.layout.root)), "size": w.path.stat().st_size,
                   "sha256": w.sha256} for w in closed]
         table = pa.Table.from_pylist(rows, schema=self.part_schema)
@@ -204,6 +209,7 @@ class Committer:
         buf = io.BytesIO()
         pq.write_table(table, buf, write_page_checksum=True)
         atomic_write_bytes(self.layout.part(self.split, number), buf.getvalue())
+        self._open_number = None
         self.committed_any = True
 
     def close(self, failed: bool = False) -> None:

@@ -11,7 +11,6 @@ duplicates a sample.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections import Counter
 from pathlib import Path
@@ -25,8 +24,6 @@ from curate.io.manifest import RunTally, now_iso, read_manifest_lenient, write_m
 from curate.io.ownership import OutputConflict, OutputRefused  # noqa: F401  (re-exported for callers)
 from curate.io.shards import ShardWriter
 from curate.records import ImageRecord, PipelineInfo, QuarantineReason, QuestionRecord, Region
-
-log = logging.getLogger("curate")
 
 
 def record_json(row: dict, pipeline: PipelineInfo) -> bytes:
@@ -79,7 +76,6 @@ class CorpusWriter:
         self.started_at = now_iso()
         self._t0 = time.monotonic()
         self._prior_seconds = 0.0
-        self._number: int | None = None
         self._shard: ShardWriter | None = None
         self._questions: ShardWriter | None = None
         self._pending: list[dict] = []
@@ -147,15 +143,14 @@ class CorpusWriter:
                 self.commit()
             return
         if self._shard is None:
-            self._number = self._number if self._number is not None else self.committer.begin()
-            self._shard = self.committer.shard_writer(self.layout.shards_dir, self._number)
+            self._shard = self.committer.shard_writer(self.layout.shards_dir)
         locations = self._shard.add(row["key"], {row["image_ext"]: row["image"],
                                                  "json": record_json(row, self.pipeline)})
         self.key_to_uri[row["key"]] = row["uri"]
         questions = question_samples(row, self._shard.path.name)
         for key, data in questions:
             if self._questions is None:
-                self._questions = self.committer.shard_writer(self.layout.questions_dir, self._number)
+                self._questions = self.committer.shard_writer(self.layout.questions_dir)
             members = {"json": data}
             if self.cfg.retarget.embed_image:
                 members = {row["image_ext"]: row["image"], **members}
@@ -204,9 +199,7 @@ class CorpusWriter:
                 writer.close()
                 closed.append(writer)
         self._shard = self._questions = None
-        number = self._number if self._number is not None else self.committer.begin()
-        self.committer.commit(number, closed, self._pending)
-        self._number = None
+        self.committer.commit(closed, self._pending)
         for row in self._pending:
             self._account(row)
         self._pending = []
