@@ -13,7 +13,7 @@ from curate import backends
 from curate.config import PipelineConfig
 from curate.io.fs import local_path
 from curate.io.layout import OutputLayout
-from curate.io.ownership import OutputRefused, check_no_overlap, read_marker
+from curate.io.ownership import OutputRefused, check_claim
 from curate.io.sources import SourceError, list_source
 
 
@@ -72,23 +72,11 @@ def gpu_problems(cfg: PipelineConfig) -> list[str]:
 
 def output_problems(cfg: PipelineConfig) -> list[str]:
     """The output must be ours or new/empty, apart from the inputs, and writable."""
-    path = local_path(cfg.output.path)
-    root = Path(path)
-    layout = OutputLayout(root)
+    root = Path(local_path(cfg.output.path))
     try:
-        check_no_overlap(root, [src.path for src in cfg.sources])
-        if root.exists() and any(root.iterdir()):
-            marker = read_marker(layout)
-            if marker is None and not layout.manifest.exists():
-                return [f"output.path {root}: not empty and not a curate output (curate writes only into new or "
-                        "empty directories or its own outputs)"]
-            if marker is not None and marker.get("kind") != "corpus":
-                return [f"output.path {root}: holds a {marker.get('kind')} output, not a corpus"]
-            if marker is not None and marker.get("config_sha256") != cfg.sha256():
-                return [f"output.path {root}: holds a run of another config ({marker.get('config_sha256', '?')[:12]}; "
-                        f"this one is {cfg.sha256()[:12]}): use another --output"]
+        check_claim(OutputLayout(root), "corpus", cfg.sha256(), [src.path for src in cfg.sources])
     except OutputRefused as e:
-        return [str(e)]
+        return [f"output.path: {e}"]
     existing = root
     while not existing.exists():
         existing = existing.parent

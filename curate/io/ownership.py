@@ -95,10 +95,11 @@ def _legacy_output_hash(root: Path, entries: list[str]) -> str | None:
     return digest if isinstance(digest, str) and len(digest) == 64 else None
 
 
-def claim_output(layout: OutputLayout, kind: str, config_sha256: str, input_paths: list[str]) -> tuple[dict, bool]:
-    """Make sure ``layout.root`` is ours to write (creating and marking it when new or empty), or
-    raise OutputRefused before anything is written. Returns the marker and whether this call
-    claimed a new or empty directory."""
+def check_claim(layout: OutputLayout, kind: str, config_sha256: str,
+                input_paths: list[str]) -> tuple[dict | None, bool]:
+    """Whether ``layout.root`` may be written, without writing: raises OutputRefused, else returns
+    its marker (None when the directory is new, empty, or an earlier version's output to adopt)
+    and whether it is new or empty."""
     root = layout.root
     check_no_overlap(root, input_paths)
     if root.exists() and not root.is_dir():
@@ -111,20 +112,28 @@ def claim_output(layout: OutputLayout, kind: str, config_sha256: str, input_path
             shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
             raise OutputRefused(
                 f"{root}: the directory is not empty ({shown}) and was not written by curate "
-                f"(no {layout.marker.relative_to(root)}). curate writes only into new or empty directories "
-                "or its own outputs: choose another --output; nothing was changed.")
+                f"(not a curate output: no {layout.marker.relative_to(root)}). curate writes only into new or "
+                "empty directories or its own outputs: choose another --output; nothing was changed.")
         if legacy_hash != config_sha256:
             raise _conflict(root, legacy_hash, config_sha256)
-        marker = None  # adopted below
     if marker is not None:
         if marker.get("kind") != kind:
             raise OutputConflict(f"{root}: holds a {marker.get('kind')} output, not a {kind} one; "
                                  "choose another --output")
         if marker.get("config_sha256") != config_sha256:
             raise _conflict(root, marker.get("config_sha256", "?"), config_sha256)
+    return marker, not entries
+
+
+def claim_output(layout: OutputLayout, kind: str, config_sha256: str, input_paths: list[str]) -> tuple[dict, bool]:
+    """Make sure ``layout.root`` is ours to write (creating and marking it when new or empty), or
+    raise OutputRefused before anything is written. Returns the marker and whether this call
+    claimed a new or empty directory."""
+    marker, empty = check_claim(layout, kind, config_sha256, input_paths)
+    if marker is not None:
         return marker, False
-    root.mkdir(parents=True, exist_ok=True)
-    return write_marker(layout, kind, config_sha256), not entries
+    layout.root.mkdir(parents=True, exist_ok=True)
+    return write_marker(layout, kind, config_sha256), empty
 
 
 def unclaim_output(layout: OutputLayout, created_root: bool) -> None:
