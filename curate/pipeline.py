@@ -1,13 +1,16 @@
 """Ray glue of the corpus pipeline: turns a PipelineConfig into a ray.data plan and runs it (the stages
 know nothing of Ray; ``curate augment canvas`` has its own small plan in curate/augment/run.py).
 
-sources (listed on the driver, already-committed inputs skipped)
+driver:   stream the listing into the object store in chunks (numbered: URI + ordinal = identity)
+  -> skip     (tasks: already-committed inputs dropped by the ledger actors, routed by URI hash)
   -> ingest   (CPU tasks: read, validate, orient, route)
   -> regions  (actor pool, model loaded once per actor: masks + salient boxes)
   -> caption  (actor pool: OCR for documents, MLLM for natural images with the hf backend)
   -> retarget (actor pool, hf backend: captions -> questions)
-  -> [vllm backends: one request row per region -> ray.data.llm processor(s)]
-  -> writer   (driver: reassembles request rows; shards + parts + index + manifest, see curate/io/corpus.py)
+  -> [vllm backends: one request row per region -> ray.data.llm processor(s) -> grouped back by image]
+  -> write    (tasks: dedup claims with the ledger actors routed by key, shards + parts written to the
+               output, local or object storage; only the small part rows come back)
+driver:   counts and progress from the part rows; index + manifest at the end (curate/io/corpus.py)
 """
 
 from __future__ import annotations
@@ -24,8 +27,11 @@ import pyarrow as pa
 from curate import backends
 from curate.config import PipelineConfig
 from curate.io import interrupt
-from curate.io.corpus import CorpusWriter
-from curate.io.sources import SourceError, list_inputs
+from curate.io.corpus import BlockSink, CorpusRun, write_block
+from curate.io.index import PART_SCHEMA, read_part
+from curate.io.layout import OutputLayout
+from curate.io.ledger import Ledger, route
+from curate.io.sources import SourceError, listed_chunks
 from curate.records import QuarantineReason
 from curate.rows import ROW_SCHEMA, add_timing, quarantine, to_table
 from curate.stages.ingest import IngestStage
@@ -83,13 +89,19 @@ class StageActor:
 # ---------------------------------------------------------------- Ray plan
 
 
+STORAGE_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION",
+               "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "GOOGLE_APPLICATION_CREDENTIALS"}
+
+
 def init_ray(cfg: PipelineConfig) -> None:
     import ray
 
     if ray.is_initialized():
         return
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
-    runtime_env = {"env_vars": {"PYTHONWARNINGS": "ignore::DeprecationWarning"}}
+    # Workers write the output: the driver's object-storage settings go with them.
+    storage = {name: value for name, value in os.environ.items() if name in STORAGE_ENV}
+    runtime_env = {"env_vars": {"PYTHONWARNINGS": "ignore::DeprecationWarning", **storage}}
     if address:
         node_ip = {"_node_ip_address": cfg.ray.node_ip_address} if cfg.ray.node_ip_address else {}
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False, **node_ip)
@@ -109,8 +121,105 @@ def quiet_ray_data_console() -> None:
             handler.setLevel(logging.WARNING)
 
 
-def build_dataset(cfg: PipelineConfig, pending: list[dict]):
-    """ray.data plan for the pending inputs (rows in curate.rows format)."""
+def skip_committed(table: pa.Table, ledger) -> pa.Table:
+    """Drop the listed inputs that a verified part already holds (the resume's skip, on the workers)."""
+    if not table.num_rows:
+        return table
+    done = ledger.skip(table["uri"].to_pylist(), table["ordinal"].to_pylist())
+    return table.filter(pa.array([not d for d in done]))
+
+
+def write_batch(table: pa.Table, sink: BlockSink) -> pa.Table:
+    """The write stage: this batch's shards and parts go to the output from the worker."""
+    rows = table.cast(ROW_SCHEMA).to_pylist()
+    return pa.Table.from_pylist(write_block(rows, sink), schema=PART_SCHEMA)
+
+
+class LedgerActor:
+    """One shard of the run's ledger (curate/io/ledger.py), seeded from the committed parts itself."""
+
+    def __init__(self, index: int, count: int, root: str, parts: list[str]):
+        self.ledger = Ledger(index, count)
+        layout = OutputLayout.at(root)
+        for name in parts:
+            self.ledger.seed(read_part(layout.parts_dir / name, columns=["uri", "status", "key"]))
+
+    def skip(self, uris, ordinals):
+        return self.ledger.skip(uris, ordinals)
+
+    def claim(self, keys, uris, ordinals):
+        return self.ledger.claim(keys, uris, ordinals)
+
+    def skipped(self) -> int:
+        return self.ledger.n_skipped
+
+
+class LedgerClient:
+    """The ledger seen from a task: calls routed to the actor that holds each URI or key."""
+
+    def __init__(self, actors: list):
+        self.actors = actors
+
+    def _routed(self, method: str, route_by: list[str], *columns: list) -> list:
+        import ray
+
+        n = len(self.actors)
+        groups: dict[int, list[int]] = {}
+        for i, text in enumerate(route_by):
+            groups.setdefault(route(text, n), []).append(i)
+        calls = {a: getattr(self.actors[a], method).remote(*([c[i] for i in idx] for c in columns))
+                 for a, idx in groups.items()}
+        out: list = [None] * len(route_by)
+        for a, answers in zip(calls, ray.get(list(calls.values()))):
+            for i, answer in zip(groups[a], answers):
+                out[i] = answer
+        return out
+
+    def skip(self, uris, ordinals):
+        return self._routed("skip", uris, uris, ordinals)
+
+    def claim(self, keys, uris, ordinals):
+        return self._routed("claim", keys, keys, uris, ordinals)
+
+
+class NumberActor:
+    """Hands out shard numbers: every write attempt gets its own, so a retry never collides."""
+
+    def __init__(self, first: int):
+        self.next = first
+
+    def take(self) -> int:
+        self.next += 1
+        return self.next - 1
+
+
+class NumberClient:
+    def __init__(self, actor):
+        self.actor = actor
+
+    def __call__(self) -> int:
+        import ray
+
+        return ray.get(self.actor.take.remote())
+
+
+def ledger_size(cfg: PipelineConfig) -> int:
+    import ray
+
+    return cfg.ray.ledger_actors or max(1, min(16, int(ray.cluster_resources().get("CPU", 1)) // 8))
+
+
+def start_ledger(cfg: PipelineConfig, run: CorpusRun) -> LedgerClient:
+    import ray
+
+    n = ledger_size(cfg)
+    parts = [p.name for p in run.layout.part_files()]
+    actor = ray.remote(num_cpus=0)(LedgerActor)
+    return LedgerClient([actor.remote(i, n, str(run.layout.root), parts) for i in range(n)])
+
+
+def build_dataset(cfg: PipelineConfig, chunks: list, sink: BlockSink):
+    """ray.data plan over the listed chunks (object refs of curate.rows tables): skip, stages, write."""
     import ray
 
     from curate.stages.caption import CaptionStage
@@ -124,10 +233,9 @@ def build_dataset(cfg: PipelineConfig, pending: list[dict]):
         quiet_ray_data_console()
     cpus = int(ray.cluster_resources().get("CPU", 1))
     max_actors = cfg.ray.max_concurrency or max(1, cpus)
-    # Small input blocks so ingest starts at once and spreads over every CPU.
-    table = to_table(pending)
-    step = max(1, min(cfg.ray.ingest_batch_size, -(-len(pending) // (2 * cpus))), -(-len(pending) // 20000))
-    ds = ray.data.from_arrow([table.slice(i, step) for i in range(0, len(pending), step)])
+    ds = ray.data.from_arrow_refs(chunks)
+    ds = ds.map_batches(skip_committed, fn_kwargs={"ledger": sink.ledger}, batch_format="pyarrow",
+                        batch_size=None, num_cpus=0.25)
     ds = ds.map_batches(ingest_batch, fn_kwargs={"cfg": cfg}, batch_format="pyarrow",
                         batch_size=cfg.ray.ingest_batch_size, num_cpus=0.5)
     gpus_in_cluster = int(ray.cluster_resources().get("GPU", 0))
@@ -150,7 +258,9 @@ def build_dataset(cfg: PipelineConfig, pending: list[dict]):
             batch_size=batch_size, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=limit),
             num_cpus=0.5 if not gpus else 1, num_gpus=gpus or None,
         )
-    return add_llm_steps(ds, cfg)
+    ds = add_llm_steps(ds, cfg)
+    return ds.map_batches(write_batch, fn_kwargs={"sink": sink}, batch_format="pyarrow",
+                          batch_size=cfg.output.shard_max_samples, num_cpus=0.5)
 
 
 def llm_steps(cfg: PipelineConfig) -> list[str]:
@@ -182,7 +292,24 @@ def add_llm_steps(ds, cfg: PipelineConfig):
         ds = ds.flat_map(lambda row: question_requests(row, retarget))
     if "retarget" in steps:
         ds = build_processor(retarget, multimodal=False)(ds)
-    return ds
+    # Each image's answered requests meet again in a Ray shuffle, on the workers (image bytes never
+    # pass through the driver); the shuffle is a barrier, so writing starts when the LLM work ends.
+    return ds.groupby("uri").map_groups(lambda t: regroup_answers(t, cfg), batch_format="pyarrow")
+
+
+def regroup_answers(requests: pa.Table, cfg: PipelineConfig) -> pa.Table:
+    """One image's request rows -> its finished row (the merge of every step's answers)."""
+    from curate.backends.llm_vllm import Reassembler
+
+    done = []
+    reassembler = Reassembler(lambda row, answers: merge_llm_answers(cfg, row, answers))
+    for request in requests.to_pylist():
+        row = reassembler.add(request)
+        if row is not None:
+            done.append(row)
+    if reassembler.incomplete():
+        raise RuntimeError(f"ray.data.llm returned no answer for part of {reassembler.incomplete()[0]}")
+    return to_table(done)
 
 
 def merge_llm_answers(cfg: PipelineConfig, row: dict, answers: list[list]) -> dict:
@@ -234,70 +361,67 @@ def run_pipeline(cfg: PipelineConfig, on_progress: Callable[[int, int], None] | 
     ``verify``: on resume, check every committed shard's sha256 (sizes are always checked).
     """
     check_backends(cfg)
-    writer = CorpusWriter(cfg.output.path, cfg, verify=verify).open()
+    run = CorpusRun(cfg.output.path, cfg, verify=verify).open()
     try:
-        for note in writer.notes:
+        for note in run.notes:
             if on_note:
                 on_note(note)
-        # Each committed occurrence of a URI skips one listed occurrence, so an input listed twice
-        # is accounted the same way (written, then duplicate) after a resume as in a clean run.
-        remaining = writer.done_counts.copy()
-        listed = 0
-        pending: list[dict] = []
-        for row in list_inputs(cfg.sources):
-            listed += 1
-            if remaining[row["uri"]] > 0:
-                remaining[row["uri"]] -= 1
+        committed_before = run.resumed_rows
+        state = {"listed": 0, "total": 0}
+
+        def listed(n: int) -> None:
+            if not n and not allow_empty:
+                raise SourceError(f"no input image in {', '.join(src.path for src in cfg.sources)} "
+                                  "(pass --allow-empty to accept an empty run)")
+            # Each committed occurrence of a URI skips one listed one; the exact count of skips is
+            # the ledger's, known at the end.
+            state.update(listed=n, total=max(n - committed_before, 0))
+            if on_start:
+                on_start(state["total"], n - state["total"])
+
+        done = 0
+        skipped = None
+        for rows in _process(cfg, run, listed_chunks(cfg.sources), listed):
+            if isinstance(rows, int):  # the ledger's count of skipped inputs, last
+                skipped = rows
                 continue
-            pending.append(row)
-        del remaining
-        if not listed and not allow_empty:
-            raise SourceError(f"no input image in {', '.join(src.path for src in cfg.sources)} "
-                              "(pass --allow-empty to accept an empty run)")
-        skipped = listed - len(pending)
-        if on_start:
-            on_start(len(pending), skipped)
-        for i, row in enumerate(_process(cfg, pending), start=1):
-            writer.add(row)
+            run.committed(rows)
+            done += len(rows)
             if on_progress:
-                on_progress(i, len(pending))
-        writer.finish()
+                on_progress(done, max(state["total"], done))
+        run.finish()
     except KeyboardInterrupt:
         interrupt.ignore_further()
-        writer.interrupted()
+        run.interrupted()
         raise
     except BaseException:
-        writer.abort()
+        run.abort()
         raise
-    counts = writer.tally.counts
-    return RunResult(counts.read, counts.written, counts.quarantined, skipped, str(writer.layout.root))
+    counts = run.tally.counts
+    if skipped is None:
+        skipped = state["listed"] - done
+    return RunResult(counts.read, counts.written, counts.quarantined, skipped, str(run.layout.root))
 
 
-def _process(cfg: PipelineConfig, pending: list[dict]) -> Iterator[dict]:
-    # Rows quarantined while listing skip Ray; the rest stream through it.
-    to_ray = []
-    for row in pending:
-        if row["status"] == "quarantined":
-            yield row
-        else:
-            to_ray.append(row)
-    if not to_ray:
-        return
+def _process(cfg: PipelineConfig, run: CorpusRun, chunks: Iterator[pa.Table],
+             on_listed: Callable[[int], None]) -> Iterator[list[dict] | int]:
+    """The Ray run: yields the part rows of each commit as the write tasks return them, then the
+    number of listed inputs the ledger skipped as already committed."""
+    import ray
+
     init_ray(cfg)
     interrupt.install()  # after Ray's start, which sets handlers of its own
-    ds = build_dataset(cfg, to_ray)
-    if not llm_steps(cfg):
-        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
-            yield from batch.cast(ROW_SCHEMA).to_pylist()
+    refs, n = [], 0
+    for table in chunks:  # the listing goes to the object store chunk by chunk: the driver keeps refs
+        refs.append(ray.put(table))
+        n += table.num_rows
+    on_listed(n)
+    if not n:
         return
-    from curate.backends.llm_vllm import Reassembler
-
-    reassembler = Reassembler(lambda row, answers: merge_llm_answers(cfg, row, answers))
+    ledger = start_ledger(cfg, run)
+    numbers = ray.remote(num_cpus=0)(NumberActor).remote(run.committer.next_number)
+    sink = BlockSink(run.target, cfg, NumberClient(numbers), ledger)
+    ds = build_dataset(cfg, refs, sink)
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
-        for request in batch.to_pylist():
-            row = reassembler.add(request)
-            if row is not None:
-                yield row
-    if reassembler.incomplete():
-        raise RuntimeError(f"ray.data.llm returned no answer for part of {len(reassembler.incomplete())} "
-                           f"images, e.g. {reassembler.incomplete()[0]}")
+        yield batch.to_pylist()
+    yield sum(ray.get([actor.skipped.remote() for actor in ledger.actors]))

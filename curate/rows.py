@@ -15,6 +15,7 @@ import pyarrow as pa
 ROW_SCHEMA = pa.schema(
     [
         ("uri", pa.string()),
+        ("ordinal", pa.int64()),  # position in the run's listing: with the URI, the input's identity
         ("dataset", pa.string()),
         ("kind_hint", pa.string()),  # natural | document | auto (from the source)
         ("source_caption", pa.string()),

@@ -26,7 +26,7 @@ from curate.augment.vqa_sources import list_vqa_items
 from curate.config import IngestConfig
 from curate.io import fs
 from curate.io.committer import Committer
-from curate.io.index import read_parts, write_index
+from curate.io.index import write_index
 from curate.io.layout import atomic_write_bytes
 from curate.io.shards import ShardWriter
 from curate.records import CanvasRecord
@@ -171,7 +171,7 @@ class CanvasWriter:
     def finish(self, wall_seconds: float) -> None:
         try:
             self.commit()
-            write_index(self.layout, read_parts(self.layout, PART_SCHEMA), columns=None)
+            write_index(self.layout, columns=None, schema=PART_SCHEMA)
             self.write_manifest("complete", wall_seconds)
         finally:
             self.committer.close()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from typing import Annotated, ClassVar, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -390,8 +389,8 @@ class RetargetConfig(GenerationRuntimeConfig):
 
 
 class OutputConfig(Strict):
-    path: str = Field("out/run", min_length=1, description="output directory (a local path; object storage is "
-                                                            "not supported yet)")
+    path: str = Field("out/run", min_length=1, description="output directory: a local path, or a URI on object "
+                                                            "storage (s3://bucket/prefix, gs://bucket/prefix)")
     split: str = Field("train", pattern=r"^[A-Za-z0-9_]+$")
     shard_max_samples: int = Field(1000, ge=1, description="close a shard after this many samples")
     shard_max_bytes: int = Field(1_000_000_000, ge=1, description="close a shard once it reaches this size")
@@ -400,11 +399,7 @@ class OutputConfig(Strict):
 
     @field_validator("path")
     @classmethod
-    def _local_only(cls, path: str) -> str:
-        m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", path)
-        if m and m.group(1).lower() != "file":
-            raise ValueError(f"{path}: output to {m.group(1)}:// is not supported yet: give a local directory "
-                             "(and copy the finished output to object storage)")
+    def _not_blank(cls, path: str) -> str:
         if not path.strip():
             raise ValueError("output.path is empty")
         return path
@@ -429,6 +424,9 @@ class RayConfig(Strict):
     ingest_batch_size: int = Field(8, ge=1)
     cpu_batch_size: int = Field(4, ge=1, description="batch size of the CPU model stages")
     max_concurrency: int | None = Field(None, ge=1, description="upper bound on actors per CPU stage")
+    ledger_actors: int | None = Field(None, ge=1, description="actors that hold the run's committed inputs and "
+                                                               "content keys, split by hash (default: one per 8 "
+                                                               "CPUs, 1 to 16)")
     progress: bool = True
     verbose: bool = Field(False, description="show Ray Data's periodic status on the console (always in Ray's "
                                              "session log, /tmp/ray/session_*/logs/ray-data)")

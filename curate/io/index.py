@@ -6,15 +6,12 @@ so the parts alone tell which inputs are done (resume) and add up the counts.
 
 from __future__ import annotations
 
-import io
-from pathlib import Path
-
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate.io.fs import read_local_parquet
-from curate.io.layout import OutputLayout, atomic_write_bytes
+from curate.io.layout import OutputLayout, atomic_writer
+from curate.io.objpath import OutputPath, open_binary
 
 PART_SCHEMA = pa.schema(
     [
@@ -55,31 +52,42 @@ INDEX_COLUMNS = [
 QUARANTINE_COLUMNS = ["uri", "dataset", "reason", "detail"]
 
 
+def read_part(path: OutputPath, schema: pa.Schema = PART_SCHEMA, columns: list[str] | None = None) -> pa.Table:
+    with open_binary(path) as f:
+        return pq.read_table(f, schema=schema, columns=columns)
+
+
 def read_parts(layout: OutputLayout, schema: pa.Schema = PART_SCHEMA) -> pa.Table:
+    """Every committed part in one table (small outputs and tests; the writers below stream)."""
     files = layout.part_files()
     if not files:
         return schema.empty_table()
-    return pa.concat_tables([read_local_parquet(p, schema=schema) for p in files])
+    return pa.concat_tables([read_part(p, schema) for p in files])
 
 
-def _write_table(path: Path, table: pa.Table) -> None:
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
-    atomic_write_bytes(path, buf.getvalue())
+def _write_filtered(path: OutputPath, layout: OutputLayout, status: str, columns: list[str] | None,
+                    schema: pa.Schema) -> int:
+    """Stream the rows of every part with ``status`` into one parquet file, part by part (an output
+    of millions of rows is never held whole in memory)."""
+    wanted = schema if columns is None else pa.schema([schema.field(c) for c in columns if c in schema.names])
+    n = 0
+    with atomic_writer(path) as f, pq.ParquetWriter(f, wanted) as out:
+        for part in layout.part_files():
+            table = read_part(part, schema)
+            table = table.filter(pc.equal(table["status"], status)).select(wanted.names)
+            if table.num_rows:
+                out.write_table(table)
+                n += table.num_rows
+    return n
 
 
-def write_index(layout: OutputLayout, parts: pa.Table, columns: list[str] | None = INDEX_COLUMNS) -> int:
+def write_index(layout: OutputLayout, columns: list[str] | None = INDEX_COLUMNS,
+                schema: pa.Schema = PART_SCHEMA) -> int:
     """index.parquet: one row per written sample (``columns`` of the parts, all when None), ordered by
     shard then position."""
-    written = parts.filter(pc.equal(parts["status"], "written"))
-    if columns is not None:
-        written = written.select(columns)
-    _write_table(layout.index, written)
-    return written.num_rows
+    return _write_filtered(layout.index, layout, "written", columns, schema)
 
 
-def write_quarantine(layout: OutputLayout, parts: pa.Table) -> int:
+def write_quarantine(layout: OutputLayout) -> int:
     """quarantine.parquet: every quarantined input with its reason and detail, in commit order."""
-    quarantined = parts.filter(pc.equal(parts["status"], "quarantined"))
-    _write_table(layout.quarantine, quarantined.select([c for c in QUARANTINE_COLUMNS if c in parts.column_names]))
-    return quarantined.num_rows
+    return _write_filtered(layout.quarantine, layout, "quarantined", QUARANTINE_COLUMNS, PART_SCHEMA)

@@ -18,7 +18,6 @@ import socket
 import threading
 import time
 import uuid
-from pathlib import Path
 
 log = logging.getLogger("curate")
 
@@ -34,7 +33,7 @@ def describe_holder(holder: dict) -> str:
 
 
 class OutputLock:
-    def __init__(self, path: Path, heartbeat_s: float = 10.0, stale_s: float = 120.0):
+    def __init__(self, path, heartbeat_s: float = 10.0, stale_s: float = 120.0):
         self.path = path
         self.heartbeat_s = heartbeat_s
         self.stale_s = stale_s
@@ -111,10 +110,12 @@ class OutputLock:
             except OSError as e:  # a full disk must not kill the run; the flock still holds
                 log.warning("lock heartbeat not written: %s", e)
 
+    def _holder(self, held: bool) -> dict:
+        return {"held": held, "run_id": self.run_id, "host": socket.gethostname(), "pid": os.getpid(),
+                "started_at": self._started_at, "heartbeat": time.time()}
+
     def _write(self, held: bool) -> None:
-        holder = {"held": held, "run_id": self.run_id, "host": socket.gethostname(), "pid": os.getpid(),
-                  "started_at": self._started_at, "heartbeat": time.time()}
-        data = json.dumps(holder).encode()
+        data = json.dumps(self._holder(held)).encode()
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, data, 0)
         os.fsync(self._fd)
@@ -127,3 +128,81 @@ def _read_holder(fd: int) -> dict:
         return holder if isinstance(holder, dict) else {}
     except (OSError, ValueError):
         return {}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class ObjectLock(OutputLock):
+    """The same lock on object storage, which has no flock: the lock object names its holder and a
+    heartbeat keeps it fresh. A fresh lock of another live run refuses; one whose holder is gone (its
+    pid is dead on this host, or no heartbeat for ``stale_s`` from another host) is taken over. After
+    writing, the lock is read back once a moment later, so of two runs starting together one gives way."""
+
+    settle_s = 0.3
+
+    def acquire(self) -> ObjectLock:
+        holder = self._read()
+        if holder.get("held") and holder.get("run_id") != self.run_id:
+            if self._holder_alive(holder):
+                raise OutputLocked(self._busy_message(holder))
+            self.took_over = holder
+            log.warning("%s: taking over the lock of a run that stopped without releasing it: %s",
+                        self.path.parent.parent, describe_holder(holder))
+        self._fd = -1  # held
+        self._write(held=True)
+        time.sleep(self.settle_s)
+        winner = self._read()
+        if winner.get("run_id") != self.run_id:
+            self._fd = None
+            raise OutputLocked(self._busy_message(winner))
+        self._thread = threading.Thread(target=self._beat, daemon=True, name="curate-lock-heartbeat")
+        self._thread.start()
+        return self
+
+    def _holder_alive(self, holder: dict) -> bool:
+        if time.time() - float(holder.get("heartbeat", 0)) >= self.stale_s:
+            return False
+        if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
+            return _pid_alive(holder["pid"])
+        return True
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        self._stop_heartbeat()
+        try:
+            if self._read().get("run_id") == self.run_id:
+                self._write(held=False)
+        finally:
+            self._fd = None
+
+    def abandon(self) -> None:
+        if self._fd is None:
+            return
+        self._stop_heartbeat()
+        self._fd = None
+
+    def _read(self) -> dict:
+        try:
+            holder = json.loads(self.path.read_bytes() or b"{}")
+        except (OSError, ValueError):
+            return {}
+        return holder if isinstance(holder, dict) else {}
+
+    def _write(self, held: bool) -> None:
+        self.path.write_bytes(json.dumps(self._holder(held)).encode())
+
+
+def lock_for(path) -> OutputLock:
+    """flock for a local output, the heartbeat object for object storage."""
+    from curate.io.objpath import ObjectPath
+
+    return ObjectLock(path) if isinstance(path, ObjectPath) else OutputLock(path)

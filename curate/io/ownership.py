@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import glob as globlib
 import json
-import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from curate.io.fs import local_path
+from curate.io.fs import local_path, scheme_of
 from curate.io.layout import OutputLayout, atomic_write_bytes
+from curate.io.objpath import OutputPath
 
 OWN_TOP_LEVEL = {".curate", "shards", "questions", "parts", "index.parquet", "manifest.json", "stats",
                  "quarantine.parquet"}
@@ -31,29 +31,44 @@ class OutputConflict(OutputRefused):
     """The output holds a run made with another config (or of another kind)."""
 
 
-def input_root(path: str) -> Path | None:
-    """The local directory or file a source reads below: a glob's fixed prefix, else the path itself."""
-    path = local_path(path)
-    if path is None:
-        return None
-    parts = Path(path).parts
+def _fixed_prefix(parts: tuple[str, ...]) -> list[str]:
     fixed = []
     for part in parts:
         if globlib.has_magic(part):
             break
         fixed.append(part)
+    return fixed
+
+
+def input_root(path: str) -> Path | None:
+    """The local directory or file a source reads below: a glob's fixed prefix, else the path itself."""
+    path = local_path(path)
+    if path is None:
+        return None
+    fixed = _fixed_prefix(Path(path).parts)
     return Path(*fixed).resolve() if fixed else Path.cwd()
 
 
-def _within(inner: Path, outer: Path) -> bool:
+def _place(text: str | OutputPath) -> tuple[str, PurePosixPath]:
+    """(scheme, path) to compare an output with an input: local paths resolved, URIs as bucket/key."""
+    if isinstance(text, Path) or (isinstance(text, str) and local_path(text) is not None):
+        root = input_root(str(text))
+        return "", PurePosixPath(str(root))
+    uri = str(text).split("?", 1)[0]
+    scheme = scheme_of(uri) or ""
+    rest = uri.split("://", 1)[1]
+    return scheme, PurePosixPath("/", *_fixed_prefix(tuple(p for p in rest.split("/") if p)))
+
+
+def _within(inner: PurePosixPath, outer: PurePosixPath) -> bool:
     return inner == outer or outer in inner.parents
 
 
-def check_no_overlap(root: Path, input_paths: list[str]) -> None:
-    out = root.resolve()
+def check_no_overlap(root: OutputPath, input_paths: list[str]) -> None:
+    out_scheme, out = _place(root)
     for text in input_paths:
-        source = input_root(text)
-        if source is None:
+        scheme, source = _place(text)
+        if scheme != out_scheme:
             continue
         if _within(out, source) or _within(source, out):
             where = "output inside the input" if _within(out, source) else "input inside the output"
@@ -83,7 +98,7 @@ def write_marker(layout: OutputLayout, kind: str, config_sha256: str) -> dict:
     return marker
 
 
-def _legacy_output_hash(root: Path, entries: list[str]) -> str | None:
+def _legacy_output_hash(root: OutputPath, entries: list[str]) -> str | None:
     """config_sha256 of an output written by an earlier curate (before the marker), else None."""
     if not set(entries) <= OWN_TOP_LEVEL or "manifest.json" not in entries:
         return None
@@ -104,7 +119,7 @@ def check_claim(layout: OutputLayout, kind: str, config_sha256: str,
     check_no_overlap(root, input_paths)
     if root.exists() and not root.is_dir():
         raise OutputRefused(f"{root}: exists and is not a directory; choose another --output")
-    entries = sorted(os.listdir(root)) if root.exists() else []
+    entries = sorted(p.name for p in root.iterdir()) if root.exists() else []
     marker = read_marker(layout) if entries else None
     if marker is None and entries:
         legacy_hash = _legacy_output_hash(root, entries)
@@ -142,7 +157,7 @@ def unclaim_output(layout: OutputLayout, created_root: bool) -> None:
     that a corrected config would then be refused."""
     for path in (layout.manifest, layout.journal, layout.lock, layout.marker):
         path.unlink(missing_ok=True)
-    for folder in (layout.meta_dir, layout.shards_dir, layout.questions_dir, layout.parts_dir):
+    for folder in (layout.opened_dir, layout.meta_dir, layout.shards_dir, layout.questions_dir, layout.parts_dir):
         try:
             folder.rmdir()
         except OSError:
@@ -154,7 +169,7 @@ def unclaim_output(layout: OutputLayout, created_root: bool) -> None:
             pass
 
 
-def _conflict(root: Path, theirs: str, ours: str) -> OutputConflict:
+def _conflict(root: OutputPath, theirs: str, ours: str) -> OutputConflict:
     return OutputConflict(
         f"{root}: holds a run of config {theirs[:12]}; this config is {ours[:12]}. "
         "Use another --output, or delete the directory to start over.")

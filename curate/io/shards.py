@@ -1,4 +1,5 @@
-"""WebDataset tar shards: written member by member into NAME.tmp, fsynced and renamed when closed.
+"""WebDataset tar shards: written member by member into NAME.tmp, fsynced and renamed when closed (on
+object storage, uploaded under NAME: the object appears when the upload closes).
 
 Tar headers are normalised (mtime 0, uid/gid 0, mode 0444) so the same samples give the same bytes.
 """
@@ -11,9 +12,9 @@ import os
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from curate.io.layout import tmp_path
+from curate.io.objpath import ObjectPath, OutputPath
 
 
 @dataclass(frozen=True)
@@ -27,8 +28,10 @@ class MemberLocation:
 class _HashingFile:
     """The tar's file object: counts and hashes what is written, so closing needs no second read."""
 
-    def __init__(self, path: Path):
-        self._file = open(path, "xb")  # never over an existing file
+    def __init__(self, path: OutputPath):
+        # never over an existing file (object names are unique per shard number and never reused)
+        self._local = not isinstance(path, ObjectPath)
+        self._file = open(path, "xb") if self._local else path.open_output()
         self.sha256 = hashlib.sha256()
         self.size = 0
 
@@ -43,8 +46,9 @@ class _HashingFile:
     def flush(self) -> None:
         self._file.flush()
 
-    def fileno(self) -> int:
-        return self._file.fileno()
+    def sync(self) -> None:
+        if self._local:
+            os.fsync(self._file.fileno())
 
     def close(self) -> None:
         self._file.close()
@@ -53,9 +57,9 @@ class _HashingFile:
 class ShardWriter:
     """One tar shard. ``add`` appends a sample's members; ``close`` makes the shard visible."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: OutputPath):
         self.path = path
-        self._tmp = tmp_path(path)
+        self._tmp = path if isinstance(path, ObjectPath) else tmp_path(path)
         self._file = _HashingFile(self._tmp)
         self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.USTAR_FORMAT)
         self.n_samples = 0
@@ -83,12 +87,13 @@ class ShardWriter:
         self.n_samples += 1
         return locations
 
-    def close(self) -> Path:
+    def close(self) -> OutputPath:
         self._tar.close()
         self._file.flush()
-        os.fsync(self._file.fileno())
+        self._file.sync()
         self._file.close()
-        os.replace(self._tmp, self.path)
+        if self._tmp != self.path:
+            os.replace(self._tmp, self.path)
         self.sha256 = self._file.sha256.hexdigest()
         return self.path
 

@@ -13,6 +13,7 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -21,7 +22,7 @@ from curate.io import fs
 from curate.io.fs import local_file_problem, printable_path
 from curate.io.shards import iter_tar_members
 from curate.records import QuarantineReason
-from curate.rows import new_row, quarantine
+from curate.rows import new_row, quarantine, to_table
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
 
@@ -211,3 +212,20 @@ def list_source(src: SourceConfig) -> Iterator[dict]:
 def list_inputs(sources: list[SourceConfig]) -> Iterator[dict]:
     for src in sources:
         yield from list_source(src)
+
+
+def listed_chunks(sources: list[SourceConfig], first: int = 8, largest: int = 4096) -> Iterator[pa.Table]:
+    """The listing as row tables, each input numbered by its position (its ordinal). Chunks start
+    small, so a short run spreads over every CPU at once, and grow to ``largest`` rows, so a listing
+    of 10^8 inputs is ~25k chunks and never whole in the driver's memory."""
+    size, made, rows = first, 0, []
+    for ordinal, row in enumerate(list_inputs(sources)):
+        row["ordinal"] = ordinal
+        rows.append(row)
+        if len(rows) >= size:
+            yield to_table(rows)
+            rows, made = [], made + 1
+            if made % 4 == 0:
+                size = min(size * 2, largest)
+    if rows:
+        yield to_table(rows)

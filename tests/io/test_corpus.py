@@ -64,7 +64,7 @@ def test_resume_discards_uncommitted_work_and_skips_committed_inputs(cfg):
     layout = writer.layout
     # Simulate a kill after shard 1's tar was renamed but before its part landed (its part's temp
     # file half written), plus a temp file that no run of ours journalled.
-    writer._shard.close()
+    writer._session.shard.close()
     (layout.parts_dir / "train-000001.parquet.tmp").write_bytes(b"partial")
     (layout.shards_dir / "train-000002.tar.tmp").write_bytes(b"not ours")
     writer.committer.lock.abandon()

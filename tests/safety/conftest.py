@@ -49,13 +49,34 @@ def write_tar(path: Path, members: dict[str, bytes]) -> Path:
     return path
 
 
-def ingest_only(cfg, pending):
-    """Stands in for the Ray plan: the ingest stage on each input, no region (the writer's view of a run)."""
+def ingest_only(cfg, run, chunks, on_listed):
+    """Stands in for the Ray plan in this process: the same ledger skip, the ingest stage (no
+    regions) and the same write tasks, one per chunk (the writer's view of a run)."""
+    import itertools
+
+    from curate.io import interrupt
+    from curate.io.corpus import BlockSink, write_block
+    from curate.io.index import read_part
+    from curate.io.ledger import Ledger
+    from curate.pipeline import skip_committed
+
+    chunks = list(chunks)
+    on_listed(sum(t.num_rows for t in chunks))
+    ledger = Ledger()
+    for part in run.layout.part_files():
+        ledger.seed(read_part(part))
+    numbers = itertools.count(run.committer.next_number)
+    sink = BlockSink(run.target, cfg, lambda: next(numbers), ledger)
     stage = IngestStage(cfg)
-    for row in pending:
-        if row["status"] != "quarantined":
-            row = stage.process([row])[0]
-        yield row
+    for table in chunks:
+        rows = []
+        for row in skip_committed(table, ledger).to_pylist():
+            rows.append(row if row["status"] == "quarantined" else stage.process([row])[0])
+        for start in range(0, len(rows), cfg.output.shard_max_samples):
+            with interrupt.critical():  # a worker's write is never cut by the driver's Ctrl-C
+                committed = write_block(rows[start:start + cfg.output.shard_max_samples], sink)
+            yield committed
+    yield ledger.n_skipped
 
 
 @pytest.fixture

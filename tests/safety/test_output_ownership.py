@@ -16,7 +16,7 @@ from curate.io.layout import OutputLayout
 from curate.io.ownership import OutputRefused, claim_output
 from tests.conftest import REPO
 from tests.io.test_corpus import ok_row
-from tests.safety.conftest import image_files, load, manifest, write_config, write_tar
+from tests.safety.conftest import image_files, load, manifest, write_tar
 
 
 def snapshot(folder):
@@ -91,16 +91,6 @@ def test_case9_an_output_path_with_a_colon_is_a_folder(tmp_path, monkeypatch):
     again = CorpusWriter(cfg.output.path, cfg).open()
     assert again.resumed_rows == 3
     again.finish()
-
-
-def test_case10_object_storage_output_is_refused_by_validate_and_run(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    path = write_config(tmp_path, [{"type": "dir", "path": str(tmp_path / "in")}], tmp_path / "x")
-    for command in (["validate", str(path)], ["run", str(path)]):
-        result = CliRunner().invoke(app, [*command, "--set", "output.path=s3://bucket/out"])
-        assert result.exit_code == 2, result.output
-        assert "not supported yet" in " ".join(result.output.split())
-    assert not (tmp_path / "s3:").exists()
 
 
 def test_case11_an_output_inside_the_input_directory_is_refused(tmp_path):

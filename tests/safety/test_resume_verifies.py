@@ -102,7 +102,7 @@ def test_case4_every_single_byte_flip_of_a_part_is_caught_or_harmless(tmp_path):
         data = bytearray(good)
         data[pos] ^= 0x04
         part.write_bytes(bytes(data))
-        problem, table = writer.committer._check_part(part)
+        problem, table, _ = writer.committer._check_part(part)
         assert problem is not None or table.to_pylist() == expected, f"byte {pos}: changed rows accepted"
 
 
@@ -166,19 +166,20 @@ def test_case13_an_input_listed_twice_is_accounted_the_same_after_a_kill(tmp_pat
     import curate.pipeline
     from tests.safety.conftest import ingest_only
 
-    def killed_after_three(cfg, pending):
-        for i, row in enumerate(ingest_only(cfg, pending)):
+    def killed_after_three(cfg, run, chunks, on_listed):  # one row per commit (shard_max_samples=1)
+        for i, rows in enumerate(ingest_only(cfg, run, chunks, on_listed)):
             if i == 3:
                 raise KeyboardInterrupt
-            yield row
+            yield rows
 
     cfg = load(tmp_path, [{"type": "list", "path": str(listing)}], tmp_path / "killed", shard_max_samples=1)
     monkeypatch.setattr(curate.pipeline, "_process", killed_after_three)
     with pytest.raises(KeyboardInterrupt):
         curate.pipeline.run_pipeline(cfg)
     monkeypatch.setattr(curate.pipeline, "_process", ingest_only)
+    committed = len(parts_rows(tmp_path / "killed"))  # the fourth commit landed before the kill reached the driver
     resumed = curate.pipeline.run_pipeline(cfg)
-    assert resumed.skipped_done == 3
+    assert resumed.skipped_done == committed == 4
     m = manifest(tmp_path / "killed")
     assert m["counts"] == clean["counts"] == {"read": 5, "written": 3, "quarantined": 2, "regions": 0,
                                               "captioned_regions": 0}

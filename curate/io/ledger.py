@@ -1,0 +1,75 @@
+"""What a run has committed, split over a few shards by hash so no one process holds all of it.
+
+A Ledger shard answers two questions for the inputs routed to it:
+  skip:  is this listed input already committed? (resume; routed by URI)
+  claim: is this content key already written by another input? (dedup; routed by key)
+Both answers are idempotent per input identity (URI + position in the listing), so a Ray task
+that is retried asks again and gets the same answer. Seeded from the committed parts; what a run
+claims but never commits is forgotten with the run, so a resume decides afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+
+import pyarrow as pa
+
+COMMITTED = -1  # ordinal of a key's owner committed by an earlier run
+
+
+def route(text: str, n: int) -> int:
+    """The ledger shard of a URI or key: stable across processes (Python's hash() is salted)."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") % n
+
+
+def identity(uri: str, ordinal: int) -> str:
+    return f"{ordinal}\t{uri}"
+
+
+class Ledger:
+    """One shard (``index`` of ``count``) of the run's committed inputs and claimed keys."""
+
+    def __init__(self, index: int = 0, count: int = 1):
+        self.index, self.count = index, count
+        self.committed: Counter[str] = Counter()  # URI -> committed occurrences not yet matched
+        self.skipped: defaultdict[str, set[int]] = defaultdict(set)  # URI -> ordinals answered "skip"
+        self.owners: dict[str, tuple[str, int]] = {}  # key -> (URI, ordinal) of the input that wrote it
+        self.n_skipped = 0
+
+    def mine(self, text: str) -> bool:
+        return route(text, self.count) == self.index
+
+    def seed(self, part: pa.Table) -> None:
+        """Take in one committed part's rows that route here."""
+        for uri, status, key in zip(*(part.column(c).to_pylist() for c in ("uri", "status", "key"))):
+            if self.mine(uri):
+                self.committed[uri] += 1
+            if status == "written" and key and self.mine(key):
+                self.owners.setdefault(key, (uri, COMMITTED))
+
+    def skip(self, uris: Iterable[str], ordinals: Iterable[int]) -> list[bool]:
+        """For each listed input: already committed? Each committed occurrence of a URI matches one
+        listed occurrence, so a URI listed twice is accounted the same after a resume."""
+        out = []
+        for uri, ordinal in zip(uris, ordinals):
+            if ordinal in self.skipped.get(uri, ()):
+                out.append(True)
+            elif self.committed.get(uri, 0) > 0:
+                self.committed[uri] -= 1
+                self.skipped[uri].add(ordinal)
+                self.n_skipped += 1
+                out.append(True)
+            else:
+                out.append(False)
+        return out
+
+    def claim(self, keys: Iterable[str], uris: Iterable[str], ordinals: Iterable[int]) -> list[str | None]:
+        """For each finished input: None when it is the first with its content key (it writes),
+        else the URI of the input that has that key."""
+        out = []
+        for key, uri, ordinal in zip(keys, uris, ordinals):
+            owner = self.owners.setdefault(key, (uri, ordinal))
+            out.append(None if owner == (uri, ordinal) and ordinal != COMMITTED else owner[0])
+        return out
