@@ -119,7 +119,11 @@ def test_ownership_holds_on_object_storage(tmp_path, s3_bucket, no_ray):  # noqa
 @pytest.mark.slow
 def test_ray_workers_write_the_shards_to_s3(tmp_path, s3_bucket):  # noqa: F811
     """The real Ray plan: write tasks on the workers upload shards and parts; the driver gets part rows."""
+    import ray
+
     from curate.pipeline import run_pipeline
+
+    ray.shutdown()  # a Ray started by an earlier test lacks this server's settings in its workers' environment
 
     image_files(tmp_path / "in", 6)
     uri = f"s3://{s3_bucket}/ray"
@@ -131,5 +135,6 @@ def test_ray_workers_write_the_shards_to_s3(tmp_path, s3_bucket):  # noqa: F811
     assert len(members(uri)) == 12  # an image and a record per sample
     again = run_pipeline(cfg)
     assert again.skipped_done == 6 and again.written == 6
+    ray.shutdown()
 
 
