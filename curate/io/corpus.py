@@ -266,7 +266,7 @@ class CorpusRun:
         part also goes to ``on_part`` (a ledger to seed)."""
         def take(table: pa.Table) -> None:
             for row in table.to_pylist():
-                self._account(row)
+                self.tally.add(row)
             self.resumed_rows += table.num_rows
             if on_part is not None:
                 on_part(table)
@@ -279,15 +279,12 @@ class CorpusRun:
         self._write_manifest("running")
         return self
 
-    def _account(self, row: dict) -> None:
-        self.tally.add(row)
-
     def committed(self, rows: list[dict]) -> None:
         """Part rows that a writer committed: counted, and the manifest kept current."""
         if rows:
             self.committer.committed_any = True
         for row in rows:
-            self._account(row)
+            self.tally.add(row)
         if time.monotonic() - self._manifest_at >= self.manifest_every_s:
             self._write_manifest("running")
 

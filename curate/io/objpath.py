@@ -74,14 +74,6 @@ class ObjectPath:
         parent = posixpath.dirname(self._path)
         return self._with_base(self._base.rsplit("/", 1)[0], parent)
 
-    @property
-    def parents(self) -> list[ObjectPath]:
-        out, here = [], self
-        while "/" in here._path:
-            here = here.parent
-            out.append(here)
-        return out
-
     def with_name(self, name: str) -> ObjectPath:
         return self.parent / name
 
@@ -198,10 +190,6 @@ def output_path(uri: str | Path) -> OutputPath:
         return uri
     local = local_path(uri)
     return Path(local) if local is not None else ObjectPath(uri)
-
-
-def is_object(path: OutputPath) -> bool:
-    return isinstance(path, ObjectPath)
 
 
 def open_binary(path: OutputPath):
