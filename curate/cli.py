@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -186,8 +187,8 @@ def _run_export(export, **kwargs):
 
 @export_app.command("ps3")
 def export_ps3_cmd(
-    output: Annotated[Path, typer.Argument(help="a finished curate corpus (the run's output directory)")],
-    dest: Annotated[Path, typer.Argument(help="new or empty directory for the export (or an export to resume)")],
+    output: Annotated[str, typer.Argument(help="a finished curate corpus (a directory or s3:// / gs:// URI)")],
+    dest: Annotated[str, typer.Argument(help="new or empty directory or URI for the export (or one to resume)")],
     what: Annotated[str, typer.Option("--what", help="a corpus's regions (local captions) or questions (each "
                                                      "question as its region's text); canvas outputs are detected")]
     = "regions",
@@ -210,8 +211,8 @@ def export_ps3_cmd(
 
 @export_app.command("llava")
 def export_llava_cmd(
-    output: Annotated[Path, typer.Argument(help="a curate corpus with question shards, or a canvas output")],
-    dest: Annotated[Path, typer.Argument(help="new or empty directory for the export (or an export to resume)")],
+    output: Annotated[str, typer.Argument(help="a curate corpus with question shards, or a canvas output")],
+    dest: Annotated[str, typer.Argument(help="new or empty directory or URI for the export (or one to resume)")],
     box_in: Annotated[str, typer.Option("--box-in", help="where the region goes in the text: answer, question "
                                                          "or none (Qwen-VL <box>(x0,y0),(x1,y1)</box>, 0-1000)")]
     = "answer",
@@ -224,7 +225,7 @@ def export_llava_cmd(
         _fail(f"--box-in {box_in!r}: choose answer, question or none")
     result = _run_export(export_llava, source=output, dest=dest, box_in=box_in)
     Console().print(f"[green]exported[/] {result.counts['entries']} conversations, {result.counts['images']} images "
-                    f"-> {Path(dest) / 'llava.json'}", highlight=False)
+                    f"-> {result.dest / 'llava.json'}", highlight=False)
 
 
 @app.command("train")
@@ -274,7 +275,7 @@ def _print_summary(output: str) -> None:
     from curate.io.layout import OutputLayout
     from curate.io.manifest import read_manifest
 
-    m = read_manifest(OutputLayout(Path(output)))
+    m = read_manifest(OutputLayout.at(output))
     c = m.counts
     out = Console()
     out.print(f"[bold green]done[/] {output}: read {c.read} = written {c.written} + quarantined {c.quarantined}; "
@@ -340,21 +341,24 @@ def schema(
 
 @app.command()
 def stats(
-    output: Annotated[Path, typer.Argument(help="a curate output directory")],
-    compare: Annotated[Optional[Path], typer.Option(help="another output to show side by side")] = None,
+    output: Annotated[str, typer.Argument(help="a curate output: a directory or an s3:// / gs:// URI")],
+    compare: Annotated[Optional[str], typer.Option(help="another output to show side by side")] = None,
     gallery: Annotated[int, typer.Option(help="random samples drawn with boxes and captions (0: none)")] = 6,
     print_report: Annotated[bool, typer.Option("--print", help="also print the whole report.md here")] = False,
+    report_dir: Annotated[Optional[Path], typer.Option(
+        help="local folder for the report (default: OUT/stats; NAME-stats here for an object-storage OUT)")] = None,
 ) -> None:
     """Report on a corpus: counts per source and kind, boxes per resolution bucket beside PS3 Table 9,
     histograms, caption sources and drops, quarantine reasons, stage throughput, a gallery.
 
     Numbers come from index.parquet and manifest.json only; shards are opened for the gallery alone.
-    Writes OUT/stats/report.md, report.html (self-contained) and stats.json.
+    Writes report.md, report.html (self-contained) and stats.json to OUT/stats; for an output on object
+    storage they are drawn in a local folder and copied to OUT/stats.
     """
     from curate.stats.report import write_report
 
     try:
-        report = write_report(output, compare=compare, gallery=gallery)
+        report = write_report(output, compare=compare, gallery=gallery, folder=report_dir)
     except FileNotFoundError as e:
         _fail(str(e))
     if print_report:
@@ -364,9 +368,11 @@ def stats(
     Console().print(f"[green]wrote[/] {report}, {report.with_suffix('.html')} (open it in a browser) and stats.json")
 
 
-def _print_counts(output: Path) -> None:
+def _print_counts(output: str) -> None:
     """The report's first lines: what the corpus holds."""
-    manifest = json.loads((Path(output) / "manifest.json").read_text())
+    from curate.io.layout import OutputLayout
+
+    manifest = json.loads(OutputLayout.at(output).manifest.read_text())
     c = manifest["counts"]
     extra = f"; {c['regions']} regions, {c['captioned_regions']} captioned" if "regions" in c else ""
     Console().print(f"{output}: {manifest.get('name')} ({manifest.get('status')}): read {c['read']} = written "
@@ -375,7 +381,7 @@ def _print_counts(output: Path) -> None:
 
 @app.command()
 def inspect(
-    output: Annotated[Path, typer.Argument(help="a curate output directory")],
+    output: Annotated[str, typer.Argument(help="a curate output: a directory or an s3:// / gs:// URI")],
     key: Annotated[str, typer.Argument(help="sample key (20 hex digits), or a prefix of it")],
 ) -> None:
     """Print one sample's record (KEY.json), read from its shard by offset via the index."""
@@ -386,6 +392,29 @@ def inspect(
     except (FileNotFoundError, KeyError, ValueError) as e:
         _fail(str(e))
     sys.stdout.write(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+
+
+@app.command()
+def cat(
+    uri: Annotated[str, typer.Argument(help="a file: a local path or an s3:// / gs:// URI")],
+) -> None:
+    """Copy one file (a shard, the index) to stdout, from local disk or object storage.
+
+    Lets any WebDataset reader stream a corpus on object storage with the credentials and endpoint
+    curate uses: ``webdataset.WebDataset("pipe:curate cat s3://bucket/out/shards/000000.tar")``.
+    """
+    from curate.io.objpath import open_sequential, output_path
+
+    path = output_path(uri)
+    try:
+        with open_sequential(path) as f:
+            while chunk := f.read(1 << 20):
+                sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+    except FileNotFoundError:
+        _fail(f"{uri}: no such file")
+    except BrokenPipeError:  # the reader stopped early (head, a sampled shard): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 @app.command()

@@ -28,9 +28,11 @@ RANKS = {
     "curate.cli": 10,
     "curate.testing": 11,
 }
-# train reads what the pipeline writes: the shared config loader and the one module that knows the
-# output's file names, nothing else.
-STANDALONE = {"curate.amg": set(), "curate.train": {"curate.config", "curate.io.layout"}}
+# train reads what the pipeline writes: the shared config loader, the module that knows the output's
+# file names and the modules that read files and records (local or object storage), nothing else.
+STANDALONE = {"curate.amg": set(),
+              "curate.train": {"curate.config", "curate.io.layout", "curate.io.objpath", "curate.io.fs",
+                               "curate.io.reader"}}
 
 
 def module_name(path: Path) -> str:

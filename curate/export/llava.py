@@ -16,17 +16,16 @@ Resumable: images already written are kept (each is written whole or not at all)
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
-from curate.io.layout import OutputLayout, atomic_write_bytes
-from curate.io.lock import OutputLock
-from curate.io.ownership import claim_output
+from curate.export.common import plan_export
+from curate.io.layout import atomic_write_bytes
+from curate.io.lock import lock_for
+from curate.io.objpath import OutputPath
 from curate.io.reader import image_index, read_image, shard_samples
 
 BoxIn = Literal["answer", "question", "none"]
@@ -34,7 +33,7 @@ BoxIn = Literal["answer", "question", "none"]
 
 @dataclass
 class LlavaExportResult:
-    dest: Path
+    dest: OutputPath
     counts: Counter = field(default_factory=Counter)
 
 
@@ -63,25 +62,19 @@ def canvas_entry(record: dict, image_name: str) -> dict:
             "box": list(record["box"]), "width": record["width"], "height": record["height"], "source": "canvas"}
 
 
-def export_llava(source: str | Path, dest: str | Path, box_in: BoxIn = "answer",
+def export_llava(source: str | OutputPath, dest: str | OutputPath, box_in: BoxIn = "answer",
                  on_progress: Callable[[int, int], None] | None = None) -> LlavaExportResult:
-    src = OutputLayout(Path(source))
-    try:
-        manifest = json.loads(src.manifest.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{source}: no manifest.json; is this a curate output?") from None
-    canvas = manifest.get("kind") == "canvas"
+    plan = plan_export(source, dest, "llava-export", lambda _: box_in)
+    src, out = plan.src, plan.out
+    canvas = plan.manifest.get("kind") == "canvas"
     shards = src.shard_files() if canvas else src.question_shard_files()
     if not shards:
         raise FileNotFoundError(f"{source}: no {'canvas' if canvas else 'question'} shards to export "
                                 "(a corpus needs retarget.backend set to have questions)")
-    out = OutputLayout(Path(dest))
-    options = hashlib.sha256(f"llava-export-v1:{manifest.get('config_sha256')}:{box_in}".encode()).hexdigest()
-    claim_output(out, "llava-export", options, [str(src.root)])
-    result = LlavaExportResult(Path(dest))
+    result = LlavaExportResult(out.root)
     entries = []
     index = None if canvas else image_index(src)
-    with OutputLock(out.lock):
+    with lock_for(out.lock):
         (out.root / "images").mkdir(parents=True, exist_ok=True)
         for number, shard in enumerate(shards, start=1):
             for key, members in shard_samples(shard):

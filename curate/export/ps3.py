@@ -25,7 +25,6 @@ llava`` keeps them all).
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import re
@@ -36,16 +35,18 @@ from pathlib import Path
 
 from PIL import Image
 
+from curate.export.common import plan_export
 from curate.io.layout import OutputLayout, atomic_write_bytes, tmp_path
-from curate.io.lock import OutputLock
-from curate.io.ownership import OutputRefused, claim_output
+from curate.io.lock import lock_for
+from curate.io.objpath import OutputPath
+from curate.io.ownership import OutputRefused
 from curate.io.reader import image_index, read_image, shard_samples
 from curate.io.shards import ShardWriter
 
 
 @dataclass
 class Ps3ExportResult:
-    dest: Path
+    dest: OutputPath
     shards: int = 0
     counts: Counter = field(default_factory=Counter)  # samples, regions, global_text, skipped_*, ...
 
@@ -116,31 +117,22 @@ def strip_image_tag(text: str) -> str:
     return re.sub(r"<image>\s*", "", text).strip()
 
 
-def export_ps3(source: str | Path, dest: str | Path, what: str = "regions",
+def export_ps3(source: str | OutputPath, dest: str | OutputPath, what: str = "regions",
                on_progress: Callable[[int, int], None] | None = None) -> Ps3ExportResult:
     """Export (or resume exporting) ``source`` into ``dest``. ``what``: a corpus's ``regions`` (local
     captions) or ``questions`` (each question as the text of its region); a canvas output is detected
     and exported as its pasted boxes with their QA."""
-    src = OutputLayout(Path(source))
-    try:
-        manifest = json.loads(src.manifest.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{source}: no manifest.json; is this a curate output?") from None
-    if manifest.get("status") != "complete" or not src.index.exists():
-        raise OutputRefused(f"{source}: the run is {manifest.get('status')}; finish it (run the same command "
-                            "again) before exporting")
-    if manifest.get("kind") == "canvas":
-        what = "canvas"
-    elif what not in ("regions", "questions"):
+    if what not in ("regions", "questions"):
         raise ValueError(f"what={what!r}: regions or questions")
-    out = OutputLayout(Path(dest))
-    options = hashlib.sha256(f"ps3-export-v1:{manifest.get('config_sha256')}:{what}".encode()).hexdigest()
-    claim_output(out, "ps3-export", options, [str(src.root)])
+    plan = plan_export(source, dest, "ps3-export", lambda m: "canvas" if m.get("kind") == "canvas" else what)
+    src, out = plan.src, plan.out
+    if plan.manifest.get("kind") == "canvas":
+        what = "canvas"
     done_dir = out.meta_dir / "exported"
     shards = src.question_shard_files() if what == "questions" else src.shard_files()
     variant = _Variant(src, what)
-    result = Ps3ExportResult(Path(dest).resolve(), shards=len(shards))
-    with OutputLock(out.lock):
+    result = Ps3ExportResult(out.root.resolve() if isinstance(out.root, Path) else out.root, shards=len(shards))
+    with lock_for(out.lock):
         for folder in (out.root / "images", out.root / "text_box", done_dir):
             folder.mkdir(parents=True, exist_ok=True)
         for number, shard in enumerate(shards):
@@ -160,7 +152,7 @@ def export_ps3(source: str | Path, dest: str | Path, what: str = "regions",
     return result
 
 
-def _export_pair(shard: Path, variant: _Variant, root: Path, name: str, marker: Path) -> Counter:
+def _export_pair(shard: OutputPath, variant: _Variant, root: OutputPath, name: str, marker: OutputPath) -> Counter:
     counts: Counter = Counter()
     paths = [root / "images" / f"{name}.tar", root / "text_box" / f"{name}.tar"]
     for path in paths:  # a killed export's leftovers of this pair (only our own names)

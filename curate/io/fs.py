@@ -11,11 +11,9 @@ import re
 import stat
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 _SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
 T = TypeVar("T")
@@ -95,17 +93,6 @@ def read_capped(uri: str, max_bytes: int, timeout: float | None = None) -> bytes
             return f.read(max_bytes + 1)
 
     return with_timeout(read, timeout, uri)
-
-
-def read_local_parquet(path: str | Path, **kwargs):
-    """pq.read_table on a local file, opened by us: pyarrow would parse ``run-12:00/x.parquet`` as a URI."""
-    with open(path, "rb") as f:
-        return pq.read_table(f, **kwargs)
-
-
-def read_local_parquet_schema(path: str | Path):
-    with open(path, "rb") as f:
-        return pq.read_schema(f)
 
 
 def printable_path(path: str) -> str:

@@ -10,6 +10,7 @@ URI's query (``s3://bucket/out?endpoint_override=host:9000``), as for sources.
 
 from __future__ import annotations
 
+import fnmatch
 import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -146,6 +147,11 @@ class ObjectPath:
         """A seekable pyarrow file (parquet footers, tar members by offset)."""
         return self._fs.open_input_file(self._path)
 
+    def open_stream(self, buffer_size: int = 8 << 20):
+        """A forward-only reader with large buffered reads (a stream of tar members): without the
+        buffer each small read would be one ranged request to the store."""
+        return self._fs.open_input_stream(self._path, compression=None, buffer_size=buffer_size)
+
     def open_output(self) -> IO[bytes]:
         """A write stream; the object appears (whole) when it is closed."""
         return self._fs.open_output_stream(self._path)
@@ -195,3 +201,55 @@ def output_path(uri: str | Path) -> OutputPath:
 def open_binary(path: OutputPath):
     """A seekable binary file for reading, local or remote."""
     return path.open_input() if isinstance(path, ObjectPath) else open(path, "rb")
+
+
+def open_sequential(path: OutputPath):
+    """A binary file read from start to end (tar shards streamed member by member), local or remote."""
+    return path.open_stream() if isinstance(path, ObjectPath) else open(path, "rb", buffering=1 << 20)
+
+
+def read_slice(path: OutputPath, offset: int, size: int) -> bytes:
+    """``size`` bytes at ``offset`` of a local or remote file (a tar member by its index offsets)."""
+    with open_binary(path) as f:
+        f.seek(offset)
+        return f.read(size)
+
+
+def read_parquet(path: OutputPath, **kwargs):
+    """pq.read_table on a file opened by us: pyarrow would parse ``run-12:00/x.parquet`` as a URI, and
+    an ObjectPath keeps its own filesystem (endpoint, credentials)."""
+    import pyarrow.parquet as pq
+
+    with open_binary(path) as f:
+        return pq.read_table(f, **kwargs)
+
+
+def read_parquet_schema(path: OutputPath):
+    import pyarrow.parquet as pq
+
+    with open_binary(path) as f:
+        return pq.read_schema(f)
+
+
+def glob_objects(pattern: str) -> list[str]:
+    """The URIs that match a glob such as ``s3://bucket/out/shards/*.tar`` (sorted), listed under the
+    longest prefix without a wildcard."""
+    base, _, query = pattern.partition("?")
+    parts = base.split("/")
+    fixed = next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), len(parts))
+    if fixed == len(parts):
+        path = ObjectPath(pattern)
+        return [pattern] if path.is_file() else []
+    root = ObjectPath("/".join(parts[:fixed]) + (f"?{query}" if query else ""))
+    recursive = fixed < len(parts) - 1 or "**" in parts[fixed]
+    try:
+        infos = root.filesystem.get_file_info(pafs.FileSelector(root.fs_path, recursive=recursive))
+    except FileNotFoundError:
+        return []
+    rest = "/".join(parts[fixed:])
+    found = []
+    for info in infos:
+        name = info.path[len(root.fs_path):].lstrip("/")
+        if info.type == pafs.FileType.File and fnmatch.fnmatchcase(name, rest):
+            found.append(str(root / name))
+    return sorted(found)

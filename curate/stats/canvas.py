@@ -4,25 +4,25 @@ from __future__ import annotations
 
 import io
 import json
-import tarfile
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from curate.io.fs import read_local_parquet
 from curate.io.layout import OutputLayout
+from curate.io.objpath import OutputPath, read_parquet
+from curate.io.reader import shard_samples
 from curate.stats.compute import histogram
 from curate.stats.models import CanvasStats
 from curate.stats.plots import write_histograms
 from curate.stats.render import page_html, page_markdown
 
 
-def compute_canvas_stats(out_dir: Path) -> CanvasStats:
-    layout = OutputLayout(out_dir)
+def compute_canvas_stats(out_dir: OutputPath) -> CanvasStats:
+    layout = OutputLayout.at(out_dir)
     manifest = json.loads(layout.manifest.read_text())
-    table = read_local_parquet(layout.index, columns=["width", "height", "box", "background", "turns"])
+    table = read_parquet(layout.index, columns=["width", "height", "box", "background", "turns"])
     width = table["width"].to_numpy(zero_copy_only=False).astype(np.float64)
     height = table["height"].to_numpy(zero_copy_only=False).astype(np.float64)
     boxes = np.array(table["box"].to_pylist(), dtype=np.float64).reshape(-1, 4)
@@ -56,33 +56,30 @@ def canvas_tables(stats: CanvasStats) -> list[tuple[str, list[str], list[list[st
     ]
 
 
-def canvas_gallery(out_dir: Path, folder: Path, n: int) -> list[str]:
+def canvas_gallery(out_dir: OutputPath, folder: Path, n: int) -> list[str]:
     """The first ``n`` canvases with the pasted box outlined and the first question below."""
     names = []
-    for shard in OutputLayout(out_dir).shard_files():
-        with tarfile.open(shard) as tar:
-            members = {m.name: m for m in tar.getmembers()}
-            for name in sorted(members):
-                if not name.endswith(".json") or len(names) >= n:
-                    continue
-                record = json.loads(tar.extractfile(members[name]).read())
-                image = Image.open(io.BytesIO(tar.extractfile(members[f"{record['key']}.{record['image_ext']}"])
-                                              .read())).convert("RGB")
-                draw = ImageDraw.Draw(image)
-                draw.rectangle(record["box"], outline=(255, 0, 0), width=max(3, image.width // 200))
-                image.thumbnail((640, 640))
-                sheet = Image.new("RGB", (image.width, image.height + 40), "white")
-                sheet.paste(image, (0, 0))
-                question = record["conversations"][0]["value"].replace("<image>", "").strip()
-                ImageDraw.Draw(sheet).text((6, image.height + 12), question[:90], fill=(0, 0, 0))
-                names.append(f"canvas_{len(names):02d}.png")
-                sheet.save(folder / names[-1])
+    for shard in OutputLayout.at(out_dir).shard_files():
+        for _, members in shard_samples(shard):
+            if len(names) >= n:
+                break
+            record = json.loads(members["json"])
+            image = Image.open(io.BytesIO(members[record["image_ext"]])).convert("RGB")
+            draw = ImageDraw.Draw(image)
+            draw.rectangle(record["box"], outline=(255, 0, 0), width=max(3, image.width // 200))
+            image.thumbnail((640, 640))
+            sheet = Image.new("RGB", (image.width, image.height + 40), "white")
+            sheet.paste(image, (0, 0))
+            question = record["conversations"][0]["value"].replace("<image>", "").strip()
+            ImageDraw.Draw(sheet).text((6, image.height + 12), question[:90], fill=(0, 0, 0))
+            names.append(f"canvas_{len(names):02d}.png")
+            sheet.save(folder / names[-1])
         if len(names) >= n:
             break
     return names
 
 
-def write_canvas_report(out_dir: Path, folder: Path, gallery: int) -> Path:
+def write_canvas_report(out_dir: OutputPath, folder: Path, gallery: int) -> Path:
     stats = compute_canvas_stats(out_dir)
     plots = write_histograms(stats.histograms, stats.name, folder)
     shots = canvas_gallery(out_dir, folder, gallery) if gallery else []

@@ -5,15 +5,13 @@ Columns are read with pyarrow and reduced with vectorised numpy, so 1M rows take
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.io.fs import read_local_parquet, read_local_parquet_schema
 from curate.io.layout import OutputLayout
 from curate.io.manifest import read_manifest
+from curate.io.objpath import OutputPath, read_parquet, read_parquet_schema
 from curate.records import Manifest
 from curate.stats.models import (
     BucketRow,
@@ -74,15 +72,15 @@ def _per_box(table: pa.Table, values: np.ndarray) -> np.ndarray:
 
 
 def read_index(layout: OutputLayout) -> pa.Table:
-    names = set(read_local_parquet_schema(layout.index).names)
-    table = read_local_parquet(layout.index, columns=[c for c in INDEX_STATS_COLUMNS if c in names])
+    names = set(read_parquet_schema(layout.index).names)
+    table = read_parquet(layout.index, columns=[c for c in INDEX_STATS_COLUMNS if c in names])
     if "question_words" not in names:  # outputs written before questions existed
         table = table.append_column("question_words", pa.array([[]] * table.num_rows, pa.list_(pa.int32())))
     return table
 
 
-def compute_stats(out_dir: str | Path) -> tuple[CorpusStats, pa.Table]:
-    layout = OutputLayout(Path(out_dir))
+def compute_stats(out_dir: str | OutputPath) -> tuple[CorpusStats, pa.Table]:
+    layout = OutputLayout.at(out_dir)
     manifest = read_manifest(layout)
     if manifest is None or not layout.index.exists():
         raise FileNotFoundError(f"{out_dir}: no manifest.json/index.parquet; is this a curate output?")

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from curate.io.fs import read_local_parquet, read_range
 from curate.io.layout import OutputLayout
+from curate.io.objpath import OutputPath, read_parquet, read_slice
 
 COLOURS = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240)]
 
@@ -58,9 +58,9 @@ def draw_sample(image: Image.Image, record: dict, max_side: int = 900) -> Image.
     return canvas
 
 
-def write_gallery(out_dir: Path, folder: Path, n: int = 6, seed: int = 0) -> list[str]:
-    layout = OutputLayout(out_dir)
-    index = read_local_parquet(layout.index, columns=["key", "shard", "image_offset", "image_size", "json_offset",
+def write_gallery(out_dir: OutputPath, folder: Path, n: int = 6, seed: int = 0) -> list[str]:
+    layout = OutputLayout.at(out_dir)
+    index = read_parquet(layout.index, columns=["key", "shard", "image_offset", "image_size", "json_offset",
                                                  "json_size"])
     if index.num_rows == 0:
         return []
@@ -68,9 +68,9 @@ def write_gallery(out_dir: Path, folder: Path, n: int = 6, seed: int = 0) -> lis
     files = []
     for i, row in enumerate(sorted(int(r) for r in rows)):
         hit = index.slice(row, 1).to_pylist()[0]
-        shard = str(layout.shards_dir / hit["shard"])
-        record = json.loads(read_range(shard, hit["json_offset"], hit["json_size"]))
-        image = Image.open(io.BytesIO(read_range(shard, hit["image_offset"], hit["image_size"])))
+        shard = layout.shards_dir / hit["shard"]
+        record = json.loads(read_slice(shard, hit["json_offset"], hit["json_size"]))
+        image = Image.open(io.BytesIO(read_slice(shard, hit["image_offset"], hit["image_size"])))
         name = f"gallery-{i:02d}.png"
         draw_sample(image, record).save(folder / name)
         files.append(name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from curate.io.layout import OutputLayout
+from curate.io.objpath import OutputPath, output_path
 from curate.stats.compute import compute_stats
 from curate.stats.gallery import write_gallery
 from curate.stats.models import CorpusStats
@@ -76,27 +77,42 @@ def render_html(stats: CorpusStats, folder: Path, plots: list[str], other: Corpu
                      folder, plots, stats.gallery)
 
 
-def is_canvas_output(out_dir: Path) -> bool:
+def is_canvas_output(out_dir: OutputPath) -> bool:
     import json
 
-    manifest = OutputLayout(out_dir).manifest
+    manifest = OutputLayout.at(out_dir).manifest
     return manifest.exists() and json.loads(manifest.read_text()).get("kind") == "canvas"
 
 
-def write_report(out_dir: str | Path, compare: str | Path | None = None, gallery: int = 6) -> Path:
-    """Write OUT/stats/{stats.json, report.md, report.html, *.png}; returns the report.md path."""
-    out_dir = Path(out_dir)
-    folder = OutputLayout(out_dir).stats_dir
+def local_report_dir(out_dir: str | OutputPath) -> Path:
+    """Where the report is drawn: OUT/stats for a local output; for one on object storage a local
+    ``NAME-stats`` folder (plots are drawn to local files; the report is then copied to OUT/stats)."""
+    layout = OutputLayout.at(out_dir)
+    return Path(f"{layout.root.name}-stats") if layout.remote else layout.stats_dir
+
+
+def write_report(out_dir: str | OutputPath, compare: str | OutputPath | None = None, gallery: int = 6,
+                 folder: Path | None = None) -> Path:
+    """Write {stats.json, report.md, report.html, *.png} to ``folder`` (default: local_report_dir) and,
+    for an output on object storage, a copy to OUT/stats; returns the local report.md path."""
+    out = output_path(out_dir)
+    folder = folder or local_report_dir(out)
     folder.mkdir(parents=True, exist_ok=True)
-    if is_canvas_output(out_dir):
+    if is_canvas_output(out):
         from curate.stats.canvas import write_canvas_report
 
-        return write_canvas_report(out_dir, folder, gallery)
-    stats, _ = compute_stats(out_dir)
-    other = compute_stats(compare)[0] if compare else None
-    plots = write_plots(stats, folder, other)
-    stats.gallery = write_gallery(out_dir, folder, n=gallery) if gallery else []
-    (folder / "stats.json").write_text(stats.model_dump_json(indent=2))
-    (folder / "report.md").write_text(render_markdown(stats, plots, other))
-    (folder / "report.html").write_text(render_html(stats, folder, plots, other))
-    return folder / "report.md"
+        report = write_canvas_report(out, folder, gallery)
+    else:
+        stats, _ = compute_stats(out)
+        other = compute_stats(compare)[0] if compare else None
+        plots = write_plots(stats, folder, other)
+        stats.gallery = write_gallery(out, folder, n=gallery) if gallery else []
+        (folder / "stats.json").write_text(stats.model_dump_json(indent=2))
+        (folder / "report.md").write_text(render_markdown(stats, plots, other))
+        (folder / "report.html").write_text(render_html(stats, folder, plots, other))
+        report = folder / "report.md"
+    layout = OutputLayout.at(out)
+    if layout.remote:
+        for file in sorted(folder.iterdir()):
+            (layout.stats_dir / file.name).write_bytes(file.read_bytes())
+    return report

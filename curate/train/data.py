@@ -17,16 +17,18 @@ import glob
 import io
 import json
 import re
+import sys
 import tarfile
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
+from curate.io.fs import local_path, scheme_of
 from curate.io.layout import OutputLayout
+from curate.io.objpath import ObjectPath, glob_objects, open_sequential, output_path
+from curate.io.reader import image_index, read_image
 from curate.train.score_maps import box_score_map, union_score_map
 
 IMAGE_EXTS = ("jpg", "png", "webp")
@@ -34,13 +36,15 @@ MEAN, STD = 0.5, 0.5  # SigLIP's normalisation
 
 
 def expand_shards(patterns: list[str]) -> list[str]:
-    """Local globs are expanded (sorted); URLs and brace patterns are left to webdataset."""
+    """Globs are expanded (sorted), local ones and object-storage ones (``s3://b/out/shards/*.tar``);
+    brace patterns and other URLs (``pipe:``, ``https://``) are left to webdataset."""
     urls = []
     for pattern in patterns:
-        if "://" in pattern or "{" in pattern:
+        scheme = scheme_of(pattern)
+        if "{" in pattern or pattern.startswith("pipe:") or scheme not in (None, "file", *OBJECT_SCHEMES):
             urls.append(pattern)
             continue
-        found = sorted(glob.glob(pattern))
+        found = glob_objects(pattern) if scheme in OBJECT_SCHEMES else sorted(glob.glob(local_path(pattern)))
         if not found:
             raise FileNotFoundError(f"data.shards: nothing matches {pattern}")
         urls.extend(found)
@@ -52,21 +56,39 @@ def to_tensor(image: Image.Image, side: int) -> torch.Tensor:
     return (torch.from_numpy(arr).permute(2, 0, 1) - MEAN) / STD
 
 
-@lru_cache(maxsize=16)
-def _index(root: str) -> dict[str, tuple[str, int, int]]:
-    # Opened here: pyarrow would parse a path such as ``run-12:00/index.parquet`` as a URI.
-    with open(OutputLayout(Path(root)).index, "rb") as f:
-        table = pq.read_table(f, columns=["key", "shard", "image_offset", "image_size"])
-    return {k: (s, o, n) for k, s, o, n in zip(*(table[c].to_pylist() for c in table.column_names))}
+OBJECT_SCHEMES = ("s3", "gs", "gcs")
+
+
+def _open_object(url: str, mode: str = "rb", bufsize: int = 8192, **_):
+    if mode != "rb":
+        raise ValueError(f"{url}: curate's loader only reads object storage")
+    return ObjectPath(url).open_stream()
+
+
+def read_object_urls_with_pyarrow() -> None:
+    """Let webdataset open ``s3://`` and ``gs://`` shard URLs through pyarrow.fs, with the endpoint
+    and credentials curate uses everywhere (webdataset alone would call the gsutil tool, or fail)."""
+    import webdataset.gopen  # noqa: F401  (the module, not the function webdataset exports)
+
+    schemes = sys.modules["webdataset.gopen"].gopen_schemes
+    for scheme in OBJECT_SCHEMES:
+        schemes[scheme] = _open_object
+
+
+@lru_cache(maxsize=4096)
+def _layout_of(shard_url: str) -> OutputLayout:
+    return OutputLayout.of_shard(output_path(shard_url))
+
+
+@lru_cache(maxsize=4)
+def _index_of(layout: OutputLayout) -> dict[str, tuple[str, int, int]]:
+    return image_index(layout)
 
 
 def question_image(url: str, record: dict) -> bytes:
     """A question sample's image, read by offset from the region shard of the same output."""
-    layout = OutputLayout.of_shard(Path(url))
-    shard, offset, size = _index(str(layout.root))[record["image_key"]]
-    with open(layout.shards_dir / shard, "rb") as f:
-        f.seek(offset)
-        return f.read(size)
+    layout = _layout_of(url)
+    return read_image(layout, _index_of(layout), record["image_key"])
 
 
 def strip_image_tag(text: str) -> str:
@@ -137,7 +159,8 @@ def ps3_pair_samples(source):
     own key check (its loader asserts the two streams' keys match sample by sample)."""
     for item in source:
         image_tar, box_tar = item["url"].split(PS3_PAIR)
-        with tarfile.open(image_tar, mode="r|") as a, tarfile.open(box_tar, mode="r|") as b:
+        with (open_sequential(output_path(image_tar)) as fa, open_sequential(output_path(box_tar)) as fb,
+              tarfile.open(fileobj=fa, mode="r|") as a, tarfile.open(fileobj=fb, mode="r|") as b):
             for im, bx in zip((m for m in a if m.isfile()), (m for m in b if m.isfile()), strict=True):
                 key, _, ext = im.name.partition(".")
                 if bx.name.partition(".")[0] != key:
@@ -173,6 +196,7 @@ def make_dataset(cfg, grid: int, epoch_seed: int):
     """An iterable of collated batches (webdataset pipeline), split over DDP ranks and workers."""
     import webdataset as wds
 
+    read_object_urls_with_pyarrow()
     data, model = cfg.data, cfg.model
     if data.ps3_text_box:
         return _ps3_dataset(cfg, grid, epoch_seed)
