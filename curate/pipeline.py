@@ -218,7 +218,7 @@ def start_ledger(cfg: PipelineConfig, run: CorpusRun) -> LedgerClient:
     return LedgerClient([actor.remote(i, n, str(run.layout.root), parts) for i in range(n)])
 
 
-def build_dataset(cfg: PipelineConfig, chunks: list, sink: BlockSink):
+def build_dataset(cfg: PipelineConfig, chunks: list, sink: BlockSink, resuming: bool = True):
     """ray.data plan over the listed chunks (object refs of curate.rows tables): skip, stages, write."""
     import ray
 
@@ -234,8 +234,9 @@ def build_dataset(cfg: PipelineConfig, chunks: list, sink: BlockSink):
     cpus = int(ray.cluster_resources().get("CPU", 1))
     max_actors = cfg.ray.max_concurrency or max(1, cpus)
     ds = ray.data.from_arrow_refs(chunks)
-    ds = ds.map_batches(skip_committed, fn_kwargs={"ledger": sink.ledger}, batch_format="pyarrow",
-                        batch_size=None, num_cpus=0.25)
+    if resuming:  # an RPC per block to the ledger; a fresh run has nothing to skip
+        ds = ds.map_batches(skip_committed, fn_kwargs={"ledger": sink.ledger}, batch_format="pyarrow",
+                            batch_size=None, num_cpus=0)
     ds = ds.map_batches(ingest_batch, fn_kwargs={"cfg": cfg}, batch_format="pyarrow",
                         batch_size=cfg.ray.ingest_batch_size, num_cpus=0.5)
     gpus_in_cluster = int(ray.cluster_resources().get("GPU", 0))
@@ -260,7 +261,7 @@ def build_dataset(cfg: PipelineConfig, chunks: list, sink: BlockSink):
         )
     ds = add_llm_steps(ds, cfg)
     return ds.map_batches(write_batch, fn_kwargs={"sink": sink}, batch_format="pyarrow",
-                          batch_size=cfg.output.shard_max_samples, num_cpus=0.5)
+                          batch_size=cfg.output.shard_max_samples, num_cpus=0)
 
 
 def llm_steps(cfg: PipelineConfig) -> list[str]:
@@ -381,7 +382,7 @@ def run_pipeline(cfg: PipelineConfig, on_progress: Callable[[int, int], None] | 
 
         done = 0
         skipped = None
-        for rows in _process(cfg, run, listed_chunks(cfg.sources), listed):
+        for rows in _process(cfg, run, listed_chunks(cfg.sources, small=cfg.ray.ingest_batch_size), listed):
             if isinstance(rows, int):  # the ledger's count of skipped inputs, last
                 skipped = rows
                 continue
@@ -421,7 +422,7 @@ def _process(cfg: PipelineConfig, run: CorpusRun, chunks: Iterator[pa.Table],
     ledger = start_ledger(cfg, run)
     numbers = ray.remote(num_cpus=0)(NumberActor).remote(run.committer.next_number)
     sink = BlockSink(run.target, cfg, NumberClient(numbers), ledger)
-    ds = build_dataset(cfg, refs, sink)
+    ds = build_dataset(cfg, refs, sink, resuming=run.resumed_rows > 0)
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
         yield batch.to_pylist()
     yield sum(ray.get([actor.skipped.remote() for actor in ledger.actors]))

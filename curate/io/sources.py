@@ -214,18 +214,22 @@ def list_inputs(sources: list[SourceConfig]) -> Iterator[dict]:
         yield from list_source(src)
 
 
-def listed_chunks(sources: list[SourceConfig], first: int = 8, largest: int = 4096) -> Iterator[pa.Table]:
-    """The listing as row tables, each input numbered by its position (its ordinal). Chunks start
-    small, so a short run spreads over every CPU at once, and grow to ``largest`` rows, so a listing
-    of 10^8 inputs is ~25k chunks and never whole in the driver's memory."""
-    size, made, rows = first, 0, []
+def listed_chunks(sources: list[SourceConfig], small: int = 16, small_chunks: int = 4096,
+                  largest: int = 4096) -> Iterator[pa.Table]:
+    """The listing as row tables, each input numbered by its position (its ordinal).
+
+    A Ray task reads its block's images one after another, so the first ``small_chunks`` chunks
+    hold ``small`` rows (the ingest batch): a run of up to ~65k inputs spreads over every CPU as
+    evenly as blocks of that size allow. Later chunks double every 64 up to ``largest`` rows, so a
+    listing of 10^8 inputs is ~30k chunks and never whole in the driver's memory."""
+    size, made, rows = small, 0, []
     for ordinal, row in enumerate(list_inputs(sources)):
         row["ordinal"] = ordinal
         rows.append(row)
         if len(rows) >= size:
             yield to_table(rows)
             rows, made = [], made + 1
-            if made % 4 == 0:
+            if made >= small_chunks and made % 64 == 0:
                 size = min(size * 2, largest)
     if rows:
         yield to_table(rows)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import tarfile
 from pathlib import Path
 
 import jsonschema
@@ -45,14 +44,13 @@ def corpus(tmp_path_factory, sample_dir):
     return out, result, expected, sample_dir
 
 
-def records(out: Path) -> list[dict]:
-    found = []
-    for shard in sorted((out / "shards").glob("*.tar")):
-        with tarfile.open(shard) as tar:
-            for m in tar.getmembers():
-                if m.name.endswith(".json"):
-                    found.append(json.loads(tar.extractfile(m).read()))
-    return found
+def records(out) -> list[dict]:
+    """Every record of an output's shards (a local directory or an s3:// URI)."""
+    from curate.io.layout import OutputLayout
+    from curate.io.reader import shard_samples
+
+    return [json.loads(members["json"]) for shard in OutputLayout.at(out).shard_files()
+            for _, members in shard_samples(shard)]
 
 
 def test_counts_add_up_and_every_bad_input_is_accounted_for(corpus):

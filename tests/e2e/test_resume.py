@@ -1,7 +1,9 @@
-"""SIGKILL a real `curate run` mid-run (twice), restart it, and compare with an uninterrupted run."""
+"""SIGKILL a real `curate run` mid-run (several times), restart it, and compare with an uninterrupted
+run: on local disk and on a loopback S3 server."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -12,8 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from curate.io.layout import OutputLayout
+from curate.io.reader import shard_samples
 from tests.conftest import REPO
-from tests.e2e.test_local_pipeline import pipeline_yaml, records
+from tests.e2e.test_local_pipeline import pipeline_yaml
+from tests.io.s3 import s3_bucket, s3_endpoint  # noqa: F401  (fixtures)
 
 # whole pipelines through Ray (or subprocesses): minutes on two cores
 pytestmark = pytest.mark.slow
@@ -23,7 +28,43 @@ def curate_cmd(pipeline: Path) -> list[str]:
     return [sys.executable, "-m", "curate.cli", "run", str(pipeline)]
 
 
-def run_and_kill_after_parts(pipeline: Path, out: Path, n_parts: int, timeout: float = 240,
+def one_sample_per_shard(folder: Path, sample_dir: Path, out) -> Path:
+    """The local pipeline with a commit after every sample: many commit points to kill between."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = pipeline_yaml(folder, [{"type": "dir", "path": str(sample_dir)}], out)
+    path.write_text(path.read_text().replace("shard_max_samples: 3", "shard_max_samples: 1"))
+    return path
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory, sample_dir) -> tuple[Path, str]:
+    """(output, stderr) of one uninterrupted run: what every interrupted run must end up equal to."""
+    tmp = tmp_path_factory.mktemp("clean")
+    done = subprocess.run(curate_cmd(one_sample_per_shard(tmp, sample_dir, tmp / "out")), cwd=REPO, check=True,
+                          capture_output=True, text=True)
+    return tmp / "out", done.stderr
+
+
+def samples_of(out) -> dict[str, dict[str, bytes]]:
+    """key -> members (image and record bytes) over every shard; a key written twice fails here."""
+    found: dict[str, dict[str, bytes]] = {}
+    for shard in OutputLayout.at(out).shard_files():
+        for key, members in shard_samples(shard):
+            assert key not in found, f"{key} was written twice"
+            found[key] = members
+    return found
+
+
+def assert_same_samples(clean: Path, resumed) -> None:
+    """The same keys, each once, with byte-identical images and equal records."""
+    mine, theirs = samples_of(resumed), samples_of(clean)
+    assert sorted(mine) == sorted(theirs)
+    for key, members in mine.items():
+        assert json.loads(members.pop("json")) == json.loads(theirs[key]["json"])
+        assert members == {ext: data for ext, data in theirs[key].items() if ext != "json"}
+
+
+def run_and_kill_after_parts(pipeline: Path, out, n_parts: int, timeout: float = 240,
                              extra_delay: float = 0.0) -> bool:
     """Start a run; SIGKILL its whole process group ``extra_delay`` seconds after ``n_parts`` parts
     are committed. Returns False if the run finished before that point."""
@@ -34,7 +75,7 @@ def run_and_kill_after_parts(pipeline: Path, out: Path, n_parts: int, timeout: f
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 return False
-            if len(list((out / "parts").glob("*.parquet"))) >= n_parts:
+            if len(OutputLayout.at(out).part_files()) >= n_parts:
                 time.sleep(extra_delay)
                 if proc.poll() is not None:
                     return False
@@ -49,17 +90,9 @@ def run_and_kill_after_parts(pipeline: Path, out: Path, n_parts: int, timeout: f
             proc.wait()
 
 
-def test_killed_runs_resume_to_exactly_the_uninterrupted_sample_set(tmp_path, sample_dir):
-    sources = [{"type": "dir", "path": str(sample_dir)}]
-    clean_out, killed_out = tmp_path / "clean", tmp_path / "killed"
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    clean_yaml = pipeline_yaml(tmp_path / "a", sources, clean_out)
-    killed_yaml = pipeline_yaml(tmp_path / "b", sources, killed_out)
-    for path in (clean_yaml, killed_yaml):  # one sample per shard: many commit points to kill between
-        path.write_text(path.read_text().replace("shard_max_samples: 3", "shard_max_samples: 1"))
-
-    subprocess.run(curate_cmd(clean_yaml), cwd=REPO, check=True, capture_output=True)
+def test_killed_runs_resume_to_exactly_the_uninterrupted_sample_set(tmp_path, sample_dir, clean_run):
+    killed_out = tmp_path / "killed"
+    killed_yaml = one_sample_per_shard(tmp_path / "b", sample_dir, killed_out)
 
     # Kills at a commit point, then at seeded random moments after later commits (so a failure replays).
     assert run_and_kill_after_parts(killed_yaml, killed_out, 1)
@@ -73,33 +106,42 @@ def test_killed_runs_resume_to_exactly_the_uninterrupted_sample_set(tmp_path, sa
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resuming" in done.stderr
 
-    clean, resumed = records(clean_out), records(killed_out)
-    keys = [r["key"] for r in resumed]
-    assert len(keys) == len(set(keys)), "a sample was written twice"
-    assert sorted(keys) == sorted(r["key"] for r in clean)
-    by_key = {r["key"]: r for r in clean}
-    for rec in resumed:
-        assert rec == by_key[rec["key"]]
+    assert_same_samples(clean_run[0], killed_out)
     assert not list(killed_out.rglob("*.tmp"))
     shards = {p.stem for p in (killed_out / "shards").glob("*.tar")}
     parts = {p.stem for p in (killed_out / "parts").glob("*.parquet")}
     assert shards <= parts
 
 
-def test_ctrl_c_commits_says_how_to_resume_and_resumes_to_the_clean_set(tmp_path, sample_dir):
+@pytest.mark.parametrize("seed", [3, 5])
+def test_killed_runs_writing_to_s3_resume_to_the_clean_set(tmp_path, sample_dir, clean_run, s3_bucket,  # noqa: F811
+                                                           seed):
+    """The driver's process group SIGKILLed at seeded moments while Ray's workers upload shards and
+    parts to S3; the resumed output holds the clean run's samples, each once, and no leftovers."""
+    uri = f"s3://{s3_bucket}/killed"
+    killed_yaml = one_sample_per_shard(tmp_path, sample_dir, uri)
+    rng = random.Random(seed)
+    kills = 0
+    for n_parts in (1, rng.randint(2, 4)):
+        kills += run_and_kill_after_parts(killed_yaml, uri, n_parts, extra_delay=rng.uniform(0.0, 1.5))
+    assert kills, "no run was killed: the resume below would check nothing"
+    done = subprocess.run(curate_cmd(killed_yaml), cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_samples(clean_run[0], uri)
+    layout = OutputLayout.at(uri)
+    assert json.loads(layout.manifest.read_text())["status"] == "complete"
+    committed = {p.name.split(".")[0] for p in layout.part_files()}
+    assert {p.name.split(".")[0] for p in layout.shard_files()} <= committed
+    assert not [p for p in layout.numbered_files() if p.name.endswith(".tmp")]
+
+
+def test_ctrl_c_commits_says_how_to_resume_and_resumes_to_the_clean_set(tmp_path, sample_dir, clean_run):
     """SIGINT to the whole process group (what a terminal's Ctrl-C does) at seeded moments after
     commits: exit 130 with one line and no traceback, a manifest that says interrupted, and a
     resume that ends with the uninterrupted run's samples."""
-    sources = [{"type": "dir", "path": str(sample_dir)}]
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    clean_yaml = pipeline_yaml(tmp_path / "a", sources, tmp_path / "clean")
-    stopped_yaml = pipeline_yaml(tmp_path / "b", sources, tmp_path / "stopped")
-    for path in (clean_yaml, stopped_yaml):
-        path.write_text(path.read_text().replace("shard_max_samples: 3", "shard_max_samples: 1"))
-    clean_run = subprocess.run(curate_cmd(clean_yaml), cwd=REPO, check=True, capture_output=True, text=True)
     # stderr is no terminal here: Ray Data's status blocks stay in its log file, off the console
-    assert "logging_progress" not in clean_run.stderr, clean_run.stderr[-2000:]
+    assert "logging_progress" not in clean_run[1], clean_run[1][-2000:]
+    stopped_yaml = one_sample_per_shard(tmp_path / "b", sample_dir, tmp_path / "stopped")
 
     rng = random.Random(11)
     manifest = tmp_path / "stopped" / "manifest.json"
@@ -124,6 +166,4 @@ def test_ctrl_c_commits_says_how_to_resume_and_resumes_to_the_clean_set(tmp_path
     assert interrupted, "no run was interrupted: the check above never ran"
     done = subprocess.run(curate_cmd(stopped_yaml), cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
-    clean, resumed = records(tmp_path / "clean"), records(tmp_path / "stopped")
-    keys = [r["key"] for r in resumed]
-    assert len(keys) == len(set(keys)) and sorted(keys) == sorted(r["key"] for r in clean)
+    assert_same_samples(clean_run[0], tmp_path / "stopped")

@@ -1,0 +1,185 @@
+"""What the Ray driver carries per image: bytes it receives and CPU seconds it spends, for this
+checkout and for an earlier revision (where the driver received every row, image bytes included,
+and wrote the shards itself), on the same input and config, in the same run.
+
+    python benchmarks/driver_load.py --images 300 --before 26afad0 --workdir /tmp/curate-driver
+
+Each variant runs in its own process (``--probe``), which wraps ``ray.data.Dataset.iter_batches``
+(the one place where either revision's driver takes rows out of Ray) and adds up the Arrow bytes of
+what it gets, and reads its own CPU time (driver process only: Ray's workers, raylet and object
+store are other processes). ``--s3`` adds this checkout writing to a loopback S3 server (moto).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_photos(folder: Path, n: int, seed: int = 0) -> int:
+    """JPEG photos-to-be of mixed sizes (long side 1024-2560, aspect 1:2 to 2:1), smooth colour
+    fields with grain, so their encoded size is close to real 2K photos'. Returns their total bytes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    total = 0
+    for i in range(n):
+        path = folder / f"photo{i:05d}.jpg"
+        if not path.exists():
+            long_side = int(rng.integers(1024, 2561))
+            aspect = float(np.exp(rng.uniform(np.log(0.5), np.log(2.0))))
+            w, h = (long_side, max(256, int(long_side / aspect))) if aspect >= 1 else \
+                (max(256, int(long_side * aspect)), long_side)
+            coarse = rng.integers(0, 256, size=(max(2, h // 64), max(2, w // 64), 3), dtype=np.uint8)
+            field = np.asarray(Image.fromarray(coarse).resize((w, h), Image.Resampling.BICUBIC), dtype=np.int16)
+            grain = rng.normal(0, 6, size=(h, w, 1))
+            Image.fromarray(np.clip(field + grain, 0, 255).astype(np.uint8)).save(path, quality=90)
+        total += path.stat().st_size
+    return total
+
+
+def write_config(workdir: Path, inputs: Path, output: str) -> Path:
+    raw = yaml.safe_load((REPO / "pipelines" / "local.yaml").read_text())
+    raw["name"] = "driver-load"
+    raw["sources"] = [{"type": "dir", "path": str(inputs), "kind": "natural"}]
+    raw["masks"]["natural"]["work_side"] = 384
+    raw["output"] = {"path": output, "shard_max_samples": 64}
+    raw["ray"] = {"progress": False, "ingest_batch_size": 16, "cpu_batch_size": 8}
+    path = workdir / f"config-{abs(hash(output)) % 10**8}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def probe(repo: Path, config: Path, s3: bool) -> dict:
+    """Run the pipeline of ``repo`` in this process, counting what the driver takes out of Ray."""
+    sys.path.insert(0, str(repo))
+    if s3:
+        start_s3(config)
+    import ray.data
+
+    taken = {"bytes": 0, "rows": 0, "batches": 0}
+    original = ray.data.Dataset.iter_batches
+
+    def counted(self, *args, **kwargs):
+        for batch in original(self, *args, **kwargs):
+            taken["batches"] += 1
+            taken["rows"] += batch.num_rows if hasattr(batch, "num_rows") else len(batch)
+            taken["bytes"] += batch.nbytes if hasattr(batch, "nbytes") else sum(v.nbytes for v in batch.values())
+            yield batch
+
+    ray.data.Dataset.iter_batches = counted
+    from curate.config import load_config
+    from curate.pipeline import run_pipeline
+
+    cfg = load_config(config)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    result = run_pipeline(cfg)
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    return {"read": result.read, "written": result.written, "quarantined": result.quarantined,
+            "driver_bytes_received": taken["bytes"], "driver_rows_received": taken["rows"],
+            "driver_batches": taken["batches"], "driver_cpu_s": round(cpu, 2), "wall_s": round(wall, 1),
+            "driver_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+
+
+def start_s3(config: Path) -> None:
+    """A loopback S3 server (moto) and a bucket; the environment points pyarrow and Ray's workers at it."""
+    import pyarrow.fs as pafs
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{host}:{port}"})
+    fs = pafs.S3FileSystem(endpoint_override=f"http://{host}:{port}", scheme="http", region="us-east-1",
+                           access_key="bench", secret_key="bench", allow_bucket_creation=True)
+    fs.create_dir(yaml.safe_load(config.read_text())["output"]["path"].split("/")[2])
+
+
+def run_once(name: str, repo: Path, config: Path, s3: bool = False) -> dict:
+    if not s3:
+        out = Path(yaml.safe_load(config.read_text())["output"]["path"])
+        subprocess.run(["rm", "-rf", str(out)], check=True)
+    cmd = [sys.executable, __file__, "--probe", "--repo", str(repo), "--config", str(config)] + (["--s3"] if s3 else [])
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=repo,
+                          env={**os.environ, "PYTHONPATH": str(repo)})
+    if done.returncode:
+        raise SystemExit(f"{name} failed:\n{done.stderr[-4000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"{name}: {json.dumps(result)}", flush=True)
+    return result
+
+
+def summarise(runs: list[dict]) -> dict:
+    """The run with the median wall time, with every run's wall time and driver CPU beside it."""
+    median = sorted(runs, key=lambda r: r["wall_s"])[len(runs) // 2]
+    return {**median, "wall_s_runs": [r["wall_s"] for r in runs], "driver_cpu_s_runs": [r["driver_cpu_s"] for r in runs]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=300)
+    parser.add_argument("--before", default="26afad0", help="the revision to compare with")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/curate-driver"))
+    parser.add_argument("--s3", action="store_true", help="also run this checkout with output on loopback S3")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each variant (the median is reported)")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--repo", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--config", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.probe:
+        print(json.dumps(probe(args.repo, args.config, args.s3)))
+        return
+
+    work = args.workdir
+    work.mkdir(parents=True, exist_ok=True)
+    image_bytes = make_photos(work / "photos", args.images)
+    before = work / "before"
+    if not before.exists():
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(before), args.before], check=True)
+    variants = {"before": (before, write_config(work, work / "photos", str(work / "out-before")), False),
+                "after": (REPO, write_config(work, work / "photos", str(work / "out-after")), False)}
+    if args.s3:
+        variants["after_s3"] = (REPO, write_config(work, work / "photos", "s3://bench/out"), True)
+    runs: dict[str, list[dict]] = {name: [] for name in variants}
+    for _ in range(args.repeats):  # interleaved, so drift on the machine touches every variant alike
+        for name, (repo, config, s3) in variants.items():
+            runs[name].append(run_once(name, repo, config, s3))
+    results = {
+        "images": args.images, "mean_image_bytes": image_bytes // args.images, "before_revision": args.before,
+        "after_revision": subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                                         capture_output=True, text=True).stdout.strip(),
+        "cores": os.cpu_count(), "repeats": args.repeats,
+        **{name: summarise(r) for name, r in runs.items()},
+    }
+    for name in [k for k in ("before", "after", "after_s3") if k in results]:
+        r = results[name]
+        r["driver_bytes_per_image"] = round(r["driver_bytes_received"] / max(r["read"], 1))
+        r["driver_cpu_s_per_1000_images"] = round(1000 * r["driver_cpu_s"] / max(r["read"], 1), 1)
+        r["images_per_s"] = round(r["read"] / r["wall_s"], 2)
+    b, a = results["before"], results["after"]
+    results["ratios_before_over_after"] = {
+        "driver_bytes_per_image": round(b["driver_bytes_per_image"] / max(a["driver_bytes_per_image"], 1), 1),
+        "driver_cpu_s_per_1000_images": round(b["driver_cpu_s_per_1000_images"]
+                                              / max(a["driver_cpu_s_per_1000_images"], 1e-9), 2),
+        "images_per_s_after_over_before": round(a["images_per_s"] / b["images_per_s"], 2),
+    }
+    print(json.dumps(results, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
