@@ -68,11 +68,13 @@ def probe(repo: Path, config: Path, s3: bool) -> dict:
         start_s3(config)
     import ray.data
 
-    taken = {"bytes": 0, "rows": 0, "batches": 0}
+    taken = {"bytes": 0, "rows": 0, "batches": 0, "cpu_first": None, "cpu_last": None}
     original = ray.data.Dataset.iter_batches
 
     def counted(self, *args, **kwargs):
         for batch in original(self, *args, **kwargs):
+            taken["cpu_first"] = taken["cpu_first"] if taken["cpu_first"] is not None else time.process_time()
+            taken["cpu_last"] = time.process_time()
             taken["batches"] += 1
             taken["rows"] += batch.num_rows if hasattr(batch, "num_rows") else len(batch)
             taken["bytes"] += batch.nbytes if hasattr(batch, "nbytes") else sum(v.nbytes for v in batch.values())
@@ -89,22 +91,56 @@ def probe(repo: Path, config: Path, s3: bool) -> dict:
     return {"read": result.read, "written": result.written, "quarantined": result.quarantined,
             "driver_bytes_received": taken["bytes"], "driver_rows_received": taken["rows"],
             "driver_batches": taken["batches"], "driver_cpu_s": round(cpu, 2), "wall_s": round(wall, 1),
+            # from the first rows to the last: the per-image work, without Ray's start and the plan's fill
+            "driver_cpu_s_while_rows_arrive": round((taken["cpu_last"] or 0) - (taken["cpu_first"] or 0), 2),
+            "steady_images_per_s": steady_rate(cfg.output.path),
             "driver_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
 
-def start_s3(config: Path) -> None:
-    """A loopback S3 server (moto) and a bucket; the environment points pyarrow and Ray's workers at it."""
-    import pyarrow.fs as pafs
-    from moto.server import ThreadedMotoServer
+def steady_rate(output: str) -> float | None:
+    """Images per second between the first and the last commit (parts' modification times): the
+    rate once the plan runs full, without Ray's start or the first shard's fill. Local outputs only."""
+    import pyarrow.parquet as pq
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{host}:{port}"})
-    fs = pafs.S3FileSystem(endpoint_override=f"http://{host}:{port}", scheme="http", region="us-east-1",
+    parts = sorted((Path(output) / "parts").glob("*.parquet"), key=lambda p: p.stat().st_mtime)
+    if len(parts) < 2 or "://" in output:
+        return None
+    rows = sum(pq.read_metadata(p).num_rows for p in parts[1:])
+    return round(rows / (parts[-1].stat().st_mtime - parts[0].stat().st_mtime), 2)
+
+
+S3_ENV = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def start_s3_server() -> tuple[subprocess.Popen, str]:
+    """A loopback S3 server (moto) in its own process, so its CPU is not counted as the driver's."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return server, endpoint
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("moto server did not start")
+
+
+def start_s3(config: Path) -> None:
+    """A fresh bucket on the server named by AWS_ENDPOINT_URL (set by main)."""
+    import pyarrow.fs as pafs
+
+    fs = pafs.S3FileSystem(endpoint_override=os.environ["AWS_ENDPOINT_URL"], region="us-east-1",
                            access_key="bench", secret_key="bench", allow_bucket_creation=True)
-    fs.create_dir(yaml.safe_load(config.read_text())["output"]["path"].split("/")[2])
+    bucket = yaml.safe_load(config.read_text())["output"]["path"].split("/")[2]
+    if fs.get_file_info(bucket).type != pafs.FileType.NotFound:
+        fs.delete_dir(bucket)
+    fs.create_dir(bucket)
 
 
 def run_once(name: str, repo: Path, config: Path, s3: bool = False) -> dict:
@@ -124,7 +160,9 @@ def run_once(name: str, repo: Path, config: Path, s3: bool = False) -> dict:
 def summarise(runs: list[dict]) -> dict:
     """The run with the median wall time, with every run's wall time and driver CPU beside it."""
     median = sorted(runs, key=lambda r: r["wall_s"])[len(runs) // 2]
-    return {**median, "wall_s_runs": [r["wall_s"] for r in runs], "driver_cpu_s_runs": [r["driver_cpu_s"] for r in runs]}
+    return {**median, "wall_s_runs": [r["wall_s"] for r in runs],
+            "steady_images_per_s_runs": [r["steady_images_per_s"] for r in runs],
+            "driver_cpu_s_runs": [r["driver_cpu_s"] for r in runs]}
 
 
 def main() -> None:
@@ -152,6 +190,8 @@ def main() -> None:
     variants = {"before": (before, write_config(work, work / "photos", str(work / "out-before")), False),
                 "after": (REPO, write_config(work, work / "photos", str(work / "out-after")), False)}
     if args.s3:
+        server, endpoint = start_s3_server()
+        os.environ.update({**S3_ENV, "AWS_ENDPOINT_URL": endpoint})
         variants["after_s3"] = (REPO, write_config(work, work / "photos", "s3://bench/out"), True)
     runs: dict[str, list[dict]] = {name: [] for name in variants}
     for _ in range(args.repeats):  # interleaved, so drift on the machine touches every variant alike
@@ -168,6 +208,8 @@ def main() -> None:
         r = results[name]
         r["driver_bytes_per_image"] = round(r["driver_bytes_received"] / max(r["read"], 1))
         r["driver_cpu_s_per_1000_images"] = round(1000 * r["driver_cpu_s"] / max(r["read"], 1), 1)
+        r["driver_cpu_s_per_1000_images_while_rows_arrive"] = round(
+            1000 * r["driver_cpu_s_while_rows_arrive"] / max(r["driver_rows_received"], 1), 1)
         r["images_per_s"] = round(r["read"] / r["wall_s"], 2)
     b, a = results["before"], results["after"]
     results["ratios_before_over_after"] = {
@@ -175,7 +217,10 @@ def main() -> None:
         "driver_cpu_s_per_1000_images": round(b["driver_cpu_s_per_1000_images"]
                                               / max(a["driver_cpu_s_per_1000_images"], 1e-9), 2),
         "images_per_s_after_over_before": round(a["images_per_s"] / b["images_per_s"], 2),
+        "steady_images_per_s_after_over_before": round(a["steady_images_per_s"] / b["steady_images_per_s"], 2),
     }
+    if args.s3:
+        server.terminate()
     print(json.dumps(results, indent=2))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

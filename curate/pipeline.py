@@ -135,14 +135,32 @@ def write_batch(table: pa.Table, sink: BlockSink) -> pa.Table:
     return pa.Table.from_pylist(write_block(rows, sink), schema=PART_SCHEMA)
 
 
-class LedgerActor:
-    """One shard of the run's ledger (curate/io/ledger.py), seeded from the committed parts itself."""
+class WriteActor:
+    """The write stage as a small actor pool: a few long-lived writer processes rather than a new
+    worker process for every write task (on a laptop each costs seconds of CPU to start)."""
 
-    def __init__(self, index: int, count: int, root: str, parts: list[str]):
+    def __init__(self, sink: BlockSink):
+        self.sink = sink
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        return write_batch(table, self.sink)
+
+
+class LedgerActor:
+    """One shard of the run's ledger (curate/io/ledger.py), seeded from the committed parts itself.
+    The first one also hands out shard numbers (one process fewer than a counter of its own)."""
+
+    def __init__(self, index: int, count: int, root: str, parts: list[str], first_number: int = 0):
         self.ledger = Ledger(index, count)
+        self.next_number = first_number
         layout = OutputLayout.at(root)
         for name in parts:
             self.ledger.seed(read_part(layout.parts_dir / name, columns=["uri", "status", "key"]))
+
+    def take_number(self) -> int:
+        """Every write attempt gets its own shard number, so a retry never collides."""
+        self.next_number += 1
+        return self.next_number - 1
 
     def skip(self, uris, ordinals):
         return self.ledger.skip(uris, ordinals)
@@ -182,17 +200,6 @@ class LedgerClient:
         return self._routed("claim", keys, keys, uris, ordinals)
 
 
-class NumberActor:
-    """Hands out shard numbers: every write attempt gets its own, so a retry never collides."""
-
-    def __init__(self, first: int):
-        self.next = first
-
-    def take(self) -> int:
-        self.next += 1
-        return self.next - 1
-
-
 class NumberClient:
     def __init__(self, actor):
         self.actor = actor
@@ -200,7 +207,7 @@ class NumberClient:
     def __call__(self) -> int:
         import ray
 
-        return ray.get(self.actor.take.remote())
+        return ray.get(self.actor.take_number.remote())
 
 
 def ledger_size(cfg: PipelineConfig) -> int:
@@ -215,7 +222,8 @@ def start_ledger(cfg: PipelineConfig, run: CorpusRun) -> LedgerClient:
     n = ledger_size(cfg)
     parts = [p.name for p in run.layout.part_files()]
     actor = ray.remote(num_cpus=0)(LedgerActor)
-    return LedgerClient([actor.remote(i, n, str(run.layout.root), parts) for i in range(n)])
+    first = run.committer.next_number
+    return LedgerClient([actor.remote(i, n, str(run.layout.root), parts, first) for i in range(n)])
 
 
 def build_dataset(cfg: PipelineConfig, chunks: list, sink: BlockSink, resuming: bool = True):
@@ -252,16 +260,23 @@ def build_dataset(cfg: PipelineConfig, chunks: list, sink: BlockSink, resuming: 
     if cfg.retarget.runs_in_actor:
         stages.append((RetargetStage, cfg.retarget.num_gpus if gpus_in_cluster else 0, cfg.ray.cpu_batch_size))
     for stage_cls, gpus, batch_size in stages:
-        # GPU stages get one actor per GPU; CPU stages scale with the CPUs.
+        # GPU stages get one actor per GPU; CPU stages scale with the CPUs. The regions stage (the
+        # heavy one in every pipeline) starts at full size: growing from one actor on measured
+        # utilisation costs the first seconds of every run.
         limit = max(1, int(gpus_in_cluster / gpus)) if gpus else max_actors
+        initial = limit if stage_cls is RegionsStage else 1
         ds = ds.map_batches(
             StageActor, fn_constructor_kwargs={"stage_cls": stage_cls, "cfg": cfg}, batch_format="pyarrow",
-            batch_size=batch_size, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=limit),
+            batch_size=batch_size,
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=limit, initial_size=initial),
             num_cpus=0.5 if not gpus else 1, num_gpus=gpus or None,
         )
     ds = add_llm_steps(ds, cfg)
-    return ds.map_batches(write_batch, fn_kwargs={"sink": sink}, batch_format="pyarrow",
-                          batch_size=cfg.output.shard_max_samples, num_cpus=0)
+    # Writing is upload and copy work: no CPU reserved (Ray Data's per-operator reservation would
+    # take it from the stages), one writer per 16 CPUs.
+    return ds.map_batches(WriteActor, fn_constructor_kwargs={"sink": sink}, batch_format="pyarrow",
+                          batch_size=cfg.output.shard_max_samples, num_cpus=0,
+                          compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, cpus // 16)))
 
 
 def llm_steps(cfg: PipelineConfig) -> list[str]:
@@ -420,8 +435,7 @@ def _process(cfg: PipelineConfig, run: CorpusRun, chunks: Iterator[pa.Table],
     if not n:
         return
     ledger = start_ledger(cfg, run)
-    numbers = ray.remote(num_cpus=0)(NumberActor).remote(run.committer.next_number)
-    sink = BlockSink(run.target, cfg, NumberClient(numbers), ledger)
+    sink = BlockSink(run.target, cfg, NumberClient(ledger.actors[0]), ledger)
     ds = build_dataset(cfg, refs, sink, resuming=run.resumed_rows > 0)
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
         yield batch.to_pylist()

@@ -1,7 +1,8 @@
 """A real multi-node Ray cluster on this machine (head + 2 worker nodes on loopback addresses
 127.0.0.2-4, one per node):
 `curate run --address` gives the same corpus as a single-node run, also when a worker node is
-SIGKILLed mid-run (Ray Data retries the lost tasks and restarts the lost actors)."""
+SIGKILLed mid-run while the workers write to S3 (Ray Data retries the lost tasks and restarts the
+lost actors; the loopback S3 server is moto's)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from curate.config import load_config
 from curate.pipeline import run_pipeline
 from tests.conftest import REPO
 from tests.e2e.test_local_pipeline import pipeline_yaml, records
+from tests.io.s3 import S3_ENV, s3_bucket, s3_endpoint  # noqa: F401  (fixtures)
 
 # whole pipelines through Ray (or subprocesses): minutes on two cores
 pytestmark = pytest.mark.slow
@@ -40,12 +42,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_node(args: list[str], tmp: Path, name: str, ip: str) -> subprocess.Popen:
+def start_node(args: list[str], tmp: Path, name: str, ip: str, env: dict) -> subprocess.Popen:
     """A Ray node in its own process group (`ray start --block`), so killing the group kills it all."""
     log = open(tmp / f"{name}.log", "w")
     return subprocess.Popen([RAY, "start", "--block", f"--node-ip-address={ip}", "--num-cpus=1",
                              "--disable-usage-stats", *args], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, env=LOOPBACK_ENV)
+                            start_new_session=True, env=env)
 
 
 def kill_node(proc: subprocess.Popen) -> None:
@@ -68,16 +70,24 @@ def wait_for_nodes(address: str, n: int, timeout: float = 90) -> None:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster_env(s3_endpoint) -> dict:  # noqa: F811
+    """Every node and driver of the cluster can reach the loopback S3 server (Ray workers take the
+    storage settings from their node's environment)."""
+    return {**LOOPBACK_ENV, **S3_ENV, "AWS_ENDPOINT_URL": s3_endpoint}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, cluster_env):
     tmp = tmp_path_factory.mktemp("cluster")
     port = free_port()
     address = f"{HEAD_IP}:{port}"
-    head = start_node(["--head", f"--port={port}", "--include-dashboard=false"], tmp, "head", HEAD_IP)
+    head = start_node(["--head", f"--port={port}", "--include-dashboard=false"], tmp, "head", HEAD_IP, cluster_env)
     workers = []
     try:
         wait_for_nodes(address, 1)
         for i in range(2):  # one at a time: nodes starting together can race for the same free port
-            workers.append(start_node([f"--address={address}"], tmp, f"worker{i}", f"127.0.0.{3 + i}"))
+            workers.append(start_node([f"--address={address}"], tmp, f"worker{i}", f"127.0.0.{3 + i}",
+                                      cluster_env))
             wait_for_nodes(address, 2 + i)
         yield address, workers
     finally:
@@ -97,37 +107,43 @@ def single_node_corpus(tmp_path_factory, sample_dir):
     return canonical(out)
 
 
-def canonical(out: Path) -> list[tuple]:
+def canonical(out) -> list[tuple]:
     """What must not depend on where the run ran: keys, regions and captions (not timings)."""
     return sorted((r["key"], r["kind"], repr([(g["box"], g.get("caption"), g.get("caption_skipped"))
                                                for g in r["regions"]])) for r in records(out))
 
 
-def cluster_run(tmp: Path, sample_dir: Path, address: str, name: str) -> subprocess.Popen:
-    out = tmp / name
+def cluster_run(tmp: Path, sample_dir: Path, address: str, name: str, env: dict, out=None) -> subprocess.Popen:
+    out = out or tmp / name
     path = pipeline_yaml(tmp, [{"type": "dir", "path": str(sample_dir)}], out)
     path = path.rename(tmp / f"{name}.yaml")
     return subprocess.Popen([sys.executable, "-m", "curate.cli", "run", str(path), "--address", address,
                              "--set", f"ray.node_ip_address={HEAD_IP}"],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=LOOPBACK_ENV)
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 
-def test_cluster_run_equals_single_node_run(cluster, single_node_corpus, sample_dir, tmp_path):
+def test_cluster_run_equals_single_node_run(cluster, cluster_env, single_node_corpus, sample_dir, tmp_path):
     address, _ = cluster
-    proc = cluster_run(tmp_path, sample_dir, address, "cluster")
+    proc = cluster_run(tmp_path, sample_dir, address, "cluster", cluster_env)
     output, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, output[-3000:]
     assert canonical(tmp_path / "cluster") == single_node_corpus
 
 
-def test_killing_a_worker_node_mid_run_loses_nothing(cluster, single_node_corpus, sample_dir, tmp_path):
+def test_killing_a_worker_node_mid_write_to_s3_loses_nothing(cluster, cluster_env, single_node_corpus, sample_dir,
+                                                              tmp_path, s3_bucket):  # noqa: F811
+    from curate.io.layout import OutputLayout
+
     address, workers = cluster
-    proc = cluster_run(tmp_path, sample_dir, address, "killed")
+    uri = f"s3://{s3_bucket}/killed"
+    proc = cluster_run(tmp_path, sample_dir, address, "killed", cluster_env, out=uri)
     deadline = time.monotonic() + 300
-    while not list((tmp_path / "killed" / "parts").glob("*.parquet")):  # wait for the first commit
+    while not OutputLayout.at(uri).part_files():  # wait for the first commit
         assert proc.poll() is None and time.monotonic() < deadline, "run ended or stalled before committing"
         time.sleep(0.1)
-    kill_node(workers[0])  # its raylet and every worker process on it
+    kill_node(workers[0])  # its raylet and every worker process on it, uploads in flight included
     output, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, output[-3000:]
-    assert canonical(tmp_path / "killed") == single_node_corpus
+    assert canonical(uri) == single_node_corpus
+    keys = [r["key"] for r in records(uri)]
+    assert len(keys) == len(set(keys)), "a sample was written twice"
