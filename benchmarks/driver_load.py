@@ -138,9 +138,10 @@ def start_s3(config: Path) -> None:
     fs = pafs.S3FileSystem(endpoint_override=os.environ["AWS_ENDPOINT_URL"], region="us-east-1",
                            access_key="bench", secret_key="bench", allow_bucket_creation=True)
     bucket = yaml.safe_load(config.read_text())["output"]["path"].split("/")[2]
-    if fs.get_file_info(bucket).type != pafs.FileType.NotFound:
-        fs.delete_dir(bucket)
-    fs.create_dir(bucket)
+    if fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+        fs.create_dir(bucket)
+    else:
+        fs.delete_dir_contents(bucket)
 
 
 def run_once(name: str, repo: Path, config: Path, s3: bool = False) -> dict:
