@@ -18,7 +18,6 @@ import argparse
 import json
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -30,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from scale import tree_rss  # noqa: E402  (benchmarks/ is not a package)
+from scale import run_sampled  # noqa: E402  (benchmarks/ is not a package)
 
 
 def uri_of(i: int) -> str:
@@ -85,28 +84,10 @@ def seed_output(config: Path, n: int, todo: int, rows_per_part: int) -> float:
 
 
 def resume(config: Path) -> dict:
-    proc = subprocess.Popen([sys.executable, "-m", "curate.cli", "run", str(config)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peaks = {"driver": 0, "tree": 0}
-    trace: list[tuple[float, int]] = []
-    start = time.perf_counter()
-
-    def sample() -> None:
-        while proc.poll() is None:
-            driver, tree = tree_rss(proc.pid)
-            peaks["driver"], peaks["tree"] = max(peaks["driver"], driver), max(peaks["tree"], tree)
-            trace.append((round(time.perf_counter() - start, 1), round(driver / 2**20)))
-            time.sleep(0.5)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    output, _ = proc.communicate()
-    seconds = time.perf_counter() - start
-    sampler.join()
-    if proc.returncode:
-        raise SystemExit(output[-4000:])
-    return {"seconds": round(seconds, 1), "peak_driver_rss_mib": round(peaks["driver"] / 2**20),
-            "peak_tree_rss_mib": round(peaks["tree"] / 2**20),
+    sampled = run_sampled(config)
+    trace = sampled["trace"]
+    return {"seconds": round(sampled["seconds"], 1), "peak_driver_rss_mib": round(sampled["peaks"]["driver"] / 2**20),
+            "peak_tree_rss_mib": round(sampled["peaks"]["tree"] / 2**20),
             "driver_rss_mib_trace": trace[:: max(1, len(trace) // 40)]}
 
 

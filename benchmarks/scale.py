@@ -70,6 +70,32 @@ def tree_rss(root: int) -> tuple[int, int]:
     return rss.get(root, 0), total
 
 
+def run_sampled(config: Path) -> dict:
+    """`curate run CONFIG` in a subprocess with its memory sampled every 0.5 s: wall seconds, peak
+    RSS of the driver and of its whole process tree (bytes), and the driver's RSS over time (MiB)."""
+    proc = subprocess.Popen([sys.executable, "-m", "curate.cli", "run", str(config)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peaks = {"driver": 0, "tree": 0}
+    trace: list[tuple[float, int]] = []
+    start = time.perf_counter()
+
+    def sample() -> None:
+        while proc.poll() is None:
+            driver, tree = tree_rss(proc.pid)
+            peaks["driver"], peaks["tree"] = max(peaks["driver"], driver), max(peaks["tree"], tree)
+            trace.append((round(time.perf_counter() - start, 1), round(driver / 2**20)))
+            time.sleep(0.5)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    output, _ = proc.communicate()
+    seconds = time.perf_counter() - start
+    sampler.join()
+    if proc.returncode:
+        raise SystemExit(output[-4000:])
+    return {"seconds": seconds, "peaks": peaks, "trace": trace}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=20000)
@@ -107,24 +133,8 @@ def main() -> None:
     config.write_text(yaml.safe_dump(raw))
     subprocess.run(["rm", "-rf", str(args.workdir / "out")], check=True)
 
-    proc = subprocess.Popen([sys.executable, "-m", "curate.cli", "run", str(config)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peaks = {"driver": 0, "tree": 0}
-
-    def sample() -> None:
-        while proc.poll() is None:
-            driver, tree = tree_rss(proc.pid)
-            peaks["driver"], peaks["tree"] = max(peaks["driver"], driver), max(peaks["tree"], tree)
-            time.sleep(0.5)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    start = time.perf_counter()
-    sampler.start()
-    output, _ = proc.communicate()
-    seconds = time.perf_counter() - start
-    sampler.join()
-    if proc.returncode:
-        raise SystemExit(output[-4000:])
+    sampled = run_sampled(config)
+    seconds, peaks = sampled["seconds"], sampled["peaks"]
     manifest = json.loads((args.workdir / "out" / "manifest.json").read_text())
     c = manifest["counts"]
     cores = os.cpu_count() or 1

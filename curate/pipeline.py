@@ -31,7 +31,7 @@ from curate.io.corpus import BlockSink, CorpusRun, write_block
 from curate.io.index import PART_SCHEMA, read_part
 from curate.io.layout import OutputLayout
 from curate.io.ledger import Ledger, route
-from curate.io.sources import SourceError, listed_chunks
+from curate.io.sources import SourceError, block_sizes, listed_batches, rechunk
 from curate.records import QuarantineReason
 from curate.rows import ROW_SCHEMA, add_timing, quarantine, to_table
 from curate.stages.ingest import IngestStage
@@ -122,7 +122,8 @@ def quiet_ray_data_console() -> None:
 
 
 def skip_committed(table: pa.Table, ledger) -> pa.Table:
-    """Drop the listed inputs that a verified part already holds (the resume's skip, on the workers)."""
+    """Drop the listed inputs that a verified part already holds. The ledger's actors decide (one
+    call per listing batch and actor), so whoever lists keeps no set of committed URIs."""
     if not table.num_rows:
         return table
     done = ledger.skip(table["uri"].to_pylist(), table["ordinal"].to_pylist())
@@ -226,8 +227,8 @@ def start_ledger(cfg: PipelineConfig, run: CorpusRun) -> LedgerClient:
     return LedgerClient([actor.remote(i, n, str(run.layout.root), parts, first) for i in range(n)])
 
 
-def build_dataset(cfg: PipelineConfig, chunks: list, sink: BlockSink, resuming: bool = True):
-    """ray.data plan over the listed chunks (object refs of curate.rows tables): skip, stages, write."""
+def build_dataset(cfg: PipelineConfig, chunks: list, sink: BlockSink):
+    """ray.data plan over the pending inputs (object refs of curate.rows tables): stages, then write."""
     import ray
 
     from curate.stages.caption import CaptionStage
@@ -242,9 +243,6 @@ def build_dataset(cfg: PipelineConfig, chunks: list, sink: BlockSink, resuming: 
     cpus = int(ray.cluster_resources().get("CPU", 1))
     max_actors = cfg.ray.max_concurrency or max(1, cpus)
     ds = ray.data.from_arrow_refs(chunks)
-    if resuming:  # an RPC per block to the ledger; a fresh run has nothing to skip
-        ds = ds.map_batches(skip_committed, fn_kwargs={"ledger": sink.ledger}, batch_format="pyarrow",
-                            batch_size=None, num_cpus=0)
     ds = ds.map_batches(ingest_batch, fn_kwargs={"cfg": cfg}, batch_format="pyarrow",
                         batch_size=cfg.ray.ingest_batch_size, num_cpus=0.5)
     gpus_in_cluster = int(ray.cluster_resources().get("GPU", 0))
@@ -397,7 +395,7 @@ def run_pipeline(cfg: PipelineConfig, on_progress: Callable[[int, int], None] | 
 
         done = 0
         skipped = None
-        for rows in _process(cfg, run, listed_chunks(cfg.sources, small=cfg.ray.ingest_batch_size), listed):
+        for rows in _process(cfg, run, listed_batches(cfg.sources), listed):
             if isinstance(rows, int):  # the ledger's count of skipped inputs, last
                 skipped = rows
                 continue
@@ -419,24 +417,31 @@ def run_pipeline(cfg: PipelineConfig, on_progress: Callable[[int, int], None] | 
     return RunResult(counts.read, counts.written, counts.quarantined, skipped, str(run.layout.root))
 
 
-def _process(cfg: PipelineConfig, run: CorpusRun, chunks: Iterator[pa.Table],
+def _process(cfg: PipelineConfig, run: CorpusRun, listing: Iterator[pa.Table],
              on_listed: Callable[[int], None]) -> Iterator[list[dict] | int]:
-    """The Ray run: yields the part rows of each commit as the write tasks return them, then the
-    number of listed inputs the ledger skipped as already committed."""
+    """The Ray run: yields the part rows of each commit as the writers return them, then the number
+    of listed inputs the ledger skipped as already committed."""
     import ray
 
     init_ray(cfg)
     interrupt.install()  # after Ray's start, which sets handlers of its own
-    refs, n = [], 0
-    for table in chunks:  # the listing goes to the object store chunk by chunk: the driver keeps refs
-        refs.append(ray.put(table))
-        n += table.num_rows
-    on_listed(n)
-    if not n:
-        return
     ledger = start_ledger(cfg, run)
-    sink = BlockSink(run.target, cfg, NumberClient(ledger.actors[0]), ledger)
-    ds = build_dataset(cfg, refs, sink, resuming=run.resumed_rows > 0)
-    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
-        yield batch.to_pylist()
+    resuming = run.resumed_rows > 0
+    listed = 0
+
+    def pending() -> Iterator[pa.Table]:
+        nonlocal listed
+        for table in listing:
+            listed += table.num_rows
+            yield skip_committed(table, ledger) if resuming else table
+
+    # Only inputs still to do go to the object store, in blocks sized for the plan: the driver
+    # keeps their refs, never the listing.
+    refs = [ray.put(block) for block in rechunk(pending(), block_sizes(cfg.ray.ingest_batch_size))]
+    on_listed(listed)
+    if refs:
+        sink = BlockSink(run.target, cfg, NumberClient(ledger.actors[0]), ledger)
+        ds = build_dataset(cfg, refs, sink)
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
+            yield batch.to_pylist()
     yield sum(ray.get([actor.skipped.remote() for actor in ledger.actors]))

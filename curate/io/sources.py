@@ -8,9 +8,10 @@ an input that was seen is always accounted for.
 from __future__ import annotations
 
 import glob as globlib
+import itertools
 import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -214,22 +215,45 @@ def list_inputs(sources: list[SourceConfig]) -> Iterator[dict]:
         yield from list_source(src)
 
 
-def listed_chunks(sources: list[SourceConfig], small: int = 16, small_chunks: int = 4096,
-                  largest: int = 4096) -> Iterator[pa.Table]:
-    """The listing as row tables, each input numbered by its position (its ordinal).
-
-    A Ray task reads its block's images one after another, so the first ``small_chunks`` chunks
-    hold ``small`` rows (the ingest batch): a run of up to ~65k inputs spreads over every CPU as
-    evenly as blocks of that size allow. Later chunks double every 64 up to ``largest`` rows, so a
-    listing of 10^8 inputs is ~30k chunks and never whole in the driver's memory."""
-    size, made, rows = small, 0, []
+def listed_batches(sources: list[SourceConfig], size: int = 4096) -> Iterator[pa.Table]:
+    """The listing as row tables of up to ``size`` rows, each input numbered by its position in the
+    listing (its ordinal): a listing of 10^8 inputs is never whole in the driver's memory."""
+    rows = []
     for ordinal, row in enumerate(list_inputs(sources)):
         row["ordinal"] = ordinal
         rows.append(row)
         if len(rows) >= size:
             yield to_table(rows)
-            rows, made = [], made + 1
-            if made >= small_chunks and made % 64 == 0:
-                size = min(size * 2, largest)
+            rows = []
     if rows:
         yield to_table(rows)
+
+
+def block_sizes(small: int, small_blocks: int = 4096, largest: int = 4096) -> Iterator[int]:
+    """Rows per Ray input block, in order. A task reads its block's images one after another, so the
+    first ``small_blocks`` blocks hold ``small`` rows (the ingest batch): a run of up to ~65k inputs
+    spreads over every CPU as evenly as blocks of that size allow. Later blocks double every 64 up to
+    ``largest``, so 10^8 inputs are ~30k blocks (object refs held by the driver)."""
+    size = small
+    for made in itertools.count(1):
+        yield size
+        if made >= small_blocks and made % 64 == 0:
+            size = min(size * 2, max(largest, small))
+
+
+def rechunk(tables: Iterable[pa.Table], sizes: Iterator[int]) -> Iterator[pa.Table]:
+    """Cut a stream of tables into consecutive tables of the next size each (the last may be short)."""
+    pending: list[pa.Table] = []
+    have = 0
+    want = next(sizes)
+    for table in tables:
+        pending.append(table)
+        have += table.num_rows
+        while have >= want:
+            joined = pa.concat_tables(pending)
+            yield joined.slice(0, want)
+            rest = joined.slice(want)
+            pending, have = [rest], rest.num_rows
+            want = next(sizes)
+    if have:
+        yield pa.concat_tables(pending)
