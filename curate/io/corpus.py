@@ -265,8 +265,7 @@ class CorpusRun:
         OutputLocked while another run writes there) before anything is changed. Each committed
         part also goes to ``on_part`` (a ledger to seed)."""
         def take(table: pa.Table) -> None:
-            for row in table.to_pylist():
-                self.tally.add(row)
+            self.tally.add_table(table)
             self.resumed_rows += table.num_rows
             if on_part is not None:
                 on_part(table)
@@ -308,7 +307,7 @@ class CorpusRun:
         """Recount from the parts as they stand after a final verification (which drops a part that
         a retried write task committed twice): the manifest says what the index holds."""
         tally = RunTally()
-        committed = self.committer.verify_parts(lambda table: [tally.add(r) for r in table.to_pylist()])
+        committed = self.committer.verify_parts(tally.add_table)
         self.tally = tally
         return committed
 
