@@ -195,6 +195,15 @@ def test_readers_read_an_output_on_s3(tmp_path, s3_bucket):  # noqa: F811
     read_back = list(make_dataset(ps3, grid=8, epoch_seed=0))
     assert sorted(b["texts"][0] for b in read_back) == ["A bus with the number 42 on its sign."] * 3
 
+    from curate.export.llava import export_llava
+
+    llava = export_llava(uri, f"s3://{s3_bucket}/llava")
+    entries = json.loads(ObjectPath(f"s3://{s3_bucket}/llava/llava.json").read_text())
+    assert llava.counts["entries"] == len(entries) == 3
+    for entry in entries:  # each image copied as stored, beside the JSON
+        image = ObjectPath(f"s3://{s3_bucket}/llava/{entry['image']}").read_bytes()
+        assert image == next(r["image"] for r in rows if r["key"] == entry["image"].split("/")[1].split(".")[0])
+
 
 def torch_equal_sets(a, b) -> bool:
     """The same tensors, in any order."""
