@@ -11,7 +11,7 @@ claims but never commits is forgotten with the run, so a resume decides afresh.
 from __future__ import annotations
 
 import hashlib
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable
 
 import pyarrow as pa
@@ -34,7 +34,9 @@ class Ledger:
     def __init__(self, index: int = 0, count: int = 1):
         self.index, self.count = index, count
         self.committed: Counter[str] = Counter()  # URI -> committed occurrences not yet matched
-        self.skipped: defaultdict[str, set[int]] = defaultdict(set)  # URI -> ordinals answered "skip"
+        # URI -> the ordinal answered "skip" (an int: ~100 bytes a URI at 10^7 inputs), or the set of
+        # them for a URI listed more than once
+        self.skipped: dict[str, int | set[int]] = {}
         self.owners: dict[str, tuple[str, int]] = {}  # key -> (URI, ordinal) of the input that wrote it
         self.n_skipped = 0
 
@@ -54,11 +56,19 @@ class Ledger:
         listed occurrence, so a URI listed twice is accounted the same after a resume."""
         out = []
         for uri, ordinal in zip(uris, ordinals):
-            if ordinal in self.skipped.get(uri, ()):
+            done = self.skipped.get(uri)
+            if done is not None and (ordinal == done if isinstance(done, int) else ordinal in done):
                 out.append(True)
             elif self.committed.get(uri, 0) > 0:
                 self.committed[uri] -= 1
-                self.skipped[uri].add(ordinal)
+                if self.committed[uri] == 0:
+                    del self.committed[uri]
+                if done is None:
+                    self.skipped[uri] = ordinal
+                elif isinstance(done, int):
+                    self.skipped[uri] = {done, ordinal}
+                else:
+                    done.add(ordinal)
                 self.n_skipped += 1
                 out.append(True)
             else:
