@@ -3,9 +3,10 @@
 A Ledger shard answers two questions for the inputs routed to it:
   skip:  is this listed input already committed? (resume; routed by URI)
   claim: is this content key already written by another input? (dedup; routed by key)
-Both answers are idempotent per input identity (URI + position in the listing), so a Ray task
-that is retried asks again and gets the same answer. Seeded from the committed parts; what a run
-claims but never commits is forgotten with the run, so a resume decides afresh.
+Both answers are idempotent per input identity (URI + position in the listing): a write that Ray
+retries claims again and gets the same answer, and a skip asked twice is answered the same.
+Seeded from the committed parts; what a run claims but never commits is forgotten with the run, so
+a resume decides afresh.
 """
 
 from __future__ import annotations
