@@ -1,14 +1,14 @@
 """Ray glue of the corpus pipeline: turns a PipelineConfig into a ray.data plan and runs it (the stages
 know nothing of Ray; ``curate augment canvas`` has its own small plan in curate/augment/run.py).
 
-driver:   stream the listing into the object store in chunks (numbered: URI + ordinal = identity)
-  -> skip     (tasks: already-committed inputs dropped by the ledger actors, routed by URI hash)
+driver:   list in batches (numbered: URI + ordinal = identity); on resume the ledger actors (routed
+          by URI hash) say which are committed; the rest go to the object store in plan-sized blocks
   -> ingest   (CPU tasks: read, validate, orient, route)
   -> regions  (actor pool, model loaded once per actor: masks + salient boxes)
   -> caption  (actor pool: OCR for documents, MLLM for natural images with the hf backend)
   -> retarget (actor pool, hf backend: captions -> questions)
   -> [vllm backends: one request row per region -> ray.data.llm processor(s) -> grouped back by image]
-  -> write    (tasks: dedup claims with the ledger actors routed by key, shards + parts written to the
+  -> write    (actors: dedup claims with the ledger actors routed by key, shards + parts written to the
                output, local or object storage; only the small part rows come back)
 driver:   counts and progress from the part rows; index + manifest at the end (curate/io/corpus.py)
 """
@@ -174,7 +174,8 @@ class LedgerActor:
 
 
 class LedgerClient:
-    """The ledger seen from a task: calls routed to the actor that holds each URI or key."""
+    """The ledger seen from the driver (skip) and the writers (claim): calls routed to the actor
+    that holds each URI or key."""
 
     def __init__(self, actors: list):
         self.actors = actors
@@ -381,7 +382,7 @@ def run_pipeline(cfg: PipelineConfig, on_progress: Callable[[int, int], None] | 
             if on_note:
                 on_note(note)
         committed_before = run.resumed_rows
-        state = {"listed": 0, "total": 0}
+        state = {"total": 0}
 
         def listed(n: int) -> None:
             if not n and not allow_empty:
@@ -389,12 +390,11 @@ def run_pipeline(cfg: PipelineConfig, on_progress: Callable[[int, int], None] | 
                                   "(pass --allow-empty to accept an empty run)")
             # Each committed occurrence of a URI skips one listed one; the exact count of skips is
             # the ledger's, known at the end.
-            state.update(listed=n, total=max(n - committed_before, 0))
+            state["total"] = max(n - committed_before, 0)
             if on_start:
                 on_start(state["total"], n - state["total"])
 
-        done = 0
-        skipped = None
+        done = skipped = 0
         for rows in _process(cfg, run, listed_batches(cfg.sources), listed):
             if isinstance(rows, int):  # the ledger's count of skipped inputs, last
                 skipped = rows
@@ -412,8 +412,6 @@ def run_pipeline(cfg: PipelineConfig, on_progress: Callable[[int, int], None] | 
         run.abort()
         raise
     counts = run.tally.counts
-    if skipped is None:
-        skipped = state["listed"] - done
     return RunResult(counts.read, counts.written, counts.quarantined, skipped, str(run.layout.root))
 
 

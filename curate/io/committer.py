@@ -129,7 +129,6 @@ class Committer:
         self.lock = lock_for(self.layout.lock)
         self.notes: list[str] = []  # what resume found and did, for the user
         self.next_number = 0
-        self.committed_rows = 0
         self._numbers: itertools.count | None = None
         self._open_number: int | None = None  # the in-process writer's open shard number
 
@@ -164,7 +163,6 @@ class Committer:
         sizes = {folder: _sizes(folder) for folder in (self.layout.shards_dir, self.layout.questions_dir)}
         blocks: dict[str, str] = {}
         committed: set[str] = set()
-        self.committed_rows = 0
         for part in self.layout.part_files():
             problem, table, block = self._check_part(part, sizes)
             if problem is None and block is not None and block in blocks:
@@ -176,7 +174,6 @@ class Committer:
             if block is not None:
                 blocks[block] = self._stem(part)
             committed.add(self._stem(part))
-            self.committed_rows += table.num_rows
             on_part(table)
         return committed
 

@@ -282,8 +282,7 @@ class CorpusRun:
         """Part rows that a writer committed: counted, and the manifest kept current."""
         if rows:
             self.committer.committed_any = True
-        for row in rows:
-            self.tally.add(row)
+        self.tally.add_table(pa.Table.from_pylist(rows, schema=PART_SCHEMA))
         if time.monotonic() - self._manifest_at >= self.manifest_every_s:
             self._write_manifest("running")
 

@@ -8,7 +8,6 @@ quarantine.parquet hold every quarantined input with its reason).
 from __future__ import annotations
 
 import io
-import json
 import logging
 import platform
 from collections import Counter, defaultdict
@@ -69,29 +68,9 @@ class RunTally:
         self.shards: list[str] = []
         self._shard_set: set[str] = set()
 
-    def add(self, row: dict) -> None:
-        self.counts.read += 1
-        if row["status"] == "written":
-            self.counts.written += 1
-            self.counts.regions += row["n_regions"] or 0
-            self.counts.captioned_regions += row["n_captioned"] or 0
-            if row["shard"] and row["shard"] not in self._shard_set:
-                self._shard_set.add(row["shard"])
-                self.shards.append(row["shard"])
-        else:
-            self.counts.quarantined += 1
-            self.quarantine_reasons[row["reason"]] += 1
-            self.quarantine.append(QuarantineEntry(uri=row["uri"], reason=row["reason"], detail=row["detail"] or ""))
-        for stage, seconds in json.loads(row["timings"] or "{}").items():
-            self.stage_rows[stage] += 1
-            self.stage_seconds[stage] += seconds
-        for name, n in json.loads(row["events"] or "{}").items():
-            stage, outcome = name.split(".", 1)
-            self.stage_events[stage][outcome] += n
-
     def add_table(self, table: pa.Table) -> None:
-        """The same totals as ``add`` for every row of a part table, column-wise: resuming over 10^7
-        committed rows must not cost a Python call per row (quarantined rows, usually few, are)."""
+        """Add every row of a part table, column-wise: resuming over 10^7 committed rows must not
+        cost a Python call per row (quarantined rows, usually few, are)."""
         status = table.column("status")
         written = pc.equal(status, "written")
         self.counts.read += table.num_rows

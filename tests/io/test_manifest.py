@@ -1,4 +1,4 @@
-"""The run tally: column-wise over a part table equals row by row."""
+"""The run tally over part tables: counts, shards, quarantine, stage times and events."""
 
 from __future__ import annotations
 
@@ -26,20 +26,23 @@ def part_rows() -> list[dict]:
     return rows
 
 
-def test_tally_of_a_table_equals_the_tally_of_its_rows():
+def test_tally_of_part_tables_adds_up_every_row():
     rows = part_rows()
-    by_row, by_table = RunTally(), RunTally()
-    for row in rows:
-        by_row.add(row)
+    tally = RunTally()
     table = pa.Table.from_pylist(rows, schema=PART_SCHEMA)
-    by_table.add_table(table.slice(0, 3))
-    by_table.add_table(table.slice(3))
-    assert by_table.counts == by_row.counts
-    assert by_table.counts.read == 7 and by_table.counts.quarantined == 2 and by_table.counts.regions == 1 + 3 + 4 + 6
-    assert by_table.shards == by_row.shards == ["train-000000.tar", "train-000001.tar"]
-    assert by_table.quarantine == by_row.quarantine and by_table.quarantine_reasons == by_row.quarantine_reasons
-    assert by_table.stage_rows == by_row.stage_rows
-    assert by_table.stage_seconds.keys() == by_row.stage_seconds.keys()
-    for stage, seconds in by_row.stage_seconds.items():
-        assert abs(by_table.stage_seconds[stage] - seconds) < 1e-9
-    assert by_table.stage_events == by_row.stage_events
+    tally.add_table(table.slice(0, 3))
+    tally.add_table(table.slice(3))
+    # rows 0, 1, 3, 4, 6 written; 2 and 5 quarantined
+    c = tally.counts
+    assert (c.read, c.written, c.quarantined) == (7, 5, 2)
+    assert (c.regions, c.captioned_regions) == (0 + 1 + 3 + 4 + 6, 0 + 0 + 1 + 2 + 3)
+    assert tally.shards == ["train-000000.tar", "train-000001.tar"]
+    assert [(q.uri, q.reason.value, q.detail) for q in tally.quarantine] == [
+        ("/in/2.jpg", "truncated", "bad 2"), ("/in/5.jpg", "truncated", "bad 5")]
+    assert tally.quarantine_reasons == {"truncated": 2}
+    # timings: every row but 5 has ingest (0.5 * i, ints and floats), odd rows 1 and 3 have regions
+    assert tally.stage_rows == {"ingest": 6, "regions": 2}
+    assert abs(tally.stage_seconds["ingest"] - 0.5 * (0 + 1 + 2 + 3 + 4 + 6)) < 1e-9
+    assert abs(tally.stage_seconds["regions"] - (1 + 3)) < 1e-9
+    # events: every row but 4
+    assert tally.stage_events == {"regions": {"masks": 3 * (0 + 1 + 2 + 3 + 5 + 6)}, "caption": {"skipped": 6}}
