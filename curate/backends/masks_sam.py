@@ -34,11 +34,17 @@ class SamFamilyMasks:
         # Half precision only where it is fast; CPU runs in float32.
         dtype = getattr(torch, DTYPE_NAMES[cfg.dtype]) if self.device == "cuda" else torch.float32
         build = build_sam if cfg.backend == "sam" else build_efficientvit_sam
-        model = build(cfg.model, cfg.checkpoint).to(self.device, dtype)
+        model = build(cfg.model, cfg.checkpoint)
+        if cfg.stand_in_masks:
+            from curate.amg.stand_in import make_segmenting
+
+            make_segmenting(model)
+        model = model.to(self.device, dtype)
         self.generator = BatchedMaskGenerator(model, amg_params(cfg, self.device))
 
     def describe(self) -> str:
-        return f"{self.cfg.backend}-{self.cfg.model} ({self.cfg.checkpoint}, {self.cfg.dtype} on {self.device})"
+        described = f"{self.cfg.backend}-{self.cfg.model} ({self.cfg.checkpoint}, {self.cfg.dtype} on {self.device})"
+        return described + (" with stand-in masks (colour regions, not the model's)" if self.cfg.stand_in_masks else "")
 
     def generate(self, images: list[Image.Image]) -> list[MaskSet]:
         results = self.generator.generate([np.asarray(img.convert("RGB")) for img in images])

@@ -116,6 +116,11 @@ class SamAmgParams(Strict):
     compile_decoder: bool = Field(_AMG.compile_decoder, description="torch.compile the mask decoder on the GPU (about "
                                                                     "15 s once per worker; a few percent faster since "
                                                                     "the fused kernels)")
+    stand_in_masks: bool = Field(False, description="benchmarks without a trained checkpoint only: every network "
+                                                     "layer runs, but masks come from a colour-region segmentation "
+                                                     "of each crop at each prompt (curate/amg/stand_in.py), smooth "
+                                                     "and a few hundred per photo as a trained SAM's; the records "
+                                                     "name it. Never for a real corpus")
     cuda_graphs: bool = Field(_AMG.cuda_graphs, description="replay the image encoder and the mask decoder as CUDA "
                                                             "graphs on the GPU, one per crop batch shape and per "
                                                             "prompt count (the host launches one graph instead of "
@@ -267,6 +272,8 @@ class CaptionHygieneConfig(Strict):
         description="regexes that mark a refusal (the caption is dropped)",
     )
     trim_unfinished: bool = Field(True, description="cut text that hit max_new_tokens back to its last sentence")
+    keep_unfinished: bool = Field(False, description="keep text that hit max_new_tokens as it is, neither trimmed "
+                                                      "nor dropped (overrides trim_unfinished)")
     min_words: int = Field(3, ge=0)
     max_words: int = Field(400, ge=1)
     ngram: int = Field(4, ge=1, description="n for the repetition check")

@@ -76,7 +76,7 @@ def clean_caption(text: str, finished: bool, rules) -> CaptionResult:
     for pattern in rules.refusal_patterns:
         if re.search(pattern, text, flags=re.IGNORECASE):
             return _drop("refusal", f"matches {pattern!r}")
-    if not finished:
+    if not finished and not rules.keep_unfinished:
         if not rules.trim_unfinished:
             return _drop("unfinished", "generation hit max_new_tokens")
         text = trim_to_sentence(text)

@@ -71,3 +71,20 @@ def test_decoder_is_compiled_only_on_the_gpu_and_when_asked(tiny_builders):
     assert masks_sam.amg_params(cfg, "cuda").compile_decoder
     assert not masks_sam.amg_params(cfg, "cpu").compile_decoder
     assert not masks_sam.amg_params(cfg.model_copy(update={"compile_decoder": False}), "cuda").compile_decoder
+
+
+def test_stand_in_masks_are_smooth_regions_and_say_so(monkeypatch):
+    from curate.testing.tiny_sam import tiny_efficientvit_sam
+
+    monkeypatch.setattr(masks_sam, "build_efficientvit_sam", lambda variant, checkpoint=None: tiny_efficientvit_sam())
+    cfg = EfficientVitSamConfig(backend="efficientvit_sam", model="l0", checkpoint="random", points_per_side=4,
+                                crop_n_layers=0, stand_in_masks=True)
+    gen = backends.build(cfg)
+    assert "stand-in masks" in gen.describe()
+    # two flat colours side by side: every region stays within its half
+    image = np.zeros((300, 400, 3), dtype=np.uint8)
+    image[:, :200] = (40, 90, 160)
+    image[:, 200:] = (220, 200, 30)
+    [masks] = gen.generate([Image.fromarray(image)])
+    assert len(masks) >= 2
+    assert ((masks.boxes[:, 2] <= 200) | (masks.boxes[:, 0] >= 200)).all()

@@ -47,6 +47,8 @@ def test_unfinished_text_is_trimmed_to_last_sentence():
     assert trim_to_sentence("no sentence end here") == ""
     strict = CaptionHygieneConfig(trim_unfinished=False)
     assert clean_caption("A red car. A man in a", False, strict).reason == "unfinished"
+    keep = CaptionHygieneConfig(keep_unfinished=True, trim_unfinished=False)
+    assert clean_caption("A red car. A man in a", False, keep).text == "A red car. A man in a"
 
 
 def test_length_bounds():
