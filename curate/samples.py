@@ -178,3 +178,43 @@ def generate_vqa_samples(out_dir: Path, count: int = 12, seed: int = 0) -> Path:
     (out_dir / "llava.json").write_text(json.dumps(entries, indent=1))
     pq.write_table(pa.Table.from_pylist(rows), out_dir / "vqa.parquet")
     return out_dir
+
+
+# ---------------------------------------------------------------- varied sizes (GPU throughput benchmarks)
+
+def varied_size(rng: random.Random) -> tuple[int, int]:
+    """(width, height): long side 1,024-4,096, aspect ratio 1:3 to 3:1 (log-uniform)."""
+    long_side = rng.randint(1024, 4096)
+    aspect = 3 ** rng.uniform(-1, 1)  # width / height
+    if aspect >= 1:
+        return long_side, max(1, round(long_side / aspect))
+    return max(1, round(long_side * aspect)), long_side
+
+
+def varied_image(index: int, seed: int = 0, page_share: float = 0.3) -> tuple[Image.Image, str]:
+    """Image ``index`` of a set where nearly every image has its own size: a photo (scaled to cover
+    and centre-cropped) or a rendered page (scaled to fit); returns it and its kind."""
+    rng = random.Random(f"{seed}-{index}")
+    width, height = varied_size(rng)
+    if rng.random() < page_share:
+        page, _ = render_document(index)
+        return page.resize((width, height), Image.Resampling.BICUBIC), "document"
+    photo, _ = natural_photo(index)
+    scale = max(width / photo.width, height / photo.height)
+    cover = photo.resize((max(width, round(photo.width * scale)), max(height, round(photo.height * scale))),
+                         Image.Resampling.BICUBIC)
+    left, top = (cover.width - width) // 2, (cover.height - height) // 2
+    return cover.crop((left, top, left + width, top + height)), "natural"
+
+
+def generate_varied_samples(out_dir: str | Path, count: int = 300, seed: int = 0) -> Path:
+    """Write ``count`` images of ``varied_image`` to ``out_dir`` (pages as PNG, photos as JPEG)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        image, kind = varied_image(i, seed)
+        if kind == "document":
+            image.save(out / f"page-{i:04d}-{image.width}x{image.height}.png", compress_level=1)
+        else:
+            image.save(out / f"photo-{i:04d}-{image.width}x{image.height}.jpg", quality=90)
+    return out
