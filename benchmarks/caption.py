@@ -1,6 +1,6 @@
 """MLLM captioning and LLM question retargeting throughput with the transformers (hf) backend.
 
-    python benchmarks/caption.py --vlm 7b --llm 8b --crops 96 --batch-sizes 16,48 --new-tokens 128
+    python benchmarks/caption.py --vlm 7b --llm 8b --crops 512 --batch-sizes 64,128,256 --new-tokens 128
     python benchmarks/caption.py --vlm tiny --llm tiny --crops 6 --batch-sizes 3 --new-tokens 8   # CPU smoke
 
 Weights are random (no checkpoint can be downloaded here) with Qwen2-VL-7B-Instruct's and
@@ -8,7 +8,10 @@ Llama-3.1-8B-Instruct's shapes, so every generation runs to exactly --new-tokens
 set): timings measure the real code path (crop preparation, Qwen2-VL image processing, batched
 prefill and decode) at a fixed output length. Crops come from real photos (scikit-image's samples)
 upscaled to 2K with PS3-sized boxes (Table 9: ~300-600 px sides). Reports crops/s, generated tokens/s
-and peak GPU memory per batch size; the vLLM backend is measured where vllm is importable.
+and peak GPU memory per batch size and path: ``serial`` is the path before batches were sorted by
+length and prepared on a thread (inputs in request order, image processing then generation, one
+batch after the other), ``pipelined`` the backends' path now; both in the same run. The vLLM backend
+is not measured here (see RESULTS.md).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from curate.backends.hf_generate import generate  # noqa: E402
 from curate.backends.llm_hf import HfQuestionWriter  # noqa: E402
 from curate.backends.vlm_hf import HfVlmCaptioner  # noqa: E402
 from curate.config import RetargetConfig, VlmConfig  # noqa: E402
@@ -64,7 +68,17 @@ def timed(fn, device) -> tuple[list, float, float | None]:
     return result, time.perf_counter() - start, peak
 
 
-def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, device) -> list[dict]:
+def serial(backend, tokenizer, items: list, batch_size: int, extra: dict) -> list:
+    """The backends' loop before generate_in_batches: request order, prepare then generate."""
+    results = []
+    for start in range(0, len(items), batch_size):
+        inputs = backend._inputs(items[start:start + batch_size])
+        results += generate(backend.model, tokenizer, inputs, {**backend.gen_kwargs, **extra})
+    return results
+
+
+def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, device,
+              modes: list[str]) -> list[dict]:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     t0 = time.perf_counter()
     model, processor = random_qwen2_vl(size, device=str(device), dtype=dtype)
@@ -79,37 +93,50 @@ def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, 
         from curate.ops.prompts import crop_images
 
         crops = [crop_images(cfg, im, box) for im, box in requests]
-        cap.generate_crops(crops[:bs], min_new_tokens=new_tokens)  # warm-up
-        gens, seconds, peak = timed(lambda: cap.generate_crops(crops, min_new_tokens=new_tokens), device)
-        tokens = sum(g.tokens for g in gens)
-        # Qwen2-VL merges 2x2 patches into one LLM token.
-        vision_tokens = np.mean([c[-1].width * c[-1].height / (28 * 28) for c in crops])
-        row = dict(backend="hf", model=f"qwen2-vl-{size}", batch_size=bs, crops=len(crops), seconds=round(seconds, 3),
-                   crops_per_s=round(len(crops) / seconds, 3), generated_tokens_per_s=round(tokens / seconds, 1),
-                   new_tokens=new_tokens, mean_vision_tokens=round(vision_tokens, 1), peak_gpu_gib=peak)
-        print(json.dumps(row), flush=True)
-        rows.append(row)
+        extra = {"min_new_tokens": new_tokens}
+        cap.generate_crops(crops[:bs], **extra)  # warm-up
+        runs = {"serial": lambda: serial(cap, processor.tokenizer, crops, bs, extra),
+                "pipelined": lambda: cap.generate_crops(crops, **extra)}
+        for mode in modes:
+            gens, seconds, peak = timed(runs[mode], device)
+            tokens = sum(g.tokens for g in gens)
+            # Qwen2-VL merges 2x2 patches into one LLM token.
+            vision_tokens = np.mean([c[-1].width * c[-1].height / (28 * 28) for c in crops])
+            row = dict(backend="hf", model=f"qwen2-vl-{size}", path=mode, batch_size=bs, crops=len(crops),
+                       seconds=round(seconds, 3), crops_per_s=round(len(crops) / seconds, 3),
+                       generated_tokens_per_s=round(tokens / seconds, 1), new_tokens=new_tokens,
+                       mean_vision_tokens=round(vision_tokens, 1), peak_gpu_gib=peak)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
     del model
     return rows
 
 
-def bench_llm(size: str, n_prompts: int, batch_sizes: list[int], new_tokens: int, device) -> list[dict]:
+def bench_llm(size: str, n_prompts: int, batch_sizes: list[int], new_tokens: int, device,
+              modes: list[str]) -> list[dict]:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model, tokenizer = random_llama(size, device=str(device), dtype=dtype)
-    captions = [f"A detailed description number {i}: a red bus with the sign OPEN 24 HOURS beside a brick wall, "
-                f"two people waiting, a lamp post and a blue bicycle." for i in range(n_prompts)]
+    rng = np.random.default_rng(0)
+    phrases = ["a red bus with the sign OPEN 24 HOURS", "beside a brick wall", "two people waiting",
+               "a lamp post", "a blue bicycle", "under a striped awning", "with a handwritten menu board"]
+    captions = [f"Region {i}: " + ", ".join(rng.choice(phrases, size=int(rng.integers(2, 7)))) + "."
+                for i in range(n_prompts)]  # captions of several lengths, as the stage sees them
     rows = []
     for bs in batch_sizes:
         cfg = RetargetConfig(backend="hf", model=f"random-llama-{size}", max_new_tokens=new_tokens, batch_size=bs)
         writer = HfQuestionWriter(cfg, model=model, tokenizer=tokenizer)
-        writer.ask(captions[:bs], min_new_tokens=new_tokens)  # warm-up
-        gens, seconds, peak = timed(lambda: writer.ask(captions, min_new_tokens=new_tokens), device)
-        row = dict(backend="hf", model=f"llama-{size}", batch_size=bs, prompts=len(captions),
-                   seconds=round(seconds, 3), prompts_per_s=round(len(captions) / seconds, 3),
-                   generated_tokens_per_s=round(sum(g.tokens for g in gens) / seconds, 1), new_tokens=new_tokens,
-                   peak_gpu_gib=peak)
-        print(json.dumps(row), flush=True)
-        rows.append(row)
+        extra = {"min_new_tokens": new_tokens}
+        writer.ask(captions[:bs], **extra)  # warm-up
+        runs = {"serial": lambda: serial(writer, tokenizer, captions, bs, extra),
+                "pipelined": lambda: writer.ask(captions, **extra)}
+        for mode in modes:
+            gens, seconds, peak = timed(runs[mode], device)
+            row = dict(backend="hf", model=f"llama-{size}", path=mode, batch_size=bs, prompts=len(captions),
+                       seconds=round(seconds, 3), prompts_per_s=round(len(captions) / seconds, 3),
+                       generated_tokens_per_s=round(sum(g.tokens for g in gens) / seconds, 1),
+                       new_tokens=new_tokens, peak_gpu_gib=peak)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
     return rows
 
 
@@ -121,22 +148,24 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="16,48")
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--llm-new-tokens", type=int, default=48)
+    parser.add_argument("--modes", default="serial,pipelined", help="paths to time: serial, pipelined")
+    parser.add_argument("--llm-prompts", type=int, default=0, help="prompts for the LLM (default: --crops)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", type=Path, help="write results here")
     args = parser.parse_args()
     device = torch.device(args.device)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    modes = args.modes.split(",")
     hardware = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu"
     print(f"hardware: {hardware}; torch {torch.__version__}", flush=True)
     results = {"hardware": hardware, "torch": torch.__version__, "vlm": [], "llm": [], "vllm": None}
     if args.vlm != "none":
-        results["vlm"] = bench_vlm(args.vlm, args.crops, batch_sizes, args.new_tokens, device)
+        results["vlm"] = bench_vlm(args.vlm, args.crops, batch_sizes, args.new_tokens, device, modes)
     if args.llm != "none":
-        results["llm"] = bench_llm(args.llm, args.crops, batch_sizes, args.llm_new_tokens, device)
-    if importlib.util.find_spec("vllm") is None:
-        results["vllm"] = "skipped: vllm is not installed on this machine"
-    else:
-        results["vllm"] = "installed, but this script does not start engines yet (run the pipeline instead)"
+        results["llm"] = bench_llm(args.llm, args.llm_prompts or args.crops, batch_sizes, args.llm_new_tokens, device,
+                                   modes)
+    results["vllm"] = ("skipped: vllm is not installed on this machine" if importlib.util.find_spec("vllm") is None
+                       else "installed, not measured by this script (run the pipeline with backend vllm)")
     print("vllm:", results["vllm"])
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

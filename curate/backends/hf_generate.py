@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import torch
 
@@ -10,7 +13,7 @@ from curate.backends.types import Generation
 from curate.config import DTYPE_NAMES
 
 log = logging.getLogger("curate")
-
+Item = TypeVar("Item")
 
 
 def pick_device() -> torch.device:
@@ -55,4 +58,28 @@ def generate(model, tokenizer, inputs: dict, gen_kwargs: dict) -> list[Generatio
         kept = ids if end is None else ids[:end]
         text = tokenizer.decode(kept, skip_special_tokens=True)
         results.append(Generation(text=text, tokens=len(ids) if end is None else end + 1, finished=end is not None))
+    return results
+
+
+def generate_in_batches(model, tokenizer, items: Sequence[Item], batch_size: int, length: Callable[[Item], int],
+                        prepare: Callable[[list[Item]], dict], gen_kwargs: dict) -> list[Generation]:
+    """One generation per item, in the items' order, by batches of ``batch_size``.
+
+    Items go through sorted by ``length`` (their prompt's expected tokens), so a batch holds
+    prompts of similar length and pads little. ``prepare`` (tokenising, image processing: CPU
+    work) builds the next batch's inputs on a thread while the device generates the current one.
+    Greedy outputs do not depend on the grouping (left padding is masked)."""
+    order = sorted(range(len(items)), key=lambda i: length(items[i]))
+    batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    results: list[Generation | None] = [None] * len(items)
+    if not batches:
+        return []
+    with ThreadPoolExecutor(1, thread_name_prefix="curate-prepare") as pool:
+        pending = pool.submit(prepare, [items[i] for i in batches[0]])
+        for k, batch in enumerate(batches):
+            inputs = pending.result()
+            if k + 1 < len(batches):
+                pending = pool.submit(prepare, [items[i] for i in batches[k + 1]])
+            for i, generation in zip(batch, generate(model, tokenizer, inputs, gen_kwargs)):
+                results[i] = generation
     return results

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from curate.backends.hf_generate import generate, generation_kwargs, pick_device, resolve_dtype
+from curate.backends.hf_generate import generate_in_batches, generation_kwargs, pick_device, resolve_dtype
 from curate.backends.types import Generation
 from curate.ops.prompts import question_messages
 
@@ -28,13 +28,12 @@ class HfQuestionWriter:
         return f"hf:{self.cfg.model}"
 
     def ask(self, captions: list[str], **extra) -> list[Generation]:
-        """One raw generation per caption, in batches of ``batch_size``."""
-        results = []
-        for start in range(0, len(captions), self.cfg.batch_size):
-            texts = [self.tokenizer.apply_chat_template(question_messages(c, self.cfg), add_generation_prompt=True,
-                                                        tokenize=False)
-                     for c in captions[start:start + self.cfg.batch_size]]
-            # The chat template already wrote the BOS token.
-            inputs = self.tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False)
-            results.extend(generate(self.model, self.tokenizer, dict(inputs), {**self.gen_kwargs, **extra}))
-        return results
+        """One raw generation per caption, in batches of ``batch_size`` (by caption length)."""
+        return generate_in_batches(self.model, self.tokenizer, captions, self.cfg.batch_size, len, self._inputs,
+                                   {**self.gen_kwargs, **extra})
+
+    def _inputs(self, captions: list[str]) -> dict:
+        texts = [self.tokenizer.apply_chat_template(question_messages(c, self.cfg), add_generation_prompt=True,
+                                                    tokenize=False) for c in captions]
+        # The chat template already wrote the BOS token.
+        return dict(self.tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False))

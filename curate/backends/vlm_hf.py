@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-from curate.backends.hf_generate import generate, generation_kwargs, pick_device, resolve_dtype
+from curate.backends.hf_generate import generate_in_batches, generation_kwargs, pick_device, resolve_dtype
 from curate.backends.types import CaptionResult
 from curate.ops.crops import Box
 from curate.ops.hygiene import clean_generation
@@ -41,14 +41,16 @@ class HfVlmCaptioner:
         return f"hf:{self.cfg.model}"
 
     def generate_crops(self, crops: list[list[Image.Image]], **extra) -> list:
-        """Raw generations for prepared crops (each a list of images in prompt order)."""
-        results = []
-        for start in range(0, len(crops), self.cfg.batch_size):
-            batch = crops[start:start + self.cfg.batch_size]
-            inputs = self.processor(text=[self.prompt_text] * len(batch), images=[im for c in batch for im in c],
-                                    padding=True, return_tensors="pt")
-            results.extend(generate(self.model, self.processor.tokenizer, inputs, {**self.gen_kwargs, **extra}))
-        return results
+        """Raw generations for prepared crops (each a list of images in prompt order), batched by
+        size (a crop's vision tokens grow with its pixels) with the next batch's image processing
+        overlapped with this one's generation."""
+        return generate_in_batches(self.model, self.processor.tokenizer, crops, self.cfg.batch_size,
+                                   lambda crop: sum(im.width * im.height for im in crop), self._inputs,
+                                   {**self.gen_kwargs, **extra})
+
+    def _inputs(self, batch: list[list[Image.Image]]) -> dict:
+        return self.processor(text=[self.prompt_text] * len(batch), images=[im for c in batch for im in c],
+                              padding=True, return_tensors="pt")
 
     def caption_batch(self, requests: list[tuple[Image.Image, Box]]) -> list[CaptionResult]:
         """Captions for (image, box) pairs, possibly from many images, cleaned by the hygiene rules."""
