@@ -1,6 +1,14 @@
-"""`curate run pipelines/ps3.yaml` end to end on a GPU machine: Ray Data, the mask stage as a GPU actor.
+"""`curate run pipelines/ps3.yaml` end to end on a GPU machine: Ray Data, the stages as GPU actors.
 
     python benchmarks/ps3_pipeline.py --workdir /tmp/ps3 --count 16     # GPU machine with Ray installed
+    python benchmarks/ps3_pipeline.py --workdir /tmp/ps3 --images varied --count 300 --language-models random --ocr
+
+With ``--language-models random`` every stage runs: masks, selection, captions by a random
+Qwen2-VL-7B and questions by a random Llama-3.1-8B (transformers backends, checkpoints written to the
+workdir first), OCR for pages; the stages share the one GPU by fractional ``num_gpus``
+(``--gpu-shares``). Random captions are noise: caption hygiene is relaxed so that they reach the
+question stage, whose cost is what is measured. The GPU's busy share is sampled with NVML during
+the first run. ``--images varied`` draws ``curate.samples.varied_image`` (a size per image).
 
 Generates the offline sample set (rendered pages and scikit-image photos, 1K-4K), saves a random
 EfficientViT-SAM-XL1 made confident as the checkpoint the config points at (no real checkpoint can be
@@ -28,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from curate.amg.build import build_efficientvit_sam  # noqa: E402
 from curate.io.layout import OutputLayout  # noqa: E402
 from curate.io.manifest import read_manifest  # noqa: E402
-from curate.samples import generate_samples  # noqa: E402
+from curate.samples import generate_samples, generate_varied_samples  # noqa: E402
 from curate.testing.tiny_sam import make_confident  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,22 +52,107 @@ def run_cli(args: list[str]) -> tuple[float, str]:
     return seconds, proc.stdout
 
 
-def without_language_models(path: Path, ocr: bool) -> Path:
-    """pipelines/ps3.yaml with the caption and retarget stages that need MLLM/LLM weights switched
-    off (recorded as skipped in the manifest); everything else, masks included, unchanged."""
+def pipeline_config(path: Path, ocr: bool, language_models: Path | None, shares: list[float]) -> Path:
+    """pipelines/ps3.yaml with the language-model stages switched off (recorded as skipped in the
+    manifest) or, given ``language_models`` (a folder with random ``qwen2-vl-7b`` and ``llama-8b``
+    checkpoints), on the transformers backends; masks unchanged."""
     cfg = yaml.safe_load((REPO / "pipelines" / "ps3.yaml").read_text())
-    cfg["caption"]["natural"] = {"backend": "none", "reason": "no MLLM weights on this machine"}
     if not ocr:
         cfg["caption"]["document"] = {"backend": "none", "reason": "rapidocr is not installed on this machine"}
-    cfg["retarget"] = {"backend": "none"}
+    if language_models is None:
+        cfg["caption"]["natural"] = {"backend": "none", "reason": "no MLLM weights on this machine"}
+        cfg["retarget"] = {"backend": "none"}
+    else:
+        masks, captions, questions = shares
+        cfg["masks"]["natural"]["num_gpus"] = masks
+        natural = cfg["caption"]["natural"]
+        for key in ("concurrency", "tensor_parallel_size"):
+            natural.pop(key, None)
+        natural.update(backend="hf", model=str(language_models / "qwen2-vl-7b"), num_gpus=captions,
+                       max_new_tokens=128, batch_size=256,
+                       # random text: let it through so the question stage gets its work
+                       hygiene={"keep_unfinished": True, "min_words": 0, "max_repeated_ngram_frac": 1.0,
+                                "max_sentence_repeats": 1000, "min_latin_letter_frac": None})
+        retarget = {k: v for k, v in cfg["retarget"].items() if k not in ("concurrency", "tensor_parallel_size")}
+        retarget.update(backend="hf", model=str(language_models / "llama-8b"), num_gpus=questions,
+                        max_new_tokens=48, batch_size=256)
+        cfg["retarget"] = retarget
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
+
+
+def save_random_language_models(folder: Path, tiny: bool) -> Path:
+    """Random Qwen2-VL-7B and Llama-3.1-8B checkpoints (bf16; toy-sized when ``tiny``) written once
+    to ``folder``, under the names pipeline_config reads."""
+    from curate.testing.random_models import save_random_llama, save_random_qwen2_vl
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    if not (folder / "qwen2-vl-7b" / "config.json").exists():
+        save_random_qwen2_vl(folder / "qwen2-vl-7b", size="tiny" if tiny else "7b", device=device, dtype=dtype)
+    if not (folder / "llama-8b" / "config.json").exists():
+        save_random_llama(folder / "llama-8b", size="tiny" if tiny else "8b", device=device, dtype=dtype)
+    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    return folder
+
+
+class GpuSampler:
+    """The GPU's utilisation (NVML: share of time a kernel ran) sampled every ``every`` seconds on a
+    thread while the run goes."""
+
+    def __init__(self, every: float = 0.25):
+        import threading
+
+        self.every, self.samples = every, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            import pynvml
+        except ImportError:
+            return
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        start = time.perf_counter()
+        while not self._stop.wait(self.every):
+            rates = pynvml.nvmlDeviceGetUtilizationRates(handle)
+            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+            self.samples.append((time.perf_counter() - start, rates.gpu, memory.used / 2**30))
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict:
+        """Busy share over the whole run and over the span from the first to the last busy sample
+        (Ray start-up and model loading excluded)."""
+        if not self.samples:
+            return {"samples": 0}
+        busy = [i for i, (_, util, _) in enumerate(self.samples) if util > 0]
+        span = self.samples[busy[0]:busy[-1] + 1] if busy else []
+        return {"samples": len(self.samples), "every_s": self.every,
+                "busy_share_whole_run": round(sum(u for _, u, _ in self.samples) / 100 / len(self.samples), 3),
+                "busy_share_while_working": round(sum(u for _, u, _ in span) / 100 / max(1, len(span)), 3),
+                "working_span_s": round(span[-1][0] - span[0][0], 1) if span else 0,
+                "peak_memory_gib": round(max(m for _, _, m in self.samples), 1)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, required=True)
-    parser.add_argument("--count", type=int, default=16, help="sample images (half pages, half photos)")
+    parser.add_argument("--count", type=int, default=16, help="sample images")
+    parser.add_argument("--images", choices=["samples", "varied"], default="samples",
+                        help="samples: curate samples (half pages, half photos); varied: a size per image")
+    parser.add_argument("--masks", choices=["realistic", "noise"], default="realistic",
+                        help="realistic: stand_in_masks (smooth regions, boxes get selected); noise: make_confident")
+    parser.add_argument("--language-models", choices=["none", "random", "tiny"], default="none",
+                        help="random: Qwen2-VL-7B and Llama-3.1-8B shapes; tiny: toy sizes (CPU smoke run)")
+    parser.add_argument("--gpu-shares", default="0.6,0.2,0.2", help="num_gpus of masks, captions, questions")
     parser.add_argument("--model", default="xl1")
     parser.add_argument("--ocr", action="store_true", help="caption documents with RapidOCR (needs rapidocr)")
     parser.add_argument("--result", type=Path, help="where to write the JSON summary (default: WORKDIR)")
@@ -68,26 +161,40 @@ def main() -> None:
     args = parser.parse_args()
     images, out = args.workdir / "images", args.workdir / "out"
     args.workdir.mkdir(parents=True, exist_ok=True)
-    generate_samples(images, count=args.count)
-    checkpoint = args.workdir / f"random_confident_evit_{args.model}.pt"
+    if args.images == "varied":
+        generate_varied_samples(images, count=args.count)
+    else:
+        generate_samples(images, count=args.count)
+    checkpoint = args.workdir / f"random_{args.masks}_evit_{args.model}.pt"
     torch.manual_seed(0)
-    torch.save(make_confident(build_efficientvit_sam(args.model)).net.state_dict(), checkpoint)
-    pipeline = without_language_models(args.workdir / "ps3.yaml", args.ocr)
+    model = build_efficientvit_sam(args.model)
+    torch.save((model if args.masks == "realistic" else make_confident(model)).net.state_dict(), checkpoint)
+    language_models = (None if args.language_models == "none" else
+                       save_random_language_models(args.workdir / "models", tiny=args.language_models == "tiny"))
+    shares = [float(x) for x in args.gpu_shares.split(",")]
+    pipeline = pipeline_config(args.workdir / "ps3.yaml", args.ocr, language_models, shares)
     command = ["run", str(pipeline), "-i", str(images), "-o", str(out),
                "--set", f"masks.natural.checkpoint={checkpoint}", "--set", f"masks.natural.model={args.model}",
-               "--set", "ingest.min_side=256"]
+               "--set", "ingest.min_side=256", "--set", f"masks.natural.stand_in_masks={args.masks == 'realistic'}"]
     for override in args.overrides:
         command += ["--set", override]
-    first_s, _ = run_cli(command)
+    with GpuSampler() as gpu:
+        first_s, _ = run_cli(command)
     manifest = read_manifest(OutputLayout(out))
     resume_s, resume_out = run_cli(command)
     again = read_manifest(OutputLayout(out))
     c = manifest.counts
     index_rows = pq.read_metadata(OutputLayout(out).index).num_rows
+    stage_seconds = {k: v.seconds for k, v in manifest.stages.items()}
     result = {
         "hardware": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-        "command": "curate " + " ".join(command),
+        "command": "curate " + " ".join(command), "gpu_shares": dict(zip(["masks", "captions", "questions"], shares)),
         "images": args.count, "first_run_s": round(first_s, 1), "resume_run_s": round(resume_s, 1),
+        "images_per_s_whole_command": round(c.written / first_s, 3),
+        "gpu": gpu.summary(),
+        "images_per_s_while_gpu_worked": (round(c.written / gpu.summary()["working_span_s"], 3)
+                                          if gpu.summary().get("working_span_s") else None),
+        "stage_time_share": {k: round(v / max(1e-9, sum(stage_seconds.values())), 3) for k, v in stage_seconds.items()},
         "counts": c.model_dump(), "counts_add_up": c.read == c.written + c.quarantined,
         "index_rows": index_rows, "shards": len(manifest.shards),
         "resume_wrote_nothing_new": again.counts.written == c.written and len(again.shards) == len(manifest.shards),

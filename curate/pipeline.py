@@ -254,10 +254,11 @@ def build_dataset(cfg: PipelineConfig, chunks: list, sink: BlockSink):
     caption_gpus = natural.num_gpus if gpus_in_cluster and getattr(natural, "runs_in_actor", False) else 0
     stages = [
         (RegionsStage, mask_gpus, cfg.masks.batch_size or cfg.ray.cpu_batch_size),
-        (CaptionStage, caption_gpus, cfg.ray.cpu_batch_size),
+        (CaptionStage, caption_gpus, images_per_call(cfg, natural)),
     ]
     if cfg.retarget.runs_in_actor:
-        stages.append((RetargetStage, cfg.retarget.num_gpus if gpus_in_cluster else 0, cfg.ray.cpu_batch_size))
+        stages.append((RetargetStage, cfg.retarget.num_gpus if gpus_in_cluster else 0,
+                       images_per_call(cfg, cfg.retarget)))
     for stage_cls, gpus, batch_size in stages:
         # GPU stages get one actor per GPU; CPU stages scale with the CPUs. The regions stage (the
         # heavy one in every pipeline) starts at full size: growing from one actor on measured
@@ -276,6 +277,15 @@ def build_dataset(cfg: PipelineConfig, chunks: list, sink: BlockSink):
     return ds.map_batches(WriteActor, fn_constructor_kwargs={"sink": sink}, batch_format="pyarrow",
                           batch_size=cfg.output.shard_max_samples, num_cpus=0,
                           compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, cpus // 16)))
+
+
+def images_per_call(cfg: PipelineConfig, section) -> int:
+    """Images per batch of a generation stage run in an actor: enough for one full model batch
+    (``batch_size`` prompts, one per box, at most ``max_boxes`` per image). A caption or
+    question batch of a few images' boxes leaves the GPU decoding a handful of rows at a time."""
+    if not getattr(section, "runs_in_actor", False) or not getattr(section, "batch_size", None):
+        return cfg.ray.cpu_batch_size
+    return max(cfg.ray.cpu_batch_size, -(-section.batch_size // max(1, cfg.select.max_boxes)))
 
 
 def llm_steps(cfg: PipelineConfig) -> list[str]:

@@ -132,14 +132,17 @@ def _save(path: str | Path, model, processor_or_tokenizer) -> Path:
     return path
 
 
-def save_random_qwen2_vl(path: str | Path, seed: int = 0) -> Path:
-    """Write a tiny random Qwen2-VL checkpoint directory loadable with ``from_pretrained``."""
-    return _save(path, *random_qwen2_vl("tiny", seed))
+def save_random_qwen2_vl(path: str | Path, seed: int = 0, size: Literal["tiny", "7b"] = "tiny",
+                         device: str = "cpu", dtype=None) -> Path:
+    """Write a random Qwen2-VL checkpoint directory loadable with ``from_pretrained`` (tiny by
+    default; 7b is best built on a GPU)."""
+    return _save(path, *random_qwen2_vl(size, seed, device, dtype))
 
 
-def save_random_llama(path: str | Path, seed: int = 0) -> Path:
-    """Write a tiny random Llama checkpoint directory (tokenizer with chat template included)."""
-    return _save(path, *random_llama("tiny", seed))
+def save_random_llama(path: str | Path, seed: int = 0, size: Literal["tiny", "8b"] = "tiny", device: str = "cpu",
+                      dtype=None) -> Path:
+    """Write a random Llama checkpoint directory (tokenizer with chat template included)."""
+    return _save(path, *random_llama(size, seed, device, dtype))
 
 
 def random_minilm(seed: int = 0):
