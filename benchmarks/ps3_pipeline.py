@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -162,7 +163,7 @@ def main() -> None:
     images, out = args.workdir / "images", args.workdir / "out"
     args.workdir.mkdir(parents=True, exist_ok=True)
     if args.images == "varied":
-        generate_varied_samples(images, count=args.count)
+        generate_varied_samples(images, count=args.count, workers=os.cpu_count() or 1)
     else:
         generate_samples(images, count=args.count)
     checkpoint = args.workdir / f"random_{args.masks}_evit_{args.model}.pt"

@@ -207,14 +207,27 @@ def varied_image(index: int, seed: int = 0, page_share: float = 0.3) -> tuple[Im
     return cover.crop((left, top, left + width, top + height)), "natural"
 
 
-def generate_varied_samples(out_dir: str | Path, count: int = 300, seed: int = 0) -> Path:
-    """Write ``count`` images of ``varied_image`` to ``out_dir`` (pages as PNG, photos as JPEG)."""
+def _write_varied(out: Path, index: int, seed: int) -> None:
+    image, kind = varied_image(index, seed)
+    if kind == "document":
+        image.save(out / f"page-{index:04d}-{image.width}x{image.height}.png", compress_level=1)
+    else:
+        image.save(out / f"photo-{index:04d}-{image.width}x{image.height}.jpg", quality=90)
+
+
+def generate_varied_samples(out_dir: str | Path, count: int = 300, seed: int = 0, workers: int = 1) -> Path:
+    """Write ``count`` images of ``varied_image`` to ``out_dir`` (pages as PNG, photos as JPEG),
+    drawn by ``workers`` processes."""
+    from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        image, kind = varied_image(i, seed)
-        if kind == "document":
-            image.save(out / f"page-{i:04d}-{image.width}x{image.height}.png", compress_level=1)
-        else:
-            image.save(out / f"photo-{i:04d}-{image.width}x{image.height}.jpg", quality=90)
+    write = partial(_write_varied, out, seed=seed)
+    if workers <= 1:
+        for i in range(count):
+            write(i)
+        return out
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(write, range(count), chunksize=4))
     return out
