@@ -32,7 +32,7 @@ def _clip8(acc):
     return tl.minimum(tl.maximum(acc >> _BITS, 0), 255)
 
 
-# one compiled kernel per horizontal tap count (3 to 15 and more, with the scale): the column taps
+# one compiled kernel per horizontal tap count (tap_bucket: 1, 4, 8, 12, 16 ...): the column taps
 # are unrolled, so that all of a row's gathers are in flight at once; the vertical taps stay a
 # loop (both unrolled, 3 x 15 x 15 gathers took over a minute to compile)
 @triton.jit(do_not_specialize=["out_h", "out_w", "stride_y", "KY"])
@@ -77,9 +77,18 @@ def _resize_normalise_kernel(image_ptr, out_ptr, row_index_ptr, row_weight_ptr, 
              mask=fits)
 
 
-def _dense_taps(in_size: int, out_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
+def tap_bucket(taps: int) -> int:
+    """Column taps rounded up to a multiple of 4 (1 stays 1): the kernel is compiled once per tap
+    count, and images of a thousand sizes would otherwise compile ten or more (0.3-0.5 s each on
+    an H200) at arbitrary moments of a run; unused taps weigh 0, so sums are unchanged."""
+    return taps if taps == 1 else -(-taps // 4) * 4
+
+
+def _dense_taps(in_size: int, out_size: int, device: torch.device,
+                bucketed: bool = False) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Pillow's taps as (out_size, K) int32 source indices and weights (unused taps: index 0,
-    weight 0); an axis that keeps its size is one tap of weight 2**22 (the pixel itself)."""
+    weight 0; K rounded up by ``tap_bucket`` when ``bucketed``); an axis that keeps its size is
+    one tap of weight 2**22 (the pixel itself)."""
     if in_size == out_size:
         index = np.arange(out_size, dtype=np.int32)[:, None]
         weight = np.full((out_size, 1), 1 << PRECISION_BITS, dtype=np.int32)
@@ -87,6 +96,7 @@ def _dense_taps(in_size: int, out_size: int, device: torch.device) -> tuple[torc
         rows, cols, values = pil_bilinear_taps(in_size, out_size)
         counts = np.bincount(rows, minlength=out_size)
         k = int(counts.max())
+        k = tap_bucket(k) if bucketed else k
         slot = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)  # rows come in order
         index = np.zeros((out_size, k), dtype=np.int32)
         weight = np.zeros((out_size, k), dtype=np.int32)
@@ -96,9 +106,10 @@ def _dense_taps(in_size: int, out_size: int, device: torch.device) -> tuple[torc
 
 
 @lru_cache(maxsize=32)
-def _taps(in_size: int, out_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
+def _taps(in_size: int, out_size: int, device: torch.device,
+          bucketed: bool = False) -> tuple[torch.Tensor, torch.Tensor, int]:
     """``_dense_taps`` kept on the device for the next crop of the same size (a few crop sizes per image size)."""
-    return _dense_taps(in_size, out_size, device)
+    return _dense_taps(in_size, out_size, device, bucketed)
 
 
 def resize_normalise_pad(crop: torch.Tensor, height: int, width: int, size: int, mean: tuple[float, ...],
@@ -115,7 +126,7 @@ def resize_normalise_pad(crop: torch.Tensor, height: int, width: int, size: int,
     if out is None:
         out = torch.empty((3, size, size), dtype=torch.float32, device=crop.device)
     row_index, row_weight, ky = _taps(crop.shape[0], height, crop.device)
-    col_index, col_weight, kx = _taps(crop.shape[1], width, crop.device)
+    col_index, col_weight, kx = _taps(crop.shape[1], width, crop.device, bucketed=True)  # KX is compiled in
     block = 32
     grid = (triton.cdiv(size, block), triton.cdiv(size, block))
     f32 = [float(np.float32(v)) for v in (*mean, *std)]

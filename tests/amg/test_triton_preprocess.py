@@ -57,3 +57,16 @@ def test_rejects_what_it_cannot_resize(triton_runs):
     with pytest.raises(ValueError, match="must fit"):
         resize_normalise_pad(torch.zeros((8, 8, 3), dtype=torch.uint8, device=DEVICE), SIZE + 1, 8, SIZE, PIXEL_MEAN,
                              PIXEL_STD)
+
+
+def test_column_taps_come_in_few_buckets_and_padding_weighs_nothing():
+    from curate.amg.triton_preprocess import _dense_taps, tap_bucket
+
+    assert [tap_bucket(k) for k in (1, 2, 3, 4, 5, 8, 9, 13)] == [1, 4, 4, 4, 8, 8, 12, 16]
+    # every crop width a 1K-4K image gives, resized to the encoder's 1024: a handful of variants
+    assert len({tap_bucket(_dense_taps(w, 1024, torch.device("cpu"))[2]) for w in range(1025, 4097, 7)}) <= 4
+    index, weight, k = _dense_taps(3000, 1024, torch.device("cpu"))
+    padded_index, padded_weight, padded_k = _dense_taps(3000, 1024, torch.device("cpu"), bucketed=True)
+    assert padded_k == tap_bucket(k) > k
+    assert torch.equal(padded_weight[:, :k], weight) and not padded_weight[:, k:].any()
+    assert torch.equal(padded_index[:, :k], index)
