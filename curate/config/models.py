@@ -116,11 +116,6 @@ class SamAmgParams(Strict):
     compile_decoder: bool = Field(_AMG.compile_decoder, description="torch.compile the mask decoder on the GPU (about "
                                                                     "15 s once per worker; a few percent faster since "
                                                                     "the fused kernels)")
-    stand_in_masks: bool = Field(False, description="benchmarks without a trained checkpoint only: every network "
-                                                     "layer runs, but masks come from a colour-region segmentation "
-                                                     "of each crop at each prompt (curate/amg/stand_in.py), smooth "
-                                                     "and a few hundred per photo as a trained SAM's; the records "
-                                                     "name it. Never for a real corpus")
     cuda_graphs: bool = Field(_AMG.cuda_graphs, description="replay the image encoder and the mask decoder as CUDA "
                                                             "graphs on the GPU, one per crop batch shape and per "
                                                             "prompt count (the host launches one graph instead of "
@@ -136,6 +131,13 @@ class SamAmgParams(Strict):
         return data
 
 
+def _stand_in_masks_field():
+    return Field(False, description="benchmarks without a trained checkpoint only: every network layer runs, but "
+                                    "masks come from a colour-region segmentation of each crop at each prompt "
+                                    "(curate/amg/stand_in.py), smooth and a few hundred per photo as a trained "
+                                    "SAM's; the records name it. Never for a real corpus")
+
+
 class EfficientVitSamConfig(SamAmgParams):
     backend: Literal["efficientvit_sam"]
     model: Literal["l0", "l1", "l2", "xl0", "xl1"] = "xl1"
@@ -143,6 +145,7 @@ class EfficientVitSamConfig(SamAmgParams):
     dtype: DtypeName = "bf16"
     batch_size: int = Field(4, ge=1, description="images per GPU batch")
     num_gpus: float = Field(1.0, ge=0)
+    stand_in_masks: bool = _stand_in_masks_field()
 
 
 class SamConfig(SamAmgParams):
@@ -152,6 +155,7 @@ class SamConfig(SamAmgParams):
     dtype: DtypeName = "bf16"
     batch_size: int = Field(2, ge=1)
     num_gpus: float = Field(1.0, ge=0)
+    stand_in_masks: bool = _stand_in_masks_field()
 
 
 class OcrLayoutMasksConfig(Strict):
