@@ -108,7 +108,7 @@ def init_ray(cfg: PipelineConfig) -> None:
     else:
         # "local" starts a private instance even when another cluster on this machine left its
         # address file behind; its services listen on loopback only.
-        ray.init(address="local", _node_ip_address="127.0.0.1", num_cpus=cfg.ray.num_cpus,
+        ray.init(address="local", _node_ip_address="127.0.0.1", num_cpus=cfg.ray.num_cpus, num_gpus=cfg.ray.num_gpus,
                  include_dashboard=False, runtime_env=runtime_env,
                  log_to_driver=False, configure_logging=True, logging_level=logging.WARNING)
 
@@ -228,6 +228,52 @@ def start_ledger(cfg: PipelineConfig, run: CorpusRun) -> LedgerClient:
     return LedgerClient([actor.remote(i, n, str(run.layout.root), parts, first) for i in range(n)])
 
 
+ACTOR_CPUS = 0.5  # CPUs a stage actor (GPU or not) and an ingest task reserve in Ray's accounting
+
+
+class PlanError(ValueError):
+    """The stages' actors cannot all run at once on this Ray cluster (Ray would wait forever)."""
+
+
+@dataclass(frozen=True)
+class ActorPool:
+    name: str
+    limit: int
+    initial: int
+
+
+def plan_actor_pools(stages: list[tuple[str, float]], resources: dict, max_actors: int) -> list[ActorPool]:
+    """Actor pool sizes for stages given as (name, GPUs per actor; 0 for CPU stages).
+
+    Every stage needs one actor running at once for rows to flow (ingest tasks and writers too),
+    so that minimum must fit the cluster, or Ray waits forever: refused with what each stage asks
+    for. GPU stages get up to one actor per share of the GPUs; CPU stages scale with the CPUs. The
+    first stage (masks, the heavy one in every pipeline) starts with as many actors as fit beside
+    one of each other GPU stage: growing from one actor on measured utilisation costs the first
+    seconds of every run, and taking every GPU would starve the stages after it."""
+    cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
+    need_cpus = ACTOR_CPUS * (len(stages) + 1)  # one actor per stage and one ingest task
+    need_gpus = sum(g for _, g in stages)
+    if need_gpus > gpus + 1e-9 or need_cpus > cpus + 1e-9:
+        asks = ", ".join(f"{name} {ACTOR_CPUS:g} CPU" + (f" + {g:g} GPU" if g else "") for name, g in stages)
+        raise PlanError(
+            f"the stages cannot run at once on this Ray cluster ({cpus:g} CPUs, {gpus:g} GPUs): one actor of each "
+            f"needs {need_cpus:g} CPUs and {need_gpus:g} GPUs ({asks}, ingest {ACTOR_CPUS:g} CPU). Lower the "
+            "stages' num_gpus so that they add up to the GPUs (e.g. masks 0.6, captions 0.2, questions 0.2 on "
+            "one GPU) or give Ray more CPUs (ray.num_cpus)")
+    pools = []
+    for i, (name, share) in enumerate(stages):
+        limit = max(1, int(gpus / share + 1e-9)) if share else max_actors
+        initial = 1
+        if i == 0:
+            fit = int((cpus - need_cpus) / ACTOR_CPUS + 1e-9) + 1  # CPUs left beside the others' minimum
+            if share:
+                fit = min(fit, int((gpus - need_gpus) / share + 1e-9) + 1)
+            initial = max(1, min(limit, fit))
+        pools.append(ActorPool(name, limit, initial))
+    return pools
+
+
 def build_dataset(cfg: PipelineConfig, chunks: list, sink: BlockSink):
     """ray.data plan over the pending inputs (object refs of curate.rows tables): stages, then write."""
     import ray
@@ -259,17 +305,13 @@ def build_dataset(cfg: PipelineConfig, chunks: list, sink: BlockSink):
     if cfg.retarget.runs_in_actor:
         stages.append((RetargetStage, cfg.retarget.num_gpus if gpus_in_cluster else 0,
                        images_per_call(cfg, cfg.retarget)))
-    for stage_cls, gpus, batch_size in stages:
-        # GPU stages get one actor per GPU; CPU stages scale with the CPUs. The regions stage (the
-        # heavy one in every pipeline) starts at full size: growing from one actor on measured
-        # utilisation costs the first seconds of every run.
-        limit = max(1, int(gpus_in_cluster / gpus)) if gpus else max_actors
-        initial = limit if stage_cls is RegionsStage else 1
+    pools = plan_actor_pools([(cls.name, gpus) for cls, gpus, _ in stages], ray.cluster_resources(), max_actors)
+    for (stage_cls, gpus, batch_size), pool in zip(stages, pools):
         ds = ds.map_batches(
             StageActor, fn_constructor_kwargs={"stage_cls": stage_cls, "cfg": cfg}, batch_format="pyarrow",
             batch_size=batch_size,
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=limit, initial_size=initial),
-            num_cpus=0.5 if not gpus else 1, num_gpus=gpus or None,
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pool.limit, initial_size=pool.initial),
+            num_cpus=ACTOR_CPUS, num_gpus=gpus or None,
         )
     ds = add_llm_steps(ds, cfg)
     # Writing is upload and copy work: no CPU reserved (Ray Data's per-operator reservation would

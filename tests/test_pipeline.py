@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from curate.config import load_config
 from curate.pipeline import images_per_call
 from tests.conftest import REPO
@@ -18,3 +20,37 @@ def test_generation_stages_take_enough_images_for_one_full_model_batch():
     assert images_per_call(few, few.caption.natural) == 4  # never below the CPU stages' batch
     vllm = load_config(REPO / "pipelines" / "ps3.yaml", [])  # ray.data.llm sizes its own batches
     assert images_per_call(vllm, vllm.caption.natural) == vllm.ray.cpu_batch_size
+
+
+def test_gpu_stages_sharing_one_gpu_each_get_an_actor():
+    from curate.pipeline import plan_actor_pools
+
+    pools = plan_actor_pools([("regions", 0.6), ("caption", 0.2), ("retarget", 0.2)], {"CPU": 16, "GPU": 1}, 16)
+    assert [(p.limit, p.initial) for p in pools] == [(1, 1), (5, 1), (5, 1)]
+
+
+def test_the_mask_stage_starts_with_what_the_other_stages_leave():
+    from curate.pipeline import plan_actor_pools
+
+    # half a GPU per mask actor: two would fit alone, but the captioner needs its share
+    masks, caption = plan_actor_pools([("regions", 0.5), ("caption", 0.5)], {"CPU": 16, "GPU": 1}, 16)
+    assert (masks.limit, masks.initial) == (2, 1)
+    masks, caption = plan_actor_pools([("regions", 1), ("caption", 1)], {"CPU": 16, "GPU": 8}, 16)
+    assert (masks.limit, masks.initial) == (8, 7)
+    # CPU stages: as many mask actors as CPUs allow beside one caption actor and one ingest task
+    masks, caption = plan_actor_pools([("regions", 0), ("caption", 0)], {"CPU": 4}, 4)
+    assert (masks.limit, masks.initial) == (4, 4) and caption.initial == 1  # 6 would fit: max_actors caps
+    masks, caption = plan_actor_pools([("regions", 0), ("caption", 0)], {"CPU": 2}, 2)
+    assert masks.initial == 2  # 2 x 0.5 + caption 0.5 + ingest 0.5 = 2 CPUs
+
+
+@pytest.mark.parametrize("stages,resources,short", [
+    ([("regions", 0.6), ("caption", 0.6)], {"CPU": 16, "GPU": 1}, "1.2 GPUs"),
+    ([("regions", 1), ("caption", 0), ("retarget", 0)], {"CPU": 1.5, "GPU": 1}, "2 CPUs"),
+])
+def test_stages_that_cannot_run_together_are_refused_with_what_each_asks(stages, resources, short):
+    from curate.pipeline import PlanError, plan_actor_pools
+
+    with pytest.raises(PlanError, match=short) as refused:
+        plan_actor_pools(stages, resources, 4)
+    assert all(name in str(refused.value) for name, _ in stages)

@@ -432,6 +432,7 @@ class RayConfig(Strict):
         None, description="the driver's address in the cluster, when Ray's guess is wrong (multi-homed "
                           "machines, clusters on loopback addresses)")
     num_cpus: int | None = Field(None, ge=1, description="local Ray only: CPUs to use (default: all)")
+    num_gpus: int | None = Field(None, ge=0, description="local Ray only: GPUs to use (default: all visible)")
     ingest_batch_size: int = Field(8, ge=1)
     cpu_batch_size: int = Field(4, ge=1, description="batch size of the CPU model stages")
     max_concurrency: int | None = Field(None, ge=1, description="upper bound on actors per CPU stage")
