@@ -43,14 +43,26 @@ from curate.testing.tiny_sam import make_confident  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_cli(args: list[str]) -> tuple[float, str]:
+def run_cli(args: list[str], log: Path, deadline: float | None = None) -> tuple[float, bool]:
+    """Run the CLI with its output going to ``log`` as it comes (a run cut short still shows how far
+    it got); past ``deadline`` seconds it gets Ctrl-C, commits its complete samples and stops.
+    Returns (seconds, interrupted)."""
+    import signal
+
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "curate.cli", *args], cwd=REPO, capture_output=True, text=True)
+    with log.open("w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "curate.cli", *args], cwd=REPO, stdout=sink,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            proc.wait(timeout=deadline)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGINT)
+            proc.wait()
     seconds = time.perf_counter() - start
-    print(proc.stdout[-4000:], proc.stderr[-4000:], sep="\n")
-    if proc.returncode != 0:
-        raise SystemExit(f"curate {' '.join(args)} exited {proc.returncode}")
-    return seconds, proc.stdout
+    print(log.read_text()[-4000:])
+    if proc.returncode not in (0, 130):
+        raise SystemExit(f"curate {' '.join(args)} exited {proc.returncode} (log: {log})")
+    return seconds, proc.returncode == 130
 
 
 def pipeline_config(path: Path, ocr: bool, language_models: Path | None, shares: list[float]) -> Path:
@@ -154,6 +166,8 @@ def main() -> None:
     parser.add_argument("--language-models", choices=["none", "random", "tiny"], default="none",
                         help="random: Qwen2-VL-7B and Llama-3.1-8B shapes; tiny: toy sizes (CPU smoke run)")
     parser.add_argument("--gpu-shares", default="0.6,0.2,0.2", help="num_gpus of masks, captions, questions")
+    parser.add_argument("--deadline", type=float, help="seconds; then Ctrl-C: the run commits what is complete and "
+                                                       "the rate is taken from that (no resume check)")
     parser.add_argument("--model", default="xl1")
     parser.add_argument("--ocr", action="store_true", help="caption documents with RapidOCR (needs rapidocr)")
     parser.add_argument("--result", type=Path, help="where to write the JSON summary (default: WORKDIR)")
@@ -176,34 +190,43 @@ def main() -> None:
     pipeline = pipeline_config(args.workdir / "ps3.yaml", args.ocr, language_models, shares)
     command = ["run", str(pipeline), "-i", str(images), "-o", str(out),
                "--set", f"masks.natural.checkpoint={checkpoint}", "--set", f"masks.natural.model={args.model}",
-               "--set", "ingest.min_side=256", "--set", f"masks.natural.stand_in_masks={args.masks == 'realistic'}"]
+               "--set", "ingest.min_side=256", "--set", f"masks.natural.stand_in_masks={args.masks == 'realistic'}",
+               "--set", "output.shard_max_seconds=60"]  # commits come steadily: a cut-short run keeps its work
     for override in args.overrides:
         command += ["--set", override]
     with GpuSampler() as gpu:
-        first_s, _ = run_cli(command)
+        first_s, interrupted = run_cli(command, args.workdir / "first_run.log", args.deadline)
     manifest = read_manifest(OutputLayout(out))
-    resume_s, resume_out = run_cli(command)
-    again = read_manifest(OutputLayout(out))
+    if manifest is None:  # cut short before its first commit
+        (args.result or args.workdir / "ps3_pipeline.json").write_text(json.dumps(
+            {"first_run_s": round(first_s, 1), "interrupted_at_deadline": interrupted, "committed": 0,
+             "gpu": gpu.summary()}, indent=2))
+        raise SystemExit(f"nothing was committed in {first_s:.0f} s (log: {args.workdir / 'first_run.log'})")
     c = manifest.counts
-    index_rows = pq.read_metadata(OutputLayout(out).index).num_rows
     stage_seconds = {k: v.seconds for k, v in manifest.stages.items()}
     result = {
         "hardware": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "command": "curate " + " ".join(command), "gpu_shares": dict(zip(["masks", "captions", "questions"], shares)),
-        "images": args.count, "first_run_s": round(first_s, 1), "resume_run_s": round(resume_s, 1),
+        "images": args.count, "first_run_s": round(first_s, 1), "interrupted_at_deadline": interrupted,
         "images_per_s_whole_command": round(c.written / first_s, 3),
         "gpu": gpu.summary(),
         "images_per_s_while_gpu_worked": (round(c.written / gpu.summary()["working_span_s"], 3)
                                           if gpu.summary().get("working_span_s") else None),
         "stage_time_share": {k: round(v / max(1e-9, sum(stage_seconds.values())), 3) for k, v in stage_seconds.items()},
         "counts": c.model_dump(), "counts_add_up": c.read == c.written + c.quarantined,
-        "index_rows": index_rows, "shards": len(manifest.shards),
-        "resume_wrote_nothing_new": again.counts.written == c.written and len(again.shards) == len(manifest.shards),
         "stages": {k: v.model_dump() for k, v in manifest.stages.items()},
     }
+    if not interrupted:  # the same command again must find nothing to do
+        result["resume_run_s"] = round(run_cli(command, args.workdir / "resume_run.log")[0], 1)
+        again = read_manifest(OutputLayout(out))
+        result["index_rows"] = pq.read_metadata(OutputLayout(out).index).num_rows
+        result["shards"] = len(manifest.shards)
+        result["resume_wrote_nothing_new"] = (again.counts.written == c.written
+                                              and len(again.shards) == len(manifest.shards))
     (args.result or args.workdir / "ps3_pipeline.json").write_text(json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k != "stages"}, indent=1))
-    if not (result["counts_add_up"] and result["resume_wrote_nothing_new"] and index_rows == c.written):
+    if not result["counts_add_up"] or (not interrupted and not (result["resume_wrote_nothing_new"]
+                                                                 and result["index_rows"] == c.written)):
         raise SystemExit("counts do not add up, or the resumed run wrote again")
 
 
