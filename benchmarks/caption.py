@@ -9,8 +9,8 @@ set): timings measure the real code path (crop preparation, Qwen2-VL image proce
 prefill and decode) at a fixed output length. Crops come from real photos (scikit-image's samples)
 upscaled to 2K with PS3-sized boxes (Table 9: ~300-600 px sides). Reports crops/s, generated tokens/s
 and peak GPU memory per batch size and path: ``serial`` is the path before batches were sorted by
-length and prepared on a thread (inputs in request order, image processing then generation, one
-batch after the other), ``pipelined`` the backends' path now; both in the same run. The vLLM backend
+length (inputs in request order), ``pipelined`` the backends' path now (sorted by length; its
+2026-12-03 H200 row also prepared the next batch on a thread, since removed); both in the same run. The vLLM backend
 is not measured here (see RESULTS.md).
 """
 

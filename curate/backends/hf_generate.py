@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import torch
@@ -66,20 +65,14 @@ def generate_in_batches(model, tokenizer, items: Sequence[Item], batch_size: int
     """One generation per item, in the items' order, by batches of ``batch_size``.
 
     Items go through sorted by ``length`` (their prompt's expected tokens), so a batch holds
-    prompts of similar length and pads little. ``prepare`` (tokenising, image processing: CPU
-    work) builds the next batch's inputs on a thread while the device generates the current one.
-    Greedy outputs do not depend on the grouping (left padding is masked)."""
+    prompts of similar length and pads little; greedy outputs do not depend on the grouping (left
+    padding is masked). ``prepare`` builds a batch's inputs (tokenising, image processing). Doing
+    that on a thread while the GPU generated gained nothing on an H200 (benchmarks/RESULTS.md): the
+    decode loop is host-bound and the thread only competed with it."""
     order = sorted(range(len(items)), key=lambda i: length(items[i]))
-    batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
     results: list[Generation | None] = [None] * len(items)
-    if not batches:
-        return []
-    with ThreadPoolExecutor(1, thread_name_prefix="curate-prepare") as pool:
-        pending = pool.submit(prepare, [items[i] for i in batches[0]])
-        for k, batch in enumerate(batches):
-            inputs = pending.result()
-            if k + 1 < len(batches):
-                pending = pool.submit(prepare, [items[i] for i in batches[k + 1]])
-            for i, generation in zip(batch, generate(model, tokenizer, inputs, gen_kwargs)):
-                results[i] = generation
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        for i, generation in zip(batch, generate(model, tokenizer, prepare([items[i] for i in batch]), gen_kwargs)):
+            results[i] = generation
     return results

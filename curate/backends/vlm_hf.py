@@ -42,8 +42,7 @@ class HfVlmCaptioner:
 
     def generate_crops(self, crops: list[list[Image.Image]], **extra) -> list:
         """Raw generations for prepared crops (each a list of images in prompt order), batched by
-        size (a crop's vision tokens grow with its pixels) with the next batch's image processing
-        overlapped with this one's generation."""
+        size (a crop's vision tokens grow with its pixels)."""
         return generate_in_batches(self.model, self.processor.tokenizer, crops, self.cfg.batch_size,
                                    lambda crop: sum(im.width * im.height for im in crop), self._inputs,
                                    {**self.gen_kwargs, **extra})
