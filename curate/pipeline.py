@@ -287,12 +287,13 @@ def build_dataset(cfg: PipelineConfig, chunks: list, sink: BlockSink):
     ctx.verbose_progress = False
     if not cfg.ray.verbose:
         quiet_ray_data_console()
-    cpus = int(ray.cluster_resources().get("CPU", 1))
+    resources = ray.cluster_resources()
+    cpus = int(resources.get("CPU", 1))
     max_actors = cfg.ray.max_concurrency or max(1, cpus)
     ds = ray.data.from_arrow_refs(chunks)
     ds = ds.map_batches(ingest_batch, fn_kwargs={"cfg": cfg}, batch_format="pyarrow",
                         batch_size=cfg.ray.ingest_batch_size, num_cpus=0.5)
-    gpus_in_cluster = int(ray.cluster_resources().get("GPU", 0))
+    gpus_in_cluster = int(resources.get("GPU", 0))
     mask_gpus = cfg.masks.num_gpus if gpus_in_cluster else 0
     if cfg.masks.num_gpus and not gpus_in_cluster:
         log.warning("no GPU in the Ray cluster: the %s mask generator runs on CPU (slow)", cfg.masks.natural.backend)
@@ -305,7 +306,7 @@ def build_dataset(cfg: PipelineConfig, chunks: list, sink: BlockSink):
     if cfg.retarget.runs_in_actor:
         stages.append((RetargetStage, cfg.retarget.num_gpus if gpus_in_cluster else 0,
                        images_per_call(cfg, cfg.retarget)))
-    pools = plan_actor_pools([(cls.name, gpus) for cls, gpus, _ in stages], ray.cluster_resources(), max_actors)
+    pools = plan_actor_pools([(cls.name, gpus) for cls, gpus, _ in stages], resources, max_actors)
     for (stage_cls, gpus, batch_size), pool in zip(stages, pools):
         ds = ds.map_batches(
             StageActor, fn_constructor_kwargs={"stage_cls": stage_cls, "cfg": cfg}, batch_format="pyarrow",

@@ -131,31 +131,32 @@ class SamAmgParams(Strict):
         return data
 
 
-def _stand_in_masks_field():
-    return Field(False, description="benchmarks without a trained checkpoint only: every network layer runs, but "
-                                    "masks come from a colour-region segmentation of each crop at each prompt "
-                                    "(curate/amg/stand_in.py), smooth and a few hundred per photo as a trained "
-                                    "SAM's; the records name it. Never for a real corpus")
+class SamFamilyModelConfig(SamAmgParams):
+    """What the SAM and EfficientViT-SAM sections share beyond the generator's parameters."""
+
+    stand_in_masks: bool = Field(False, description="benchmarks without a trained checkpoint only: every network "
+                                                    "layer runs, but masks come from a colour-region segmentation "
+                                                    "of each crop at each prompt (curate/amg/stand_in.py), smooth "
+                                                    "and a few hundred per photo as a trained SAM's; the records "
+                                                    "name it. Never for a real corpus")
 
 
-class EfficientVitSamConfig(SamAmgParams):
+class EfficientVitSamConfig(SamFamilyModelConfig):
     backend: Literal["efficientvit_sam"]
     model: Literal["l0", "l1", "l2", "xl0", "xl1"] = "xl1"
     checkpoint: str = Field(..., description="local path or HF id of the EfficientViT-SAM weights")
     dtype: DtypeName = "bf16"
     batch_size: int = Field(4, ge=1, description="images per GPU batch")
     num_gpus: float = Field(1.0, ge=0)
-    stand_in_masks: bool = _stand_in_masks_field()
 
 
-class SamConfig(SamAmgParams):
+class SamConfig(SamFamilyModelConfig):
     backend: Literal["sam"]
     model: Literal["vit_b", "vit_l", "vit_h"] = "vit_h"
     checkpoint: str = Field(..., description="local path or HF id of the SAM weights")
     dtype: DtypeName = "bf16"
     batch_size: int = Field(2, ge=1)
     num_gpus: float = Field(1.0, ge=0)
-    stand_in_masks: bool = _stand_in_masks_field()
 
 
 class OcrLayoutMasksConfig(Strict):
