@@ -41,6 +41,7 @@ from curate.samples import generate_samples, generate_varied_samples  # noqa: E4
 from curate.testing.tiny_sam import make_confident  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+VLLM_ONLY = ("concurrency", "tensor_parallel_size")  # ps3.yaml's vLLM engine keys, dropped for hf
 
 
 def run_cli(args: list[str], log: Path, deadline: float | None = None) -> tuple[float, bool]:
@@ -78,15 +79,14 @@ def pipeline_config(path: Path, ocr: bool, language_models: Path | None, shares:
     else:
         masks, captions, questions = shares
         cfg["masks"]["natural"]["num_gpus"] = masks
-        natural = cfg["caption"]["natural"]
-        for key in ("concurrency", "tensor_parallel_size"):
-            natural.pop(key, None)
+        natural = {k: v for k, v in cfg["caption"]["natural"].items() if k not in VLLM_ONLY}
+        cfg["caption"]["natural"] = natural
         natural.update(backend="hf", model=str(language_models / "qwen2-vl-7b"), num_gpus=captions,
                        max_new_tokens=128, batch_size=256,
                        # random text: let it through so the question stage gets its work
                        hygiene={"keep_unfinished": True, "min_words": 0, "max_repeated_ngram_frac": 1.0,
                                 "max_sentence_repeats": 1000, "min_latin_letter_frac": None})
-        retarget = {k: v for k, v in cfg["retarget"].items() if k not in ("concurrency", "tensor_parallel_size")}
+        retarget = {k: v for k, v in cfg["retarget"].items() if k not in VLLM_ONLY}
         retarget.update(backend="hf", model=str(language_models / "llama-8b"), num_gpus=questions,
                         max_new_tokens=48, batch_size=256)
         cfg["retarget"] = retarget
@@ -196,11 +196,12 @@ def main() -> None:
         command += ["--set", override]
     with GpuSampler() as gpu:
         first_s, interrupted = run_cli(command, args.workdir / "first_run.log", args.deadline)
+    busy = gpu.summary()
     manifest = read_manifest(OutputLayout(out))
     if manifest is None:  # cut short before its first commit
         (args.result or args.workdir / "ps3_pipeline.json").write_text(json.dumps(
             {"first_run_s": round(first_s, 1), "interrupted_at_deadline": interrupted, "committed": 0,
-             "gpu": gpu.summary()}, indent=2))
+             "gpu": busy}, indent=2))
         raise SystemExit(f"nothing was committed in {first_s:.0f} s (log: {args.workdir / 'first_run.log'})")
     c = manifest.counts
     stage_seconds = {k: v.seconds for k, v in manifest.stages.items()}
@@ -209,9 +210,9 @@ def main() -> None:
         "command": "curate " + " ".join(command), "gpu_shares": dict(zip(["masks", "captions", "questions"], shares)),
         "images": args.count, "first_run_s": round(first_s, 1), "interrupted_at_deadline": interrupted,
         "images_per_s_whole_command": round(c.written / first_s, 3),
-        "gpu": gpu.summary(),
-        "images_per_s_while_gpu_worked": (round(c.written / gpu.summary()["working_span_s"], 3)
-                                          if gpu.summary().get("working_span_s") else None),
+        "gpu": busy,
+        "images_per_s_while_gpu_worked": (round(c.written / busy["working_span_s"], 3)
+                                          if busy.get("working_span_s") else None),
         "stage_time_share": {k: round(v / max(1e-9, sum(stage_seconds.values())), 3) for k, v in stage_seconds.items()},
         "counts": c.model_dump(), "counts_add_up": c.read == c.written + c.quarantined,
         "stages": {k: v.model_dump() for k, v in manifest.stages.items()},

@@ -147,15 +147,18 @@ def main() -> None:
 
     run_pass(generator, single[:batch_size], batch_size, args.device, watch=False)  # warm-up of one size
     single_rows = run_pass(generator, single, batch_size, args.device, watch=False)
-    print("single", json.dumps(summary(single_rows)), flush=True)
+    single_summary = summary(single_rows)
+    print("single", json.dumps(single_summary), flush=True)
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     first = run_pass(generator, varied, batch_size, args.device, watch=args.device == "cuda")
     peak_first = torch.cuda.max_memory_reserved() / 2**30 if args.device == "cuda" else None
-    print("first sight", json.dumps(summary(first)), flush=True)
+    first_summary = summary(first)
+    print("first sight", json.dumps(first_summary), flush=True)
     steady = run_pass(generator, varied, batch_size, args.device, watch=args.device == "cuda")
     peak_steady = torch.cuda.max_memory_reserved() / 2**30 if args.device == "cuda" else None
-    print("steady", json.dumps(summary(steady)), flush=True)
+    steady_summary = summary(steady)
+    print("steady", json.dumps(steady_summary), flush=True)
 
     compiling = [i for i, r in enumerate(first) if r.get("new_variants") or r.get("new_graphs")]
     excess = [first[i]["seconds"] - steady[i]["seconds"] for i in compiling]
@@ -168,9 +171,8 @@ def main() -> None:
         "torch": torch.__version__, "model": "tiny" if args.tiny else args.model, "masks": args.masks,
         "params": {k: getattr(params, k) for k in ("points_per_side", "crop_n_layers", "decode_batch")},
         "batch_size": batch_size, "distinct_sizes": len(sizes),
-        "single": summary(single_rows), "first_sight": summary(first), "steady": summary(steady),
-        "steady_over_single": round(summary(steady)["seconds_per_image"]
-                                    / summary(single_rows)["seconds_per_image"], 3),
+        "single": single_summary, "first_sight": first_summary, "steady": steady_summary,
+        "steady_over_single": round(steady_summary["seconds_per_image"] / single_summary["seconds_per_image"], 3),
         "batches_compiling": len(compiling), "batches": len(first),
         "first_sight_excess_s": {"total": round(sum(excess), 2),
                                  "per_batch": [round(e, 3) for e in excess]},
