@@ -223,7 +223,12 @@ def start_ledger(cfg: PipelineConfig, run: CorpusRun) -> LedgerClient:
 
     n = ledger_size(cfg)
     parts = [p.name for p in run.layout.part_files()]
-    actor = ray.remote(num_cpus=0)(LedgerActor)
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    # On the driver's node: the run ends with the driver anyway, but a worker node's loss (which
+    # Ray Data survives by retrying) must not take the resume and dedup state with it.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    actor = ray.remote(num_cpus=0, scheduling_strategy=here)(LedgerActor)
     first = run.committer.next_number
     return LedgerClient([actor.remote(i, n, str(run.layout.root), parts, first) for i in range(n)])
 
