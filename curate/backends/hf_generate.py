@@ -60,19 +60,40 @@ def generate(model, tokenizer, inputs: dict, gen_kwargs: dict) -> list[Generatio
     return results
 
 
-def generate_in_batches(model, tokenizer, items: Sequence[Item], batch_size: int, length: Callable[[Item], int],
-                        prepare: Callable[[list[Item]], dict], gen_kwargs: dict) -> list[Generation]:
-    """One generation per item, in the items' order, by batches of ``batch_size``.
+def plan_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None = None,
+                 new_tokens: int = 0) -> list[list[int]]:
+    """Item indices grouped into generate calls: sorted by ``lengths`` (expected prompt tokens), so a
+    batch holds prompts of similar length and pads little; a batch closes at ``batch_size`` items or
+    when its padded size, (items) x (longest prompt + ``new_tokens``), would pass ``max_batch_tokens``.
+    The budget bounds the KV cache and prefill activations of one call: a count alone let 256 crops of
+    up to 1280 vision tokens each fill an H200. An item over the budget on its own still gets a batch."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        padded = (len(current) + 1) * (lengths[i] + new_tokens)  # sorted: item i is the batch's longest
+        if current and (len(current) == batch_size or (max_batch_tokens is not None and padded > max_batch_tokens)):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
 
-    Items go through sorted by ``length`` (their prompt's expected tokens), so a batch holds
-    prompts of similar length and pads little; greedy outputs do not depend on the grouping (left
-    padding is masked). ``prepare`` builds a batch's inputs (tokenising, image processing). Doing
-    that on a thread while the GPU generated gained nothing on an H200 (benchmarks/RESULTS.md): the
-    decode loop is host-bound and the thread only competed with it."""
-    order = sorted(range(len(items)), key=lambda i: length(items[i]))
+
+def generate_in_batches(model, tokenizer, items: Sequence[Item], cfg, length: Callable[[Item], int],
+                        prepare: Callable[[list[Item]], dict], gen_kwargs: dict) -> list[Generation]:
+    """One generation per item, in the items' order, in the batches ``plan_batches`` draws from
+    ``cfg.batch_size``, ``cfg.max_batch_tokens`` and ``length`` (an item's expected prompt tokens).
+
+    Greedy outputs do not depend on the grouping (left padding is masked). ``prepare`` builds a
+    batch's inputs (tokenising, image processing). Doing that on a thread while the GPU generated
+    gained nothing on an H200 (benchmarks/RESULTS.md): the decode loop is host-bound and the thread
+    only competed with it."""
+    lengths = [length(item) for item in items]
     results: list[Generation | None] = [None] * len(items)
-    for start in range(0, len(order), batch_size):
-        batch = order[start:start + batch_size]
+    new_tokens = gen_kwargs.get("max_new_tokens", cfg.max_new_tokens)
+    for batch in plan_batches(lengths, cfg.batch_size, cfg.max_batch_tokens, new_tokens):
         for i, generation in zip(batch, generate(model, tokenizer, prepare([items[i] for i in batch]), gen_kwargs)):
             results[i] = generation
     return results

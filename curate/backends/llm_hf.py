@@ -7,6 +7,11 @@ from curate.backends.types import Generation
 from curate.ops.prompts import question_messages
 
 
+def caption_tokens(caption: str) -> int:
+    """Expected prompt tokens: about 4 characters a token, plus the system prompt and chat template."""
+    return len(caption) // 4 + 96
+
+
 class HfQuestionWriter:
     def __init__(self, cfg, model=None, tokenizer=None):
         self.cfg = cfg
@@ -29,7 +34,7 @@ class HfQuestionWriter:
 
     def ask(self, captions: list[str], **extra) -> list[Generation]:
         """One raw generation per caption, in batches of ``batch_size`` (by caption length)."""
-        return generate_in_batches(self.model, self.tokenizer, captions, self.cfg.batch_size, len, self._inputs,
+        return generate_in_batches(self.model, self.tokenizer, captions, self.cfg, caption_tokens, self._inputs,
                                    {**self.gen_kwargs, **extra})
 
     def _inputs(self, captions: list[str]) -> dict:

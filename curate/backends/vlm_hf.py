@@ -13,6 +13,8 @@ from curate.ops.crops import Box
 from curate.ops.hygiene import clean_generation
 from curate.ops.prompts import caption_messages, crop_images
 
+PROMPT_TOKENS = 64  # chat template and instruction, about
+
 
 class HfVlmCaptioner:
     source = "mllm"
@@ -43,9 +45,12 @@ class HfVlmCaptioner:
     def generate_crops(self, crops: list[list[Image.Image]], **extra) -> list:
         """Raw generations for prepared crops (each a list of images in prompt order), batched by
         size (a crop's vision tokens grow with its pixels)."""
-        return generate_in_batches(self.model, self.processor.tokenizer, crops, self.cfg.batch_size,
-                                   lambda crop: sum(im.width * im.height for im in crop), self._inputs,
+        return generate_in_batches(self.model, self.processor.tokenizer, crops, self.cfg, self._crop_tokens, self._inputs,
                                    {**self.gen_kwargs, **extra})
+
+    def _crop_tokens(self, crop: list[Image.Image]) -> int:
+        # One vision token per patch_factor^2 pixels (Qwen2-VL: 14 px patches merged 2x2), plus the prompt.
+        return sum(im.width * im.height for im in crop) // self.cfg.patch_factor ** 2 + PROMPT_TOKENS
 
     def _inputs(self, batch: list[list[Image.Image]]) -> dict:
         return self.processor(text=[self.prompt_text] * len(batch), images=[im for c in batch for im in c],

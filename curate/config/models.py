@@ -310,6 +310,9 @@ class GenerationRuntimeConfig(Strict):
     temperature: float = Field(0.0, ge=0, description="0 is greedy decoding")
     top_p: float = Field(1.0, gt=0, le=1)
     batch_size: int = Field(16, ge=1, description="prompts per generate call (hf) / per vLLM batch")
+    max_batch_tokens: int | None = Field(
+        131072, ge=1, description="hf: a generate call's padded tokens, prompts plus new tokens, at most "
+        "(bounds its KV cache and activations; null: batch_size alone)")
     num_gpus: float = Field(1.0, ge=0, description="GPUs per actor when the cluster has GPUs")
     # vLLM only (ray.data.llm): engine replicas, tensor parallelism, memory.
     concurrency: int = Field(1, ge=1, description="vllm: engine replicas")

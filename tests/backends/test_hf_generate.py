@@ -1,0 +1,35 @@
+"""Batches of generate calls: by length, by count and by a padded-token budget."""
+
+import random
+
+import pytest
+
+from curate.backends.hf_generate import plan_batches
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_every_item_once_within_count_and_budget(seed):
+    rng = random.Random(seed)
+    lengths = [rng.randint(10, 1400) for _ in range(300)]
+    batches = plan_batches(lengths, batch_size=64, max_batch_tokens=40_000, new_tokens=128)
+    assert sorted(i for b in batches for i in b) == list(range(300))
+    for batch in batches:
+        assert len(batch) <= 64
+        assert len(batch) * (max(lengths[i] for i in batch) + 128) <= 40_000
+    # sorted by length across batches: similar prompts share a batch
+    flat = [lengths[i] for b in batches for i in b]
+    assert flat == sorted(flat)
+
+
+def test_budget_cuts_long_prompts_into_smaller_batches():
+    lengths = [100] * 10 + [1000] * 10
+    batches = plan_batches(lengths, batch_size=256, max_batch_tokens=4_400, new_tokens=100)
+    assert [len(b) for b in batches] == [10, 4, 4, 2]  # 10 x 200 fits; 4 x 1100 fits, 5 x 1100 does not
+
+
+def test_an_item_over_the_budget_alone_still_runs():
+    assert plan_batches([5000, 10], batch_size=8, max_batch_tokens=1000) == [[1], [0]]
+
+
+def test_no_budget_is_count_only():
+    assert [len(b) for b in plan_batches([7] * 10, batch_size=4, max_batch_tokens=None)] == [4, 4, 2]
