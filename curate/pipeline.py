@@ -247,7 +247,8 @@ class ActorPool:
     initial: int
 
 
-def plan_actor_pools(stages: list[tuple[str, float]], resources: dict, max_actors: int) -> list[ActorPool]:
+def plan_actor_pools(stages: list[tuple[str, float]], resources: dict, max_actors: int,
+                     actors_per_gpu: int = 1) -> list[ActorPool]:
     """Actor pool sizes for stages given as (name, GPUs per actor; 0 for CPU stages).
 
     Every stage needs one actor running at once for rows to flow (ingest tasks and writers too),
@@ -268,7 +269,7 @@ def plan_actor_pools(stages: list[tuple[str, float]], resources: dict, max_actor
             "one GPU) or give Ray more CPUs (ray.num_cpus)")
     pools = []
     for i, (name, share) in enumerate(stages):
-        limit = max(1, int(gpus / share + 1e-9)) if share else max_actors
+        limit = max(1, min(int(gpus / share + 1e-9), int(gpus) * actors_per_gpu)) if share else max_actors
         initial = 1
         if i == 0:
             fit = int((cpus - need_cpus) / ACTOR_CPUS + 1e-9) + 1  # CPUs left beside the others' minimum
@@ -311,7 +312,8 @@ def build_dataset(cfg: PipelineConfig, chunks: list, sink: BlockSink):
     if cfg.retarget.runs_in_actor:
         stages.append((RetargetStage, cfg.retarget.num_gpus if gpus_in_cluster else 0,
                        images_per_call(cfg, cfg.retarget)))
-    pools = plan_actor_pools([(cls.name, gpus) for cls, gpus, _ in stages], resources, max_actors)
+    pools = plan_actor_pools([(cls.name, gpus) for cls, gpus, _ in stages], resources, max_actors,
+                             cfg.ray.actors_per_gpu)
     for (stage_cls, gpus, batch_size), pool in zip(stages, pools):
         ds = ds.map_batches(
             StageActor, fn_constructor_kwargs={"stage_cls": stage_cls, "cfg": cfg}, batch_format="pyarrow",

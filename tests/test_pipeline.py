@@ -25,15 +25,21 @@ def test_generation_stages_take_enough_images_for_one_full_model_batch():
 def test_gpu_stages_sharing_one_gpu_each_get_an_actor():
     from curate.pipeline import plan_actor_pools
 
-    pools = plan_actor_pools([("regions", 0.6), ("caption", 0.2), ("retarget", 0.2)], {"CPU": 16, "GPU": 1}, 16)
-    assert [(p.limit, p.initial) for p in pools] == [(1, 1), (5, 1), (5, 1)]
+    shares = [("regions", 0.6), ("caption", 0.2), ("retarget", 0.2)]
+    pools = plan_actor_pools(shares, {"CPU": 16, "GPU": 1}, 16)
+    assert [(p.limit, p.initial) for p in pools] == [(1, 1), (1, 1), (1, 1)]  # one model copy per GPU
+    pools = plan_actor_pools(shares, {"CPU": 16, "GPU": 1}, 16, actors_per_gpu=3)
+    assert [(p.limit, p.initial) for p in pools] == [(1, 1), (3, 1), (3, 1)]
+    pools = plan_actor_pools(shares, {"CPU": 16, "GPU": 4}, 16)
+    assert [p.limit for p in pools] == [4, 4, 4]
 
 
 def test_the_mask_stage_starts_with_what_the_other_stages_leave():
     from curate.pipeline import plan_actor_pools
 
     # half a GPU per mask actor: two would fit alone, but the captioner needs its share
-    masks, caption = plan_actor_pools([("regions", 0.5), ("caption", 0.5)], {"CPU": 16, "GPU": 1}, 16)
+    masks, caption = plan_actor_pools([("regions", 0.5), ("caption", 0.5)], {"CPU": 16, "GPU": 1}, 16,
+                                      actors_per_gpu=2)
     assert (masks.limit, masks.initial) == (2, 1)
     masks, caption = plan_actor_pools([("regions", 1), ("caption", 1)], {"CPU": 16, "GPU": 8}, 16)
     assert (masks.limit, masks.initial) == (8, 7)

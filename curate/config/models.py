@@ -440,6 +440,8 @@ class RayConfig(Strict):
     ingest_batch_size: int = Field(8, ge=1)
     cpu_batch_size: int = Field(4, ge=1, description="batch size of the CPU model stages")
     max_concurrency: int | None = Field(None, ge=1, description="upper bound on actors per CPU stage")
+    actors_per_gpu: int = Field(1, ge=1, description="upper bound on a GPU stage's actors per GPU, whatever its "
+                                                     "num_gpus share (each actor loads its own model)")
     ledger_actors: int | None = Field(None, ge=1, description="actors that hold the run's committed inputs and "
                                                                "content keys, split by hash (default: one per 8 "
                                                                "CPUs, 1 to 16)")
