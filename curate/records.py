@@ -27,6 +27,9 @@ class Region(Record):
     score: float = Field(..., description="saliency score from box selection (higher is more salient)")
     n_masks: int = Field(..., ge=0, description="masks whose centre lies in the box")
     mask_area_frac: float = Field(..., ge=0, description="summed mask area inside the box / box area")
+    text_lines: list[list[tuple[float, float]]] | None = Field(
+        None, description="documents: the text lines the region holds, top to bottom, each as four corner "
+                          "points (x, y) clockwise from top-left; the caption is their OCR text, a line each")
     caption: str | None = None
     caption_source: Literal["mllm", "ocr"] | None = None
     caption_model: str | None = None

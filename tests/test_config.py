@@ -147,4 +147,11 @@ def test_documents_can_have_their_own_mask_backend(tmp_path):
     cfg = load_config(write(tmp_path, data))
     assert cfg.masks.for_kind("document").max_side == 1024
     assert cfg.masks.for_kind("natural").backend == "skimage_felzenszwalb"
-    assert load_config(REPO / "pipelines" / "local.yaml").masks.for_kind("document").backend == "skimage_felzenszwalb"
+    data["masks"].pop("document")
+    assert load_config(write(tmp_path, data)).masks.for_kind("document").backend == "skimage_felzenszwalb"
+
+
+@pytest.mark.parametrize("pipeline", ["local.yaml", "ps3.yaml"])
+def test_shipped_pipelines_make_document_regions_of_text_lines(pipeline):
+    section = load_config(REPO / "pipelines" / pipeline).masks.for_kind("document")
+    assert (section.backend, section.regions) == ("ocr_layout", "lines")

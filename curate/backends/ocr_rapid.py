@@ -9,7 +9,7 @@ from importlib.metadata import version
 import numpy as np
 from PIL import Image
 
-from curate.backends.types import CaptionResult
+from curate.backends.types import CaptionResult, Quad
 from curate.config import RapidOcrConfig
 from curate.ops.images import fit_within
 
@@ -49,6 +49,20 @@ def reading_order(lines: list[OcrLine]) -> str:
     return "\n".join(" ".join(item.text for item in sorted(row, key=lambda item: item.left)) for row in rows)
 
 
+def line_image(image: Image.Image, quad: Quad, pad_x: float = 0.2, pad_y: float = 0.05) -> Image.Image:
+    """A text line cut out along its corner points (tilted lines of a rotated scan come out level),
+    padded by fractions of its height; what falls outside the image is white."""
+    tl, tr, br, bl = (np.asarray(p, dtype=np.float64) for p in quad)
+    along, across = (tr - tl + br - bl) / 2, (bl - tl + br - tr) / 2
+    length, height = float(np.hypot(*along)), float(np.hypot(*across))
+    u, v = along / max(length, 1e-9), across / max(height, 1e-9)
+    dx, dy = u * pad_x * height, v * pad_y * height
+    corners = [tl - dx - dy, bl - dx + dy, br + dx + dy, tr + dx - dy]  # PIL's QUAD order: UL, LL, LR, UR
+    size = (max(1, round(length + 2 * pad_x * height)), max(1, round(height + 2 * pad_y * height)))
+    return image.transform(size, Image.Transform.QUAD, data=[c for p in corners for c in p],
+                           resample=Image.Resampling.BILINEAR, fillcolor=(255, 255, 255))
+
+
 class RapidOcrCaptioner:
     name = "rapidocr"
     source = "ocr"
@@ -75,11 +89,25 @@ class RapidOcrCaptioner:
             if score >= self.cfg.min_score and text.strip()
         ]
 
-    def caption(self, image: Image.Image, boxes: list[tuple[int, int, int, int]]) -> list[CaptionResult]:
+    def read_line(self, image: Image.Image, quad: Quad) -> str | None:
+        """One known text line, recognised whole (no detection: the line is already found)."""
+        result = self.engine(np.asarray(line_image(image, quad)), use_det=False, use_cls=False, use_rec=True)
+        if not result.txts or result.scores[0] < self.cfg.min_score:
+            return None
+        return result.txts[0].strip() or None
+
+    def caption(self, image: Image.Image, boxes: list[tuple[int, int, int, int]],
+                lines: list[list[Quad]] | None = None) -> list[CaptionResult]:
+        """The text of each box: its known lines read one by one, a line of caption each (so a caption
+        holds whole lines), or, for a box without lines, detection and recognition in reading order."""
+        image = image.convert("RGB")
         out = []
-        for box in boxes:
-            crop, _ = fit_within(image.crop(box), self.cfg.max_side)
-            text = reading_order(self.read_lines(crop))
+        for i, box in enumerate(boxes):
+            if lines is not None and lines[i]:
+                text = "\n".join(t for t in (self.read_line(image, quad) for quad in lines[i]) if t)
+            else:
+                crop, _ = fit_within(image.crop(box), self.cfg.max_side)
+                text = reading_order(self.read_lines(crop))
             if text:
                 out.append(CaptionResult(text))
             else:

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
 Box = tuple[int, int, int, int]
+Quad = list[list[float]]  # four [x, y] corner points, clockwise from top-left
 
 
 @dataclass
@@ -20,6 +21,7 @@ class MaskSet:
     boxes: np.ndarray
     areas: np.ndarray
     scores: np.ndarray
+    quads: np.ndarray | None = None  # (N, 4, 2) corner points, when the masks are detected text lines
 
     def __len__(self) -> int:
         return int(self.areas.shape[0])
@@ -64,7 +66,11 @@ class Captioner(Protocol):
 
     def describe(self) -> str: ...
 
-    def caption(self, image: Image.Image, boxes: list[Box]) -> list[CaptionResult]: ...
+    def caption(self, image: Image.Image, boxes: list[Box],
+                lines: list[list[Quad]] | None = None) -> list[CaptionResult]:
+        """One result per box. ``lines``: for each box, the text lines it holds (corner points), when
+        the regions came from a text-line detector; a captioner that reads text reads those lines."""
+        ...
 
 
 class BatchCaptioner(Captioner, Protocol):

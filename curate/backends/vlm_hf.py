@@ -45,8 +45,8 @@ class HfVlmCaptioner:
     def generate_crops(self, crops: list[list[Image.Image]], **extra) -> list:
         """Raw generations for prepared crops (each a list of images in prompt order), batched by
         size (a crop's vision tokens grow with its pixels)."""
-        return generate_in_batches(self.model, self.processor.tokenizer, crops, self.cfg, self._crop_tokens, self._inputs,
-                                   {**self.gen_kwargs, **extra})
+        return generate_in_batches(self.model, self.processor.tokenizer, crops, self.cfg, self._crop_tokens,
+                                   self._inputs, {**self.gen_kwargs, **extra})
 
     def _crop_tokens(self, crop: list[Image.Image]) -> int:
         # One vision token per patch_factor^2 pixels (Qwen2-VL: 14 px patches merged 2x2), plus the prompt.
@@ -61,5 +61,6 @@ class HfVlmCaptioner:
         crops = [crop_images(self.cfg, image, box) for image, box in requests]
         return [clean_generation(g.text, g.tokens, g.finished, self.cfg.hygiene) for g in self.generate_crops(crops)]
 
-    def caption(self, image: Image.Image, boxes: list[Box]) -> list[CaptionResult]:
+    def caption(self, image: Image.Image, boxes: list[Box], lines=None) -> list[CaptionResult]:
+        # lines (text lines of document regions) are not needed: the MLLM reads the crop
         return self.caption_batch([(image, box) for box in boxes])

@@ -160,16 +160,20 @@ class SamConfig(SamFamilyModelConfig):
 
 
 class OcrLayoutMasksConfig(Strict):
-    """Documents: RapidOCR's text detector finds text lines; each line counts as a small mask, and the
-    selection's windows (``window_fracs``) grow to whole lines, so boxes are text blocks whose OCR is
-    the caption."""
+    """Documents: RapidOCR's text detector finds text lines. ``regions: lines`` (the default) makes
+    each region one line, or a few consecutive lines of one column, spread over the page, and the OCR
+    captioner reads exactly those lines; ``windows`` counts lines as small masks in the selection's
+    windows (``window_fracs``), grown to whole lines: text blocks, which may nest."""
 
     backend: Literal["ocr_layout"]
     IMPLEMENTATIONS: ClassVar[dict[str, str]] = {"ocr_layout": "curate.backends.layout_ocr:OcrLayoutRegions"}
     max_side: int = Field(2048, ge=256, description="the page is detected at this long side")
+    regions: Literal["lines", "windows"] = "lines"
+    lines_per_region: int = Field(1, ge=1, description="lines: consecutive lines of one column per region, at most")
+    min_line_px: float = Field(6, ge=0, description="lines: detected lines less tall than this are specks, dropped")
     window_fracs: list[Fraction] = Field(
-        [0.2, 0.35, 0.5], min_length=1, description="selection windows for text blocks, as fractions of the "
-                                                    "shorter side (text blocks are larger than small objects)")
+        [0.2, 0.35, 0.5], min_length=1, description="windows: selection windows for text blocks, as fractions of "
+                                                    "the shorter side (text blocks are larger than small objects)")
 
 
 MaskBackendConfig = Annotated[

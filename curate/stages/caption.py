@@ -66,7 +66,8 @@ class CaptionStage:
             elif captioner.batched:
                 batched.append((row, regions))
             else:
-                results = captioner.caption(decode_rgb(row["image"]), [tuple(r["box"]) for r in regions])
+                lines = [r.get("text_lines") for r in regions] if any("text_lines" in r for r in regions) else None
+                results = captioner.caption(decode_rgb(row["image"]), [tuple(r["box"]) for r in regions], lines)
                 self._finish(row, regions, record_results(regions, results, captioner.source,
                                                           captioner.describe()), captioner)
         if batched:

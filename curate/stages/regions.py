@@ -12,8 +12,23 @@ from curate import backends
 from curate.backends.types import MaskGenerator
 from curate.config import OcrLayoutMasksConfig, PipelineConfig, SelectConfig
 from curate.ops.images import decode_rgb
-from curate.ops.select import select_salient_boxes
+from curate.ops.select import SalientBox, select_salient_boxes
+from curate.ops.text_lines import text_line_regions
 from curate.rows import add_events, set_model
+
+
+def pick_regions(masks, width: int, height: int, select: SelectConfig,
+                 section) -> tuple[list[SalientBox], list[list] | None, str]:
+    """Salient boxes for one image, the text lines each holds (corner points) when they are lines,
+    and what to say when there is none."""
+    if isinstance(section, OcrLayoutMasksConfig) and section.regions == "lines":
+        picked = text_line_regions(masks.boxes, width, height, select.max_boxes, section.lines_per_region,
+                                   section.min_line_px)
+        lines = [[masks.quads[i].round(1).tolist() for i in members] for _, members in picked]
+        return [box for box, _ in picked], lines, f"no text line detected ({len(masks)} specks)"
+    picked = select_salient_boxes(masks.boxes, masks.areas, width, height, select)
+    return picked, None, (f"no salient region: {len(masks)} masks, selection needs at least {select.min_masks} "
+                          "in one window")
 
 
 def select_config_for(select: SelectConfig, masks_section) -> SelectConfig:
@@ -30,11 +45,13 @@ class RegionsStage:
         # One generator per distinct backend section; documents share natural's unless set.
         self.generators: dict[str, MaskGenerator] = {}
         self.select_cfgs: dict[str, SelectConfig] = {}
+        self.sections = {}
         for kind in ("natural", "document"):
             section = cfg.masks.for_kind(kind)
             shared = next((k for k in self.generators if cfg.masks.for_kind(k) is section), None)
             self.generators[kind] = self.generators[shared] if shared else backends.build(section)
             self.select_cfgs[kind] = select_config_for(cfg.select, section)
+            self.sections[kind] = section
 
     def process(self, rows: list[dict]) -> list[dict]:
         groups: dict[int, tuple[str, list[dict]]] = {}
@@ -50,18 +67,18 @@ class RegionsStage:
         generator, select_cfg = self.generators[kind], self.select_cfgs[kind]
         images = [decode_rgb(r["image"]) for r in live]
         for row, masks in zip(live, generator.generate(images)):
-            picked = select_salient_boxes(masks.boxes, masks.areas, row["width"], row["height"], select_cfg)
             w, h = row["width"], row["height"]
-            row["regions"] = json.dumps([
+            picked, lines, none_note = pick_regions(masks, w, h, select_cfg, self.sections[kind])
+            regions = [
                 {"box": list(b.box), "box_norm": [b.box[0] / w, b.box[1] / h, b.box[2] / w, b.box[3] / h],
                  "score": b.score, "n_masks": b.n_masks, "mask_area_frac": b.mask_area_frac}
                 for b in picked
-            ])
+            ]
+            for region, quads in zip(regions, lines or []):
+                region["text_lines"] = quads
+            row["regions"] = json.dumps(regions)
             if not picked:
-                row["regions_note"] = (
-                    f"no salient region: {len(masks)} masks, selection needs at least "
-                    f"{select_cfg.min_masks} in one window"
-                )
+                row["regions_note"] = none_note
             set_model(row, "masks", generator.describe())
             add_events(row, self.name, Counter(masks=len(masks), boxes=len(picked),
                                                images_without_boxes=int(not picked)))

@@ -35,7 +35,7 @@ def tables(stats: CorpusStats) -> list[tuple[str, list[str], list[list[str]]]]:
          [[b.kind, b.bucket, str(b.images), str(b.boxes), _fmt(b.boxes_per_image),
            f"{_fmt(b.avg_box_w, 0)} x {_fmt(b.avg_box_h, 0)}"] for b in stats.buckets]),
         ("PS3 Table 9 (for comparison)", ["source", "kind", "bucket", "images (M)", "boxes (M)", "boxes/img",
-                                          "avg box size"],
+                                          "avg box size (as printed; documents' read h x w)"],
          [[t.source, t.kind, t.bucket, _fmt(t.images_m, 0), _fmt(t.boxes_m, 0), _fmt(t.boxes_per_image, 0),
            t.avg_box_size or "-"] for t in stats.ps3_table9]),
         ("Captions", ["regions", "captioned", "by source", "mean words", "not captioned, by reason"],
