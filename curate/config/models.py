@@ -231,6 +231,11 @@ class SelectConfig(Strict):
     )
     scale_penalty: float = Field(0.5, ge=0, le=1, description="score = weight sum / window_area_frac ** this")
     nms_iou: float = Field(0.2, ge=0, le=1, description="max IoU between two kept boxes")
+    max_containment: float = Field(
+        0.5, ge=0, le=1, description="max share of the smaller of two kept boxes that lies inside the other")
+    spread: bool = Field(True, description="masks under and around a kept box stop counting, so the next box "
+                                           "goes to another cluster")
+    spread_margin: float = Field(1.0, ge=0, description="spread: the margin around a kept box, in its sides")
     min_masks: int = Field(3, ge=1, description="windows with fewer mask centres are not candidates")
     min_box_px: int = Field(64, ge=1, description="boxes are grown to at least this side")
     tighten: bool = Field(True, description="shrink each window to the union of its masks' boxes")

@@ -8,7 +8,13 @@ Pure numpy, no Ray. Steps:
    ``window_area_frac ** scale_penalty`` (0 favours big windows, 1 pure density);
 3. take windows best-first, optionally tightened to the union of their masks' boxes (or grown to it,
    ``expand_to_members``, which keeps whole text lines for document layouts), grown to
-   ``min_box_px``, kept only if their IoU with every kept box is at most ``nms_iou``.
+   ``min_box_px``, kept only if their IoU with every kept box is at most ``nms_iou`` and at most
+   ``max_containment`` of either box lies inside the other (IoU alone lets a small box sit wholly
+   inside a big one);
+4. with ``spread``, the masks a kept box covers, and those within ``spread_margin`` of its sides
+   around it, stop counting and the windows are scored again, so the next box goes to another
+   cluster rather than to the tile beside the first; once no window scores, every mask counts again
+   (spread orders the boxes, it does not cost an image its boxes).
 Masks are put in a canonical order and ties break on window position, so the result does not
 depend on the order of the masks.
 Boxes are xyxy integer pixels with x1/y1 exclusive, inside the image.
@@ -72,6 +78,15 @@ def box_iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area + areas - inter, 1e-12)
 
 
+def containment(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Intersection over the smaller box's area: 1 when one box lies wholly inside the other."""
+    ix = np.clip(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0, None)
+    iy = np.clip(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    return ix * iy / np.maximum(np.minimum(area, areas), 1e-12)
+
+
 def grow_to_min_size(box: np.ndarray, min_side: int, width: int, height: int) -> np.ndarray:
     """Grow a box around its centre to at least ``min_side`` per side, shifted to stay in the image."""
     out = box.astype(np.float64).copy()
@@ -118,28 +133,36 @@ def select_salient_boxes(
     )
     counts = inside.sum(axis=1)
     window_area = (windows[:, 2] - windows[:, 0]) * (windows[:, 3] - windows[:, 1])
-    scores = (inside @ weights) / (window_area / image_area) ** cfg.scale_penalty
+    density = (window_area / image_area) ** cfg.scale_penalty
     eligible = np.flatnonzero(counts >= cfg.min_masks)
-    # Best score first; ties broken by window geometry so mask order never matters.
-    order = eligible[np.lexsort((windows[eligible, 3], windows[eligible, 2], windows[eligible, 1],
-                                 windows[eligible, 0], -scores[eligible]))]
 
     kept: list[SalientBox] = []
     kept_boxes = np.zeros((0, 4))
-    for w in order:
+    rejected = np.zeros(len(windows), dtype=bool)
+    live = weights.copy()  # with spread, masks under a kept box stop counting
+    spreading = cfg.spread
+    while len(kept) < cfg.max_boxes:
+        scores = (inside @ live) / density
+        pool = eligible[~rejected[eligible] & (scores[eligible] > 0)]
+        # Best score first; ties broken by window geometry so mask order never matters.
+        order = pool[np.lexsort((windows[pool, 3], windows[pool, 2], windows[pool, 1], windows[pool, 0],
+                                 -scores[pool]))]
+        accepted = None
+        for w in order:
+            candidate = window_box(windows[w], boxes[inside[w]], width, height, cfg)
+            if len(kept_boxes) and (box_iou(candidate, kept_boxes).max() > cfg.nms_iou
+                                    or containment(candidate, kept_boxes).max() > cfg.max_containment):
+                rejected[w] = True  # kept boxes only grow in number: it stays rejected
+                continue
+            accepted = (w, candidate)
+            break
+        if accepted is None:
+            if spreading:  # every cluster has a box: fill the rest as without spread
+                live, spreading = weights.copy(), False
+                continue
+            break
+        w, candidate = accepted
         members = inside[w]
-        candidate = windows[w]
-        union = np.array([boxes[members, 0].min(), boxes[members, 1].min(),
-                          boxes[members, 2].max(), boxes[members, 3].max()])
-        if getattr(cfg, "expand_to_members", False):
-            candidate = np.array([max(union[0], 0), max(union[1], 0), min(union[2], width), min(union[3], height)])
-        elif cfg.tighten:
-            candidate = np.array([max(union[0], candidate[0]), max(union[1], candidate[1]),
-                                  min(union[2], candidate[2]), min(union[3], candidate[3])])
-        candidate = np.array(snap(grow_to_min_size(candidate, cfg.min_box_px, width, height), width, height),
-                             dtype=np.float64)
-        if len(kept_boxes) and box_iou(candidate, kept_boxes).max() > cfg.nms_iou:
-            continue
         box_area = (candidate[2] - candidate[0]) * (candidate[3] - candidate[1])
         kept.append(SalientBox(
             box=tuple(int(v) for v in candidate),
@@ -148,6 +171,24 @@ def select_salient_boxes(
             mask_area_frac=float(min(areas[members].sum() / box_area, 1e6)),
         ))
         kept_boxes = np.vstack([kept_boxes, candidate])
-        if len(kept) == cfg.max_boxes:
-            break
+        rejected[w] = True
+        if spreading:  # the kept box and a margin around it: the cluster it sits on
+            mx = cfg.spread_margin * (candidate[2] - candidate[0])
+            my = cfg.spread_margin * (candidate[3] - candidate[1])
+            live[(cx >= candidate[0] - mx) & (cx < candidate[2] + mx)
+                 & (cy >= candidate[1] - my) & (cy < candidate[3] + my)] = 0.0
     return kept
+
+
+def window_box(window: np.ndarray, member_boxes: np.ndarray, width: int, height: int, cfg: SelectConfig) -> np.ndarray:
+    """A window made a box: tightened to (or grown to) its masks' union, grown to ``min_box_px``, snapped."""
+    union = np.array([member_boxes[:, 0].min(), member_boxes[:, 1].min(),
+                      member_boxes[:, 2].max(), member_boxes[:, 3].max()])
+    candidate = window
+    if getattr(cfg, "expand_to_members", False):
+        candidate = np.array([max(union[0], 0), max(union[1], 0), min(union[2], width), min(union[3], height)])
+    elif cfg.tighten:
+        candidate = np.array([max(union[0], window[0]), max(union[1], window[1]),
+                              min(union[2], window[2]), min(union[3], window[3])])
+    return np.array(snap(grow_to_min_size(candidate, cfg.min_box_px, width, height), width, height),
+                    dtype=np.float64)

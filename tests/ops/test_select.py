@@ -3,7 +3,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from curate.config import SelectConfig
-from curate.ops.select import box_iou, grow_to_min_size, select_salient_boxes, window_origins
+from curate.ops.select import box_iou, containment, grow_to_min_size, select_salient_boxes, window_origins
 
 CFG = SelectConfig()
 
@@ -63,10 +63,11 @@ def to_arrays(spec):
 
 
 @settings(max_examples=60, deadline=None)
-@given(masks_strategy, st.integers(1, 6), st.floats(0.0, 0.6), st.booleans())
-def test_boxes_inside_at_most_k_and_overlap_capped(spec, k, nms_iou, expand):
+@given(masks_strategy, st.integers(1, 6), st.floats(0.0, 0.6), st.floats(0.0, 1.0), st.booleans(), st.booleans())
+def test_boxes_inside_at_most_k_and_overlap_capped(spec, k, nms_iou, max_containment, expand, spread):
     boxes, areas, width, height = to_arrays(spec)
-    cfg = SelectConfig(max_boxes=k, nms_iou=nms_iou, expand_to_members=expand)
+    cfg = SelectConfig(max_boxes=k, nms_iou=nms_iou, max_containment=max_containment, expand_to_members=expand,
+                       spread=spread)
     picked = select_salient_boxes(boxes, areas, width, height, cfg)
     assert len(picked) <= k
     arr = np.array([p.box for p in picked], dtype=float).reshape(-1, 4)
@@ -75,6 +76,34 @@ def test_boxes_inside_at_most_k_and_overlap_capped(spec, k, nms_iou, expand):
         assert all(isinstance(v, int) for v in picked[i].box)
         if i:
             assert box_iou(arr[i], arr[:i]).max() <= nms_iou + 1e-9
+            assert containment(arr[i], arr[:i]).max() <= max_containment + 1e-9  # no box mostly inside another
+
+
+def test_a_small_box_inside_a_big_one_is_refused():
+    big, small = np.array([0.0, 0, 400, 400]), np.array([[100.0, 100, 160, 160]])
+    assert box_iou(big, small)[0] < 0.05 and containment(big, small)[0] == 1.0  # IoU alone would keep both
+
+
+def test_spread_sends_the_next_box_to_another_cluster():
+    # one tight, very dense cluster and three light ones: without spread, adjacent tiles of the dense
+    # cluster (overlapping each other little) outscore the light clusters
+    dense_b, dense_a = cluster(450, 450, 600, size=6, spread=300)
+    light = [cluster(x, y, 10, size=6, spread=30, seed=i) for i, (x, y) in enumerate([(1500, 300), (1600, 1000),
+                                                                                        (1250, 1130)])]
+    boxes = np.concatenate([dense_b] + [b for b, _ in light])
+    areas = np.concatenate([dense_a] + [a for _, a in light])
+
+    def on_dense(cfg):
+        return sum(b.box[2] <= 800 and b.box[3] <= 800 for b in select_salient_boxes(boxes, areas, 2000, 1200, cfg))
+
+    assert on_dense(SelectConfig(spread=False)) >= 2
+    assert on_dense(SelectConfig(spread=True)) == 1
+    assert len(select_salient_boxes(boxes, areas, 2000, 1200, SelectConfig(spread=True))) == 4
+    # more boxes than clusters: the rest are filled as without spread, none is lost
+    for k in (6, 9):
+        with_spread = select_salient_boxes(boxes, areas, 2000, 1200, SelectConfig(spread=True, max_boxes=k))
+        assert len(with_spread) == len(select_salient_boxes(boxes, areas, 2000, 1200,
+                                                            SelectConfig(spread=False, max_boxes=k)))
 
 
 @settings(max_examples=40, deadline=None)
