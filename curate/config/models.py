@@ -374,6 +374,19 @@ class QuestionRulesConfig(Strict):
     )
     max_caption_overlap: float = Field(
         0.8, ge=0, le=1, description="max share of the question's words found in the caption, in order (a copy)")
+    reject_answer_leaks: bool = Field(
+        True, description="drop a question that contains the caption's distinctive content: its numbers, quoted "
+                          "or capitalised text (sign text), proper names (the answer, given away)")
+    generic_patterns: list[str] = Field(
+        [r"^(is|are) there (an? |any |some )?\w+( \w+)?\?$", r"^what (is|can you see|do you see) (in|on) (this|the) "
+         r"(image|picture|photo|region|area)\?$", r"^what (is|are) (shown|visible|depicted)( here)?\?$",
+         r"^describe (this|the) (image|picture|region)"],
+        description="regexes (case-insensitive) of generic questions that any image answers")
+    min_specific_words: int = Field(
+        1, ge=0, description="content words a question must share with its caption (it is about this region)")
+    same_script: bool = Field(
+        True, description="the question must be written in the caption's script (Latin, CJK, Cyrillic, ...): an "
+                          "English caption retargeted into a Chinese question is dropped")
 
 
 class RetargetConfig(GenerationRuntimeConfig):

@@ -36,3 +36,44 @@ def test_in_order_overlap():
     assert in_order_overlap("a b c d", "a x b y c z d") == 1.0
     assert in_order_overlap("d c b a", "a b c d") == 0.25
     assert in_order_overlap("", "a") == 0.0
+
+
+@pytest.mark.parametrize("text, caption, reason", [
+    ("What is the shop's sign, which reads OPEN 24 HOURS?", CAPTION, "answer_leak"),
+    ("What does the sign say about being open 24 hours a day?", CAPTION, "answer_leak"),  # the number
+    ("What price is written on the tag, 4.99 dollars?", "A paper price tag on the shelf shows 4.99 in red.",
+     "answer_leak"),
+    ('Does the banner say "Summer Sale" above the entrance?',
+     'A green banner above the entrance reads "Summer Sale" in bold letters.', "answer_leak"),
+    ("Which brand is on the Nike logo printed on the shoe?", "A white running shoe with a black Nike logo.",
+     "answer_leak"),
+    ("Is there a bus?", "A yellow school bus parked beside a brick building.", "generic"),
+    ("What can you see in this image?", "A yellow school bus parked beside a brick building.", "generic"),
+    ("What colour is the umbrella held by the woman?", "A yellow school bus parked beside a brick building.",
+     "not_specific"),
+    ("这个标志上写的是什么营业时间?", CAPTION, "other_script"),
+    ("Какие часы работы указаны на вывеске?", CAPTION, "other_script"),
+])
+def test_leaks_generic_unrelated_and_foreign_questions_are_dropped(text, caption, reason):
+    out = validate_question(text, caption, RULES)
+    assert (out.question, out.reason) == (None, reason), out
+
+
+@pytest.mark.parametrize("text, caption", [
+    ("What are the opening hours written on the sign above the door?", CAPTION),
+    ("What is parked beside the brick building?", "A yellow school bus parked beside a brick building."),
+    ("What logo is printed on the side of the running shoe?", "A white running shoe with a black Nike logo."),
+    ("What does the green banner above the entrance announce?",
+     'A green banner above the entrance reads "Summer Sale" in bold letters.'),
+])
+def test_specific_questions_that_keep_the_answer_hidden_are_kept(text, caption):
+    assert validate_question(text, caption, RULES).question == text
+
+
+def test_each_new_rule_can_be_switched_off():
+    caption = "A yellow school bus parked beside a brick building with the number 42."
+    loose = QuestionRulesConfig(reject_answer_leaks=False, generic_patterns=[], min_specific_words=0,
+                                same_script=False, min_words=1)
+    for text in ("Is there a bus?", "What is the number 42 on the bus?", "What colour is the umbrella there?",
+                 "这个标志上写的是什么营业时间?"):
+        assert validate_question(text, caption, loose).question == text
