@@ -57,7 +57,8 @@ class ImageRecord(Record):
     reencoded: str | None = Field(None, description="why the stored bytes differ from the input, if they do")
     regions: list[Region] = Field(default_factory=list)
     regions_note: str | None = Field(None, description="why there are no regions, when there are none")
-    global_caption: str | None = None
+    global_caption: str | None = Field(None, description="a caption of the whole image (caption.global)")
+    global_caption_skipped: str | None = Field(None, description="why caption.global: mllm left none")
     pipeline: PipelineInfo
 
 

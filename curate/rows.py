@@ -36,6 +36,7 @@ ROW_SCHEMA = pa.schema(
         ("regions", pa.string()),  # JSON list of Region dicts
         ("regions_note", pa.string()),
         ("global_caption", pa.string()),
+        ("global_caption_skipped", pa.string()),
         ("models", pa.string()),  # JSON {stage: model}
         ("timings", pa.string()),  # JSON {stage: seconds}
         ("events", pa.string()),  # JSON {"stage.outcome": count}

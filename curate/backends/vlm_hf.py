@@ -42,6 +42,10 @@ class HfVlmCaptioner:
     def describe(self) -> str:
         return f"hf:{self.cfg.model}"
 
+    def with_config(self, cfg) -> HfVlmCaptioner:
+        """The same loaded model under other settings (prompt, pixel budget, length, hygiene)."""
+        return HfVlmCaptioner(cfg, model=self.model, processor=self.processor)
+
     def generate_crops(self, crops: list[list[Image.Image]], **extra) -> list:
         """Raw generations for prepared crops (each a list of images in prompt order), batched by
         size (a crop's vision tokens grow with its pixels)."""

@@ -354,9 +354,38 @@ NaturalCaptionConfig = Annotated[Union[NoCaptionConfig, VlmConfig], Field(discri
 DocumentCaptionConfig = Annotated[Union[NoCaptionConfig, RapidOcrConfig], Field(discriminator="backend")]
 
 
+class GlobalCaptionConfig(Strict):
+    """A caption of the whole image, for the trainer's global contrast (PS3 Fig. 5a): ``source`` takes
+    it from the source's caption column (parquet sources), ``mllm`` has the natural-image MLLM (hf
+    backend) describe the image downscaled to ``max_pixels``, with its own prompt and hygiene; ``none``
+    writes none."""
+
+    mode: Literal["none", "source", "mllm"] = "source"
+    prompt: str = "Describe this image in detail: the scene, the main objects and any text."
+    max_pixels: int = Field(1280 * 28 * 28, ge=28 * 28, description="the whole image is downscaled to this")
+    max_new_tokens: int = Field(256, ge=1)
+    hygiene: CaptionHygieneConfig = Field(default_factory=CaptionHygieneConfig)
+
+
 class CaptionConfig(Strict):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
     natural: NaturalCaptionConfig = Field(default_factory=NoCaptionConfig)
     document: DocumentCaptionConfig = Field(default_factory=NoCaptionConfig)
+    global_: GlobalCaptionConfig = Field(default_factory=GlobalCaptionConfig, alias="global")
+
+    @model_validator(mode="after")
+    def _global_needs_an_mllm(self):
+        if self.global_.mode == "mllm":
+            natural = self.natural
+            if not isinstance(natural, VlmConfig):
+                raise ValueError("caption.global.mode: mllm uses the natural-image MLLM, but caption.natural has "
+                                 "none (set caption.natural to an hf backend with a model, or caption.global.mode "
+                                 "to source or none)")
+            if natural.runs_in_ray_llm:
+                raise ValueError("caption.global.mode: mllm runs with caption.natural.backend: hf only (not yet "
+                                 "through vllm); use hf, or caption.global.mode: source/none")
+        return self
 
 
 # ---------------------------------------------------------------- retarget
@@ -517,7 +546,7 @@ def backend_names() -> set[str]:
 
 __all__ = [
     "CaptionConfig", "CaptionHygieneConfig", "CorpusOutputConfig", "DTYPE_NAMES", "DocumentCaptionConfig", "DtypeName",
-    "EfficientVitSamConfig", "Fraction", "GenerationRuntimeConfig", "ImageKind", "IngestConfig",
+    "EfficientVitSamConfig", "Fraction", "GenerationRuntimeConfig", "GlobalCaptionConfig", "ImageKind", "IngestConfig",
     "MaskBackendConfig", "MasksConfig", "NaturalCaptionConfig", "NoCaptionConfig", "OcrLayoutMasksConfig",
     "OutputConfig", "PipelineConfig", "QuestionRulesConfig", "RapidOcrConfig", "RayConfig",
     "RetargetConfig", "SamAmgParams", "SamConfig", "SelectConfig", "SkimageMasksConfig",

@@ -57,6 +57,7 @@ def record_json(row: dict, pipeline: PipelineInfo) -> bytes:
         regions=regions,
         regions_note=row["regions_note"],
         global_caption=row["global_caption"],
+        global_caption_skipped=row["global_caption_skipped"],
         pipeline=pipeline.model_copy(update={"models": models}),
     )
     return record.model_dump_json(exclude_none=True).encode()
@@ -90,6 +91,7 @@ def part_row(row: dict, status: str) -> dict:
         "caption_words": [len(r["caption"].split()) for r in regions if r.get("caption")],
         "caption_sources": [r["caption_source"] for r in regions if r.get("caption")],
         "question_words": [len(r["question"].split()) for r in regions if r.get("question")],
+        "global_caption_words": len(row["global_caption"].split()) if row["global_caption"] else None,
         "reason": row["reason"], "detail": row["detail"],
         "timings": row["timings"], "events": row["events"],
     }

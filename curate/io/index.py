@@ -35,6 +35,7 @@ PART_SCHEMA = pa.schema(
         ("caption_words", pa.list_(pa.int32())),  # per captioned region
         ("caption_sources", pa.list_(pa.string())),  # per captioned region: mllm | ocr
         ("question_words", pa.list_(pa.int32())),  # per region with a retargeted question
+        ("global_caption_words", pa.int32()),  # null: no global caption (parts of older versions: null)
         ("reason", pa.string()),
         ("detail", pa.string()),
         ("timings", pa.string()),  # JSON {stage: seconds}
@@ -45,7 +46,7 @@ PART_SCHEMA = pa.schema(
 INDEX_COLUMNS = [
     "key", "shard", "image_member", "image_offset", "image_size", "json_offset", "json_size",
     "width", "height", "kind", "n_regions", "n_captioned", "box_widths", "box_heights", "caption_words",
-    "caption_sources", "question_words", "dataset", "uri",
+    "caption_sources", "question_words", "global_caption_words", "dataset", "uri",
 ]
 
 

@@ -12,7 +12,7 @@ from collections import Counter
 
 from curate import backends
 from curate.backends.types import Captioner, CaptionResult
-from curate.config import NoCaptionConfig, PipelineConfig, VlmConfig
+from curate.config import GlobalCaptionConfig, NoCaptionConfig, PipelineConfig, VlmConfig
 from curate.ops.hygiene import clean_generation
 from curate.ops.images import decode_rgb
 from curate.rows import add_events, set_model
@@ -36,6 +36,14 @@ def record_results(regions: list[dict], results: list[CaptionResult], source: st
     return outcomes
 
 
+def global_view_config(natural: VlmConfig, view: GlobalCaptionConfig) -> VlmConfig:
+    """The natural captioner's settings for a caption of the whole image: its own prompt, pixel
+    budget, length and hygiene, no context margin or thumbnail (the crop is the image)."""
+    return natural.model_copy(update={
+        "prompt": view.prompt, "max_pixels": view.max_pixels, "min_pixels": min(natural.min_pixels, view.max_pixels),
+        "max_new_tokens": view.max_new_tokens, "hygiene": view.hygiene, "thumbnail": False, "context_margin": 0.0})
+
+
 class CaptionStage:
     name = "caption"
 
@@ -48,6 +56,11 @@ class CaptionStage:
             elif not runs_in_ray_llm(kind_cfg):
                 self.captioners[kind] = backends.build(kind_cfg)
         self.deferred = {kind for kind in ("natural", "document") if runs_in_ray_llm(getattr(cfg.caption, kind))}
+        self.global_mode = cfg.caption.global_.mode
+        self.global_captioner = None
+        if self.global_mode == "mllm":  # the config allows it only with an hf MLLM for natural images
+            self.global_captioner = self.captioners["natural"].with_config(
+                global_view_config(cfg.caption.natural, cfg.caption.global_))
 
     def process(self, rows: list[dict]) -> list[dict]:
         batched: list[tuple[dict, list[dict]]] = []  # rows whose crops go to one batched model call
@@ -72,7 +85,22 @@ class CaptionStage:
                                                           captioner.describe()), captioner)
         if batched:
             self._caption_batched(batched)
+        self._global_captions([row for row in rows if row["status"] == "ok"])
         return rows
+
+    def _global_captions(self, rows: list[dict]) -> None:
+        """caption.global: none clears the source's caption, mllm writes one for every image."""
+        if self.global_mode == "none":
+            for row in rows:
+                row["global_caption"] = None
+        if self.global_captioner is None or not rows:
+            return
+        requests = [(decode_rgb(row["image"]), (0, 0, row["width"], row["height"])) for row in rows]
+        for row, result in zip(rows, self.global_captioner.caption_batch(requests), strict=True):
+            row["global_caption"], row["global_caption_skipped"] = result.text, result.dropped
+            set_model(row, "caption.global", self.global_captioner.describe())
+            add_events(row, self.name, Counter({"global_captioned" if result.text else
+                                                f"global_dropped.{result.reason}": 1}))
 
     def _caption_batched(self, batched: list[tuple[dict, list[dict]]]) -> None:
         captioner = self.captioners["natural"]

@@ -44,7 +44,7 @@ PS3_TABLE9 = [
 ]
 
 INDEX_STATS_COLUMNS = ["width", "height", "kind", "dataset", "n_regions", "n_captioned", "box_widths",
-                       "box_heights", "caption_words", "caption_sources", "question_words"]
+                       "box_heights", "caption_words", "caption_sources", "question_words", "global_caption_words"]
 
 
 def bucket_names(long_side: np.ndarray) -> np.ndarray:
@@ -76,6 +76,8 @@ def read_index(layout: OutputLayout) -> pa.Table:
     table = read_parquet(layout.index, columns=[c for c in INDEX_STATS_COLUMNS if c in names])
     if "question_words" not in names:  # outputs written before questions existed
         table = table.append_column("question_words", pa.array([[]] * table.num_rows, pa.list_(pa.int32())))
+    if "global_caption_words" not in names:  # outputs written before global captions were counted
+        table = table.append_column("global_caption_words", pa.nulls(table.num_rows, pa.int32()))
     return table
 
 
@@ -128,6 +130,7 @@ def compute_stats(out_dir: str | OutputPath) -> tuple[CorpusStats, pa.Table]:
         "caption_words": histogram(words, 30, "words"),
     }
     question_words = _flat(table, "question_words")
+    global_words = table["global_caption_words"].drop_null().to_numpy(zero_copy_only=False)
     questions = question_stats(manifest, question_words, len(layout.question_shard_files()))
     if questions is not None:
         histograms["question_words"] = histogram(question_words, 20, "words")
@@ -138,7 +141,9 @@ def compute_stats(out_dir: str | OutputPath) -> tuple[CorpusStats, pa.Table]:
         captions=CaptionStats(regions=int(n_regions.sum()), captioned=int(words.size),
                               by_source={str(n): int(c) for n, c in zip(names, counts)},
                               words_mean=float(words.mean()) if words.size else None,
-                              dropped=caption_drops(manifest)),
+                              dropped=caption_drops(manifest),
+                              global_captions=int(global_words.size),
+                              global_words_mean=float(global_words.mean()) if global_words.size else None),
         questions=questions,
         quarantine_reasons=quarantine_reasons(manifest),
         stages=stage_rows(manifest),

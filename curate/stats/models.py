@@ -55,6 +55,8 @@ class CaptionStats(Model):
     by_source: dict[str, int] = Field(..., description="captioned regions by caption_source (mllm, ocr)")
     words_mean: float | None
     dropped: dict[str, int] = Field(..., description="regions left uncaptioned, by reason")
+    global_captions: int = Field(0, description="images with a caption of the whole image (caption.global)")
+    global_words_mean: float | None = None
 
 
 class QuestionStats(Model):

@@ -57,3 +57,32 @@ def test_resume_continues_the_same_loss_curve(local_shards, tmp_path):
     for a, b in zip(straight, first_half + resumed):
         assert a["total"] == pytest.approx(b["total"], rel=1e-4, abs=1e-5)
         assert a["lr"] == pytest.approx(b["lr"])
+
+
+@pytest.mark.parametrize("mode", ["source", "none"])
+def test_global_captions_feed_the_global_loss(tmp_path, sample_dir, mode):
+    """caption.global writes global_caption; the trainer's global contrast runs on it (PS3 Fig. 5a)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from curate.config import load_config
+    from curate.pipeline import run_pipeline
+    from tests.conftest import REPO, local_overrides
+
+    images = sorted(str(p) for p in sample_dir.rglob("*") if p.suffix in (".png", ".jpg", ".jpeg"))
+    listing = tmp_path / "list.parquet"
+    captions = [f"A page or photo number {i}." for i in range(len(images))]
+    pq.write_table(pa.table({"uri": images, "caption": captions}), listing)
+    out = tmp_path / "out"
+    run_pipeline(load_config(REPO / "pipelines" / "local.yaml", local_overrides(out, sample_dir) + [
+        "sources.0.type=list", f"sources.0.path={listing}", "sources.0.caption_column=caption",
+        f"caption.global.mode={mode}"]))
+    from curate.stats.compute import compute_stats
+
+    stats, _ = compute_stats(out)
+    assert stats.captions.global_captions == (len(images) if mode == "source" else 0)
+    logs = train(config(str(out / "shards" / "*.tar"), tmp_path / "train", 3))
+    if mode == "source":
+        assert all(r["global"] > 0 for r in logs)
+    else:
+        assert not any("global" in r for r in logs)
