@@ -77,7 +77,7 @@ def run(
     from curate.io.lock import OutputLocked
     from curate.io.ownership import OutputRefused
     from curate.io.sources import SourceError
-    from curate.pipeline import PlanError, run_pipeline
+    from curate.pipeline import IncompleteRun, PlanError, run_pipeline
 
     progress, on_start, on_progress = _progress_bar("images", cfg.ray.progress)
 
@@ -97,7 +97,7 @@ def run(
         console.print(f"[yellow]interrupted[/]: the complete samples are committed in {cfg.output.path}; "
                       "run the same command again to resume", highlight=False)
         raise typer.Exit(130) from None
-    except (BackendUnavailable, OutputRefused, OutputLocked, SourceError, PlanError) as e:
+    except (BackendUnavailable, OutputRefused, OutputLocked, SourceError, PlanError, IncompleteRun) as e:
         _fail(str(e))
     except OSError as e:  # unwritable output, full disk: committed shards stay, nothing partial is left
         _fail(f"cannot write the output {cfg.output.path}: {e.strerror or e}"

@@ -27,10 +27,10 @@ import pyarrow as pa
 from curate import backends
 from curate.config import PipelineConfig
 from curate.io import interrupt
-from curate.io.corpus import BlockSink, CorpusRun, write_block
+from curate.io.corpus import BlockSink, CorpusRun, StreamWriter, write_block
 from curate.io.index import PART_SCHEMA, read_part
 from curate.io.layout import OutputLayout
-from curate.io.ledger import Ledger, route
+from curate.io.ledger import Ledger, identity, route
 from curate.io.sources import SourceError, block_sizes, listed_batches, rechunk
 from curate.records import QuarantineReason
 from curate.rows import ROW_SCHEMA, add_timing, quarantine, to_table
@@ -147,6 +147,33 @@ class WriteActor:
         return write_batch(table, self.sink)
 
 
+class StreamWriterActor:
+    """``output.writers: stream``: one of the run's writers, beside the driver (curate.io.corpus.StreamWriter)."""
+
+    def __init__(self, sink: BlockSink):
+        self.writer = StreamWriter(sink)
+
+    def add(self, table: pa.Table) -> pa.Table:
+        return pa.Table.from_pylist(self.writer.add(table.cast(ROW_SCHEMA).to_pylist()), schema=PART_SCHEMA)
+
+    def flush(self) -> pa.Table:
+        return pa.Table.from_pylist(self.writer.flush(), schema=PART_SCHEMA)
+
+
+class StreamForward:
+    """The plan's write stage in stream mode: hands each batch to the writer its content routes to
+    (the same writer on a retry, which knows the batch) and passes on what that writer committed."""
+
+    def __init__(self, writers: list):
+        self.writers = writers
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        import ray
+
+        first = identity(table["uri"][0].as_py(), table["ordinal"][0].as_py()) if table.num_rows else ""
+        return ray.get(self.writers[route(first, len(self.writers))].add.remote(table))
+
+
 class LedgerActor:
     """One shard of the run's ledger (curate/io/ledger.py), seeded from the committed parts itself.
     The first one also hands out shard numbers (one process fewer than a counter of its own)."""
@@ -236,6 +263,10 @@ def start_ledger(cfg: PipelineConfig, run: CorpusRun) -> LedgerClient:
 ACTOR_CPUS = 0.5  # CPUs a stage actor (GPU or not) and an ingest task reserve in Ray's accounting
 
 
+class IncompleteRun(RuntimeError):
+    """The plan ended with inputs that no writer committed (their rows went with a failed writer)."""
+
+
 class PlanError(ValueError):
     """The stages' actors cannot all run at once on this Ray cluster (Ray would wait forever)."""
 
@@ -280,8 +311,9 @@ def plan_actor_pools(stages: list[tuple[str, float]], resources: dict, max_actor
     return pools
 
 
-def build_dataset(cfg: PipelineConfig, chunks: list, sink: BlockSink):
-    """ray.data plan over the pending inputs (object refs of curate.rows tables): stages, then write."""
+def build_dataset(cfg: PipelineConfig, chunks: list, sink: BlockSink, writers: list | None = None):
+    """ray.data plan over the pending inputs (object refs of curate.rows tables): stages, then write
+    (through ``writers``, StreamWriterActor handles, in stream mode; else by blocks on the workers)."""
     import ray
 
     from curate.stages.caption import CaptionStage
@@ -324,9 +356,32 @@ def build_dataset(cfg: PipelineConfig, chunks: list, sink: BlockSink):
     ds = add_llm_steps(ds, cfg)
     # Writing is upload and copy work: no CPU reserved (Ray Data's per-operator reservation would
     # take it from the stages), one writer per 16 CPUs.
+    pool = ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, cpus // 16))
+    if writers:
+        return ds.map_batches(StreamForward, fn_constructor_kwargs={"writers": writers}, batch_format="pyarrow",
+                              batch_size=cfg.ray.ingest_batch_size, num_cpus=0, compute=pool)
     return ds.map_batches(WriteActor, fn_constructor_kwargs={"sink": sink}, batch_format="pyarrow",
-                          batch_size=cfg.output.shard_max_samples, num_cpus=0,
-                          compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, cpus // 16)))
+                          batch_size=cfg.output.shard_max_samples, num_cpus=0, compute=pool)
+
+
+def writer_mode(cfg: PipelineConfig) -> str:
+    """stream or blocks (``output.writers``; auto: stream on a one-node cluster)."""
+    import ray
+
+    if cfg.output.writers != "auto":
+        return cfg.output.writers
+    return "stream" if sum(1 for node in ray.nodes() if node.get("Alive")) == 1 else "blocks"
+
+
+def start_stream_writers(cfg: PipelineConfig, sink: BlockSink) -> list:
+    """Stream writers beside the driver: their open shards live as long as the run (a worker
+    node's loss must not take rows that Ray Data already counts as done)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    actor = ray.remote(num_cpus=0, scheduling_strategy=here)(StreamWriterActor)
+    return [actor.remote(sink) for _ in range(max(1, int(ray.cluster_resources().get("CPU", 1)) // 16))]
 
 
 def images_per_call(cfg: PipelineConfig, section) -> int:
@@ -450,7 +505,7 @@ def run_pipeline(cfg: PipelineConfig, on_progress: Callable[[int, int], None] | 
                                   "(pass --allow-empty to accept an empty run)")
             # Each committed occurrence of a URI skips one listed one; the exact count of skips is
             # the ledger's, known at the end.
-            state["total"] = max(n - committed_before, 0)
+            state["total"], state["listed"] = max(n - committed_before, 0), n
             if on_start:
                 on_start(state["total"], n - state["total"])
 
@@ -463,6 +518,12 @@ def run_pipeline(cfg: PipelineConfig, on_progress: Callable[[int, int], None] | 
             done += len(rows)
             if on_progress:
                 on_progress(done, max(state["total"], done))
+        lost = state.get("listed", 0) - skipped - done
+        if lost > 0:
+            run.interrupted()
+            raise IncompleteRun(f"{lost} inputs were not committed (a writer failed with a shard open); the "
+                                f"committed samples are kept in {cfg.output.path}: run the same command again "
+                                "to redo the rest")
         run.finish()
     except KeyboardInterrupt:
         interrupt.ignore_further()
@@ -499,7 +560,27 @@ def _process(cfg: PipelineConfig, run: CorpusRun, listing: Iterator[pa.Table],
     on_listed(listed)
     if refs:
         sink = BlockSink(run.target, cfg, NumberClient(ledger.actors[0]), ledger)
-        ds = build_dataset(cfg, refs, sink)
-        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
-            yield batch.to_pylist()
+        writers = start_stream_writers(cfg, sink) if writer_mode(cfg) == "stream" else None
+        ds = build_dataset(cfg, refs, sink, writers)
+        try:
+            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
+                yield batch.to_pylist()
+        except KeyboardInterrupt:
+            yield from flush_writers(writers, timeout=30)  # complete samples are committed
+            raise
+        yield from flush_writers(writers)
     yield sum(ray.get([actor.skipped.remote() for actor in ledger.actors]))
+
+
+def flush_writers(writers: list | None, timeout: float | None = None) -> Iterator[list[dict]]:
+    """The stream writers' open shards, committed (nothing to do in blocks mode)."""
+    import ray
+
+    for writer in writers or []:
+        try:
+            with interrupt.critical():
+                rows = ray.get(writer.flush.remote(), timeout=timeout).to_pylist()
+        except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as e:  # its rows are redone on resume
+            log.warning("a writer's open shard was not committed: %s", e)
+            continue
+        yield rows

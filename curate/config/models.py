@@ -474,6 +474,13 @@ class OutputConfig(Strict):
 class CorpusOutputConfig(OutputConfig):
     """The corpus pipeline's output: also how its images are stored."""
 
+    writers: Literal["auto", "stream", "blocks"] = Field(
+        "auto", description="stream: a few writer actors beside the driver keep a shard open across batches and "
+                            "close it on samples, bytes or shard_max_seconds (steady commits at any rate); blocks: "
+                            "writers on the workers turn each block of shard_max_samples rows into shards (no node "
+                            "takes in every image, but a shard waits for its block); auto: stream on one node, "
+                            "blocks on a cluster of several")
+
     image_format: Literal["keep", "jpg", "png", "webp"] = Field(
         "keep", description="keep: each image's own bytes (re-encoded only when they must change); jpg/png/webp: "
                             "every image in that format, one format per corpus (HF datasets' webdataset builder "

@@ -236,6 +236,47 @@ def write_block(rows: list[dict], sink: BlockSink) -> list[dict]:
     return committed
 
 
+class StreamWriter:
+    """A writer that keeps its shard open across batches (``output.writers: stream``): a shard
+    closes on samples, bytes or ``shard_max_seconds``, whatever the rate rows arrive at, and
+    ``flush`` commits what is open (the end of the run, an interrupt). A batch seen before (Ray
+    retried the call that brought it) is not written again."""
+
+    def __init__(self, sink: BlockSink):
+        self.sink = sink
+        self.session = ShardSession(sink.target, sink.cfg, sink.next_number)
+        self.members: list[str] = []
+        self.seen: set[bytes] = set()
+
+    def add(self, rows: list[dict]) -> list[dict]:
+        """Take a batch of finished rows; returns the part rows of any shard this closed."""
+        ids = [identity(r["uri"], r["ordinal"]) for r in rows]
+        batch = bytes.fromhex(block_digest(ids))[:16]
+        if not rows or batch in self.seen:
+            return []
+        mark_duplicates(rows, self.sink.ledger)
+        committed: list[dict] = []
+        try:
+            for row, member in zip(rows, ids):
+                self.session.add(row)
+                self.members.append(member)
+                if self.session.due(by_time=True):
+                    committed += self.flush()
+        except BaseException:
+            # The open shard goes, with rows of earlier batches: the run's end counts them as not
+            # committed and the same command redoes them.
+            self.session.abort()
+            self.members = []
+            raise
+        self.seen.add(batch)
+        return committed
+
+    def flush(self) -> list[dict]:
+        rows = self.session.commit(block_digest(self.members))
+        self.members = []
+        return rows
+
+
 class CorpusRun:
     """The driver's side of a corpus run: claim/lock/verify on open, tally what is committed (from
     resumed parts and from the part rows the writers return), index and manifest at the end."""
