@@ -79,7 +79,7 @@ def run(
     from curate.io.sources import SourceError
     from curate.pipeline import IncompleteRun, PlanError, run_pipeline
 
-    progress, on_start, on_progress = _progress_bar("images", cfg.ray.progress)
+    progress, on_start, on_progress, on_status = _progress_bar("images", cfg.ray.progress)
 
     def on_note(note: str) -> None:
         console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False)
@@ -90,7 +90,7 @@ def run(
     try:
         with progress:
             result = run_pipeline(cfg, on_progress=on_progress, on_start=on_start, verify=verify,
-                                  on_note=on_note, allow_empty=allow_empty)
+                                  on_note=on_note, allow_empty=allow_empty, on_status=on_status)
         interrupt.ignore_further()  # the run is committed: a late Ctrl-C must not cut Ray's shutdown short
     except KeyboardInterrupt:
         interrupt.ignore_further()
@@ -107,33 +107,60 @@ def run(
 
 
 def _progress_bar(unit: str, enabled: bool):
-    """A rich progress bar (count, rate, ETA) and the callbacks that drive it."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    """A rich progress bar and the callbacks that drive it: rows through the last stage (in flight
+    to the writers) and committed rows, a rate and ETA smoothed over the last 30 s, and what each
+    stage is doing (loading its model, on its first batch, rows and rows/s)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from curate.io.progress import SmoothedRate, describe
 
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                        TimeRemainingColumn(), console=console, disable=not enabled)
-    task = {}
+                        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("{task.fields[eta]}"),
+                        TextColumn("{task.fields[note]}"), console=console, disable=not enabled)
+    task: dict = {"committed": 0, "processed": 0, "rate": SmoothedRate(), "stage_rates": {}}
 
     def on_start(pending: int, skipped: int) -> None:
         if skipped:
             console.print(f"resuming: {skipped} inputs already done, {pending} to go")
-        task["id"] = progress.add_task(unit, total=pending, rate="")
+        task["total"] = pending
+        if "id" in task:  # a phase was shown before the listing's count was known
+            progress.update(task["id"], total=pending)
+        else:
+            task["id"] = progress.add_task(unit, total=pending, rate="", eta="", note="")
+
+    def refresh(note: str | None = None) -> None:
+        if "id" not in task:
+            on_start(0, 0)
+        if task.get("total") is None:
+            progress.update(task["id"], **({"note": note} if note is not None else {}))
+            return
+        done = max(task["committed"], task["processed"])
+        rate = task["rate"].add(done)
+        left = max(task.get("total", 0) - done, 0)
+        fields = {"rate": f"{rate:.2f} {unit}/s" if rate else "",
+                  "eta": f"ETA {int(left / rate) // 60}:{int(left / rate) % 60:02d}" if rate and left else ""}
+        if note is not None:
+            fields["note"] = note
+        progress.update(task["id"], completed=done, total=max(task.get("total", 0), done), **fields)
 
     def on_progress(done: int, total: int) -> None:
-        if "id" not in task:
-            on_start(total, 0)
-        elapsed = progress.tasks[0].elapsed
-        progress.update(task["id"], completed=done, rate=f"{done / elapsed:.2f} {unit}/s" if elapsed else "")
+        task["committed"], task["total"] = done, total
+        refresh()
 
-    return progress, on_start, on_progress
+    def on_status(status) -> None:
+        if isinstance(status, str):  # a phase: starting Ray, listing inputs, ...
+            if "id" not in task:
+                task["id"] = progress.add_task(unit, total=None, rate="", eta="", note="")
+            refresh(status)
+            return
+        if status:
+            last = list(status.values())[-1]
+            task["processed"] = last["rows"]
+            rates = {name: task["stage_rates"].setdefault(name, SmoothedRate()).add(s["rows"])
+                     for name, s in status.items()}
+            refresh(f"{describe(status, {k: v for k, v in rates.items() if v})} | committed {task['committed']}")
+
+    return progress, on_start, on_progress, on_status
 
 
 augment_app = typer.Typer(help="Make fine-tuning data from other datasets (PS3 Fig. 8).", no_args_is_help=True)
@@ -158,7 +185,7 @@ def augment_canvas(
         cfg = load_canvas_config(config, overrides)
     except ConfigError as e:
         _fail(str(e))
-    progress, _, on_progress = _progress_bar("canvases", cfg.ray.progress)
+    progress, _, on_progress, _ = _progress_bar("canvases", cfg.ray.progress)
     try:
         with progress:
             result = run_canvas(cfg, on_progress=on_progress)
@@ -177,7 +204,7 @@ def _run_export(export, **kwargs):
     from curate.io.lock import OutputLocked
     from curate.io.ownership import OutputRefused
 
-    progress, _, on_progress = _progress_bar("shards", True)
+    progress, _, on_progress, _ = _progress_bar("shards", True)
     try:
         with progress:
             return export(on_progress=on_progress, **kwargs)

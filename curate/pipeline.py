@@ -31,6 +31,7 @@ from curate.io.corpus import BlockSink, CorpusRun, StreamWriter, write_block
 from curate.io.index import PART_SCHEMA, read_part
 from curate.io.layout import OutputLayout
 from curate.io.ledger import Ledger, identity, route
+from curate.io.progress import StageBoard
 from curate.io.sources import SourceError, block_sizes, listed_batches, rechunk
 from curate.records import QuarantineReason
 from curate.rows import ROW_SCHEMA, add_timing, quarantine, to_table
@@ -76,14 +77,52 @@ def ingest_batch(table: pa.Table, cfg: PipelineConfig) -> pa.Table:
 
 
 class StageActor:
-    """Ray actor wrapper: builds the stage (and its model) once, then maps blocks."""
+    """Ray actor wrapper: builds the stage (and its model) once, then maps blocks; tells the run's
+    progress board (a ProgressActor) what it is doing."""
 
-    def __init__(self, stage_cls: type, cfg: PipelineConfig):
+    def __init__(self, stage_cls: type, cfg: PipelineConfig, progress=None):
         logging.basicConfig(level=logging.WARNING)
+        self.progress, self.name, self.calls = progress, stage_cls.name, 0
+        self._tell("loading", self.name)
         self.stage = stage_cls(cfg)
+        self._tell("ready", self.name)
+
+    def _tell(self, method: str, *args) -> None:
+        if self.progress is not None:  # fire and forget: progress never slows a stage
+            getattr(self.progress, method).remote(*args)
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        return run_stage_on_table(self.stage.name, self.stage.process, table)
+        first = self.calls == 0
+        self.calls += 1
+        if first:
+            self._tell("first_batch", self.name, True)
+        out = run_stage_on_table(self.stage.name, self.stage.process, table)
+        if first:
+            self._tell("first_batch", self.name, False)
+        self._tell("rows", self.name, out.num_rows)
+        return out
+
+
+class ProgressActor:
+    """The run's StageBoard (curate.io.progress), fed by the stage actors, read by the driver."""
+
+    def __init__(self):
+        self.board = StageBoard()
+
+    def loading(self, name: str) -> None:
+        self.board.loading(name)
+
+    def ready(self, name: str) -> None:
+        self.board.ready(name)
+
+    def first_batch(self, name: str, started: bool) -> None:
+        self.board.first_batch(name, started)
+
+    def rows(self, name: str, n: int) -> None:
+        self.board.rows(name, n)
+
+    def snapshot(self) -> dict:
+        return self.board.snapshot()
 
 
 # ---------------------------------------------------------------- Ray plan
@@ -311,7 +350,8 @@ def plan_actor_pools(stages: list[tuple[str, float]], resources: dict, max_actor
     return pools
 
 
-def build_dataset(cfg: PipelineConfig, chunks: list, sink: BlockSink, writers: list | None = None):
+def build_dataset(cfg: PipelineConfig, chunks: list, sink: BlockSink, writers: list | None = None,
+                  progress=None):
     """ray.data plan over the pending inputs (object refs of curate.rows tables): stages, then write
     (through ``writers``, StreamWriterActor handles, in stream mode; else by blocks on the workers)."""
     import ray
@@ -348,7 +388,8 @@ def build_dataset(cfg: PipelineConfig, chunks: list, sink: BlockSink, writers: l
                              cfg.ray.actors_per_gpu)
     for (stage_cls, gpus, batch_size), pool in zip(stages, pools):
         ds = ds.map_batches(
-            StageActor, fn_constructor_kwargs={"stage_cls": stage_cls, "cfg": cfg}, batch_format="pyarrow",
+            StageActor, fn_constructor_kwargs={"stage_cls": stage_cls, "cfg": cfg, "progress": progress},
+            batch_format="pyarrow",
             batch_size=batch_size,
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pool.limit, initial_size=pool.initial),
             num_cpus=ACTOR_CPUS, num_gpus=gpus or None,
@@ -485,10 +526,12 @@ class RunResult:
 
 def run_pipeline(cfg: PipelineConfig, on_progress: Callable[[int, int], None] | None = None,
                  on_start: Callable[[int, int], None] | None = None, verify: bool = False,
-                 on_note: Callable[[str], None] | None = None, allow_empty: bool = False) -> RunResult:
+                 on_note: Callable[[str], None] | None = None, allow_empty: bool = False,
+                 on_status: Callable[[dict | str], None] | None = None) -> RunResult:
     """Run (or resume) the pipeline described by ``cfg``; returns the final counts.
 
     ``verify``: on resume, check every committed shard's sha256 (sizes are always checked).
+    ``on_status``: what is starting, then the stages' rows in flight (see ``_process``).
     """
     check_backends(cfg)
     run = CorpusRun(cfg.output.path, cfg, verify=verify).open()
@@ -510,7 +553,7 @@ def run_pipeline(cfg: PipelineConfig, on_progress: Callable[[int, int], None] | 
                 on_start(state["total"], n - state["total"])
 
         done = skipped = 0
-        for rows in _process(cfg, run, listed_batches(cfg.sources), listed):
+        for rows in _process(cfg, run, listed_batches(cfg.sources), listed, on_status):
             if isinstance(rows, int):  # the ledger's count of skipped inputs, last
                 skipped = rows
                 continue
@@ -537,13 +580,18 @@ def run_pipeline(cfg: PipelineConfig, on_progress: Callable[[int, int], None] | 
 
 
 def _process(cfg: PipelineConfig, run: CorpusRun, listing: Iterator[pa.Table],
-             on_listed: Callable[[int], None]) -> Iterator[list[dict] | int]:
+             on_listed: Callable[[int], None],
+             on_status: Callable[[dict | str], None] | None = None) -> Iterator[list[dict] | int]:
     """The Ray run: yields the part rows of each commit as the writers return them, then the number
-    of listed inputs the ledger skipped as already committed."""
+    of listed inputs the ledger skipped as already committed. ``on_status`` hears what is
+    starting (a phrase) and then, every second, the stages' board (curate.io.progress)."""
     import ray
 
+    status = on_status or (lambda _: None)
+    status("starting Ray")
     init_ray(cfg)
     interrupt.install()  # after Ray's start, which sets handlers of its own
+    status("listing inputs")
     ledger = start_ledger(cfg, run)
     resuming = run.resumed_rows > 0
     listed = 0
@@ -561,15 +609,49 @@ def _process(cfg: PipelineConfig, run: CorpusRun, listing: Iterator[pa.Table],
     if refs:
         sink = BlockSink(run.target, cfg, NumberClient(ledger.actors[0]), ledger)
         writers = start_stream_writers(cfg, sink) if writer_mode(cfg) == "stream" else None
-        ds = build_dataset(cfg, refs, sink, writers)
+        board = ray.remote(num_cpus=0)(ProgressActor).remote()
+        ds = build_dataset(cfg, refs, sink, writers, board)
+        status("starting the stages")
+        watch = BoardWatcher(board, status).start() if on_status else None
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
                 yield batch.to_pylist()
         except KeyboardInterrupt:
             yield from flush_writers(writers, timeout=30)  # complete samples are committed
             raise
+        finally:
+            if watch:
+                watch.stop()
         yield from flush_writers(writers)
     yield sum(ray.get([actor.skipped.remote() for actor in ledger.actors]))
+
+
+class BoardWatcher:
+    """Reads the stages' board every second on a thread and hands it to the display."""
+
+    def __init__(self, board, on_status: Callable[[dict | str], None], every_s: float = 1.0):
+        import threading
+
+        self.board, self.on_status, self.every_s = board, on_status, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="curate-progress")
+
+    def start(self) -> BoardWatcher:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        import ray
+
+        while not self._stop.wait(self.every_s):
+            try:
+                self.on_status(ray.get(self.board.snapshot.remote(), timeout=5))
+            except Exception:  # a display must never end the run
+                log.debug("progress board unavailable", exc_info=True)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 def flush_writers(writers: list | None, timeout: float | None = None) -> Iterator[list[dict]]:

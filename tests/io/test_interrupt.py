@@ -44,7 +44,7 @@ def test_an_interrupted_run_commits_its_complete_samples_and_resumes(tmp_path, n
                      shard_max_samples=3)
     no_ray(clean_cfg)
 
-    def stopped_after_four(cfg, run, chunks, on_listed):  # commits of 3, 3 and 1 rows
+    def stopped_after_four(cfg, run, chunks, on_listed, on_status=None):  # commits of 3, 3 and 1 rows
         for i, rows in enumerate(ingest_only(cfg, run, chunks, on_listed)):
             if i == 1:
                 os.kill(os.getpid(), signal.SIGINT)  # arrives while the second commit's rows come back

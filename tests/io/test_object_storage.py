@@ -76,7 +76,7 @@ def test_a_run_to_s3_matches_a_local_run_and_resumes_after_a_kill(tmp_path, s3_b
     local = load(tmp_path, sources, tmp_path / "local", shard_max_samples=2)
     no_ray(local)
 
-    def killed_after_two(cfg, run, chunks, on_listed):
+    def killed_after_two(cfg, run, chunks, on_listed, on_status=None):
         for i, rows in enumerate(ingest_only(cfg, run, chunks, on_listed)):
             if i == 2:
                 raise KeyboardInterrupt

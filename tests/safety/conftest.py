@@ -49,7 +49,7 @@ def write_tar(path: Path, members: dict[str, bytes]) -> Path:
     return path
 
 
-def ingest_only(cfg, run, chunks, on_listed):
+def ingest_only(cfg, run, chunks, on_listed, on_status=None):
     """Stands in for the Ray plan in this process: the same ledger skip, the ingest stage (no
     regions) and the same write tasks, one per chunk (the writer's view of a run)."""
     import itertools

@@ -166,7 +166,7 @@ def test_case13_an_input_listed_twice_is_accounted_the_same_after_a_kill(tmp_pat
     import curate.pipeline
     from tests.safety.conftest import ingest_only
 
-    def killed_after_three(cfg, run, chunks, on_listed):  # one row per commit (shard_max_samples=1)
+    def killed_after_three(cfg, run, chunks, on_listed, on_status=None):  # one row per commit (shard_max_samples=1)
         for i, rows in enumerate(ingest_only(cfg, run, chunks, on_listed)):
             if i == 3:
                 raise KeyboardInterrupt

@@ -1,0 +1,80 @@
+"""What a run's stages are doing, for a progress display that tells the truth while rows are in
+flight (not only when shards commit): actors loading their models, stages on their first batch
+(where GPU kernels compile), rows through each stage, and a rate smoothed over the last seconds."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+
+@dataclass
+class StageState:
+    loading: int = 0  # actors building the stage (loading a model)
+    ready: int = 0
+    busy_first: int = 0  # actors on their first batch
+    rows: int = 0
+
+
+@dataclass
+class StageBoard:
+    """Per-stage counts, fed by the stage actors (through a Ray actor in a run)."""
+
+    order: list[str] = field(default_factory=list)
+    stages: dict[str, StageState] = field(default_factory=dict)
+
+    def _stage(self, name: str) -> StageState:
+        if name not in self.stages:
+            self.stages[name] = StageState()
+            self.order.append(name)
+        return self.stages[name]
+
+    def loading(self, name: str) -> None:
+        self._stage(name).loading += 1
+
+    def ready(self, name: str) -> None:
+        state = self._stage(name)
+        state.loading -= 1
+        state.ready += 1
+
+    def first_batch(self, name: str, started: bool) -> None:
+        self._stage(name).busy_first += 1 if started else -1
+
+    def rows(self, name: str, n: int) -> None:
+        self._stage(name).rows += n
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        return {name: vars(self.stages[name]).copy() for name in self.order}
+
+
+def describe(snapshot: dict[str, dict[str, int]], rates: dict[str, float]) -> str:
+    """One line: what each stage is doing ("regions loading model", "caption first batch",
+    "regions 40 (1.2/s)")."""
+    parts = []
+    for name, s in snapshot.items():
+        if s["rows"] == 0 and s["loading"] > 0 and s["ready"] == 0:
+            parts.append(f"{name} loading model")
+        elif s["rows"] == 0 and s["busy_first"] > 0:
+            parts.append(f"{name} first batch")
+        elif s["rows"] or s["ready"]:
+            rate = rates.get(name)
+            parts.append(f"{name} {s['rows']}" + (f" ({rate:.1f}/s)" if rate else ""))
+    return " | ".join(parts) or "starting"
+
+
+class SmoothedRate:
+    """Rows per second over a sliding window of (time, count) samples: an ETA that neither jumps
+    with a burst nor sits at zero while work is done."""
+
+    def __init__(self, window_s: float = 30.0):
+        self.window_s = window_s
+        self.samples: deque[tuple[float, int]] = deque()
+
+    def add(self, count: int, now: float | None = None) -> float | None:
+        now = time.monotonic() if now is None else now
+        self.samples.append((now, count))
+        while len(self.samples) > 2 and now - self.samples[0][0] > self.window_s:
+            self.samples.popleft()
+        (t0, c0), (t1, c1) = self.samples[0], self.samples[-1]
+        return (c1 - c0) / (t1 - t0) if t1 > t0 and c1 > c0 else None
