@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import sys
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -85,25 +87,55 @@ def run(
         console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False)
 
     from curate.io import interrupt
+    from curate.io.runlog import keep_logs, stderr_to_file
 
     interrupt.install()
+    run_log = None
     try:
-        with progress:
-            result = run_pipeline(cfg, on_progress=on_progress, on_start=on_start, verify=verify,
-                                  on_note=on_note, allow_empty=allow_empty, on_status=on_status)
-        interrupt.ignore_further()  # the run is committed: a late Ctrl-C must not cut Ray's shutdown short
-    except KeyboardInterrupt:
-        interrupt.ignore_further()
-        console.print(f"[yellow]interrupted[/]: the complete samples are committed in {cfg.output.path}; "
-                      "run the same command again to resume", highlight=False)
-        raise typer.Exit(130) from None
-    except (BackendUnavailable, OutputRefused, OutputLocked, SourceError, PlanError, IncompleteRun) as e:
-        _fail(str(e))
-    except OSError as e:  # unwritable output, full disk: committed shards stay, nothing partial is left
-        _fail(f"cannot write the output {cfg.output.path}: {e.strerror or e}"
-              f"{' (' + e.filename + ')' if getattr(e, 'filename', None) else ''}; "
-              "committed shards are kept and the same command resumes")
+        # Quiet by default: Ray's native error lines and warnings go to OUT/logs/, not the terminal.
+        with (nullcontext() if verbose else stderr_to_file(console)) as run_log, _curate_warnings_on(console):
+            try:
+                with progress:
+                    result = run_pipeline(cfg, on_progress=on_progress, on_start=on_start, verify=verify,
+                                          on_note=on_note, allow_empty=allow_empty, on_status=on_status)
+                interrupt.ignore_further()  # the run is committed: a late Ctrl-C must not cut Ray's shutdown short
+            except KeyboardInterrupt:
+                interrupt.ignore_further()
+                console.print(f"[yellow]interrupted[/]: the complete samples are committed in {cfg.output.path}; "
+                              "run the same command again to resume", highlight=False)
+                raise typer.Exit(130) from None
+            except (BackendUnavailable, OutputRefused, OutputLocked, SourceError, PlanError, IncompleteRun) as e:
+                _fail(str(e))
+            except OSError as e:  # unwritable output, full disk: committed shards stay, nothing partial is left
+                _fail(f"cannot write the output {cfg.output.path}: {e.strerror or e}"
+                      f"{' (' + e.filename + ')' if getattr(e, 'filename', None) else ''}; "
+                      "committed shards are kept and the same command resumes")
+    finally:
+        if run_log is not None:
+            from curate.io.fs import local_path
+            from curate.pipeline import RAY_SESSION
+
+            root = local_path(str(cfg.output.path))
+            where = keep_logs(run_log, Path(root) if root else None, RAY_SESSION["dir"])
+            if where is not None:
+                console.print(f"[dim]logs (Ray's warnings, worker logs): {where}[/]", highlight=False)
     _print_summary(result.output)
+
+
+@contextmanager
+def _curate_warnings_on(console_):
+    """curate's own warnings stay on the terminal when stderr goes to the run's log."""
+    from rich.logging import RichHandler
+
+    handler = RichHandler(console=console_, show_time=False, show_path=False, level=logging.WARNING)
+    logger = logging.getLogger("curate")
+    logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 def _progress_bar(unit: str, enabled: bool):
@@ -129,19 +161,21 @@ def _progress_bar(unit: str, enabled: bool):
             task["id"] = progress.add_task(unit, total=pending, rate="", eta="", note="")
 
     def refresh(note: str | None = None) -> None:
+        if note is not None:
+            task["note"] = note
         if "id" not in task:
             on_start(0, 0)
         if task.get("total") is None:
-            progress.update(task["id"], **({"note": note} if note is not None else {}))
+            progress.update(task["id"], note=task.get("note", ""))
             return
         done = max(task["committed"], task["processed"])
         rate = task["rate"].add(done)
-        left = max(task.get("total", 0) - done, 0)
-        fields = {"rate": f"{rate:.2f} {unit}/s" if rate else "",
-                  "eta": f"ETA {int(left / rate) // 60}:{int(left / rate) % 60:02d}" if rate and left else ""}
-        if note is not None:
-            fields["note"] = note
-        progress.update(task["id"], completed=done, total=max(task.get("total", 0), done), **fields)
+        left = max(task["total"] - done, 0)
+        progress.update(
+            task["id"], completed=done, total=max(task["total"], done),
+            rate=f"{rate:.2f} {unit}/s" if rate else "",
+            eta=f"ETA {int(left / rate) // 60}:{int(left / rate) % 60:02d}" if rate and left else "",
+            note=task.get("note", "") + (f" | committed {task['committed']}" if task.get("stages") else ""))
 
     def on_progress(done: int, total: int) -> None:
         task["committed"], task["total"] = done, total
@@ -154,11 +188,11 @@ def _progress_bar(unit: str, enabled: bool):
             refresh(status)
             return
         if status:
-            last = list(status.values())[-1]
-            task["processed"] = last["rows"]
+            task["stages"] = True
+            task["processed"] = list(status.values())[-1]["rows"]
             rates = {name: task["stage_rates"].setdefault(name, SmoothedRate()).add(s["rows"])
                      for name, s in status.items()}
-            refresh(f"{describe(status, {k: v for k, v in rates.items() if v})} | committed {task['committed']}")
+            refresh(describe(status, {k: v for k, v in rates.items() if v}))
 
     return progress, on_start, on_progress, on_status
 

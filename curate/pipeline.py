@@ -152,6 +152,18 @@ def init_ray(cfg: PipelineConfig) -> None:
                  log_to_driver=False, configure_logging=True, logging_level=logging.WARNING)
 
 
+RAY_SESSION: dict[str, str | None] = {"dir": None}  # the last run's Ray session directory (its logs)
+
+
+def session_dir() -> str | None:
+    try:
+        import ray._private.worker as worker  # the session path has no public accessor
+
+        return worker._global_node.get_session_dir_path()
+    except Exception:  # a Ray without it: the logs stay where Ray put them
+        return None
+
+
 def quiet_ray_data_console() -> None:
     """Ray Data logs a status block every 10 s when stderr is no terminal (144 lines for a 3-minute
     run): keep those in its session log file and only warnings on the console."""
@@ -590,6 +602,7 @@ def _process(cfg: PipelineConfig, run: CorpusRun, listing: Iterator[pa.Table],
     status = on_status or (lambda _: None)
     status("starting Ray")
     init_ray(cfg)
+    RAY_SESSION["dir"] = session_dir()
     interrupt.install()  # after Ray's start, which sets handlers of its own
     status("listing inputs")
     ledger = start_ledger(cfg, run)

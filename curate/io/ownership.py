@@ -19,7 +19,7 @@ from curate.io.layout import OutputLayout, atomic_write_bytes
 from curate.io.objpath import OutputPath
 
 OWN_TOP_LEVEL = {".curate", "shards", "questions", "parts", "index.parquet", "manifest.json", "stats",
-                 "quarantine.parquet"}
+                 "quarantine.parquet", "logs"}
 MARKER_FORMAT = "curate-output"
 
 

@@ -50,3 +50,30 @@ def test_the_bar_says_what_is_starting_and_counts_rows_in_flight(tmp_path, sampl
     in_flight = [f for f in frames if "committed 0" in f and re.search(r"regions [1-9]", f)]
     assert in_flight, frames[-5:]
     assert any(re.search(r"\b[1-9]\d*/6\b", f) for f in frames if "committed 0" in f)  # the bar moved
+
+
+def test_a_run_is_quiet_and_keeps_rays_lines_in_the_output_logs(tmp_path, sample_dir):
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "curate.cli", "run", str(REPO / "pipelines" / "local.yaml"),
+                           "-o", str(out), "--set", f"sources.0.path={sample_dir}", "--set", "sources.0.type=dir",
+                           "--set", "masks.natural.work_side=640"], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+    printed = done.stdout + done.stderr
+    assert done.returncode == 0, printed[-3000:]
+    assert "core_worker" not in printed and "WARNING" not in printed, printed
+    assert len(printed.splitlines()) < 40
+    [log] = (out / "logs").glob("run-*.log")
+    assert f"logs (Ray's warnings, worker logs): {out / 'logs'}" in " ".join(printed.split())
+    assert "core_worker" in log.read_text() or log.read_text() == ""  # Ray's native lines land here
+
+
+def test_a_refused_output_gets_no_logs_written_into_it(tmp_path, sample_dir):
+    foreign = tmp_path / "theirs"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("not a curate output")
+    done = subprocess.run([sys.executable, "-m", "curate.cli", "run", str(REPO / "pipelines" / "local.yaml"),
+                           "-o", str(foreign), "--set", f"sources.0.path={sample_dir}"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    printed = done.stdout + done.stderr
+    assert done.returncode != 0 and "not empty" in printed and "logs (" not in printed
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
