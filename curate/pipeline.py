@@ -109,6 +109,9 @@ class ProgressActor:
     def __init__(self):
         self.board = StageBoard()
 
+    def plan(self, names: list[str]) -> None:
+        self.board.plan(names)
+
     def loading(self, name: str) -> None:
         self.board.loading(name)
 
@@ -398,6 +401,8 @@ def build_dataset(cfg: PipelineConfig, chunks: list, sink: BlockSink, writers: l
                        images_per_call(cfg, cfg.retarget)))
     pools = plan_actor_pools([(cls.name, gpus) for cls, gpus, _ in stages], resources, max_actors,
                              cfg.ray.actors_per_gpu)
+    if progress is not None:
+        progress.plan.remote([cls.name for cls, _, _ in stages])
     for (stage_cls, gpus, batch_size), pool in zip(stages, pools):
         ds = ds.map_batches(
             StageActor, fn_constructor_kwargs={"stage_cls": stage_cls, "cfg": cfg, "progress": progress},
@@ -654,17 +659,21 @@ class BoardWatcher:
         return self
 
     def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.read()
+
+    def read(self) -> None:
         import ray
 
-        while not self._stop.wait(self.every_s):
-            try:
-                self.on_status(ray.get(self.board.snapshot.remote(), timeout=5))
-            except Exception:  # a display must never end the run
-                log.debug("progress board unavailable", exc_info=True)
+        try:
+            self.on_status(ray.get(self.board.snapshot.remote(), timeout=5))
+        except Exception:  # a display must never end the run
+            log.debug("progress board unavailable", exc_info=True)
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        self.read()  # the last counts, not those of up to a second ago
 
 
 def flush_writers(writers: list | None, timeout: float | None = None) -> Iterator[list[dict]]:

@@ -24,6 +24,13 @@ class StageBoard:
     order: list[str] = field(default_factory=list)
     stages: dict[str, StageState] = field(default_factory=dict)
 
+    def plan(self, names: list[str]) -> None:
+        """The plan's stages, in order (reports may come in any order; the last stage's rows are
+        the rows on their way to the writers)."""
+        for name in names:
+            self._stage(name)
+        self.order.sort(key=lambda n: names.index(n) if n in names else len(names))
+
     def _stage(self, name: str) -> StageState:
         if name not in self.stages:
             self.stages[name] = StageState()

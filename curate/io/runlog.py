@@ -21,18 +21,25 @@ def stderr_to_file(console) -> Iterator[Path]:
     terminal. fd 2 is restored before an exception leaves the block, so a traceback is seen."""
     handle, name = tempfile.mkstemp(prefix="curate-run-", suffix=".log")
     saved = os.dup(2)
-    terminal = os.fdopen(os.dup(saved), "w", buffering=1)
-    previous = console.file
+    previous = getattr(console, "_file", None)  # None: rich follows sys.stderr as it changes
+    current = console.file
+    try:
+        on_fd2 = current.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # a captured stream (tests, notebooks) stays as it is
+        on_fd2 = False
+    terminal = os.fdopen(os.dup(saved), "w", buffering=1) if on_fd2 else None
     os.dup2(handle, 2)
     os.close(handle)
-    console.file = terminal
+    if terminal is not None:
+        console.file = terminal
     try:
         yield Path(name)
     finally:
         os.dup2(saved, 2)
         os.close(saved)
-        console.file = previous
-        terminal.close()
+        if terminal is not None:
+            console._file = previous
+            terminal.close()
 
 
 def keep_logs(run_log: Path, output_root: Path | None, session_dir: str | None) -> Path | None:

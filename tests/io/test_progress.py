@@ -32,3 +32,11 @@ def test_rate_is_smoothed_over_the_window_and_none_before_progress():
     assert rate.add(40, now=12.0) == pytest.approx(40 / 7)  # over the last 10 s (from t=5): a burst moves it
     assert rate.add(50, now=20.0) == pytest.approx(40 / 10)  # samples older than the window leave it
     assert rate.add(50, now=40.0) is None  # nothing through for a whole window: no rate, no ETA
+
+
+def test_the_plan_orders_the_stages_whatever_reports_first():
+    board = StageBoard()
+    board.loading("caption")  # its actor happened to start first
+    board.plan(["regions", "caption"])
+    board.rows("regions", 3)
+    assert list(board.snapshot()) == ["regions", "caption"]
