@@ -88,8 +88,10 @@ def run(
 
     from curate.io import interrupt
     from curate.io.runlog import keep_logs, stderr_to_file
+    from curate.pipeline import RAY_SESSION
 
     interrupt.install()
+    RAY_SESSION["dir"] = None
     run_log = None
     try:
         # Quiet by default: Ray's native error lines and warnings go to OUT/logs/, not the terminal.
@@ -113,9 +115,10 @@ def run(
     finally:
         if run_log is not None:
             from curate.io.fs import local_path
-            from curate.pipeline import RAY_SESSION
 
-            root = local_path(str(cfg.output.path))
+            # Only a run that got as far as starting Ray (it claimed the output) writes into it: a
+            # refused run leaves the output exactly as it was.
+            root = local_path(str(cfg.output.path)) if RAY_SESSION["dir"] else None
             where = keep_logs(run_log, Path(root) if root else None, RAY_SESSION["dir"])
             if where is not None:
                 console.print(f"[dim]logs (Ray's warnings, worker logs): {where}[/]", highlight=False)
