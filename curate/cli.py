@@ -151,7 +151,9 @@ def _progress_bar(unit: str, enabled: bool):
 
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("{task.fields[eta]}"),
-                        TextColumn("{task.fields[note]}"), console=console, disable=not enabled)
+                        TextColumn("{task.fields[note]}"), console=console, disable=not enabled,
+                        # writes to sys.stderr go to fd 2 (the run's log), not through the bar
+                        redirect_stderr=False, redirect_stdout=False)
     task: dict = {"committed": 0, "processed": 0, "rate": SmoothedRate(), "stage_rates": {}}
 
     def on_start(pending: int, skipped: int) -> None:

@@ -416,8 +416,9 @@ def build_dataset(cfg: PipelineConfig, chunks: list, sink: BlockSink, writers: l
     # take it from the stages), one writer per 16 CPUs.
     pool = ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, cpus // 16))
     if writers:
+        # Whole blocks as the last stage makes them: a batch size would hold rows back until it filled.
         return ds.map_batches(StreamForward, fn_constructor_kwargs={"writers": writers}, batch_format="pyarrow",
-                              batch_size=cfg.ray.ingest_batch_size, num_cpus=0, compute=pool)
+                              batch_size=None, num_cpus=0, compute=pool)
     return ds.map_batches(WriteActor, fn_constructor_kwargs={"sink": sink}, batch_format="pyarrow",
                           batch_size=cfg.output.shard_max_samples, num_cpus=0, compute=pool)
 

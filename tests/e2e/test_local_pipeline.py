@@ -179,19 +179,3 @@ def test_stats_and_inspect_work_on_the_output(corpus):
     res = runner.invoke(app, ["inspect", str(out), "ffffffffff"])
     assert res.exit_code != 0
 
-
-def test_stream_writers_close_shards_on_time(tmp_path, sample_dir):
-    """One node: the writers keep a shard open across the plan's batches and close it on
-    shard_max_seconds while rows still come (filling across batches: tests/io/test_stream_writer.py)."""
-    from curate.io.index import read_parts
-    from curate.io.layout import OutputLayout
-
-    out = tmp_path / "out"
-    cfg = load_config(pipeline_yaml(tmp_path, [{"type": "dir", "path": str(sample_dir)}], out,
-                                    ray={"ingest_batch_size": 2}), [
-        "output.shard_max_samples=100", "output.shard_max_seconds=0.5", "output.writers=auto"])
-    result = run_pipeline(cfg)
-    parts = read_parts(OutputLayout(out)).to_pylist()
-    shards = {r["shard"] for r in parts if r["shard"]}
-    assert result.written == 6 and len(parts) == 6
-    assert len(shards) > 1, shards  # 6 samples, far below shard_max_samples: closed on time
