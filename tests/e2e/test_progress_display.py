@@ -43,10 +43,12 @@ def test_the_bar_says_what_is_starting_and_counts_rows_in_flight(tmp_path, sampl
     out = tmp_path / "out"
     printed = run_in_terminal(["run", str(REPO / "pipelines" / "local.yaml"), "-o", str(out),
                                "--set", f"sources.0.path={sample_dir}", "--set", "sources.0.type=dir",
-                               "--set", "output.shard_max_samples=100", "--set", "masks.natural.work_side=640"])
+                               "--set", "output.shard_max_samples=100", "--set", "output.shard_max_seconds=600",
+                               "--set", "masks.natural.work_side=640", "--set", "ray.ingest_batch_size=1"])
     frames = [line for line in printed.splitlines() if line.lstrip().startswith("images")]
     assert any("starting Ray" in f for f in frames) and any("loading model" in f for f in frames)
-    # before anything is committed (one shard of 100 holds the whole run), rows are counted in flight
+    # before anything is committed (one shard of 100 holds the whole run), rows are counted in flight;
+    # listed one per block, the first rows reach the last stage while later ones are still segmented
     in_flight = [f for f in frames if "committed 0" in f and re.search(r"regions [1-9]", f)]
     assert in_flight, frames[-5:]
     assert any(re.search(r"\b[1-9]\d*/6\b", f) for f in frames if "committed 0" in f)  # the bar moved
