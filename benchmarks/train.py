@@ -1,6 +1,8 @@
 """curate.train throughput: a SigLIP-so400m-sized PS3 encoder (random init) training on curate shards.
 
     python benchmarks/train.py --shards 'bench_data/corpus/shards/*.tar' --vision so400m --steps 30
+    python benchmarks/train.py --shards ... --vision so400m --low-res 378 --hi-res 3780 \
+        --hi-scales 0.2 0.4 1.0 --hires-selection-side 1512            # PS3-4K shapes, selection on
     python benchmarks/train.py --shards 'out/local/shards/*.tar' --vision tiny --low-res 64 --hi-res 256 \
         --select-k 16 --steps 10 --text minilm                       # CPU smoke test
 
@@ -32,6 +34,12 @@ def main() -> None:
     parser.add_argument("--low-res", type=int, default=384)
     parser.add_argument("--hi-res", type=int, default=1512)
     parser.add_argument("--select-k", type=int, default=256)
+    parser.add_argument("--regions", type=int, default=1, help="captioned regions per image per step (PS3: 1)")
+    parser.add_argument("--hi-scales", type=float, nargs="+", default=[0.5, 1.0])
+    parser.add_argument("--hires-selection-side", type=int, default=0, help="light-weight high-res selection "
+                                                                           "encoder input side (0: off)")
+    parser.add_argument("--context", default="kv_cache", choices=["kv_cache", "tokens", "none"])
+    parser.add_argument("--scheme", default="ps3", choices=["ps3", "uhd"])
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup-logs", type=int, default=5, help="log rows (steps) excluded from the mean")
@@ -46,10 +54,12 @@ def main() -> None:
 
             args.text = str(save_random_minilm(Path(out) / "random-minilm"))
         cfg = TrainConfig.model_validate({
-            "data": {"shards": [args.shards], "max_regions": 4, "resampled": args.workers > 0,
+            "data": {"shards": [args.shards], "max_regions": args.regions, "resampled": args.workers > 0,
                      "num_workers": args.workers},
             "model": {"vision": args.vision, "low_res": args.low_res, "hi_res": args.hi_res,
-                      "select_k": args.select_k, "embed_dim": 512 if args.vision != "tiny" else 64,
+                      "hi_scales": args.hi_scales, "select_k": args.select_k,
+                      "hires_selection_side": args.hires_selection_side, "low_res_context": args.context,
+                      "scheme": args.scheme, "embed_dim": 512 if args.vision != "tiny" else 64,
                       "text": args.text},
             "optim": {"steps": args.steps, "batch_size": args.batch_size, "warmup_steps": 5},
             "out": out, "log_every": 1, "save_every": 10**9, "resume": False})
@@ -58,7 +68,8 @@ def main() -> None:
     result = {
         "hardware": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "vision": args.vision, "low_res": args.low_res, "hi_res": args.hi_res, "select_k": args.select_k,
-        "hi_scales": cfg.model.hi_scales, "batch_size": args.batch_size, "steps": args.steps,
+        "hi_scales": cfg.model.hi_scales, "context": args.context, "scheme": args.scheme,
+        "hires_selection_side": args.hires_selection_side, "batch_size": args.batch_size, "steps": args.steps,
         "images_per_s": round(statistics.mean(r["samples_per_s"] for r in measured), 3),
         "peak_gpu_gib": max((r.get("gpu_mem_gib", 0) for r in logs), default=None),
         "loss_first": logs[0]["total"], "loss_last": logs[-1]["total"],

@@ -299,10 +299,12 @@ def train_cmd(
     config: Annotated[Path, typer.Argument(help="train YAML, e.g. pipelines/train_local.yaml")],
     set_: Annotated[Optional[list[str]], typer.Option(
         "--set", help="override a key: --set optim.steps=200 (repeatable)")] = None,
+    eval_: Annotated[bool, typer.Option("--eval", help="then evaluate selection on eval.shards "
+                                                       "(as `curate evaluate`)")] = False,
 ) -> None:
-    """PS3-style pre-training on curate shards: local high-res features vs local captions (sigmoid
-    contrast), low-res global contrast, and top-down/bottom-up selection supervised by the boxes.
-    Resumes from OUT/last.pt; under torchrun it trains with DDP."""
+    """PS3-style pre-training on curate shards: local high-res features of selected patches vs local
+    captions mixed with low-res features vs global captions (sigmoid contrast), and top-down/bottom-up
+    selection supervised by the boxes. Resumes from OUT/last.pt; under torchrun it trains with DDP."""
     from curate.config import ConfigError
     from curate.train.config import load_train_config
     from curate.train.loop import train
@@ -311,11 +313,14 @@ def train_cmd(
         cfg = load_train_config(config, list(set_ or []))
     except ConfigError as e:
         _fail(str(e))
+    if eval_ and not cfg.eval.shards:
+        _fail(f"{config}: --eval needs eval.shards (held-out shards), e.g. --set 'eval.shards=[held/*.tar]'")
 
     def on_log(row: dict) -> None:
-        parts = [f"step {row['step']:>6}", f"loss {row['total']:.4f}", f"local {row['local']:.4f}",
-                 f"recall td/bu {row['recall_top_down']:.2f}/{row['recall_bottom_up']:.2f}",
-                 f"lr {row['lr']:.2e}", f"{row['samples_per_s']:.1f} img/s"]
+        recall = "/".join(f"{row[k]:.2f}" if k in row else "-" for k in ("recall_top_down", "recall_bottom_up"))
+        parts = [f"step {row['step']:>6}", f"loss {row['total']:.4f}",
+                 *(f"{k} {row[k]:.4f}" for k in ("local", "global") if k in row),
+                 f"recall td/bu {recall}", f"lr {row['lr']:.2e}", f"{row['samples_per_s']:.1f} img/s"]
         if "gpu_mem_gib" in row:
             parts.append(f"{row['gpu_mem_gib']} GiB")
         console.print("  ".join(parts), highlight=False)
@@ -325,6 +330,48 @@ def train_cmd(
     except (FileNotFoundError, RuntimeError) as e:
         _fail(str(e))
     console.print(f"[green]done[/]: checkpoint {Path(cfg.out) / 'last.pt'}, log {Path(cfg.out) / 'log.jsonl'}")
+    if eval_:
+        _print_evaluation(cfg, None)
+
+
+def _print_evaluation(cfg, checkpoint: Path | None) -> None:
+    from curate.train.evaluate import evaluate
+
+    try:
+        report = evaluate(cfg, checkpoint)
+    except (FileNotFoundError, RuntimeError) as e:
+        _fail(str(e))
+    console.print(f"selection on {report['images']} held-out images, {report['regions']} regions, top "
+                  f"{report['select_frac']:.0%} of low-res patches: recall top-down {report['recall_top_down']}, "
+                  f"bottom-up {report['recall_bottom_up']} (random scores: {report['recall_random']})",
+                  highlight=False)
+    if report["hires_recall_per_scale"]:
+        console.print(f"high-res patches encoded ({report['hires_select_k']} per scale {report['hires_scales']}): "
+                      f"recall of box patches {report['hires_recall_per_scale']}", highlight=False)
+    console.print(f"report: {Path(cfg.out) / 'eval' / 'eval.json'}" +
+                  (f", picture: {report['picture']}" if "picture" in report else ""))
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    config: Annotated[Path, typer.Argument(help="the train YAML the checkpoint was trained with")],
+    shards: Annotated[Optional[list[str]], typer.Option(
+        "--shards", help="held-out shards (globs, URLs; repeatable); default: eval.shards")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="default: OUT/last.pt")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override a key (repeatable)")] = None,
+) -> None:
+    """Selection recall on held-out shards (PS3 Table 7): top-down and bottom-up recall of the boxes'
+    patches among the top eval.select_frac by predicted score, beside random scores, and the recall
+    of the high-res patches the model encodes; draws predicted score maps with the boxes."""
+    from curate.config import ConfigError
+    from curate.train.config import load_train_config
+
+    overrides = list(set_ or []) + ([f"eval.shards={json.dumps(list(shards))}"] if shards else [])
+    try:
+        cfg = load_train_config(config, overrides)
+    except ConfigError as e:
+        _fail(str(e))
+    _print_evaluation(cfg, checkpoint)
 
 
 def _guess_source_type(path: str) -> str:

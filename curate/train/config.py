@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from curate.config import Strict, load_yaml_model
 
@@ -20,22 +20,54 @@ class TrainDataConfig(Strict):
     shard_shuffle: bool = Field(False, description="shuffle shard order each epoch")
     resampled: bool = Field(False, description="sample shards with replacement forever (large-scale training)")
     num_workers: int = Field(0, ge=0)
-    max_regions: int = Field(4, ge=1, description="captioned regions used per image")
+    max_regions: int = Field(1, ge=1, description="captioned regions per image per step, drawn anew each "
+                                                  "epoch (PS3 samples one box per image)")
+    global_caption_prob: float = Field(0.25, ge=0, le=1, description="chance that an image with a global "
+                                       "caption takes it this step instead of its regions (PS3: 0.25); the "
+                                       "pair then contrasts the low-res feature with the global caption")
+
+
+class UHDConfig(Strict):
+    max_slices: int = Field(6, ge=1, description="largest LLaVA-UHD slice grid (the seed uses 6)")
+    compress: Literal["resampler", "space_to_depth"] = Field(
+        "resampler", description="per-view compression: learned-query resampler (LLaVA-UHD) or VisualRWKV-HD's "
+                                 "lossless 2x2 space-to-depth + linear")
+    queries: int = Field(16, ge=1, description="resampler queries per view (LLaVA-UHD: 64)")
 
 
 class TrainModelConfig(Strict):
     vision: str = Field("tiny", description="'tiny', 'so400m' (random init, SigLIP-so400m shapes), or a SigLIP "
                                             "checkpoint (HF id or local path)")
-    low_res: int = Field(64, ge=16, description="global low-res view side (so400m: 384)")
-    hi_res: int = Field(256, ge=16, description="high-res view side (PS3: up to 4K)")
-    hi_scales: list[float] = Field([0.5, 1.0], description="multi-scale high-res grids, fractions of hi_res")
+    low_res: int = Field(64, ge=16, description="square low-res view side (so400m: 378 or 384)")
+    hi_res: int = Field(256, ge=16, description="long side of the high-res view at scale 1, aspect kept "
+                                                "(PS3: 1512 or 3780)")
+    hi_scales: list[float] = Field([0.5, 1.0], description="high-res scales, fractions of hi_res")
     select_k: int = Field(16, ge=1, description="high-res patches encoded per region and scale")
+    select_gt_prob: float = Field(1.0, ge=0, le=1, description="training: chance that a region's box patches "
+                                  "are chosen first and predicted scores fill the rest (PS3's select_w_gt); "
+                                  "otherwise, and always at evaluation, predicted scores alone choose")
+    pool_gt_only: bool = Field(True, description="pool only the chosen tokens inside the box (PS3 Table 6: +3.7)")
+    select_dim: int = Field(64, ge=8, description="width of the selection head's features")
+    hires_selection_side: int = Field(0, ge=0, description="side of the light-weight high-res selection "
+                                      "encoder's input (PS3: 1512 = 4x low-res); 0: off")
+    scale_pos_embed: bool = Field(True, description="a learned position-embedding residual per high-res scale "
+                                                    "(PS3 Table 6: +0.8)")
+    low_res_context: Literal["kv_cache", "tokens", "none"] = Field(
+        "kv_cache", description="what high-res tokens see of the low-res pass: its keys and values at every "
+                                "layer (PS3, Table 6: +8.8), its input tokens re-encoded beside them, or nothing")
+    scheme: Literal["ps3", "uhd"] = Field("ps3", description="high-res input: PS3's selected patches, or "
+                                                              "LLaVA-UHD's slices + overview (model.uhd)")
+    uhd: UHDConfig = Field(default_factory=UHDConfig)
     embed_dim: int = Field(64, ge=8, description="shared image-text embedding size")
     text: str = Field("minilm", description="'minilm' (the bundled all-MiniLM-L6-v2, frozen), a sentence-"
                                             "embedding checkpoint directory (benchmarks save random MiniLM-shaped "
                                             "ones with curate.testing.random_models.save_random_minilm)")
-    low_res_context: bool = Field(True, description="high-res tokens attend to the image's low-res tokens "
-                                                    "(PS3's KV cache from stage 1)")
+
+    @field_validator("low_res_context", mode="before")
+    @classmethod
+    def _bool_context(cls, value):
+        """Configs written before the KV cache said true (tokens beside) or false."""
+        return {True: "tokens", False: "none"}.get(value, value) if isinstance(value, bool) else value
 
 
 class TrainOptimConfig(Strict):
@@ -51,9 +83,20 @@ class TrainOptimConfig(Strict):
 
 
 class TrainLossConfig(Strict):
-    global_weight: float = Field(0.5, ge=0, description="weight of low-res global contrast (needs global captions)")
-    selection_weight: float = Field(1.0, ge=0)
+    selection_weight: float = Field(1.0, ge=0, description="weight of each selection loss (PS3: 1 for prior "
+                                                          "and posterior box supervision)")
+    intra_image_negatives: bool = Field(False, description="with max_regions > 1, count other regions of the "
+                                        "same image as negatives (PS3 Table 6: removing them +5.3)")
     recall_select_frac: float = Field(0.25, gt=0, le=1, description="share of patches 'selected' for recall")
+
+
+class TrainEvalConfig(Strict):
+    shards: list[str] = Field(default_factory=list, description="held-out shards for `curate evaluate` and "
+                                                               "`curate train --eval` (same forms as data.shards)")
+    max_images: int = Field(256, ge=1, description="images evaluated")
+    pictures: int = Field(8, ge=0, description="images drawn with their predicted score maps and boxes")
+    select_frac: float = Field(0.44, gt=0, le=1, description="share of low-res patches selected for recall "
+                                                             "(PS3 Table 7 selects 44%)")
 
 
 class TrainConfig(Strict):
@@ -63,6 +106,7 @@ class TrainConfig(Strict):
     model: TrainModelConfig = Field(default_factory=TrainModelConfig)
     optim: TrainOptimConfig = Field(default_factory=TrainOptimConfig)
     loss: TrainLossConfig = Field(default_factory=TrainLossConfig)
+    eval: TrainEvalConfig = Field(default_factory=TrainEvalConfig)
     out: str = Field("out/train", description="checkpoints and logs")
     save_every: int = Field(200, ge=1)
     log_every: int = Field(10, ge=1)

@@ -16,10 +16,11 @@ from __future__ import annotations
 import glob
 import io
 import json
+import random
 import re
 import sys
 import tarfile
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import numpy as np
 import torch
@@ -116,38 +117,70 @@ def regions_of(sample: dict) -> tuple[bytes, list[tuple[tuple[float, ...], str |
     raise ValueError(f"{sample.get('__key__')}: not a curate sample")
 
 
-def make_sample(sample: dict, low_res: int, hi_res: int, grid: int, max_regions: int) -> dict | None:
-    """Decode one shard sample into tensors; None when it has no region with text."""
+def native_view(image: Image.Image, long_side: int) -> torch.Tensor:
+    """uint8 (3, H, W) of the image with its aspect ratio kept, the long side at most ``long_side``
+    (the model resizes it to each scale's patch grid; uint8 keeps loader memory and transfers small)."""
+    scale = long_side / max(image.size)
+    if scale < 1:
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.BICUBIC)
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+
+
+def sample_rng(key: str, epoch_seed: int) -> random.Random:
+    """Draws that depend on the sample and the epoch only, so a resumed run repeats them."""
+    return random.Random(f"{epoch_seed}:{key}")
+
+
+def draw_texts(regions, global_text: str | None, max_regions: int, global_prob: float,
+               rng: random.Random) -> tuple[list, bool]:
+    """([(box_norm, text)], is_global) for one step: the global caption (with ``global_prob``, when
+    there is one), else up to ``max_regions`` captioned regions drawn at random, kept in their order."""
+    if global_text and rng.random() < global_prob:
+        return [((0.0, 0.0, 1.0, 1.0), global_text)], True
+    texted = [(box, text) for box, text in regions if text]
+    if len(texted) > max_regions:
+        texted = [texted[i] for i in sorted(rng.sample(range(len(texted)), max_regions))]
+    return texted, False
+
+
+def make_sample(sample: dict, low_res: int, hi_res: int, grid: int, max_regions: int, global_prob: float = 0.0,
+                epoch_seed: int = 0) -> dict | None:
+    """Decode one shard sample into tensors; None when it has neither a captioned region nor a global
+    caption drawn this step."""
     data, regions, global_text = regions_of(sample)
-    texted = [(box, text) for box, text in regions if text][:max_regions]
+    texted, is_global = draw_texts(regions, global_text, max_regions, global_prob,
+                                   sample_rng(sample["__key__"], epoch_seed))
     if data is None or not texted:
         return None
     image = Image.open(io.BytesIO(data)).convert("RGB")
     all_boxes = [box for box, _ in regions]
+    top_down = (np.zeros((1, grid, grid)) if is_global else np.stack([box_score_map(b, grid, grid) for b, _ in texted]))
     return {
         "key": sample["__key__"],
         "global": to_tensor(image, low_res),
-        "hires": to_tensor(image, hi_res),
+        "hires": native_view(image, hi_res),
         "boxes": torch.tensor([box for box, _ in texted], dtype=torch.float32),
         "texts": [text for _, text in texted],
-        "top_down": torch.tensor(np.stack([box_score_map(b, grid, grid) for b, _ in texted]), dtype=torch.float32),
+        "is_global": torch.full((len(texted),), is_global),
+        "top_down": torch.tensor(top_down, dtype=torch.float32),
         "bottom_up": torch.tensor(union_score_map(all_boxes, grid, grid), dtype=torch.float32),
-        "global_text": global_text,
     }
 
 
 def collate(samples: list[dict]) -> dict:
-    """Stack images; flatten regions with the index of the image each belongs to."""
+    """Stack the square views; keep the native-aspect views as a list; flatten regions with the index
+    of the image each belongs to."""
     return {
         "keys": [s["key"] for s in samples],
         "global": torch.stack([s["global"] for s in samples]),
-        "hires": torch.stack([s["hires"] for s in samples]),
+        "hires": [s["hires"] for s in samples],
         "boxes": torch.cat([s["boxes"] for s in samples]),
         "texts": [t for s in samples for t in s["texts"]],
+        "is_global": torch.cat([s["is_global"] for s in samples]),
         "region_image": torch.cat([torch.full((len(s["texts"]),), i, dtype=torch.long) for i, s in enumerate(samples)]),
         "top_down": torch.cat([s["top_down"] for s in samples]),
         "bottom_up": torch.stack([s["bottom_up"] for s in samples]),
-        "global_texts": [s["global_text"] for s in samples],
     }
 
 
@@ -169,11 +202,17 @@ def ps3_pair_samples(source):
                        "json": b.extractfile(bx).read()}
 
 
+def sample_for(cfg, grid: int, epoch_seed: int, sample: dict) -> dict | None:
+    m, data = cfg.model, cfg.data
+    long_side = round(m.hi_res * max(m.hi_scales))
+    return make_sample(sample, m.low_res, long_side, grid, data.max_regions, data.global_caption_prob, epoch_seed)
+
+
 def _ps3_dataset(cfg, grid: int, epoch_seed: int):
     """The same batches from PS3's two-set format: pairs of tars read in lock-step."""
     import webdataset as wds
 
-    data, model = cfg.data, cfg.model
+    data = cfg.data
     images, boxes = expand_shards(data.shards), expand_shards(data.ps3_text_box)
     if len(images) != len(boxes):
         raise FileNotFoundError(f"data.shards has {len(images)} image tars, data.ps3_text_box {len(boxes)}: "
@@ -186,7 +225,7 @@ def _ps3_dataset(cfg, grid: int, epoch_seed: int):
     stages += [wds.split_by_node, wds.split_by_worker, ps3_pair_samples]
     if data.shuffle_buffer:
         stages.append(wds.shuffle(data.shuffle_buffer, seed=epoch_seed))
-    stages += [wds.map(lambda s: make_sample(s, model.low_res, model.hi_res, grid, data.max_regions)),
+    stages += [wds.map(partial(sample_for, cfg, grid, epoch_seed)),
                wds.select(lambda s: s is not None),
                wds.batched(cfg.optim.batch_size, collation_fn=collate, partial=False)]
     return wds.DataPipeline(*stages)
@@ -197,7 +236,7 @@ def make_dataset(cfg, grid: int, epoch_seed: int):
     import webdataset as wds
 
     read_object_urls_with_pyarrow()
-    data, model = cfg.data, cfg.model
+    data = cfg.data
     if data.ps3_text_box:
         return _ps3_dataset(cfg, grid, epoch_seed)
     dataset = wds.WebDataset(
@@ -207,7 +246,7 @@ def make_dataset(cfg, grid: int, epoch_seed: int):
         seed=epoch_seed, handler=wds.warn_and_continue)
     if data.shuffle_buffer:
         dataset = dataset.shuffle(data.shuffle_buffer, seed=epoch_seed)
-    dataset = dataset.map(lambda s: make_sample(s, model.low_res, model.hi_res, grid, data.max_regions))
+    dataset = dataset.map(partial(sample_for, cfg, grid, epoch_seed))
     dataset = dataset.select(lambda s: s is not None)
     return dataset.batched(cfg.optim.batch_size, collation_fn=collate, partial=False)
 

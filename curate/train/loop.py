@@ -19,7 +19,7 @@ import torch.distributed as dist
 
 from curate.train.config import TrainConfig
 from curate.train.data import make_loader
-from curate.train.losses import same_text_positives, selection_loss, sigmoid_contrastive_loss
+from curate.train.losses import same_image_pairs, same_text_positives, selection_loss, sigmoid_contrastive_rows
 from curate.train.model import PS3Encoder
 from curate.train.score_maps import selection_recall
 from curate.train.text import FrozenTextEncoder
@@ -66,28 +66,42 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    def move(v):
+        if torch.is_tensor(v):
+            return v.to(device, non_blocking=True)
+        if isinstance(v, list) and v and torch.is_tensor(v[0]):
+            return [t.to(device, non_blocking=True) for t in v]
+        return v
+    return {k: move(v) for k, v in batch.items()}
 
 
 def compute_losses(model: PS3Encoder, batch: dict, text: FrozenTextEncoder, cfg: TrainConfig) -> dict:
-    core = getattr(model, "module", model)
+    """Mixed local/global sigmoid contrast (one row per text: a region's local feature or, for a
+    global caption, the image's low-res feature) plus top-down and bottom-up selection supervision."""
     out = model(batch, text(batch["texts"]).to(batch["global"].device))
-    positives = same_text_positives(batch["texts"], out["local"].device)
-    losses = {"local": sigmoid_contrastive_loss(out["local"], out["text"], out["scale"], out["bias"], positives)}
-    have_global = [i for i, t in enumerate(batch["global_texts"]) if t]
-    if have_global and cfg.loss.global_weight:
-        g_text = text([batch["global_texts"][i] for i in have_global]).to(out["global"].device)
-        g_text = torch.nn.functional.normalize(core.text_proj(g_text.to(core.text_proj.weight.dtype)).float(), dim=-1)
-        losses["global"] = sigmoid_contrastive_loss(out["global"][have_global], g_text, out["scale"], out["bias"])
+    device = out["image"].device
+    positives = same_text_positives(batch["texts"], device)
+    ignore = None if cfg.loss.intra_image_negatives else same_image_pairs(batch["region_image"])
+    rows = sigmoid_contrastive_rows(out["image"], out["text"], out["scale"], out["bias"], positives, ignore)
+    is_global = batch["is_global"]
+    losses = {"contrast": rows.mean()}
+    if (~is_global).any():
+        losses["local"] = rows[~is_global].mean()
+    if is_global.any():
+        losses["global"] = rows[is_global].mean()
+    local = ~is_global
     top_down_gt = batch["top_down"].flatten(1)
     bottom_up_gt = batch["bottom_up"].flatten(1)
-    losses["select_top_down"] = selection_loss(out["top_down"], top_down_gt)
+    zero = out["bottom_up"].sum() * 0.0
+    losses["select_top_down"] = selection_loss(out["top_down"][local], top_down_gt[local]) if local.any() else zero
     losses["select_bottom_up"] = selection_loss(out["bottom_up"], bottom_up_gt)
-    losses["total"] = (losses["local"] + cfg.loss.global_weight * losses.get("global", 0.0)
-                       + cfg.loss.selection_weight * (losses["select_top_down"] + losses["select_bottom_up"]))
+    losses["total"] = losses["contrast"] + cfg.loss.selection_weight * (losses["select_top_down"]
+                                                                        + losses["select_bottom_up"])
     frac = cfg.loss.recall_select_frac
     with torch.no_grad():
-        losses["recall_top_down"] = selection_recall(out["top_down"].float(), top_down_gt, frac).nanmean()
+        if local.any():
+            losses["recall_top_down"] = selection_recall(out["top_down"][local].float(), top_down_gt[local],
+                                                         frac).nanmean()
         losses["recall_bottom_up"] = selection_recall(out["bottom_up"].float(), bottom_up_gt, frac).nanmean()
     return losses
 
@@ -100,9 +114,11 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, cfg: Tra
     os.replace(tmp, path)
 
 
-def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None, stop_at: int | None = None) -> list[dict]:
+def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None, stop_at: int | None = None,
+          on_end: Callable[[torch.nn.Module], None] | None = None) -> list[dict]:
     """Train (or resume) as configured; returns the logged rows (also written to OUT/log.jsonl).
-    ``stop_at`` ends this process early (a checkpoint is saved there) without changing the schedule."""
+    ``stop_at`` ends this process early (a checkpoint is saved there) without changing the schedule;
+    ``on_end`` gets the trained model (unwrapped from DDP) on every rank."""
     rank, world, local_rank = distributed()
     device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
@@ -111,9 +127,7 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None, stop_a
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     text = FrozenTextEncoder(cfg.model.text, device)
-    m = cfg.model
-    model = PS3Encoder(m.vision, m.low_res, m.hi_res, m.hi_scales, m.select_k, text.dim, m.embed_dim,
-                       m.low_res_context).to(device)
+    model = PS3Encoder(cfg.model, text.dim).to(device)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr)
     o = cfg.optim
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -129,7 +143,9 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None, stop_a
         torch.set_rng_state(state["torch_rng"])
     if world > 1:
         device_ids = [local_rank] if device.type == "cuda" else None
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+        # a step may leave parts unused (no global caption drawn, no local region, UHD's schema)
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids,
+                                                          find_unused_parameters=True)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16,
                               enabled=device.type == "cuda" and o.precision == "bf16")
     stream = batches(cfg, model.module.grid if world > 1 else model.grid, skip=step * o.grad_accum)
@@ -171,4 +187,6 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None, stop_a
     finally:
         if log_file:
             log_file.close()
+    if on_end:
+        on_end(getattr(model, "module", model))
     return logs

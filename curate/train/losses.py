@@ -6,15 +6,27 @@ import torch
 import torch.nn.functional as F
 
 
-def sigmoid_contrastive_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor,
-                             positives: torch.Tensor | None = None) -> torch.Tensor:
-    """SigLIP loss: -mean over images of sum_j log sigmoid(z_ij * (s * <x_i, y_j> + b)), z = +1 for
-    positives (the diagonal, or ``positives`` when several pairs share a text), -1 otherwise."""
+def sigmoid_contrastive_rows(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor,
+                             positives: torch.Tensor | None = None,
+                             ignore: torch.Tensor | None = None) -> torch.Tensor:
+    """SigLIP loss per image row i: -sum_j log sigmoid(z_ij * (s * <x_i, y_j> + b)), z = +1 for positives
+    (the diagonal, or ``positives`` when several pairs share a text), -1 otherwise; pairs in ``ignore``
+    count neither way (PS3 removes intra-image contrast)."""
     logits = image @ text.t() * scale + bias
     if positives is None:
         positives = torch.eye(len(image), dtype=torch.bool, device=image.device)
     labels = positives.to(logits.dtype) * 2 - 1
-    return -F.logsigmoid(labels * logits).sum() / len(image)
+    pair = -F.logsigmoid(labels * logits)
+    if ignore is not None:
+        pair = pair.masked_fill(ignore & ~positives, 0.0)
+    return pair.sum(1)
+
+
+def sigmoid_contrastive_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor,
+                             positives: torch.Tensor | None = None,
+                             ignore: torch.Tensor | None = None) -> torch.Tensor:
+    """The mean of ``sigmoid_contrastive_rows`` over image rows."""
+    return sigmoid_contrastive_rows(image, text, scale, bias, positives, ignore).mean()
 
 
 def same_text_positives(texts: list[str], device) -> torch.Tensor:
@@ -22,6 +34,12 @@ def same_text_positives(texts: list[str], device) -> torch.Tensor:
     ids = {t: i for i, t in enumerate(dict.fromkeys(texts))}
     codes = torch.tensor([ids[t] for t in texts], device=device)
     return codes[:, None] == codes[None, :]
+
+
+def same_image_pairs(region_image: torch.Tensor) -> torch.Tensor:
+    """(R, R) bool: pairs of different rows from the same image (intra-image contrast)."""
+    same = region_image[:, None] == region_image[None, :]
+    return same & ~torch.eye(len(region_image), dtype=torch.bool, device=region_image.device)
 
 
 def selection_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -1,23 +1,31 @@
-"""A PS3-style vision encoder (Fig. 4) on a SigLIP ViT from transformers.
+"""A PS3-style vision encoder (PS3 Fig. 4) on a SigLIP ViT from transformers.
 
-Stage 1: the low-res global view goes through the ViT (tokens + pooled global feature).
-Stage 2: a light selection head scores every low-res patch, bottom-up (a learned query) or top-down
-(conditioned on a text embedding).
-Stage 3: the high-res view is patch-embedded at several scales (position embeddings interpolated);
-for each region the patches inside its box are selected (ground-truth selection during
-pre-training, as PS3's ablation recommends), encoded by the same ViT together with the image's
-low-res tokens as context, and pooled into the region's local feature.
+Stage 1: the square low-res view goes through the ViT; every layer's keys and values are kept.
+Stage 2: selection scores per low-res patch, top-down (a text prompt) or bottom-up (a learned prompt),
+from several depths of stage 1 and, optionally, a light-weight high-res conv encoder.
+Stage 3: for each captioned region, the top-k patches of each native-aspect high-res scale are chosen
+from its top-down scores (in training, PS3 puts the box's patches first: ``select_gt_prob``), embedded
+with resampled plus scale-aware position embeddings, and encoded by the same ViT with the low-res KV
+cache as context; the tokens inside the box are pooled into the region's local feature.
+``scheme: uhd`` replaces stage 3 with LLaVA-UHD's slices (curate.train.uhd).
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from curate.train.attention import encode_with_cache, encode_with_context
+from curate.train.geometry import box_in_slice, scale_grids
+from curate.train.patches import embed_patches, resize_view
 from curate.train.score_maps import box_score_map
+from curate.train.selection import choose_patches, patch_pool_weights, resample_scores
+from curate.train.selection_head import SelectionHead
+from curate.train.uhd import UHDScheme
 
 
 def siglip_config(name: str, low_res: int):
@@ -41,102 +49,164 @@ def build_vision(name: str, low_res: int):
     return SiglipVisionModel.from_pretrained(name)  # a real checkpoint (HF id or local path)
 
 
-def box_patch_indices(box_norm, grid: int, k: int) -> torch.Tensor:
-    """k indices of patches (row-major on a grid x grid map) inside the box, spread evenly over it;
-    repeated cyclically when the box covers fewer than k patches. Deterministic."""
-    coverage = torch.from_numpy(box_score_map(box_norm, grid, grid)).flatten()
-    inside = torch.nonzero(coverage > 0).flatten()
-    if len(inside) == 0:  # degenerate box: the patch holding its centre
-        x = min(grid - 1, int((box_norm[0] + box_norm[2]) / 2 * grid))
-        y = min(grid - 1, int((box_norm[1] + box_norm[3]) / 2 * grid))
-        inside = torch.tensor([y * grid + x])
-    if len(inside) >= k:
-        return inside[torch.linspace(0, len(inside) - 1, k).round().long()]
-    return inside[torch.arange(k) % len(inside)]
+def normalise(image: torch.Tensor) -> torch.Tensor:
+    """uint8 (3, H, W) -> SigLIP's [-1, 1] floats; float input is taken as already normalised."""
+    return image.float() / 127.5 - 1.0 if image.dtype == torch.uint8 else image
+
+
+def box_coverage(boxes: torch.Tensor, rows: int, cols: int, device) -> torch.Tensor:
+    """(R, rows*cols): the share of each patch inside each box."""
+    maps = np.stack([box_score_map(b, rows, cols).reshape(-1) for b in boxes.tolist()]) if len(boxes) else \
+        np.zeros((0, rows * cols))
+    return torch.from_numpy(maps).to(device=device, dtype=torch.float32)
 
 
 class PS3Encoder(nn.Module):
-    def __init__(self, vision_name: str, low_res: int, hi_res: int, hi_scales: list[float], select_k: int,
-                 text_dim: int, embed_dim: int, low_res_context: bool = True):
+    def __init__(self, m, text_dim: int):
+        """``m``: a TrainModelConfig."""
         super().__init__()
-        self.vit = build_vision(vision_name, low_res)
+        self.vit = build_vision(m.vision, m.low_res)
         self.vm = getattr(self.vit, "vision_model", self.vit)
         config = self.vit.config
         self.patch = config.patch_size
-        self.grid = low_res // self.patch
-        self.hi_grids = [max(1, round(hi_res * s / self.patch)) for s in hi_scales]
-        self.select_k = select_k
-        self.low_res_context = low_res_context
+        self.grid = m.low_res // self.patch
+        self.hi_res, self.hi_scales, self.select_k = m.hi_res, list(m.hi_scales), m.select_k
+        self.context = m.low_res_context
+        self.select_gt_prob = m.select_gt_prob
+        self.pool_gt_only = m.pool_gt_only
         d = config.hidden_size
-        self.sel_mlp = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
-        self.sel_text = nn.Linear(text_dim, d)
-        self.sel_bottom_up = nn.Parameter(torch.randn(d) / math.sqrt(d))
-        self.local_proj = nn.Linear(d, embed_dim)
-        self.global_proj = nn.Linear(d, embed_dim)
-        self.text_proj = nn.Linear(text_dim, embed_dim)
+        self.selector = SelectionHead(d, config.num_hidden_layers, text_dim, m.select_dim, self.grid, self.patch,
+                                      m.hires_selection_side or None)
+        n_pos = self.vm.embeddings.position_embedding.weight.shape[0]
+        self.scale_pos = (nn.Parameter(torch.zeros(len(self.hi_scales), n_pos, d))
+                          if m.scale_pos_embed else None)
+        self.uhd = (UHDScheme(self.vm, self.patch, m.low_res, m.uhd.max_slices, m.uhd.compress, m.uhd.queries)
+                    if m.scheme == "uhd" else None)
+        self.local_proj = nn.Linear(d, m.embed_dim)
+        self.global_proj = nn.Linear(d, m.embed_dim)
+        self.text_proj = nn.Linear(text_dim, m.embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
         self.logit_bias = nn.Parameter(torch.tensor(-10.0))
 
     # ------------------------------------------------------------ stage 1: low-res
 
-    def encode_low(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def encode_low(self, pixels: torch.Tensor) -> dict:
         embeds = self.vm.embeddings(pixels)
-        hidden = self.vm.post_layernorm(self.vm.encoder(inputs_embeds=embeds).last_hidden_state)
+        last, layers, cache = encode_with_cache(self.vm.encoder, embeds)
+        hidden = self.vm.post_layernorm(last)
         pooled = self.vm.head(hidden) if getattr(self.vm, "head", None) is not None else hidden.mean(1)
-        return embeds, hidden, pooled
+        return {"embeds": embeds, "layers": layers, "cache": cache, "hidden": hidden, "pooled": pooled}
 
-    # ------------------------------------------------------------ stage 2: selection
+    # ------------------------------------------------------------ stage 3: high-res, PS3
 
-    def selection_logits(self, low_tokens: torch.Tensor, text_emb: torch.Tensor | None = None,
-                         region_image: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-patch logits: (B, N) bottom-up, or (R, N) top-down for regions' texts."""
-        feats = self.sel_mlp(low_tokens)
-        d = feats.shape[-1]
-        if text_emb is None:
-            return feats @ self.sel_bottom_up / math.sqrt(d)
-        query = self.sel_text(text_emb)
-        return (feats[region_image] * query[:, None, :]).sum(-1) / math.sqrt(d)
+    def choose(self, scores: torch.Tensor, coverage: torch.Tensor, use_gt: torch.Tensor) -> torch.Tensor:
+        forced = (coverage > 0) & use_gt[:, None]
+        return choose_patches(scores, self.select_k, forced)
 
-    # ------------------------------------------------------------ stage 3: high-res
+    def select_tokens(self, image: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor,
+                      use_gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """One image's regions: (r, K, D) tokens of the chosen patches over all scales, (r, K) pooling
+        weights, and each scale's chosen indices."""
+        height, width = image.shape[-2:]
+        tokens, weights, chosen = [], [], []
+        for s, (rows, cols) in enumerate(scale_grids(width, height, self.hi_res, self.hi_scales, self.patch)):
+            view = resize_view(image, rows, cols, self.patch)
+            coverage = box_coverage(boxes, rows, cols, image.device)
+            index = self.choose(resample_scores(scores, rows, cols), coverage, use_gt)
+            residual = self.scale_pos[s] if self.scale_pos is not None else None
+            tokens.append(embed_patches(self.vm.embeddings, view, index, residual))
+            weights.append(patch_pool_weights(coverage, index) if self.pool_gt_only
+                           else torch.ones_like(index, dtype=torch.float32))
+            chosen.append(index)
+        return torch.cat(tokens, 1), torch.cat(weights, 1), chosen
 
-    def hi_tokens(self, pixels: torch.Tensor, grid: int) -> torch.Tensor:
-        """Patch tokens of the high-res view at a grid x grid resolution, with interpolated positions."""
-        side = grid * self.patch
-        if pixels.shape[-1] != side:
-            pixels = F.interpolate(pixels, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
-        emb = self.vm.embeddings
-        tokens = emb.patch_embedding(pixels.to(emb.patch_embedding.weight.dtype)).flatten(2).transpose(1, 2)
-        pos = emb.position_embedding.weight
-        g0 = int(math.sqrt(pos.shape[0]))
-        pos = pos.reshape(1, g0, g0, -1).permute(0, 3, 1, 2)
-        pos = F.interpolate(pos.float(), size=(grid, grid), mode="bicubic", align_corners=False)
-        return tokens + pos.to(tokens.dtype).flatten(2).transpose(1, 2)
+    def encode_tokens(self, tokens: torch.Tensor, image_of_row: torch.Tensor, low: dict) -> torch.Tensor:
+        encoder = self.vm.encoder
+        if self.context == "kv_cache":
+            out = encode_with_context(encoder, tokens, low["cache"], image_of_row)
+        elif self.context == "tokens":  # low-res tokens re-encoded beside the high-res ones
+            out = encode_with_context(encoder, torch.cat([low["embeds"][image_of_row], tokens], 1), None)
+            out = out[:, -tokens.shape[1]:]
+        else:
+            out = encode_with_context(encoder, tokens, None)
+        return self.vm.post_layernorm(out)
 
-    def encode_regions(self, hires: torch.Tensor, boxes: torch.Tensor, region_image: torch.Tensor,
-                       low_embeds: torch.Tensor) -> torch.Tensor:
-        """Local feature of each region: its selected multi-scale high-res patches, encoded with the
-        image's low-res tokens as context, mean-pooled over the high-res tokens only."""
-        selected = []
-        for grid in self.hi_grids:
-            tokens = self.hi_tokens(hires, grid)  # (B, grid*grid, D)
-            index = torch.stack([box_patch_indices(b.tolist(), grid, self.select_k) for b in boxes.cpu()])
-            index = index.to(tokens.device)
-            selected.append(tokens[region_image[:, None], index])  # (R, k, D)
-        hi = torch.cat(selected, dim=1)
-        n_hi = hi.shape[1]
-        sequence = torch.cat([low_embeds[region_image], hi], dim=1) if self.low_res_context else hi
-        out = self.vm.post_layernorm(self.vm.encoder(inputs_embeds=sequence).last_hidden_state)
-        return out[:, -n_hi:].mean(1)
+    def encode_regions(self, images, boxes, image_of_row, scores, low) -> tuple[torch.Tensor, list]:
+        """Local features (R, D) of regions ``boxes`` on images ``image_of_row`` from their scores."""
+        use_gt = torch.zeros(len(boxes), dtype=torch.bool, device=boxes.device)
+        if self.training and self.select_gt_prob > 0:
+            use_gt = torch.rand(len(boxes), device=boxes.device) < self.select_gt_prob
+        order, tokens, weights, chosen = [], [], [], []
+        for i in image_of_row.unique().tolist():
+            rows = (image_of_row == i).nonzero().flatten()
+            t, w, c = self.select_tokens(images[i], boxes[rows], scores[rows].view(len(rows), self.grid, self.grid),
+                                         use_gt[rows])
+            order.append(rows)
+            tokens.append(t)
+            weights.append(w)
+            chosen.extend(zip(rows.tolist(), zip(*[x.tolist() for x in c])))
+        order_t = torch.cat(order)
+        out = self.encode_tokens(torch.cat(tokens), image_of_row[order_t], low)
+        w = torch.cat(weights).to(out.dtype)
+        pooled = (out * w[..., None]).sum(1) / w.sum(1, keepdim=True)
+        local = torch.empty_like(pooled)
+        local[order_t] = pooled
+        return local, [c for _, c in sorted(chosen)]
+
+    # ------------------------------------------------------------ stage 3: high-res, LLaVA-UHD
+
+    def encode_regions_uhd(self, images, boxes, image_of_row) -> tuple[torch.Tensor, torch.Tensor]:
+        """Local features: the slice tokens inside each box; global features: the mean of each image's
+        schema sequence (overview, compressed slices and separators)."""
+        local: list[torch.Tensor] = [None] * len(boxes)
+        sequences = []
+        for i, image in enumerate(images):
+            views = self.uhd.views(image)
+            sequences.append(self.uhd.sequence(views).mean(0))
+            height, width = image.shape[-2:]
+            parts = (list(zip(views.slices, views.slice_grids, views.slice_px)) or
+                     [(views.overview, views.overview_grid, (0, 0, width, height))])
+            for r in (image_of_row == i).nonzero().flatten().tolist():
+                tokens, weights = [], []
+                for hidden, (rows, cols), px in parts:
+                    inner = box_in_slice(boxes[r].tolist(), px, width, height)
+                    if inner is not None:
+                        weights.append(torch.tensor(box_score_map(inner, rows, cols).reshape(-1), device=hidden.device))
+                        tokens.append(hidden)
+                if not weights:  # a degenerate box: the overview stands in
+                    tokens, weights = [views.overview], [torch.ones(len(views.overview), device=image.device)]
+                w = torch.cat(weights).to(tokens[0].dtype)
+                local[r] = (torch.cat(tokens) * w[:, None]).sum(0) / w.sum().clamp(min=1e-6)
+        return (torch.stack(local) if local else None), torch.stack(sequences)
+
+    # ------------------------------------------------------------ all stages
 
     def forward(self, batch: dict, text_emb: torch.Tensor) -> dict:
-        low_embeds, low_hidden, pooled = self.encode_low(batch["global"])
-        local = self.encode_regions(batch["hires"], batch["boxes"], batch["region_image"], low_embeds)
+        images = [normalise(im) for im in batch["hires"]]
+        low = self.encode_low(batch["global"])
+        light = self.selector.light_features(images)
+        rows = batch["region_image"]
+        text_emb = text_emb.to(low["hidden"].dtype)
+        top_down = self.selector.scores(low["layers"], light, text_emb, rows)
+        bottom_up = self.selector.scores(low["layers"], light)
+        is_global = batch["is_global"]
+        local_rows = (~is_global).nonzero().flatten()
+        image_global = low["pooled"]
+        chosen, local = [], None
+        if self.uhd is not None:
+            local, image_global = self.encode_regions_uhd(images, batch["boxes"][local_rows], rows[local_rows])
+        elif len(local_rows):
+            local, chosen = self.encode_regions(images, batch["boxes"][local_rows], rows[local_rows],
+                                                top_down[local_rows], low)
+        features = self.global_proj(image_global[rows]).float()
+        if len(local_rows):
+            features = features.index_copy(0, local_rows, self.local_proj(local).float())
         return {
-            "local": F.normalize(self.local_proj(local).float(), dim=-1),
-            "global": F.normalize(self.global_proj(pooled).float(), dim=-1),
+            "image": F.normalize(features, dim=-1),
             "text": F.normalize(self.text_proj(text_emb.to(self.text_proj.weight.dtype)).float(), dim=-1),
-            "top_down": self.selection_logits(low_hidden, text_emb.to(low_hidden.dtype), batch["region_image"]),
-            "bottom_up": self.selection_logits(low_hidden),
+            "top_down": top_down,
+            "bottom_up": bottom_up,
+            "chosen": chosen,
             "scale": self.logit_scale.exp(),
-            "bias": self.logit_bias,
+            "bias": self.logit_bias.clone(),  # an output that is a bare parameter confuses DDP's hooks
         }

@@ -38,13 +38,21 @@ def union_score_map(boxes_norm, grid_h: int, grid_w: int, supersample: int = 8) 
     return covered.reshape(grid_h, supersample, grid_w, supersample).mean(axis=(1, 3))
 
 
+def ground_truth_patches(gt: torch.Tensor) -> torch.Tensor:
+    """Bool (..., N): patches a box covers by more than half or, for a box smaller than that, the
+    patches it covers most (none where it covers nothing)."""
+    best = gt.amax(-1, keepdim=True)
+    return torch.where(best > 0.5, gt > 0.5, (gt == best) & (best > 0))
+
+
 def selection_recall(scores: torch.Tensor, gt: torch.Tensor, select_frac: float) -> torch.Tensor:
-    """PS3 Table 7's recall: share of ground-truth patches (score > 0.5) among the top ``select_frac``
-    of patches by predicted score. ``scores`` and ``gt``: (..., N). Rows without GT patches are NaN."""
+    """PS3 Table 7's recall: share of ground-truth patches among the top ``select_frac`` of patches by
+    predicted score (``ground_truth_patches``). ``scores`` and ``gt``: (..., N). Rows without any box
+    coverage are NaN."""
     n = scores.shape[-1]
     k = max(1, round(select_frac * n))
     top = torch.zeros_like(scores, dtype=torch.bool).scatter(-1, scores.topk(k, dim=-1).indices, True)
-    positive = gt > 0.5
+    positive = ground_truth_patches(gt)
     hits = (top & positive).sum(-1).float()
     total = positive.sum(-1).float()
     return torch.where(total > 0, hits / total.clamp(min=1), torch.full_like(total, float("nan")))

@@ -150,7 +150,7 @@ def test_round_trip_into_the_trainer_gives_the_same_boxes_and_captions(corpus, t
     export_ps3(corpus, tmp_path / "ps3")
 
     def batches(data):
-        cfg = TrainConfig.model_validate({"data": {**data, "max_regions": 4},
+        cfg = TrainConfig.model_validate({"data": {**data, "max_regions": 4, "global_caption_prob": 0},
                                           "model": {"low_res": 32, "hi_res": 64}, "optim": {"batch_size": 1},
                                           "out": str(tmp_path / "t")})
         return {b["keys"][0]: (b["boxes"].tolist(), b["texts"]) for b in make_dataset(cfg, 8, 0)}

@@ -13,8 +13,8 @@ from curate.train.data import make_dataset
 from curate.train.score_maps import box_score_map
 
 
-def cfg_for(shards: list[str], batch_size: int = 1) -> TrainConfig:
-    return TrainConfig.model_validate({"data": {"shards": shards}, "optim": {"batch_size": batch_size},
+def cfg_for(shards: list[str], batch_size: int = 1, **data) -> TrainConfig:
+    return TrainConfig.model_validate({"data": {"shards": shards, **data}, "optim": {"batch_size": batch_size},
                                        "model": {"low_res": 64, "hi_res": 128}})
 
 
@@ -26,7 +26,9 @@ def test_question_shards_read_their_image_from_the_region_shard(tmp_path):
     assert len(batches) == 3
     batch = batches[0]
     assert batch["texts"] == ["Which bus number is shown on the front sign?"]
-    assert batch["global"].shape == (1, 3, 64, 64) and batch["hires"].shape == (1, 3, 128, 128)
+    assert batch["global"].shape == (1, 3, 64, 64)
+    (hires,) = batch["hires"]  # native aspect, uint8; a 64 x 48 image is below hi_res and kept as is
+    assert hires.dtype == torch.uint8 and tuple(hires.shape) == (3, 48, 64)
     box = json.loads(rows[0]["regions"])[1]["box_norm"]
     torch.testing.assert_close(batch["top_down"][0], torch.tensor(box_score_map(box, 8, 8), dtype=torch.float32))
     # region shards give the same image: both views decode from the same bytes
@@ -58,3 +60,26 @@ def test_canvas_shards_give_the_pasted_box_and_the_qa_as_text(tmp_path):
 def test_missing_shards_name_the_pattern(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing matches"):
         list(make_dataset(cfg_for([str(tmp_path / "none-*.tar")]), 8, 0))
+
+
+def test_one_region_per_image_per_step_drawn_anew_each_epoch():
+    from curate.train.data import draw_texts, sample_rng
+
+    regions = [((0.1 * i, 0.0, 0.1 * i + 0.1, 0.1), f"region {i}") for i in range(6)] + [((0, 0, 1, 1), None)]
+    drawn = {epoch: draw_texts(regions, None, 1, 0.25, sample_rng("k", epoch)) for epoch in range(12)}
+    assert all(len(texts) == 1 and not is_global for texts, is_global in drawn.values())
+    assert len({texts[0][1] for texts, _ in drawn.values()}) > 2  # different regions over epochs
+    assert drawn[3] == draw_texts(regions, None, 1, 0.25, sample_rng("k", 3))  # a resumed run draws the same
+    three, _ = draw_texts(regions, None, 3, 0.0, sample_rng("k", 0))
+    assert [t for _, t in three] == sorted(t for _, t in three)  # kept in reading order
+
+
+def test_global_captions_are_drawn_with_their_probability():
+    from curate.train.data import draw_texts, sample_rng
+
+    regions = [((0.1, 0.1, 0.2, 0.2), "a cup")]
+    draws = [draw_texts(regions, "A kitchen.", 1, 0.25, sample_rng(f"k{i}", 0))[1] for i in range(2000)]
+    assert 0.2 < sum(draws) / len(draws) < 0.3
+    whole = ([((0.0, 0.0, 1.0, 1.0), "A kitchen.")], True)
+    assert draw_texts(regions, "A kitchen.", 1, 1.0, sample_rng("k", 0)) == whole
+    assert not draw_texts(regions, None, 1, 1.0, sample_rng("k", 0))[1]  # no global caption: its regions

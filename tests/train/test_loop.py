@@ -20,30 +20,9 @@ def test_lr_schedule_warms_up_then_decays_to_the_floor():
     assert lr_factor(100, 10, 100, 0.1) == pytest.approx(0.1)
 
 
-@pytest.fixture(scope="module")
-def local_shards(tmp_path_factory, sample_dir):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from curate.config import load_config
-    from curate.pipeline import run_pipeline
-    from tests.conftest import REPO, local_overrides
-
-    tmp = tmp_path_factory.mktemp("train-corpus")
-    # listed with a caption column: caption.global (source) writes them as global captions
-    images = sorted(str(p) for p in sample_dir.rglob("*") if p.suffix in (".png", ".jpg", ".jpeg"))
-    pq.write_table(pa.table({"uri": images, "caption": [f"A page or photo number {i}." for i in range(len(images))]}),
-                   tmp / "list.parquet")
-    out = tmp / "out"
-    run_pipeline(load_config(REPO / "pipelines" / "local.yaml", local_overrides(out, sample_dir) + [
-        "sources.0.type=list", f"sources.0.path={tmp / 'list.parquet'}", "sources.0.caption_column=caption",
-        "caption.global.mode=source"]))
-    return str(out / "shards" / "*.tar")
-
-
-def config(shards: str, out, steps: int, **optim) -> TrainConfig:
+def config(shards: str, out, steps: int, data: dict | None = None, **optim) -> TrainConfig:
     return TrainConfig.model_validate({
-        "data": {"shards": [shards]},
+        "data": {"shards": [shards], **(data or {})},
         "model": {"vision": "tiny", "low_res": 64, "hi_res": 256, "select_k": 16, "embed_dim": 64},
         "optim": {"steps": steps, "batch_size": 2, "lr": 1e-3, "warmup_steps": 5, **optim},
         "out": str(out), "log_every": 1, "save_every": 1000})
@@ -52,7 +31,8 @@ def config(shards: str, out, steps: int, **optim) -> TrainConfig:
 def test_tiny_model_loss_falls_over_50_steps(local_shards, tmp_path):
     logs = train(config(local_shards, tmp_path, 50))
     assert [r["step"] for r in logs] == list(range(1, 51))
-    assert all(r["global"] > 0 for r in logs)  # every sample has a global caption: the global loss runs
+    # every sample has a global caption, drawn a quarter of the time: steps mix local and global pairs
+    assert sum("global" in r for r in logs) >= 5 and sum("local" in r for r in logs) >= 25
     first = sum(r["total"] for r in logs[:5]) / 5
     last = sum(r["total"] for r in logs[-5:]) / 5
     assert last < 0.8 * first, (first, last)

@@ -28,3 +28,9 @@ def test_selection_recall():
     scores = torch.tensor([[0.9, 0.1, 0.8, 0.0], [1.0, 0.0, 0.0, 0.0]])
     recall = selection_recall(scores, gt, select_frac=0.5)  # top 2 patches of 4
     assert recall[0].item() == 0.5 and torch.isnan(recall[1])
+
+
+def test_a_box_smaller_than_half_a_patch_counts_the_patches_it_covers_most():
+    gt = torch.tensor([[0.2, 0.3, 0.3, 0.0]])
+    assert selection_recall(torch.tensor([[0.0, 1.0, 0.0, 0.0]]), gt, select_frac=0.25).item() == 0.5
+    assert selection_recall(torch.tensor([[1.0, 0.0, 0.0, 0.0]]), gt, select_frac=0.25).item() == 0.0
