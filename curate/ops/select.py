@@ -67,24 +67,25 @@ def candidate_windows(width: int, height: int, cfg: SelectConfig) -> np.ndarray:
     return np.concatenate(windows).astype(np.float64) if windows else np.zeros((0, 4))
 
 
+def box_areas(boxes: np.ndarray) -> np.ndarray:
+    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+
+
+def intersection_areas(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Area of ``box`` (x0, y0, x1, y1) shared with each of ``others`` (N, 4)."""
+    ix = np.clip(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0, None)
+    iy = np.clip(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0, None)
+    return ix * iy
+
+
 def box_iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
-    ix0 = np.maximum(box[0], others[:, 0])
-    iy0 = np.maximum(box[1], others[:, 1])
-    ix1 = np.minimum(box[2], others[:, 2])
-    iy1 = np.minimum(box[3], others[:, 3])
-    inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
-    return inter / np.maximum(area + areas - inter, 1e-12)
+    inter = intersection_areas(box, others)
+    return inter / np.maximum(box_areas(box) + box_areas(others) - inter, 1e-12)
 
 
 def containment(box: np.ndarray, others: np.ndarray) -> np.ndarray:
     """Intersection over the smaller box's area: 1 when one box lies wholly inside the other."""
-    ix = np.clip(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0, None)
-    iy = np.clip(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
-    return ix * iy / np.maximum(np.minimum(area, areas), 1e-12)
+    return intersection_areas(box, others) / np.maximum(np.minimum(box_areas(box), box_areas(others)), 1e-12)
 
 
 def grow_to_min_size(box: np.ndarray, min_side: int, width: int, height: int) -> np.ndarray:
