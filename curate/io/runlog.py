@@ -38,7 +38,7 @@ def stderr_to_file(console) -> Iterator[Path]:
         os.dup2(saved, 2)
         os.close(saved)
         if terminal is not None:
-            console._file = previous
+            console.file = previous  # the setter takes None back: follow sys.stderr again
             terminal.close()
 
 
