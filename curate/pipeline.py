@@ -293,6 +293,26 @@ class NumberClient:
         return ray.get(self.actor.take_number.remote())
 
 
+class ShardNumbers:
+    """Shard numbers for write tasks that need no ledger (canvas runs): one per write attempt."""
+
+    def __init__(self, first: int):
+        self.next_number = first
+
+    def take_number(self) -> int:
+        self.next_number += 1
+        return self.next_number - 1
+
+
+def start_shard_numbers(first: int) -> NumberClient:
+    """A number actor on the driver's node (see start_ledger), wrapped for the write tasks."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return NumberClient(ray.remote(num_cpus=0, scheduling_strategy=here)(ShardNumbers).remote(first))
+
+
 def ledger_size(cfg: PipelineConfig) -> int:
     import ray
 

@@ -1,4 +1,5 @@
-"""`curate augment canvas`: VQA items -> Ray Data render tasks -> canvas shards on the driver.
+"""`curate augment canvas`: VQA items -> Ray Data tasks that render and write canvas shards where they
+run (local disk or object storage); the driver lists the items and counts the part rows.
 
 Output layout and commit protocol are the corpus's (curate/io/layout.py): ``shards/`` tars,
 ``parts/`` parquet commit markers (one row per input, written or quarantined), ``index.parquet``
@@ -25,7 +26,7 @@ from curate.augment.config import CanvasPipelineConfig
 from curate.augment.vqa_sources import list_vqa_items
 from curate.config import IngestConfig
 from curate.io import fs
-from curate.io.committer import Committer
+from curate.io.committer import CommitTarget, Committer, block_digest
 from curate.io.index import write_index
 from curate.io.layout import atomic_write_bytes
 from curate.io.shards import ShardWriter
@@ -93,33 +94,126 @@ def render_item(item: dict, cfg: CanvasPipelineConfig, backgrounds: list[Path]) 
     return {**out, "status": "ok", "key": key, "canvas": buf.getvalue(), "record": record.model_dump_json()}
 
 
-class CanvasWriter:
-    """Shards + parts + index + manifest for canvas samples, through the corpus's committer."""
+def canvas_part(row: dict, shard: str | None) -> dict:
+    """The part row (commit record) of one rendered or quarantined item."""
+    part = {"uri": row["uri"], "id": row["id"], "status": "quarantined", "key": None, "shard": None,
+            "width": None, "height": None, "box": None, "background": None, "turns": None,
+            "reason": row.get("reason"), "detail": row.get("detail")}
+    if row["status"] == "ok":
+        record = json.loads(row["record"])
+        part.update(status="written", key=row["key"], shard=shard, width=record["width"], height=record["height"],
+                    box=record["box"], background=record["background"], turns=len(record["conversations"]),
+                    reason=None, detail=None)
+    return part
+
+
+class CanvasShardSession:
+    """One writer's open canvas shard and the part rows that will commit it (driver or worker)."""
+
+    def __init__(self, target: CommitTarget, cfg: CanvasPipelineConfig, next_number: Callable[[], int]):
+        self.target, self.cfg, self.next_number = target, cfg, next_number
+        self.number: int | None = None
+        self.shard: ShardWriter | None = None
+        self.pending: list[dict] = []
+        self.members: list[str] = []
+        self.opened_at = time.monotonic()
+
+    def _number(self) -> int:
+        if self.number is None:
+            self.number = self.next_number()
+            self.target.begin(self.number)
+        return self.number
+
+    def add(self, row: dict) -> None:
+        if not self.pending:
+            self.opened_at = time.monotonic()
+        shard = None
+        if row["status"] == "ok":
+            if self.shard is None:
+                self.shard = self.target.shard_writer(self.target.layout.shards_dir, self._number())
+            self.shard.add(row["key"], {self.cfg.canvas.image_format: row["canvas"], "json": row["record"].encode()})
+            shard = self.shard.path.name
+        self.pending.append(canvas_part(row, shard))
+        self.members.append(f"{row['uri']}#{row['id']}")
+
+    def due(self, by_time: bool) -> bool:
+        out = self.cfg.output
+        if len(self.pending) >= out.shard_max_samples:
+            return True
+        if self.shard is not None and self.shard.bytes_written >= out.shard_max_bytes:
+            return True
+        return by_time and bool(self.pending) and time.monotonic() - self.opened_at >= out.shard_max_seconds
+
+    def commit(self) -> list[dict]:
+        """Close the shard and write the part (last: it commits); returns the committed part rows."""
+        if not self.pending:
+            return []
+        closed = [self.shard] if self.shard is not None else []
+        for writer in closed:
+            writer.close()
+        self.target.commit(self._number(), closed, self.pending, block_digest(self.members))
+        rows = self.pending
+        self.shard, self.number, self.pending, self.members = None, None, [], []
+        return rows
+
+    def abort(self) -> None:
+        if self.shard is not None:
+            self.shard.abort()
+        self.shard, self.pending, self.members = None, [], []
+
+
+def write_canvas_block(rows: list[dict], cfg: CanvasPipelineConfig, target: CommitTarget,
+                       next_number: Callable[[], int]) -> list[dict]:
+    """Rendered rows -> committed canvas shards, on whichever process renders them; returns the part
+    rows. Shards split by count and size only, so a retried task repeats its first attempt's blocks
+    (the later copy is dropped by their digest when the run finishes)."""
+    session = CanvasShardSession(target, cfg, next_number)
+    committed: list[dict] = []
+    try:
+        for row in rows:
+            session.add(row)
+            if session.due(by_time=False):
+                committed += session.commit()
+        committed += session.commit()
+    except BaseException:
+        session.abort()
+        raise
+    return committed
+
+
+class CanvasRun:
+    """The driver's side of a canvas run: claim, lock and verify the output, count what the writers
+    commit (only their part rows reach the driver), index and manifest at the end."""
 
     def __init__(self, cfg: CanvasPipelineConfig):
         self.cfg = cfg
-        sources = [p for p in (cfg.source.path, cfg.source.images,
-                               cfg.canvas.background_images) if p]
-        self.committer = Committer(cfg.output.path, "canvas", cfg.sha256(), cfg.output.split,
-                                   PART_SCHEMA, sources)
+        sources = [p for p in (cfg.source.path, cfg.source.images, cfg.canvas.background_images) if p]
+        self.committer = Committer(cfg.output.path, "canvas", cfg.sha256(), cfg.output.split, PART_SCHEMA, sources)
         self.layout = self.committer.layout
         self.done: set[str] = set()
+        self._reset_counts()
+        self._manifest_at = 0.0
+
+    def _reset_counts(self) -> None:
         self.counts = Counter()
         self.quarantine: list[dict] = []
         self.shards: list[str] = []
-        self._shard: ShardWriter | None = None
-        self._pending: list[dict] = []
-        self._opened_at = time.monotonic()
 
     @property
     def notes(self) -> list[str]:
         return self.committer.notes
 
-    def open(self) -> CanvasWriter:
-        for table in self.committer.open():
-            for row in table.to_pylist():
-                self._tally(row)
+    @property
+    def target(self) -> CommitTarget:
+        return self.committer.target
+
+    def open(self):
+        self.committer.open(self._tally_table)
         return self
+
+    def _tally_table(self, table: pa.Table) -> None:
+        for row in table.to_pylist():
+            self._tally(row)
 
     def _tally(self, row: dict) -> None:
         self.done.add(row["uri"] + "#" + row["id"])
@@ -133,59 +227,37 @@ class CanvasWriter:
             self.quarantine.append({"uri": row["uri"], "id": row["id"], "reason": row["reason"],
                                     "detail": row["detail"]})
 
-    def add(self, row: dict) -> None:
-        part = {"uri": row["uri"], "id": row["id"], "status": "quarantined", "key": None, "shard": None,
-                "width": None, "height": None, "box": None, "background": None, "turns": None,
-                "reason": row.get("reason"), "detail": row.get("detail")}
-        if row["status"] == "ok":
-            if self._shard is None:
-                self._shard = self.committer.shard_writer(self.layout.shards_dir)
-            ext = self.cfg.canvas.image_format
-            self._shard.add(row["key"], {ext: row["canvas"], "json": row["record"].encode()})
-            record = json.loads(row["record"])
-            part.update(status="written", key=row["key"], shard=self._shard.path.name, width=record["width"],
-                        height=record["height"], box=record["box"], background=record["background"],
-                        turns=len(record["conversations"]), reason=None, detail=None)
-        if not self._pending:
-            self._opened_at = time.monotonic()
-        self._pending.append(part)
-        out = self.cfg.output
-        if len(self._pending) >= out.shard_max_samples or time.monotonic() - self._opened_at >= out.shard_max_seconds \
-                or (self._shard is not None and self._shard.bytes_written >= out.shard_max_bytes):
-            self.commit()
-
-    def commit(self) -> None:
-        if not self._pending:
-            return
-        closed = []
-        if self._shard is not None:
-            self._shard.close()
-            closed.append(self._shard)
-            self._shard = None
-        self.committer.commit(closed, self._pending)
-        for row in self._pending:
+    def committed(self, rows: list[dict]) -> None:
+        """Part rows a writer committed: counted; the manifest kept current every few seconds."""
+        if rows:
+            self.committer.committed_any = True
+        for row in rows:
             self._tally(row)
-        self._pending = []
-        self.write_manifest("running")
+        if time.monotonic() - self._manifest_at >= 5.0:
+            self.write_manifest("running")
+
+    def _flush(self) -> None:
+        """Commit what this process still holds (nothing when the writers are Ray tasks)."""
 
     def finish(self, wall_seconds: float) -> None:
+        """Drop parts that a retried write task committed twice, recount from the parts, then write
+        the index and the complete manifest."""
         try:
-            self.commit()
+            self._flush()
+            self._reset_counts()
+            self.done = set()
+            committed = self.committer.verify_parts(self._tally_table)
+            self.committer.clean_uncommitted(committed)
             write_index(self.layout, columns=None, schema=PART_SCHEMA)
             self.write_manifest("complete", wall_seconds)
         finally:
             self.committer.close()
 
     def abort(self) -> None:
-        try:
-            if self._shard is not None:
-                self._shard.abort()
-                self._shard = None
-            self._pending = []
-        finally:
-            self.committer.close(failed=True)
+        self.committer.close(failed=True)
 
     def write_manifest(self, status: str, wall_seconds: float | None = None) -> None:
+        self._manifest_at = time.monotonic()
         complete = status == "complete"
         reasons = Counter(q["reason"] for q in self.quarantine)
         manifest = {
@@ -198,6 +270,30 @@ class CanvasWriter:
         atomic_write_bytes(self.layout.manifest, json.dumps(manifest, indent=2).encode())
 
 
+class CanvasWriter(CanvasRun):
+    """A canvas run that writes in this process, item by item (tests and tools), through the same
+    shard session as the Ray write tasks; shards also close on ``shard_max_seconds``."""
+
+    def open(self) -> CanvasWriter:
+        super().open()
+        self.session = CanvasShardSession(self.target, self.cfg, self.committer.take_number)
+        return self
+
+    def add(self, row: dict) -> None:
+        self.session.add(row)
+        if self.session.due(by_time=True):
+            self.committed(self.session.commit())
+
+    def _flush(self) -> None:
+        self.committed(self.session.commit())
+
+    def abort(self) -> None:
+        try:
+            self.session.abort()
+        finally:
+            super().abort()
+
+
 @dataclass
 class CanvasResult:
     read: int
@@ -208,27 +304,32 @@ class CanvasResult:
 
 
 def run_canvas(cfg: CanvasPipelineConfig, on_progress: Callable[[int, int], None] | None = None) -> CanvasResult:
+    """Render and write on Ray workers; the driver lists, counts part rows and finishes the output."""
     start = time.monotonic()
-    writer = CanvasWriter(cfg).open()
+    run = CanvasRun(cfg).open()
     items = list_vqa_items(cfg.source)
-    pending = [it for it in items if f"{it['uri']}#{it['id']}" not in writer.done]
+    pending = [it for it in items if f"{it['uri']}#{it['id']}" not in run.done]
     try:
-        for i, row in enumerate(_render(cfg, pending), start=1):
-            writer.add(row)
+        done = 0
+        for parts in _render_and_write(cfg, pending, run.target, run.committer.next_number):
+            run.committed(parts)
+            done += len(parts)
             if on_progress:
-                on_progress(i, len(pending))
-        writer.finish(time.monotonic() - start)
+                on_progress(done, len(pending))
+        run.finish(time.monotonic() - start)
     except BaseException:
-        writer.abort()
+        run.abort()
         raise
-    c = writer.counts
-    return CanvasResult(c["read"], c["written"], c["quarantined"], len(items) - len(pending), str(writer.layout.root))
+    c = run.counts
+    return CanvasResult(c["read"], c["written"], c["quarantined"], len(items) - len(pending), str(run.layout.root))
 
 
-def render_batch(table: pa.Table, cfg: CanvasPipelineConfig) -> pa.Table:
+def render_and_write(table: pa.Table, cfg: CanvasPipelineConfig, target: CommitTarget, numbers) -> pa.Table:
+    """A Ray task: render a batch of VQA items and commit them as canvas shards where it runs; only
+    the part rows go back."""
     backgrounds = background_files(cfg.canvas.background_images)
     rows = [render_item(item, cfg, backgrounds) for item in table.to_pylist()]
-    return pa.Table.from_pylist(rows, schema=RENDERED_SCHEMA)
+    return pa.Table.from_pylist(write_canvas_block(rows, cfg, target, numbers), schema=PART_SCHEMA)
 
 
 RENDERED_SCHEMA = pa.schema([
@@ -239,18 +340,21 @@ RENDERED_SCHEMA = pa.schema([
 ])
 
 
-def _render(cfg: CanvasPipelineConfig, pending: list[dict]) -> Iterator[dict]:
+def _render_and_write(cfg: CanvasPipelineConfig, pending: list[dict], target: CommitTarget,
+                      first_number: int) -> Iterator[list[dict]]:
     if not pending:
         return
     import ray
 
-    from curate.pipeline import init_ray
+    from curate.pipeline import init_ray, start_shard_numbers
 
     init_ray(cfg)
+    numbers = start_shard_numbers(first_number)
     blank = {"key": None, "canvas": None, "record": None}
     table = pa.Table.from_pylist([{**it, **blank} for it in pending], schema=RENDERED_SCHEMA)
     step = max(1, min(16, len(pending) // 8 or 1))
     ds = ray.data.from_arrow([table.slice(i, step) for i in range(0, table.num_rows, step)])
-    ds = ds.map_batches(render_batch, fn_kwargs={"cfg": cfg}, batch_format="pyarrow", batch_size=step, num_cpus=1)
+    ds = ds.map_batches(render_and_write, fn_kwargs={"cfg": cfg, "target": target, "numbers": numbers},
+                        batch_format="pyarrow", batch_size=step, num_cpus=1)
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
-        yield from batch.to_pylist()
+        yield batch.to_pylist()

@@ -154,7 +154,10 @@ def claim_output(layout: OutputLayout, kind: str, config_sha256: str, input_path
 def unclaim_output(layout: OutputLayout, created_root: bool) -> None:
     """Undo a claim that committed nothing: remove only what curate wrote (marker, journal, lock,
     manifest, empty folders), so a run that failed at once (a typo in a source) leaves no output
-    that a corrected config would then be refused."""
+    that a corrected config would then be refused. A commit that a worker made without the driver
+    hearing of it keeps the claim: the output is then a resumable one."""
+    if any(True for _ in layout.part_files()):
+        return
     for path in (layout.manifest, layout.journal, layout.lock, layout.marker):
         path.unlink(missing_ok=True)
     for folder in (layout.opened_dir, layout.meta_dir, layout.shards_dir, layout.questions_dir, layout.parts_dir):

@@ -12,6 +12,7 @@ from PIL import Image
 from curate.augment.canvas import paste, plan_canvas
 from curate.augment.config import CanvasConfig, load_canvas_config
 from tests.conftest import REPO
+from tests.io.s3 import s3_bucket, s3_endpoint  # noqa: F401  (fixtures)
 
 CFG = CanvasConfig()
 
@@ -133,3 +134,67 @@ def test_table_source_reads_hf_image_structs(vqa_dir, tmp_path):
     record = json.loads(next(iter(shard_samples(tmp_path / "t").values()))["json"])
     assert record["conversations"][0]["value"].startswith("<image>\n")
     assert record["conversations"][1]["from"] == "gpt"
+
+
+@pytest.mark.slow  # a canvas run through Ray, writing to a loopback S3 server
+def test_canvas_workers_write_to_object_storage(vqa_dir, tmp_path, s3_bucket):  # noqa: F811
+    """The render tasks commit their shards themselves (the driver gets part rows only), so an
+    object-storage output works and equals a local one."""
+    from curate.io.objpath import ObjectPath, glob_objects
+
+    local = run(vqa_dir, tmp_path / "local")
+    uri = f"s3://{s3_bucket}/canvas"
+    remote = run(vqa_dir, uri)
+    assert (remote.read, remote.written, remote.quarantined) == (local.read, local.written, local.quarantined)
+    downloaded = tmp_path / "down" / "shards"
+    downloaded.mkdir(parents=True)
+    for shard in glob_objects(f"{uri}/shards/*.tar"):
+        (downloaded / shard.rsplit("/", 1)[1]).write_bytes(ObjectPath(shard).read_bytes())
+    assert shard_samples(tmp_path / "down") == shard_samples(tmp_path / "local")
+    manifest = json.loads(ObjectPath(f"{uri}/manifest.json").read_bytes())
+    assert manifest["status"] == "complete" and manifest["counts"]["read"] == 9
+    assert ObjectPath(f"{uri}/index.parquet").exists()
+
+
+def test_a_block_committed_twice_by_a_retried_task_is_dropped_at_the_end(vqa_dir, tmp_path):
+    """Ray may retry a write task after its first attempt committed: the second part holds the same
+    inputs (same block digest) and the run's end drops it, so nothing is counted or indexed twice."""
+    from curate.augment.run import CanvasRun, background_files, render_item, write_canvas_block
+    from curate.augment.vqa_sources import list_vqa_items
+
+    cfg = load_canvas_config(REPO / "pipelines" / "canvas.yaml", [
+        f"source.path={vqa_dir / 'llava.json'}", f"source.images={vqa_dir / 'images'}",
+        f"output.path={tmp_path / 'c'}", "ray.progress=false"])
+    canvas_run = CanvasRun(cfg).open()
+    rows = [render_item(item, cfg, background_files(None)) for item in list_vqa_items(cfg.source)[:3]]
+    first = write_canvas_block(rows, cfg, canvas_run.target, canvas_run.committer.take_number)
+    retried = write_canvas_block(rows, cfg, canvas_run.target, canvas_run.committer.take_number)
+    assert first != retried and len(list((tmp_path / "c" / "parts").glob("*.parquet"))) == 2
+    canvas_run.committed(first + retried)
+    canvas_run.finish(1.0)
+    manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    assert manifest["counts"] == {"read": 3, "written": 3, "quarantined": 0}
+    assert len(shard_samples(tmp_path / "c")) == 3 and any("same inputs" in n for n in canvas_run.notes)
+
+
+def test_a_render_task_returns_part_rows_only(vqa_dir, tmp_path):
+    """What travels back to the driver from a render task: commit records, no image bytes."""
+    import pyarrow as pa
+
+    from curate.augment.run import RENDERED_SCHEMA, CanvasRun, render_and_write
+    from curate.augment.vqa_sources import list_vqa_items
+
+    cfg = load_canvas_config(REPO / "pipelines" / "canvas.yaml", [
+        f"source.path={vqa_dir / 'llava.json'}", f"source.images={vqa_dir / 'images'}",
+        f"output.path={tmp_path / 'c'}", "ray.progress=false"])
+    canvas_run = CanvasRun(cfg).open()
+    items = list_vqa_items(cfg.source)[:2]
+    table = pa.Table.from_pylist([{**it, "key": None, "canvas": None, "record": None} for it in items],
+                                 schema=RENDERED_SCHEMA)
+    parts = render_and_write(table, cfg, canvas_run.target, canvas_run.committer.take_number)
+    assert parts.num_rows == 2 and not any(pa.types.is_binary(f.type) for f in parts.schema)
+    assert parts.nbytes < 2000
+    # the driver fails before hearing of that commit: the output stays claimed, and resumable
+    canvas_run.abort()
+    assert (tmp_path / "c" / ".curate" / "output.json").exists()
+    assert len(list((tmp_path / "c" / "parts").glob("*.parquet"))) == 1
