@@ -140,11 +140,15 @@ def test_table_source_reads_hf_image_structs(vqa_dir, tmp_path):
 def test_canvas_workers_write_to_object_storage(vqa_dir, tmp_path, s3_bucket):  # noqa: F811
     """The render tasks commit their shards themselves (the driver gets part rows only), so an
     object-storage output works and equals a local one."""
+    import ray
+
     from curate.io.objpath import ObjectPath, glob_objects
 
+    ray.shutdown()  # a Ray started by an earlier test lacks this server's settings in its workers' environment
     local = run(vqa_dir, tmp_path / "local")
     uri = f"s3://{s3_bucket}/canvas"
     remote = run(vqa_dir, uri)
+    ray.shutdown()
     assert (remote.read, remote.written, remote.quarantined) == (local.read, local.written, local.quarantined)
     downloaded = tmp_path / "down" / "shards"
     downloaded.mkdir(parents=True)
