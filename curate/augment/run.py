@@ -26,7 +26,7 @@ from curate.augment.config import CanvasPipelineConfig
 from curate.augment.vqa_sources import list_vqa_items
 from curate.config import IngestConfig
 from curate.io import fs
-from curate.io.committer import CommitTarget, Committer, block_digest
+from curate.io.committer import CommitTarget, Committer, ShardNumber, block_digest
 from curate.io.index import write_index
 from curate.io.layout import atomic_write_bytes
 from curate.io.shards import ShardWriter
@@ -111,18 +111,12 @@ class CanvasShardSession:
     """One writer's open canvas shard and the part rows that will commit it (driver or worker)."""
 
     def __init__(self, target: CommitTarget, cfg: CanvasPipelineConfig, next_number: Callable[[], int]):
-        self.target, self.cfg, self.next_number = target, cfg, next_number
-        self.number: int | None = None
+        self.target, self.cfg = target, cfg
+        self.number = ShardNumber(target, next_number)
         self.shard: ShardWriter | None = None
         self.pending: list[dict] = []
         self.members: list[str] = []
         self.opened_at = time.monotonic()
-
-    def _number(self) -> int:
-        if self.number is None:
-            self.number = self.next_number()
-            self.target.begin(self.number)
-        return self.number
 
     def add(self, row: dict) -> None:
         if not self.pending:
@@ -130,7 +124,7 @@ class CanvasShardSession:
         shard = None
         if row["status"] == "ok":
             if self.shard is None:
-                self.shard = self.target.shard_writer(self.target.layout.shards_dir, self._number())
+                self.shard = self.target.shard_writer(self.target.layout.shards_dir, self.number.get())
             self.shard.add(row["key"], {self.cfg.canvas.image_format: row["canvas"], "json": row["record"].encode()})
             shard = self.shard.path.name
         self.pending.append(canvas_part(row, shard))
@@ -151,9 +145,10 @@ class CanvasShardSession:
         closed = [self.shard] if self.shard is not None else []
         for writer in closed:
             writer.close()
-        self.target.commit(self._number(), closed, self.pending, block_digest(self.members))
+        self.target.commit(self.number.get(), closed, self.pending, block_digest(self.members))
         rows = self.pending
-        self.shard, self.number, self.pending, self.members = None, None, [], []
+        self.shard, self.pending, self.members = None, [], []
+        self.number.release()
         return rows
 
     def abort(self) -> None:

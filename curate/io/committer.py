@@ -111,6 +111,24 @@ class CommitTarget:
         atomic_write_bytes(self.layout.part(self.split, number), buf.getvalue())
 
 
+class ShardNumber:
+    """A writer's open shard number: taken on first use and recorded (``begin``) before any of its
+    files exists; released when that shard commits or is dropped."""
+
+    def __init__(self, target: CommitTarget, next_number: Callable[[], int]):
+        self.target, self.next_number = target, next_number
+        self.value: int | None = None
+
+    def get(self) -> int:
+        if self.value is None:
+            self.value = self.next_number()
+            self.target.begin(self.value)
+        return self.value
+
+    def release(self) -> None:
+        self.value = None
+
+
 class Committer:
     """The driver's side: claim, lock, clean, verify, hand out shard numbers, release."""
 
@@ -130,7 +148,6 @@ class Committer:
         self.notes: list[str] = []  # what resume found and did, for the user
         self.next_number = 0
         self._numbers: itertools.count | None = None
-        self._open_number: int | None = None  # the in-process writer's open shard number
 
     # ------------------------------------------------------------ open / resume
 
@@ -261,25 +278,6 @@ class Committer:
         """A fresh shard number (in this process; Ray workers get theirs from an actor seeded with
         ``next_number``)."""
         return next(self._numbers)
-
-    # ------------------------------------------------------------ writing in this process
-
-    def _current_number(self) -> int:
-        """The open shard number; a new one is recorded before any of its files exists."""
-        if self._open_number is None:
-            self._open_number = self.take_number()
-            self.target.begin(self._open_number)
-        return self._open_number
-
-    def shard_writer(self, folder: OutputPath) -> ShardWriter:
-        """A writer for the open shard number's tar in ``folder`` (shards/ or questions/)."""
-        return self.target.shard_writer(folder, self._current_number())
-
-    def commit(self, closed: list[ShardWriter], rows: list[dict]) -> None:
-        """Write the open number's part (last: it commits); the next shard gets a new number."""
-        self.target.commit(self._current_number(), closed, rows)
-        self._open_number = None
-        self.committed_any = True
 
     def close(self, failed: bool = False) -> None:
         """Release the output; after a failure that committed nothing in a directory this run

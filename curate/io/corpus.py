@@ -31,7 +31,7 @@ import pyarrow as pa
 from curate import __version__
 from curate.config import PipelineConfig
 from curate.io import interrupt
-from curate.io.committer import CommitTarget, Committer, block_digest
+from curate.io.committer import CommitTarget, Committer, ShardNumber, block_digest
 from curate.io.index import PART_SCHEMA, write_index, write_quarantine
 from curate.io.ledger import Ledger, identity
 from curate.io.manifest import RunTally, now_iso, read_manifest_lenient, write_manifest
@@ -109,18 +109,11 @@ class ShardSession:
         self.cfg = cfg
         self.out = cfg.output
         self.pipeline = pipeline_info(cfg)
-        self.next_number = next_number
-        self.number: int | None = None
+        self.number = ShardNumber(target, next_number)
         self.shard: ShardWriter | None = None
         self.questions: ShardWriter | None = None
         self.pending: list[dict] = []
         self.opened_at = time.monotonic()
-
-    def _number(self) -> int:
-        if self.number is None:
-            self.number = self.next_number()
-            self.target.begin(self.number)
-        return self.number
 
     def due(self, by_time: bool = True) -> bool:
         """Whether the open shard (or the pending quarantine-only rows) should be committed now."""
@@ -141,12 +134,12 @@ class ShardSession:
             return
         layout = self.target.layout
         if self.shard is None:
-            self.shard = self.target.shard_writer(layout.shards_dir, self._number())
+            self.shard = self.target.shard_writer(layout.shards_dir, self.number.get())
         locations = self.shard.add(row["key"], {row["image_ext"]: row["image"],
                                                 "json": record_json(row, self.pipeline)})
         for key, data in question_samples(row, self.shard.path.name):
             if self.questions is None:
-                self.questions = self.target.shard_writer(layout.questions_dir, self._number())
+                self.questions = self.target.shard_writer(layout.questions_dir, self.number.get())
             members = {"json": data}
             if self.cfg.retarget.embed_image:
                 members = {row["image_ext"]: row["image"], **members}
@@ -171,10 +164,10 @@ class ShardSession:
             if writer is not None:
                 writer.close()
                 closed.append(writer)
-        self.target.commit(self._number(), closed, self.pending, block)
+        self.target.commit(self.number.get(), closed, self.pending, block)
         rows, self.pending = self.pending, []
         self.shard = self.questions = None
-        self.number = None
+        self.number.release()
         return rows
 
     def abort(self) -> None:
