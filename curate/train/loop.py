@@ -136,7 +136,17 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None, stop_a
     last = out_dir / "last.pt"
     if cfg.resume and last.exists():
         state = torch.load(last, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
+        saved = state.get("config", {}).get("model", {})
+        changed = [f"model.{k}: {saved[k]!r} there, {v!r} here" for k, v in cfg.model.model_dump(mode="json").items()
+                   if k in saved and saved[k] != v]
+        if changed:
+            raise RuntimeError(f"{last}: a checkpoint of another model config than this one ({'; '.join(changed)}); "
+                               "train into another `out`, or set resume: false to start over there")
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise RuntimeError(f"{last}: a checkpoint of another model config than this one ({e}); train into "
+                               "another `out`, or set resume: false to start over there") from e
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step = state["step"]

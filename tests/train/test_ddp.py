@@ -54,3 +54,4 @@ def test_two_ranks_stay_in_sync(tmp_path):
     assert [r["step"] for r in logs0] == [r["step"] for r in logs1] == [1, 2, 3]
     assert logs0[0]["contrast"] != logs1[0]["contrast"]  # each rank read its own shard
     assert (out / "log.jsonl").read_text().count("\n") == 3  # written by rank 0 alone
+
