@@ -19,13 +19,15 @@ from curate.rows import add_events, set_model
 
 def pick_regions(masks, width: int, height: int, select: SelectConfig,
                  section) -> tuple[list[SalientBox], list[list] | None, str]:
-    """Salient boxes for one image, the text lines each holds (corner points) when they are lines,
-    and what to say when there is none."""
+    """Salient boxes for one image (``select``: the run's selection config; ``section``: the kind's
+    masks section), the text lines each holds (corner points) when they are lines, and what to say
+    when there is none."""
     if isinstance(section, OcrLayoutMasksConfig) and section.regions == "lines":
         picked = text_line_regions(masks.boxes, width, height, select.max_boxes, section.lines_per_region,
                                    section.min_line_px)
         lines = [[masks.quads[i].round(1).tolist() for i in members] for _, members in picked]
         return [box for box, _ in picked], lines, f"no text line detected ({len(masks)} specks)"
+    select = select_config_for(select, section)
     picked = select_salient_boxes(masks.boxes, masks.areas, width, height, select)
     return picked, None, (f"no salient region: {len(masks)} masks, selection needs at least {select.min_masks} "
                           "in one window")
@@ -44,13 +46,12 @@ class RegionsStage:
     def __init__(self, cfg: PipelineConfig):
         # One generator per distinct backend section; documents share natural's unless set.
         self.generators: dict[str, MaskGenerator] = {}
-        self.select_cfgs: dict[str, SelectConfig] = {}
+        self.select = cfg.select
         self.sections = {}
         for kind in ("natural", "document"):
             section = cfg.masks.for_kind(kind)
             shared = next((k for k in self.generators if cfg.masks.for_kind(k) is section), None)
             self.generators[kind] = self.generators[shared] if shared else backends.build(section)
-            self.select_cfgs[kind] = select_config_for(cfg.select, section)
             self.sections[kind] = section
 
     def process(self, rows: list[dict]) -> list[dict]:
@@ -64,11 +65,11 @@ class RegionsStage:
         return rows
 
     def _process(self, live: list[dict], kind: str) -> None:
-        generator, select_cfg = self.generators[kind], self.select_cfgs[kind]
+        generator = self.generators[kind]
         images = [decode_rgb(r["image"]) for r in live]
         for row, masks in zip(live, generator.generate(images)):
             w, h = row["width"], row["height"]
-            picked, lines, none_note = pick_regions(masks, w, h, select_cfg, self.sections[kind])
+            picked, lines, none_note = pick_regions(masks, w, h, self.select, self.sections[kind])
             regions = [
                 {"box": list(b.box), "box_norm": [b.box[0] / w, b.box[1] / h, b.box[2] / w, b.box[3] / h],
                  "score": b.score, "n_masks": b.n_masks, "mask_area_frac": b.mask_area_frac}
