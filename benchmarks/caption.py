@@ -78,7 +78,7 @@ def serial(backend, tokenizer, items: list, batch_size: int, extra: dict) -> lis
 
 
 def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, device,
-              modes: list[str]) -> list[dict]:
+              modes: list[str], kv_caches: tuple[str, ...] = ("dynamic",)) -> list[dict]:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     t0 = time.perf_counter()
     model, processor = random_qwen2_vl(size, device=str(device), dtype=dtype)
@@ -86,9 +86,9 @@ def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, 
           f"({sum(p.numel() for p in model.parameters()) / 1e9:.2f} B params)", flush=True)
     requests = photo_requests(n_crops)
     rows = []
-    for bs in batch_sizes:
+    for bs, kv_cache in ((b, k) for b in batch_sizes for k in kv_caches):
         cfg = VlmConfig(backend="hf", model=f"random-qwen2-vl-{size}", max_new_tokens=new_tokens, batch_size=bs,
-                        **({} if size != "tiny" else {"min_pixels": 3136, "max_pixels": 12544}))
+                        kv_cache=kv_cache, **({} if size != "tiny" else {"min_pixels": 3136, "max_pixels": 12544}))
         cap = HfVlmCaptioner(cfg, model=model, processor=processor)
         from curate.ops.prompts import crop_images
 
@@ -102,7 +102,8 @@ def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, 
             tokens = sum(g.tokens for g in gens)
             # Qwen2-VL merges 2x2 patches into one LLM token.
             vision_tokens = np.mean([c[-1].width * c[-1].height / (28 * 28) for c in crops])
-            row = dict(backend="hf", model=f"qwen2-vl-{size}", path=mode, batch_size=bs, crops=len(crops),
+            row = dict(backend="hf", model=f"qwen2-vl-{size}", path=mode, batch_size=bs, kv_cache=kv_cache,
+                       crops=len(crops),
                        seconds=round(seconds, 3), crops_per_s=round(len(crops) / seconds, 3),
                        generated_tokens_per_s=round(tokens / seconds, 1), new_tokens=new_tokens,
                        mean_vision_tokens=round(vision_tokens, 1), peak_gpu_gib=peak)
@@ -113,7 +114,7 @@ def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, 
 
 
 def bench_llm(size: str, n_prompts: int, batch_sizes: list[int], new_tokens: int, device,
-              modes: list[str]) -> list[dict]:
+              modes: list[str], kv_caches: tuple[str, ...] = ("dynamic",)) -> list[dict]:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model, tokenizer = random_llama(size, device=str(device), dtype=dtype)
     rng = np.random.default_rng(0)
@@ -122,8 +123,9 @@ def bench_llm(size: str, n_prompts: int, batch_sizes: list[int], new_tokens: int
     captions = [f"Region {i}: " + ", ".join(rng.choice(phrases, size=int(rng.integers(2, 7)))) + "."
                 for i in range(n_prompts)]  # captions of several lengths, as the stage sees them
     rows = []
-    for bs in batch_sizes:
-        cfg = RetargetConfig(backend="hf", model=f"random-llama-{size}", max_new_tokens=new_tokens, batch_size=bs)
+    for bs, kv_cache in ((b, k) for b in batch_sizes for k in kv_caches):
+        cfg = RetargetConfig(backend="hf", model=f"random-llama-{size}", max_new_tokens=new_tokens, batch_size=bs,
+                             kv_cache=kv_cache)
         writer = HfQuestionWriter(cfg, model=model, tokenizer=tokenizer)
         extra = {"min_new_tokens": new_tokens}
         writer.ask(captions[:bs], **extra)  # warm-up
@@ -131,7 +133,8 @@ def bench_llm(size: str, n_prompts: int, batch_sizes: list[int], new_tokens: int
                 "pipelined": lambda: writer.ask(captions, **extra)}
         for mode in modes:
             gens, seconds, peak = timed(runs[mode], device)
-            row = dict(backend="hf", model=f"llama-{size}", path=mode, batch_size=bs, prompts=len(captions),
+            row = dict(backend="hf", model=f"llama-{size}", path=mode, batch_size=bs, kv_cache=kv_cache,
+                       prompts=len(captions),
                        seconds=round(seconds, 3), prompts_per_s=round(len(captions) / seconds, 3),
                        generated_tokens_per_s=round(sum(g.tokens for g in gens) / seconds, 1),
                        new_tokens=new_tokens, peak_gpu_gib=peak)
@@ -150,20 +153,22 @@ def main() -> None:
     parser.add_argument("--llm-new-tokens", type=int, default=48)
     parser.add_argument("--modes", default="serial,pipelined", help="paths to time: serial, pipelined")
     parser.add_argument("--llm-prompts", type=int, default=0, help="prompts for the LLM (default: --crops)")
+    parser.add_argument("--kv-caches", default="dynamic", help="comma list: dynamic, static (compiled decoding)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", type=Path, help="write results here")
     args = parser.parse_args()
     device = torch.device(args.device)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     modes = args.modes.split(",")
+    kv_caches = tuple(args.kv_caches.split(","))
     hardware = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu"
     print(f"hardware: {hardware}; torch {torch.__version__}", flush=True)
     results = {"hardware": hardware, "torch": torch.__version__, "vlm": [], "llm": [], "vllm": None}
     if args.vlm != "none":
-        results["vlm"] = bench_vlm(args.vlm, args.crops, batch_sizes, args.new_tokens, device, modes)
+        results["vlm"] = bench_vlm(args.vlm, args.crops, batch_sizes, args.new_tokens, device, modes, kv_caches)
     if args.llm != "none":
         results["llm"] = bench_llm(args.llm, args.llm_prompts or args.crops, batch_sizes, args.llm_new_tokens, device,
-                                   modes)
+                                   modes, kv_caches)
     results["vllm"] = ("skipped: vllm is not installed on this machine" if importlib.util.find_spec("vllm") is None
                        else "installed, not measured by this script (run the pipeline with backend vllm)")
     print("vllm:", results["vllm"])

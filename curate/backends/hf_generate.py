@@ -33,6 +33,8 @@ def generation_kwargs(cfg, pad_token_id: int | None) -> dict:
         kwargs.update(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p)
     else:
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    if cfg.kv_cache == "static":
+        kwargs.update(cache_implementation="static", disable_compile=not cfg.compile)
     return kwargs
 
 

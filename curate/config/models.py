@@ -322,6 +322,10 @@ class GenerationRuntimeConfig(Strict):
     max_batch_tokens: int | None = Field(
         131072, ge=1, description="hf: a generate call's padded tokens, prompts plus new tokens, at most "
         "(bounds its KV cache and activations; null: batch_size alone)")
+    kv_cache: Literal["dynamic", "static"] = Field(
+        "dynamic", description="hf: the KV cache of generate; 'static' preallocates it at the batch's full length, "
+        "which lets transformers compile the decoding step (the host-bound part of HF decoding)")
+    compile: bool = Field(True, description="hf with kv_cache static: compile the decoding step (torch.compile)")
     num_gpus: float = Field(1.0, ge=0, description="GPUs per actor when the cluster has GPUs")
     # vLLM only (ray.data.llm): engine replicas, tensor parallelism, memory.
     concurrency: int = Field(1, ge=1, description="vllm: engine replicas")

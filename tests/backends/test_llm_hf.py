@@ -27,3 +27,13 @@ def test_batched_questions_equal_one_by_one(writer):
     alone = [writer.ask([c])[0] for c in captions]
     assert [g.text for g in together] == [g.text for g in alone]
     assert all(1 <= g.tokens <= 5 for g in together)
+
+
+def test_a_static_cache_gives_the_same_greedy_questions(writer, tiny_llama_dir):
+    """kv_cache: static (preallocated, compilable decoding) changes speed, not the text; compiled
+    on the GPU only in production, here run uncompiled."""
+    static = HfQuestionWriter(RetargetConfig(backend="hf", model=str(tiny_llama_dir), dtype="fp32", max_new_tokens=5,
+                                             batch_size=2, kv_cache="static", compile=False))
+    assert static.gen_kwargs["cache_implementation"] == "static"
+    captions = ["A blue door.", "Two cups of coffee on a small wooden table near a window.", "Text: EXIT"]
+    assert [g.text for g in static.ask(captions)] == [g.text for g in writer.ask(captions)]

@@ -64,3 +64,15 @@ def test_hygiene_applies_to_generated_text(tiny_qwen2_vl_dir):
                                                                                    min_latin_letter_frac=None)))
     results = cap.caption_batch([(Image.new("RGB", (400, 300), "gray"), (0, 0, 200, 150))])
     assert results[0].text is None and results[0].reason in {"too_short", "empty", "refusal", "repetition"}
+
+
+def test_a_static_cache_gives_the_same_greedy_captions(captioner, tiny_qwen2_vl_dir):
+    """kv_cache: static preallocates the cache (so the decoding step can be compiled on the GPU);
+    greedy tokens stay the same. Run uncompiled here."""
+    static = HfVlmCaptioner(make_cfg(tiny_qwen2_vl_dir, kv_cache="static", compile=False))
+    images = [noise_image(900, 700, seed=i) for i in range(3)]
+    crops = [[im.crop((10 * i, 20, 300 + 50 * i, 400))] for i, im in enumerate(images)]
+    expected = captioner.generate_crops(crops)
+    got = static.generate_crops(crops)
+    assert [g.text for g in got] == [g.text for g in expected]
+    assert [g.tokens for g in got] == [g.tokens for g in expected]
