@@ -80,10 +80,9 @@ class StageActor:
     """Ray actor wrapper: builds the stage (and its model) once, then maps blocks; tells the run's
     progress board (a ProgressActor) what it is doing."""
 
-    def __init__(self, stage_cls: type, cfg: PipelineConfig, progress=None, writers: list | None = None):
+    def __init__(self, stage_cls: type, cfg: PipelineConfig, progress=None):
         logging.basicConfig(level=logging.WARNING)
         self.progress, self.name, self.calls = progress, stage_cls.name, 0
-        self.writers = writers  # the last stage on CPU hands its rows to the stream writers itself
         self._tell("loading", self.name)
         self.stage = stage_cls(cfg)
         self._tell("ready", self.name)
@@ -101,7 +100,7 @@ class StageActor:
         if first:
             self._tell("first_batch", self.name, False)
         self._tell("rows", self.name, out.num_rows)
-        return forward_to_writer(out, self.writers) if self.writers else out
+        return out
 
 
 class ProgressActor:
@@ -223,16 +222,10 @@ class StreamForward:
         self.writers = writers
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        return forward_to_writer(table, self.writers)
+        import ray
 
-
-def forward_to_writer(table: pa.Table, writers: list) -> pa.Table:
-    """Hand finished rows to the stream writer their first row routes to (the same writer on a
-    retry, which knows the batch); returns the part rows of what that writer committed."""
-    import ray
-
-    first = identity(table["uri"][0].as_py(), table["ordinal"][0].as_py()) if table.num_rows else ""
-    return ray.get(writers[route(first, len(writers))].add.remote(table))
+        first = identity(table["uri"][0].as_py(), table["ordinal"][0].as_py()) if table.num_rows else ""
+        return ray.get(self.writers[route(first, len(self.writers))].add.remote(table))
 
 
 class LedgerActor:
@@ -430,21 +423,14 @@ def build_dataset(cfg: PipelineConfig, chunks: list, sink: BlockSink, writers: l
                              cfg.ray.actors_per_gpu)
     if progress is not None:
         progress.plan.remote([cls.name for cls, _, _ in stages])
-    # On CPU the last stage hands its rows to the stream writers itself (one process and one copy
-    # fewer: what a laptop notices); a GPU stage never waits for a write, a forwarder does.
-    fold_forward = bool(writers) and not llm_steps(cfg) and not stages[-1][1]
-    for i, ((stage_cls, gpus, batch_size), pool) in enumerate(zip(stages, pools)):
-        last = fold_forward and i == len(stages) - 1
+    for (stage_cls, gpus, batch_size), pool in zip(stages, pools):
         ds = ds.map_batches(
-            StageActor, fn_constructor_kwargs={"stage_cls": stage_cls, "cfg": cfg, "progress": progress,
-                                               "writers": writers if last else None},
+            StageActor, fn_constructor_kwargs={"stage_cls": stage_cls, "cfg": cfg, "progress": progress},
             batch_format="pyarrow",
             batch_size=batch_size,
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pool.limit, initial_size=pool.initial),
             num_cpus=ACTOR_CPUS, num_gpus=gpus or None,
         )
-    if fold_forward:
-        return ds
     ds = add_llm_steps(ds, cfg)
     # Writing is upload and copy work: no CPU reserved (Ray Data's per-operator reservation would
     # take it from the stages), one writer per 16 CPUs.
