@@ -84,12 +84,12 @@ def compute_losses(model: PS3Encoder, batch: dict, text: FrozenTextEncoder, cfg:
     ignore = None if cfg.loss.intra_image_negatives else same_image_pairs(batch["region_image"])
     rows = sigmoid_contrastive_rows(out["image"], out["text"], out["scale"], out["bias"], positives, ignore)
     is_global = batch["is_global"]
+    local = ~is_global
     losses = {"contrast": rows.mean()}
-    if (~is_global).any():
-        losses["local"] = rows[~is_global].mean()
+    if local.any():
+        losses["local"] = rows[local].mean()
     if is_global.any():
         losses["global"] = rows[is_global].mean()
-    local = ~is_global
     top_down_gt = batch["top_down"].flatten(1)
     bottom_up_gt = batch["bottom_up"].flatten(1)
     zero = out["bottom_up"].sum() * 0.0
@@ -136,17 +136,19 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None, stop_a
     last = out_dir / "last.pt"
     if cfg.resume and last.exists():
         state = torch.load(last, map_location=device, weights_only=False)
+        def refused(why: str) -> RuntimeError:
+            return RuntimeError(f"{last}: a checkpoint of another model config than this one ({why}); train into "
+                                "another `out`, or set resume: false to start over there")
+
         saved = state.get("config", {}).get("model", {})
         changed = [f"model.{k}: {saved[k]!r} there, {v!r} here" for k, v in cfg.model.model_dump(mode="json").items()
                    if k in saved and saved[k] != v]
         if changed:
-            raise RuntimeError(f"{last}: a checkpoint of another model config than this one ({'; '.join(changed)}); "
-                               "train into another `out`, or set resume: false to start over there")
+            raise refused("; ".join(changed))
         try:
             model.load_state_dict(state["model"])
-        except RuntimeError as e:
-            raise RuntimeError(f"{last}: a checkpoint of another model config than this one ({e}); train into "
-                               "another `out`, or set resume: false to start over there") from e
+        except RuntimeError as e:  # a checkpoint that predates the saved config
+            raise refused(str(e)) from e
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step = state["step"]

@@ -22,13 +22,6 @@ def sigmoid_contrastive_rows(image: torch.Tensor, text: torch.Tensor, scale: tor
     return pair.sum(1)
 
 
-def sigmoid_contrastive_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor,
-                             positives: torch.Tensor | None = None,
-                             ignore: torch.Tensor | None = None) -> torch.Tensor:
-    """The mean of ``sigmoid_contrastive_rows`` over image rows."""
-    return sigmoid_contrastive_rows(image, text, scale, bias, positives, ignore).mean()
-
-
 def same_text_positives(texts: list[str], device) -> torch.Tensor:
     """Pairs whose texts are identical are positives too (not false negatives)."""
     ids = {t: i for i, t in enumerate(dict.fromkeys(texts))}

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from curate.train.selection import top_fraction_mask
+
 
 def _axis_coverage(lo: float, hi: float, cells: int) -> np.ndarray:
     """Length of [lo, hi] (in cell units) falling in each of ``cells`` unit cells."""
@@ -49,9 +51,7 @@ def selection_recall(scores: torch.Tensor, gt: torch.Tensor, select_frac: float)
     """PS3 Table 7's recall: share of ground-truth patches among the top ``select_frac`` of patches by
     predicted score (``ground_truth_patches``). ``scores`` and ``gt``: (..., N). Rows without any box
     coverage are NaN."""
-    n = scores.shape[-1]
-    k = max(1, round(select_frac * n))
-    top = torch.zeros_like(scores, dtype=torch.bool).scatter(-1, scores.topk(k, dim=-1).indices, True)
+    top = top_fraction_mask(scores, select_frac)
     positive = ground_truth_patches(gt)
     hits = (top & positive).sum(-1).float()
     total = positive.sum(-1).float()
