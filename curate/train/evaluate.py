@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 from curate.train.config import TrainConfig
 from curate.train.data import make_loader
 from curate.train.geometry import scale_grids
-from curate.train.model import PS3Encoder, box_coverage
+from curate.train.model import PS3Encoder, box_coverage, chosen_rows
 from curate.train.score_maps import ground_truth_patches, selection_recall
 from curate.train.text import FrozenTextEncoder
 
@@ -105,7 +105,7 @@ def evaluate(cfg: TrainConfig, checkpoint: Path | None = None, out_dir: Path | N
         top_down += selection_recall(out["top_down"].float(), gt_td, frac).tolist()
         bottom_up += selection_recall(out["bottom_up"].float(), gt_bu, frac).tolist()
         random_td += selection_recall(torch.rand(gt_td.shape, generator=generator).to(device), gt_td, frac).tolist()
-        for r, chosen in enumerate(out["chosen"]):
+        for r, chosen in enumerate(chosen_rows(out["chosen"])):
             hires.append(chosen_recall(model, batch["hires"][0].cpu(), batch["boxes"][r].cpu(), chosen))
         if len(pictures) < cfg.eval.pictures:
             pictures.append(score_picture(batch["hires"][0], out["top_down"][0].view(model.grid, model.grid),

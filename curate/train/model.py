@@ -61,6 +61,18 @@ def box_coverage(boxes: torch.Tensor, rows: int, cols: int, device) -> torch.Ten
     return torch.from_numpy(maps).to(device=device, dtype=torch.float32)
 
 
+def in_row_order(values: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """Rows computed image by image (row ``order[i]`` at position i) put back in row order."""
+    out = torch.empty_like(values)
+    out[order] = values
+    return out
+
+
+def chosen_rows(chosen: list[torch.Tensor]) -> list[tuple[list[int], ...]]:
+    """Per region, the indices chosen at each scale (host lists, for evaluation and pictures)."""
+    return list(zip(*[scale.tolist() for scale in chosen]))
+
+
 class PS3Encoder(nn.Module):
     def __init__(self, m, text_dim: int):
         """``m``: a TrainModelConfig."""
@@ -131,8 +143,9 @@ class PS3Encoder(nn.Module):
             out = encode_with_context(encoder, tokens, None)
         return self.vm.post_layernorm(out)
 
-    def encode_regions(self, images, boxes, image_of_row, scores, low) -> tuple[torch.Tensor, list]:
-        """Local features (R, D) of regions ``boxes`` on images ``image_of_row`` from their scores."""
+    def encode_regions(self, images, boxes, image_of_row, scores, low) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Local features (R, D) of regions ``boxes`` on images ``image_of_row`` from their scores, and
+        the patches chosen at each scale, (R, k) per scale (``chosen_rows`` lists them per region)."""
         use_gt = torch.zeros(len(boxes), dtype=torch.bool, device=boxes.device)
         if self.training and self.select_gt_prob > 0:
             use_gt = torch.rand(len(boxes), device=boxes.device) < self.select_gt_prob
@@ -144,14 +157,13 @@ class PS3Encoder(nn.Module):
             order.append(rows)
             tokens.append(t)
             weights.append(w)
-            chosen.extend(zip(rows.tolist(), zip(*[x.tolist() for x in c])))
+            chosen.append(c)
         order_t = torch.cat(order)
         out = self.encode_tokens(torch.cat(tokens), image_of_row[order_t], low)
         w = torch.cat(weights).to(out.dtype)
         pooled = (out * w[..., None]).sum(1) / w.sum(1, keepdim=True)
-        local = torch.empty_like(pooled)
-        local[order_t] = pooled
-        return local, [c for _, c in sorted(chosen)]
+        return in_row_order(pooled, order_t), [in_row_order(torch.cat(per_image), order_t)
+                                               for per_image in zip(*chosen)]
 
     # ------------------------------------------------------------ stage 3: high-res, LLaVA-UHD
 
