@@ -228,21 +228,28 @@ class StreamForward:
         return ray.get(self.writers[route(first, len(self.writers))].add.remote(table))
 
 
-class LedgerActor:
+class ShardNumbers:
+    """Shard numbers for write tasks: one per write attempt, so a retry never collides (canvas runs
+    use it alone; the ledger's first actor hands them out for corpus runs)."""
+
+    def __init__(self, first: int):
+        self.next_number = first
+
+    def take_number(self) -> int:
+        self.next_number += 1
+        return self.next_number - 1
+
+
+class LedgerActor(ShardNumbers):
     """One shard of the run's ledger (curate/io/ledger.py), seeded from the committed parts itself.
     The first one also hands out shard numbers (one process fewer than a counter of its own)."""
 
     def __init__(self, index: int, count: int, root: str, parts: list[str], first_number: int = 0):
+        super().__init__(first_number)
         self.ledger = Ledger(index, count)
-        self.next_number = first_number
         layout = OutputLayout.at(root)
         for name in parts:
             self.ledger.seed(read_part(layout.parts_dir / name, columns=["uri", "status", "key"]))
-
-    def take_number(self) -> int:
-        """Every write attempt gets its own shard number, so a retry never collides."""
-        self.next_number += 1
-        return self.next_number - 1
 
     def skip(self, uris, ordinals):
         return self.ledger.skip(uris, ordinals)
@@ -293,24 +300,20 @@ class NumberClient:
         return ray.get(self.actor.take_number.remote())
 
 
-class ShardNumbers:
-    """Shard numbers for write tasks that need no ledger (canvas runs): one per write attempt."""
+def on_driver_node():
+    """A scheduling strategy that keeps an actor on the driver's node: state the run needs until its
+    end (numbers, ledger, open shards) must not go with a worker node that Ray Data survives losing."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    def __init__(self, first: int):
-        self.next_number = first
-
-    def take_number(self) -> int:
-        self.next_number += 1
-        return self.next_number - 1
+    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
 
 
 def start_shard_numbers(first: int) -> NumberClient:
     """A number actor on the driver's node (see start_ledger), wrapped for the write tasks."""
     import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    return NumberClient(ray.remote(num_cpus=0, scheduling_strategy=here)(ShardNumbers).remote(first))
+    return NumberClient(ray.remote(num_cpus=0, scheduling_strategy=on_driver_node())(ShardNumbers).remote(first))
 
 
 def ledger_size(cfg: PipelineConfig) -> int:
@@ -324,12 +327,8 @@ def start_ledger(cfg: PipelineConfig, run: CorpusRun) -> LedgerClient:
 
     n = ledger_size(cfg)
     parts = [p.name for p in run.layout.part_files()]
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    # On the driver's node: the run ends with the driver anyway, but a worker node's loss (which
-    # Ray Data survives by retrying) must not take the resume and dedup state with it.
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    actor = ray.remote(num_cpus=0, scheduling_strategy=here)(LedgerActor)
+    # the resume and dedup state lives as long as the driver
+    actor = ray.remote(num_cpus=0, scheduling_strategy=on_driver_node())(LedgerActor)
     first = run.committer.next_number
     return LedgerClient([actor.remote(i, n, str(run.layout.root), parts, first) for i in range(n)])
 
@@ -456,10 +455,8 @@ def start_stream_writers(cfg: PipelineConfig, sink: BlockSink) -> list:
     """Stream writers beside the driver: their open shards live as long as the run (a worker
     node's loss must not take rows that Ray Data already counts as done)."""
     import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    actor = ray.remote(num_cpus=0, scheduling_strategy=here)(StreamWriterActor)
+    actor = ray.remote(num_cpus=0, scheduling_strategy=on_driver_node())(StreamWriterActor)
     return [actor.remote(sink) for _ in range(max(1, int(ray.cluster_resources().get("CPU", 1)) // 16))]
 
 
