@@ -26,7 +26,7 @@ from curate.augment.config import CanvasPipelineConfig
 from curate.augment.vqa_sources import list_vqa_items
 from curate.config import IngestConfig
 from curate.io import fs
-from curate.io.committer import CommitTarget, Committer, ShardNumber, block_digest
+from curate.io.committer import CommitTarget, Committer, ShardNumber, write_in_blocks
 from curate.io.index import write_index
 from curate.io.layout import atomic_write_bytes
 from curate.io.shards import ShardWriter
@@ -115,7 +115,6 @@ class CanvasShardSession:
         self.number = ShardNumber(target, next_number)
         self.shard: ShardWriter | None = None
         self.pending: list[dict] = []
-        self.members: list[str] = []
         self.opened_at = time.monotonic()
 
     def add(self, row: dict) -> None:
@@ -128,7 +127,6 @@ class CanvasShardSession:
             self.shard.add(row["key"], {self.cfg.canvas.image_format: row["canvas"], "json": row["record"].encode()})
             shard = self.shard.path.name
         self.pending.append(canvas_part(row, shard))
-        self.members.append(f"{row['uri']}#{row['id']}")
 
     def due(self, by_time: bool) -> bool:
         out = self.cfg.output
@@ -138,42 +136,31 @@ class CanvasShardSession:
             return True
         return by_time and bool(self.pending) and time.monotonic() - self.opened_at >= out.shard_max_seconds
 
-    def commit(self) -> list[dict]:
+    def commit(self, block: str | None = None) -> list[dict]:
         """Close the shard and write the part (last: it commits); returns the committed part rows."""
         if not self.pending:
             return []
         closed = [self.shard] if self.shard is not None else []
         for writer in closed:
             writer.close()
-        self.target.commit(self.number.get(), closed, self.pending, block_digest(self.members))
+        self.target.commit(self.number.get(), closed, self.pending, block)
         rows = self.pending
-        self.shard, self.pending, self.members = None, [], []
+        self.shard, self.pending = None, []
         self.number.release()
         return rows
 
     def abort(self) -> None:
         if self.shard is not None:
             self.shard.abort()
-        self.shard, self.pending, self.members = None, [], []
+        self.shard, self.pending = None, []
 
 
 def write_canvas_block(rows: list[dict], cfg: CanvasPipelineConfig, target: CommitTarget,
                        next_number: Callable[[], int]) -> list[dict]:
     """Rendered rows -> committed canvas shards, on whichever process renders them; returns the part
-    rows. Shards split by count and size only, so a retried task repeats its first attempt's blocks
-    (the later copy is dropped by their digest when the run finishes)."""
+    rows (write_in_blocks: a retried task's second copy is dropped by its block digest)."""
     session = CanvasShardSession(target, cfg, next_number)
-    committed: list[dict] = []
-    try:
-        for row in rows:
-            session.add(row)
-            if session.due(by_time=False):
-                committed += session.commit()
-        committed += session.commit()
-    except BaseException:
-        session.abort()
-        raise
-    return committed
+    return write_in_blocks(session, rows, lambda row: f"{row['uri']}#{row['id']}")
 
 
 class CanvasRun:

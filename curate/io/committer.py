@@ -129,6 +129,27 @@ class ShardNumber:
         self.value = None
 
 
+def write_in_blocks(session, rows: list[dict], member: Callable[[dict], str]) -> list[dict]:
+    """Rows -> committed shards through a writer's ``session`` (add, due, commit(block), abort);
+    returns the part rows. Shards split by count and size only (not time), so a write task that Ray
+    retries splits the same way and each part's block digest (of ``member`` of its rows) matches
+    its first attempt's: the later copy is dropped when the run finishes."""
+    committed: list[dict] = []
+    members: list[str] = []
+    try:
+        for row in rows:
+            session.add(row)
+            members.append(member(row))
+            if session.due(by_time=False):
+                committed += session.commit(block_digest(members))
+                members = []
+        committed += session.commit(block_digest(members))
+    except BaseException:
+        session.abort()
+        raise
+    return committed
+
+
 class Committer:
     """The driver's side: claim, lock, clean, verify, hand out shard numbers, release."""
 

@@ -31,7 +31,7 @@ import pyarrow as pa
 from curate import __version__
 from curate.config import PipelineConfig
 from curate.io import interrupt
-from curate.io.committer import CommitTarget, Committer, ShardNumber, block_digest
+from curate.io.committer import CommitTarget, Committer, ShardNumber, block_digest, write_in_blocks
 from curate.io.index import PART_SCHEMA, write_index, write_quarantine
 from curate.io.ledger import Ledger, identity
 from curate.io.manifest import RunTally, now_iso, read_manifest_lenient, write_manifest
@@ -208,25 +208,10 @@ def mark_duplicates(rows: list[dict], ledger: LedgerLike) -> None:
 
 
 def write_block(rows: list[dict], sink: BlockSink) -> list[dict]:
-    """One block of finished rows -> committed shards; returns their part rows. Shards split by
-    count and size only (not time), so a retried task splits the same way and each part's block
-    digest matches its first attempt's."""
+    """One block of finished rows -> committed shards; returns their part rows (write_in_blocks)."""
     mark_duplicates(rows, sink.ledger)
     session = ShardSession(sink.target, sink.cfg, sink.next_number)
-    committed: list[dict] = []
-    members: list[str] = []
-    try:
-        for row in rows:
-            session.add(row)
-            members.append(identity(row["uri"], row["ordinal"]))
-            if session.due(by_time=False):
-                committed += session.commit(block_digest(members))
-                members = []
-        committed += session.commit(block_digest(members))
-    except BaseException:
-        session.abort()
-        raise
-    return committed
+    return write_in_blocks(session, rows, lambda row: identity(row["uri"], row["ordinal"]))
 
 
 class StreamWriter:
