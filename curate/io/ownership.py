@@ -156,7 +156,7 @@ def unclaim_output(layout: OutputLayout, created_root: bool) -> None:
     manifest, empty folders), so a run that failed at once (a typo in a source) leaves no output
     that a corrected config would then be refused. A commit that a worker made without the driver
     hearing of it keeps the claim: the output is then a resumable one."""
-    if any(True for _ in layout.part_files()):
+    if layout.part_files():
         return
     for path in (layout.manifest, layout.journal, layout.lock, layout.marker):
         path.unlink(missing_ok=True)
