@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 from curate import backends
 from curate.backends.types import Captioner, CaptionResult
@@ -64,6 +65,7 @@ class CaptionStage:
 
     def process(self, rows: list[dict]) -> list[dict]:
         batched: list[tuple[dict, list[dict]]] = []  # rows whose crops go to one batched model call
+        one_by_one: list[tuple[dict, list[dict], Captioner]] = []  # rows captioned alone (OCR)
         for row in rows:
             if row["status"] != "ok" or row["kind"] in self.deferred:
                 continue
@@ -79,14 +81,23 @@ class CaptionStage:
             elif captioner.batched:
                 batched.append((row, regions))
             else:
-                lines = [r.get("text_lines") for r in regions] if any("text_lines" in r for r in regions) else None
-                results = captioner.caption(decode_rgb(row["image"]), [tuple(r["box"]) for r in regions], lines)
-                self._finish(row, regions, record_results(regions, results, captioner.source,
-                                                          captioner.describe()), captioner)
-        if batched:
-            self._caption_batched(batched)
+                one_by_one.append((row, regions, captioner))
+        # OCR runs on the CPU (onnxruntime releases the GIL) while the MLLM batch keeps the GPU busy;
+        # one after the other, a batch's pages made the GPU wait for as long as the OCR took.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocr") as pool:
+            done = pool.submit(self._caption_one_by_one, one_by_one)
+            if batched:
+                self._caption_batched(batched)
+            done.result()
         self._global_captions([row for row in rows if row["status"] == "ok"])
         return rows
+
+    def _caption_one_by_one(self, jobs: list[tuple[dict, list[dict], Captioner]]) -> None:
+        for row, regions, captioner in jobs:
+            lines = [r.get("text_lines") for r in regions] if any("text_lines" in r for r in regions) else None
+            results = captioner.caption(decode_rgb(row["image"]), [tuple(r["box"]) for r in regions], lines)
+            self._finish(row, regions, record_results(regions, results, captioner.source, captioner.describe()),
+                         captioner)
 
     def _global_captions(self, rows: list[dict]) -> None:
         """caption.global: none clears the source's caption, mllm writes one for every image."""

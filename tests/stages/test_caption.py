@@ -71,3 +71,60 @@ def test_source_keeps_the_sources_caption_and_none_clears_it(mode, expected):
 def test_mllm_global_captions_need_an_hf_mllm(sets, message):
     with pytest.raises(ConfigError, match=message):
         config(sets)
+
+
+class HandshakeCaptioners:
+    """A batched captioner (the MLLM) and a one-by-one captioner (OCR), each waiting until the other
+    has started: run one after the other, in either order, the first would time out."""
+
+    def __init__(self):
+        import threading
+
+        self.ocr_started, self.mllm_started = threading.Event(), threading.Event()
+
+    def ocr(self):
+        from curate.backends.types import CaptionResult
+
+        started, other = self.ocr_started, self.mllm_started
+
+        class Ocr:
+            batched, source = False, "ocr"
+
+            def describe(self):
+                return "fake-ocr"
+
+            def caption(self, image, boxes, lines=None):
+                started.set()
+                assert other.wait(timeout=10), "the MLLM batch did not start while OCR ran"
+                return [CaptionResult(text=f"text at {box}") for box in boxes]
+
+        return Ocr()
+
+    def mllm(self):
+        from curate.backends.types import CaptionResult
+
+        started, other = self.mllm_started, self.ocr_started
+
+        class Mllm:
+            batched, source = True, "mllm"
+
+            def describe(self):
+                return "fake-mllm"
+
+            def caption_batch(self, requests):
+                started.set()
+                assert other.wait(timeout=10), "OCR did not run while the MLLM batch was generating"
+                return [CaptionResult(text=f"a region at {box}", tokens=3) for _, box in requests]
+
+        return Mllm()
+
+
+def test_document_ocr_runs_while_the_mllm_batch_generates():
+    fakes = HandshakeCaptioners()
+    stage = CaptionStage(config([]))
+    stage.captioners = {"natural": fakes.mllm(), "document": fakes.ocr()}
+    rows = stage.process([image_row(0, "natural"), image_row(1, "document"), image_row(2, "natural")])
+    captions = [json.loads(row["regions"])[0]["caption"] for row in rows]
+    assert captions == ["a region at (0, 0, 100, 100)", "text at (0, 0, 100, 100)", "a region at (0, 0, 100, 100)"]
+    assert [json.loads(row["models"])["caption." + row["kind"]] for row in rows] == ["fake-mllm", "fake-ocr",
+                                                                                     "fake-mllm"]
