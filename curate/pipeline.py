@@ -5,6 +5,8 @@ driver:   list in batches (numbered: URI + ordinal = identity); on resume the le
           by URI hash) say which are committed; the rest go to the object store in plan-sized blocks
   -> ingest   (CPU tasks: read, validate, orient, route)
   -> regions  (actor pool, model loaded once per actor: masks + salient boxes)
+  -> documents (CPU actor pool, only when natural masks hold a GPU and pages use the OCR detector:
+               pages' text-line regions, kept off the GPU actor)
   -> caption  (actor pool: OCR for documents, MLLM for natural images with the hf backend)
   -> retarget (actor pool, hf backend: captions -> questions)
   -> [vllm backends: one request row per region -> ray.data.llm processor(s) -> grouped back by image]
@@ -390,10 +392,6 @@ def build_dataset(cfg: PipelineConfig, chunks: list, sink: BlockSink, writers: l
     (through ``writers``, StreamWriterActor handles, in stream mode; else by blocks on the workers)."""
     import ray
 
-    from curate.stages.caption import CaptionStage
-    from curate.stages.regions import RegionsStage
-    from curate.stages.retarget import RetargetStage
-
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = cfg.ray.progress
     ctx.verbose_progress = False
@@ -406,18 +404,9 @@ def build_dataset(cfg: PipelineConfig, chunks: list, sink: BlockSink, writers: l
     ds = ds.map_batches(ingest_batch, fn_kwargs={"cfg": cfg}, batch_format="pyarrow",
                         batch_size=cfg.ray.ingest_batch_size, num_cpus=0.5)
     gpus_in_cluster = int(resources.get("GPU", 0))
-    mask_gpus = cfg.masks.num_gpus if gpus_in_cluster else 0
     if cfg.masks.num_gpus and not gpus_in_cluster:
         log.warning("no GPU in the Ray cluster: the %s mask generator runs on CPU (slow)", cfg.masks.natural.backend)
-    natural = cfg.caption.natural
-    caption_gpus = natural.num_gpus if gpus_in_cluster and getattr(natural, "runs_in_actor", False) else 0
-    stages = [
-        (RegionsStage, mask_gpus, cfg.masks.batch_size or cfg.ray.cpu_batch_size),
-        (CaptionStage, caption_gpus, images_per_call(cfg, natural)),
-    ]
-    if cfg.retarget.runs_in_actor:
-        stages.append((RetargetStage, cfg.retarget.num_gpus if gpus_in_cluster else 0,
-                       images_per_call(cfg, cfg.retarget)))
+    stages = stage_plan(cfg, gpus_in_cluster > 0, cpus)
     pools = plan_actor_pools([(cls.name, gpus) for cls, gpus, _ in stages], resources, max_actors,
                              cfg.ray.actors_per_gpu)
     if progress is not None:
@@ -440,6 +429,33 @@ def build_dataset(cfg: PipelineConfig, chunks: list, sink: BlockSink, writers: l
                               batch_size=None, num_cpus=0, compute=pool)
     return ds.map_batches(WriteActor, fn_constructor_kwargs={"sink": sink}, batch_format="pyarrow",
                           batch_size=cfg.output.shard_max_samples, num_cpus=0, compute=pool)
+
+
+DOCUMENT_STAGE_MIN_CPUS = 4
+
+
+def stage_plan(cfg: PipelineConfig, gpus_in_cluster: bool, cpus: int) -> list[tuple[type, float, int]]:
+    """The actor stages in plan order, as (stage class, GPUs per actor, rows per batch). Documents get
+    a CPU stage of their own (``documents_apart``) only on a cluster of at least
+    ``DOCUMENT_STAGE_MIN_CPUS``: on fewer, the CPUs that would run it are the GPU actors' own."""
+    from curate.stages.caption import CaptionStage
+    from curate.stages.regions import DocumentRegionsStage, NaturalRegionsStage, RegionsStage, documents_apart
+    from curate.stages.retarget import RetargetStage
+
+    mask_gpus = cfg.masks.num_gpus if gpus_in_cluster else 0
+    natural = cfg.caption.natural
+    caption_gpus = natural.num_gpus if gpus_in_cluster and getattr(natural, "runs_in_actor", False) else 0
+    mask_batch = cfg.masks.batch_size or cfg.ray.cpu_batch_size
+    # masks first either way: plan_actor_pools sizes the first stage
+    if documents_apart(cfg, mask_gpus) and cpus >= DOCUMENT_STAGE_MIN_CPUS:
+        stages = [(NaturalRegionsStage, mask_gpus, mask_batch), (DocumentRegionsStage, 0, cfg.ray.cpu_batch_size)]
+    else:
+        stages = [(RegionsStage, mask_gpus, mask_batch)]
+    stages.append((CaptionStage, caption_gpus, images_per_call(cfg, natural)))
+    if cfg.retarget.runs_in_actor:
+        stages.append((RetargetStage, cfg.retarget.num_gpus if gpus_in_cluster else 0,
+                       images_per_call(cfg, cfg.retarget)))
+    return stages
 
 
 def writer_mode(cfg: PipelineConfig) -> str:

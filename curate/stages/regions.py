@@ -40,15 +40,23 @@ def select_config_for(select: SelectConfig, masks_section) -> SelectConfig:
     return select
 
 
+def documents_apart(cfg: PipelineConfig, mask_gpus: float) -> bool:
+    """Whether documents get their regions in a CPU stage of their own: when natural images' masks
+    hold a GPU and documents use the OCR detector (CPU only, about a second a page). Inside the GPU
+    actor the detector held the GPU idle for that second (benchmarks/RESULTS.md)."""
+    return mask_gpus > 0 and isinstance(cfg.masks.document, OcrLayoutMasksConfig)
+
+
 class RegionsStage:
     name = "regions"
+    kinds: tuple[str, ...] = ("natural", "document")  # rows of other kinds pass through untouched
 
     def __init__(self, cfg: PipelineConfig):
         # One generator per distinct backend section; documents share natural's unless set.
         self.generators: dict[str, MaskGenerator] = {}
         self.select = cfg.select
         self.sections = {}
-        for kind in ("natural", "document"):
+        for kind in self.kinds:
             section = cfg.masks.for_kind(kind)
             shared = next((k for k in self.generators if cfg.masks.for_kind(k) is section), None)
             self.generators[kind] = self.generators[shared] if shared else backends.build(section)
@@ -57,8 +65,8 @@ class RegionsStage:
     def process(self, rows: list[dict]) -> list[dict]:
         groups: dict[int, tuple[str, list[dict]]] = {}
         for row in rows:
-            if row["status"] == "ok":
-                kind = "document" if row["kind"] == "document" else "natural"
+            kind = "document" if row["kind"] == "document" else "natural"
+            if row["status"] == "ok" and kind in self.generators:
                 groups.setdefault(id(self.generators[kind]), (kind, []))[1].append(row)
         for kind, mine in groups.values():
             self._process(mine, kind)
@@ -83,3 +91,16 @@ class RegionsStage:
             set_model(row, "masks", generator.describe())
             add_events(row, self.name, Counter(masks=len(masks), boxes=len(picked),
                                                images_without_boxes=int(not picked)))
+
+
+class NaturalRegionsStage(RegionsStage):
+    """The GPU mask stage when documents have a stage of their own."""
+
+    kinds = ("natural",)
+
+
+class DocumentRegionsStage(RegionsStage):
+    """Documents' text-line regions on CPU actors, beside the GPU mask stage (``documents_apart``)."""
+
+    name = "documents"
+    kinds = ("document",)

@@ -7,7 +7,7 @@ from PIL import Image, ImageDraw, ImageFont
 from curate.config import load_config
 from curate.ops.decode import ingest_row
 from curate.rows import new_row
-from curate.stages.regions import RegionsStage
+from curate.stages.regions import DocumentRegionsStage, NaturalRegionsStage, RegionsStage
 from tests.conftest import REPO, noise_image
 
 
@@ -38,3 +38,37 @@ def test_documents_use_ocr_layout_and_photos_use_masks(tmp_path):
     for r in regions:  # text blocks: wider than tall, within the text column
         x0, y0, x1, y1 = r["box"]
         assert x0 >= 100 and x1 - x0 > y1 - y0 and y0 >= 150 and y1 <= 1100
+
+
+def test_documents_apart_split_the_work_and_give_the_same_regions(tmp_path):
+    photo = tmp_path / "photo.jpg"
+    noise_image(1600, 1200, seed=3).save(photo, quality=90)
+    cfg = load_config(REPO / "pipelines" / "local.yaml", ["masks.document.backend=ocr_layout",
+                                                           "masks.natural.work_side=512"])
+
+    def ingested():
+        return [ingest_row(new_row(str(p), "t"), cfg.ingest) for p in (page_file(tmp_path), photo)]
+
+    together = RegionsStage(cfg).process(ingested())
+    apart = ingested()
+    NaturalRegionsStage(cfg).process(apart)
+    assert json.loads(apart[0]["regions"]) == [] and json.loads(apart[1]["regions"])  # the page waits
+    DocumentRegionsStage(cfg).process(apart)
+    assert [r["regions"] for r in apart] == [r["regions"] for r in together]
+    assert "documents.boxes" in json.loads(apart[0]["events"]) and "regions.boxes" in json.loads(apart[1]["events"])
+
+
+def test_the_plan_keeps_documents_off_the_gpu_mask_actor():
+    from curate.pipeline import stage_plan
+
+    def plan(sets, gpus, cpus=16):
+        cfg = load_config(REPO / "pipelines" / "ps3.yaml", sets)
+        return [(cls.__name__, g) for cls, g, _ in stage_plan(cfg, gpus, cpus)]
+
+    hf = ["caption.natural.backend=hf", "retarget.backend=hf"]
+    assert plan(hf, True) == [("NaturalRegionsStage", 1.0), ("DocumentRegionsStage", 0),
+                              ("CaptionStage", 1.0), ("RetargetStage", 1.0)]
+    assert plan(hf, False)[0] == ("RegionsStage", 0)  # no GPU: one CPU stage does both kinds, as before
+    same_masks = ["masks.document=null", *hf]
+    assert plan(same_masks, True)[0] == ("RegionsStage", 1.0)
+    assert plan(hf, True, cpus=2)[0] == ("RegionsStage", 1.0)  # no CPUs to spare for a stage of its own
