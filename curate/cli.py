@@ -39,6 +39,17 @@ def _load(pipeline: Path, overrides: list[str]):
         _fail(str(e))
 
 
+def _committed_so_far(output: str) -> str:
+    """What an interrupted run leaves, from its manifest (none: it stopped before its first commit)."""
+    from curate.io.layout import OutputLayout
+    from curate.io.manifest import read_manifest_lenient
+
+    manifest = read_manifest_lenient(OutputLayout.at(output))
+    if manifest is None or not manifest.counts.written:
+        return f"no sample was committed yet in {output}"
+    return f"{manifest.counts.written} samples are committed in {output}"
+
+
 @app.command()
 def run(
     pipeline: Annotated[Path, typer.Argument(help="pipeline YAML, e.g. pipelines/local.yaml")],
@@ -103,7 +114,7 @@ def run(
                 interrupt.ignore_further()  # the run is committed: a late Ctrl-C must not cut Ray's shutdown short
             except KeyboardInterrupt:
                 interrupt.ignore_further()
-                console.print(f"[yellow]interrupted[/]: the complete samples are committed in {cfg.output.path}; "
+                console.print(f"[yellow]interrupted[/]: {_committed_so_far(str(cfg.output.path))}; "
                               "run the same command again to resume", highlight=False)
                 raise typer.Exit(130) from None
             except (BackendUnavailable, OutputRefused, OutputLocked, SourceError, PlanError, IncompleteRun) as e:

@@ -179,3 +179,13 @@ def test_stats_and_inspect_work_on_the_output(corpus):
     res = runner.invoke(app, ["inspect", str(out), "ffffffffff"])
     assert res.exit_code != 0
 
+
+
+def test_an_interrupt_says_what_it_leaves_committed(corpus, tmp_path):
+    """Ctrl-C's line counts the committed samples from the manifest; before the first commit it says
+    none were (it used to claim 'the complete samples are committed' either way)."""
+    from curate.cli import _committed_so_far
+
+    out, result, _, _ = corpus
+    assert _committed_so_far(str(out)) == f"{result.written} samples are committed in {out}"
+    assert _committed_so_far(str(tmp_path / "never")) == f"no sample was committed yet in {tmp_path / 'never'}"
