@@ -6,7 +6,7 @@ driver:   list in batches (numbered: URI + ordinal = identity); on resume the le
   -> ingest   (CPU tasks: read, validate, orient, route)
   -> regions  (actor pool, model loaded once per actor: masks + salient boxes)
   -> documents (CPU actor pool, only when natural masks hold a GPU and pages use the OCR detector:
-               pages' text-line regions, kept off the GPU actor)
+               pages' text-line regions and OCR captions, kept off the GPU actors)
   -> caption  (actor pool: OCR for documents, MLLM for natural images with the hf backend)
   -> retarget (actor pool, hf backend: captions -> questions)
   -> [vllm backends: one request row per region -> ray.data.llm processor(s) -> grouped back by image]
@@ -45,11 +45,16 @@ log = logging.getLogger("curate")
 # ---------------------------------------------------------------- stage adapters (no Ray imports)
 
 
-def run_stage_on_table(stage_name: str, process: Callable[[list[dict]], list[dict]], table: pa.Table) -> pa.Table:
+def run_stage_on_table(stage_name: str, process: Callable[[list[dict]], list[dict]], table: pa.Table,
+                       kinds: tuple[str, ...] | None = None) -> pa.Table:
     """Apply a stage to a block; a failing batch is retried row by row so one bad image is
-    quarantined with the error instead of taking its neighbours (or the run) down."""
+    quarantined with the error instead of taking its neighbours (or the run) down. The stage's time
+    is shared among the live rows of ``kinds`` (all when None): the rows it works on."""
+    def works_on(row: dict) -> bool:
+        return row["status"] == "ok" and (kinds is None or row["kind"] in kinds)
+
     rows = table.to_pylist()
-    live = sum(1 for r in rows if r["status"] == "ok")
+    live = sum(1 for r in rows if works_on(r))
     start = time.perf_counter()
     try:
         rows = process(rows)
@@ -57,7 +62,7 @@ def run_stage_on_table(stage_name: str, process: Callable[[list[dict]], list[dic
         rows = [_process_one(stage_name, process, r) for r in table.to_pylist()]
     per_row = (time.perf_counter() - start) / max(live, 1)
     for row in rows:
-        if row["status"] == "ok":
+        if works_on(row):
             add_timing(row, stage_name, per_row)
     return to_table(rows)
 
@@ -98,7 +103,7 @@ class StageActor:
         self.calls += 1
         if first:
             self._tell("first_batch", self.name, True)
-        out = run_stage_on_table(self.stage.name, self.stage.process, table)
+        out = run_stage_on_table(self.stage.name, self.stage.process, table, getattr(self.stage, "kinds", None))
         if first:
             self._tell("first_batch", self.name, False)
         self._tell("rows", self.name, out.num_rows)
@@ -438,8 +443,9 @@ def stage_plan(cfg: PipelineConfig, gpus_in_cluster: bool, cpus: int) -> list[tu
     """The actor stages in plan order, as (stage class, GPUs per actor, rows per batch). Documents get
     a CPU stage of their own (``documents_apart``) only on a cluster of at least
     ``DOCUMENT_STAGE_MIN_CPUS``: on fewer, the CPUs that would run it are the GPU actors' own."""
-    from curate.stages.caption import CaptionStage
-    from curate.stages.regions import DocumentRegionsStage, NaturalRegionsStage, RegionsStage, documents_apart
+    from curate.stages.caption import CaptionStage, NaturalCaptionStage
+    from curate.stages.documents import DocumentStage
+    from curate.stages.regions import NaturalRegionsStage, RegionsStage, documents_apart
     from curate.stages.retarget import RetargetStage
 
     mask_gpus = cfg.masks.num_gpus if gpus_in_cluster else 0
@@ -448,10 +454,10 @@ def stage_plan(cfg: PipelineConfig, gpus_in_cluster: bool, cpus: int) -> list[tu
     mask_batch = cfg.masks.batch_size or cfg.ray.cpu_batch_size
     # masks first either way: plan_actor_pools sizes the first stage
     if documents_apart(cfg, mask_gpus) and cpus >= DOCUMENT_STAGE_MIN_CPUS:
-        stages = [(NaturalRegionsStage, mask_gpus, mask_batch), (DocumentRegionsStage, 0, cfg.ray.cpu_batch_size)]
+        stages = [(NaturalRegionsStage, mask_gpus, mask_batch), (DocumentStage, 0, cfg.ray.cpu_batch_size),
+                  (NaturalCaptionStage, caption_gpus, images_per_call(cfg, natural))]
     else:
-        stages = [(RegionsStage, mask_gpus, mask_batch)]
-    stages.append((CaptionStage, caption_gpus, images_per_call(cfg, natural)))
+        stages = [(RegionsStage, mask_gpus, mask_batch), (CaptionStage, caption_gpus, images_per_call(cfg, natural))]
     if cfg.retarget.runs_in_actor:
         stages.append((RetargetStage, cfg.retarget.num_gpus if gpus_in_cluster else 0,
                        images_per_call(cfg, cfg.retarget)))

@@ -1,11 +1,13 @@
-"""Pipeline assembly that needs no Ray: how many images a generation stage takes per call."""
+"""Pipeline assembly that needs no Ray: the stages' plan, how many images a generation stage takes
+per call, how a stage's time is shared among its rows."""
 
 from __future__ import annotations
 
 import pytest
 
 from curate.config import load_config
-from curate.pipeline import images_per_call
+from curate.pipeline import images_per_call, run_stage_on_table, stage_plan
+from curate.rows import new_row, to_table
 from tests.conftest import REPO
 
 
@@ -60,3 +62,27 @@ def test_stages_that_cannot_run_together_are_refused_with_what_each_asks(stages,
     with pytest.raises(PlanError, match=short) as refused:
         plan_actor_pools(stages, resources, 4)
     assert all(name in str(refused.value) for name, _ in stages)
+
+
+def test_the_plan_keeps_documents_off_the_gpu_mask_actor():
+    def plan(sets, gpus, cpus=16):
+        cfg = load_config(REPO / "pipelines" / "ps3.yaml", sets)
+        return [(cls.__name__, g) for cls, g, _ in stage_plan(cfg, gpus, cpus)]
+
+    hf = ["caption.natural.backend=hf", "retarget.backend=hf"]
+    assert plan(hf, True) == [("NaturalRegionsStage", 1.0), ("DocumentStage", 0),
+                              ("NaturalCaptionStage", 1.0), ("RetargetStage", 1.0)]
+    assert plan(hf, False)[:2] == [("RegionsStage", 0), ("CaptionStage", 0)]  # no GPU: both kinds, as before
+    same_masks = ["masks.document=null", *hf]
+    assert plan(same_masks, True)[0] == ("RegionsStage", 1.0)
+    assert plan(hf, True, cpus=2)[0] == ("RegionsStage", 1.0)  # no CPUs to spare for a stage of its own
+
+
+def test_a_stage_of_some_kinds_times_only_their_rows():
+    rows = [new_row(f"{kind}{i}.png", "t") for i, kind in enumerate(["document", "natural", "document"])]
+    for row, kind in zip(rows, ["document", "natural", "document"]):
+        row.update(status="ok", kind=kind)
+    out = run_stage_on_table("documents", lambda rs: rs, to_table(rows), kinds=("document",)).to_pylist()
+    assert [r["timings"] is not None and "documents" in r["timings"] for r in out] == [True, False, True]
+    every = run_stage_on_table("regions", lambda rs: rs, to_table(rows)).to_pylist()
+    assert all("regions" in r["timings"] for r in every)

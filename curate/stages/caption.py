@@ -47,17 +47,21 @@ def global_view_config(natural: VlmConfig, view: GlobalCaptionConfig) -> VlmConf
 
 class CaptionStage:
     name = "caption"
+    # Rows of other kinds pass through untouched. Global captions are written by the stage that
+    # captions natural images, for every row.
+    kinds: tuple[str, ...] = ("natural", "document")
 
     def __init__(self, cfg: PipelineConfig):
         self.captioners: dict[str, Captioner] = {}
         self.skip_reasons = {}
-        for kind, kind_cfg in (("natural", cfg.caption.natural), ("document", cfg.caption.document)):
+        for kind in self.kinds:
+            kind_cfg = getattr(cfg.caption, kind)
             if isinstance(kind_cfg, NoCaptionConfig):
                 self.skip_reasons[kind] = kind_cfg.reason
             elif not runs_in_ray_llm(kind_cfg):
                 self.captioners[kind] = backends.build(kind_cfg)
-        self.deferred = {kind for kind in ("natural", "document") if runs_in_ray_llm(getattr(cfg.caption, kind))}
-        self.global_mode = cfg.caption.global_.mode
+        self.deferred = {kind for kind in self.kinds if runs_in_ray_llm(getattr(cfg.caption, kind))}
+        self.global_mode = cfg.caption.global_.mode if "natural" in self.kinds else None
         self.global_captioner = None
         if self.global_mode == "mllm":  # the config allows it only with an hf MLLM for natural images
             self.global_captioner = self.captioners["natural"].with_config(
@@ -67,7 +71,7 @@ class CaptionStage:
         batched: list[tuple[dict, list[dict]]] = []  # rows whose crops go to one batched model call
         one_by_one: list[tuple[dict, list[dict], Captioner]] = []  # rows captioned alone (OCR)
         for row in rows:
-            if row["status"] != "ok" or row["kind"] in self.deferred:
+            if row["status"] != "ok" or row["kind"] not in self.kinds or row["kind"] in self.deferred:
                 continue
             regions = json.loads(row["regions"])
             if not regions:
@@ -89,7 +93,8 @@ class CaptionStage:
             if batched:
                 self._caption_batched(batched)
             done.result()
-        self._global_captions([row for row in rows if row["status"] == "ok"])
+        if self.global_mode is not None:
+            self._global_captions([row for row in rows if row["status"] == "ok"])
         return rows
 
     def _caption_one_by_one(self, jobs: list[tuple[dict, list[dict], Captioner]]) -> None:
@@ -131,6 +136,19 @@ class CaptionStage:
         if captioner is not None:
             set_model(row, f"caption.{row['kind']}", captioner.describe())
         add_events(row, self.name, outcomes)
+
+
+class NaturalCaptionStage(CaptionStage):
+    """The GPU caption stage when pages are captioned in the documents stage."""
+
+    kinds = ("natural",)
+
+
+class DocumentCaptionStage(CaptionStage):
+    """Pages' OCR captions, in the documents stage (CPU actors)."""
+
+    name = "documents"
+    kinds = ("document",)
 
 
 # ---------------------------------------------------------------- vllm (ray.data.llm) half

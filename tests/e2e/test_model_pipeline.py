@@ -85,3 +85,30 @@ def test_three_stages_sharing_one_gpu_run_on_a_two_cpu_cluster(tmp_path, sample_
     assert result.read == result.written + result.quarantined == 6
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["stages"]["regions"]["counts"]["boxes"] >= 1
+
+
+def test_pages_go_to_the_documents_stage_when_masks_hold_a_gpu(tmp_path, sample_dir):
+    """Ray is told of one GPU (none is real) and four CPUs: photos' masks in the GPU actor, pages'
+    regions and OCR captions in the CPU documents stage; the corpus accounts for every image and the
+    pages carry real OCR text."""
+    import torch
+
+    from curate.amg.build import build_efficientvit_sam
+
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "random_l0.pt"
+    torch.save(build_efficientvit_sam("l0").net.state_dict(), checkpoint)
+    out = tmp_path / "out"
+    cfg = load_config(pipeline_yaml(tmp_path, [{"type": "dir", "path": str(sample_dir)}], out), [
+        "masks.natural={backend: efficientvit_sam, model: l0, checkpoint: %s, stand_in_masks: true, "
+        "points_per_side: 2, crop_n_layers: 0, num_gpus: 1}" % checkpoint,
+        "ray.num_gpus=1", "ray.num_cpus=4",
+    ])
+    result = run_pipeline(cfg)
+    assert result.read == result.written + result.quarantined == 6
+    stages = json.loads((out / "manifest.json").read_text())["stages"]
+    pages = [r for r in records(out) if r["kind"] == "document"]
+    assert pages and stages["documents"]["rows"] == len(pages)
+    assert stages["regions"]["rows"] == 6 - len(pages)  # photos only in the GPU actor
+    assert stages["documents"]["counts"]["captioned"] >= 1
+    assert any(region.get("caption_source") == "ocr" for page in pages for region in page["regions"])

@@ -57,18 +57,3 @@ def test_documents_apart_split_the_work_and_give_the_same_regions(tmp_path):
     assert [r["regions"] for r in apart] == [r["regions"] for r in together]
     assert "documents.boxes" in json.loads(apart[0]["events"]) and "regions.boxes" in json.loads(apart[1]["events"])
 
-
-def test_the_plan_keeps_documents_off_the_gpu_mask_actor():
-    from curate.pipeline import stage_plan
-
-    def plan(sets, gpus, cpus=16):
-        cfg = load_config(REPO / "pipelines" / "ps3.yaml", sets)
-        return [(cls.__name__, g) for cls, g, _ in stage_plan(cfg, gpus, cpus)]
-
-    hf = ["caption.natural.backend=hf", "retarget.backend=hf"]
-    assert plan(hf, True) == [("NaturalRegionsStage", 1.0), ("DocumentRegionsStage", 0),
-                              ("CaptionStage", 1.0), ("RetargetStage", 1.0)]
-    assert plan(hf, False)[0] == ("RegionsStage", 0)  # no GPU: one CPU stage does both kinds, as before
-    same_masks = ["masks.document=null", *hf]
-    assert plan(same_masks, True)[0] == ("RegionsStage", 1.0)
-    assert plan(hf, True, cpus=2)[0] == ("RegionsStage", 1.0)  # no CPUs to spare for a stage of its own
