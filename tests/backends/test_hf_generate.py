@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from curate.backends.hf_generate import plan_batches
+from curate.backends.hf_generate import plan_batches, static_cache_length
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -33,3 +33,10 @@ def test_an_item_over_the_budget_alone_still_runs():
 
 def test_no_budget_is_count_only():
     assert [len(b) for b in plan_batches([7] * 10, batch_size=4, max_batch_tokens=None)] == [4, 4, 2]
+
+
+def test_one_static_cache_length_covers_every_batch_of_a_call():
+    lengths = [10, 700, 300]
+    batches = plan_batches(lengths, batch_size=1, new_tokens=128)
+    assert static_cache_length(lengths, batches, 128) == 1024  # 700 + 128, rounded up to 256s
+    assert static_cache_length([100], [[0]], 156) == 256  # a multiple stays as it is
