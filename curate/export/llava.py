@@ -62,6 +62,21 @@ def canvas_entry(record: dict, image_name: str) -> dict:
             "box": list(record["box"]), "width": record["width"], "height": record["height"], "source": "canvas"}
 
 
+def why_no_questions(manifest: dict) -> str:
+    """Why a finished corpus has no question shard, from its manifest's retarget stage."""
+    stage = manifest.get("stages", {}).get("retarget")
+    if not stage or stage.get("skipped"):
+        return "a corpus needs retarget.backend set to have questions"
+    counts = stage.get("counts", {})
+    if not counts.get("prompts"):
+        return "no captioned region reached the retarget stage"
+    dropped = sorted(((k.removeprefix("dropped."), n) for k, n in counts.items() if k.startswith("dropped.")),
+                     key=lambda kv: -kv[1])
+    reasons = ", ".join(f"{reason} {n}" for reason, n in dropped)
+    return (f"the retarget stage dropped every question it wrote: {counts['prompts']} prompts, {reasons}; "
+            "each region's question_skipped says why (curate inspect)")
+
+
 def export_llava(source: str | OutputPath, dest: str | OutputPath, box_in: BoxIn = "answer",
                  on_progress: Callable[[int, int], None] | None = None) -> LlavaExportResult:
     plan = plan_export(source, dest, "llava-export", lambda _: box_in)
@@ -70,7 +85,7 @@ def export_llava(source: str | OutputPath, dest: str | OutputPath, box_in: BoxIn
     shards = src.shard_files() if canvas else src.question_shard_files()
     if not shards:
         raise FileNotFoundError(f"{source}: no {'canvas' if canvas else 'question'} shards to export "
-                                "(a corpus needs retarget.backend set to have questions)")
+                                f"({'the canvas run wrote none' if canvas else why_no_questions(plan.manifest)})")
     result = LlavaExportResult(out.root)
     entries = []
     index = None if canvas else image_index(src)

@@ -53,3 +53,15 @@ def test_a_corpus_without_questions_says_so(tmp_path):
     CorpusWriter(cfg.output.path, cfg).open().finish()
     result = CliRunner().invoke(app, ["export", "llava", str(tmp_path / "corpus"), str(tmp_path / "x")])
     assert result.exit_code == 2 and "retarget.backend" in " ".join(result.output.split())
+
+
+def test_a_corpus_whose_questions_were_all_dropped_says_why():
+    from curate.export.llava import why_no_questions
+
+    manifest = {"stages": {"retarget": {"counts": {"prompts": 500, "generated_tokens": 24000,
+                                                   "dropped.not_a_question": 499, "dropped.too_short": 1}}}}
+    assert why_no_questions(manifest) == ("the retarget stage dropped every question it wrote: 500 prompts, "
+                                          "not_a_question 499, too_short 1; each region's question_skipped says "
+                                          "why (curate inspect)")
+    assert "no captioned region" in why_no_questions({"stages": {"retarget": {"counts": {}}}})
+    assert "retarget.backend" in why_no_questions({"stages": {"retarget": {"skipped": "backend none"}}})
