@@ -40,14 +40,17 @@ def _load(pipeline: Path, overrides: list[str]):
 
 
 def _committed_so_far(output: str) -> str:
-    """What an interrupted run leaves, from its manifest (none: it stopped before its first commit)."""
+    """What an interrupted run (corpus or canvas) leaves, from its manifest's counts (none: it stopped
+    before its first commit and gave the output back)."""
     from curate.io.layout import OutputLayout
-    from curate.io.manifest import read_manifest_lenient
 
-    manifest = read_manifest_lenient(OutputLayout.at(output))
-    if manifest is None or not manifest.counts.written:
+    try:
+        written = json.loads(OutputLayout.at(output).manifest.read_text())["counts"]["written"]
+    except (OSError, ValueError, KeyError, TypeError):
+        written = 0
+    if not written:
         return f"no sample was committed yet in {output}"
-    return f"{manifest.counts.written} samples are committed in {output}"
+    return f"{written} samples are committed in {output}"
 
 
 @app.command()
@@ -235,10 +238,17 @@ def augment_canvas(
         cfg = load_canvas_config(config, overrides)
     except ConfigError as e:
         _fail(str(e))
+    from curate.io import interrupt
+
     progress, _, on_progress, _ = _progress_bar("canvases", cfg.ray.progress)
+    interrupt.install()
     try:
         with progress:
             result = run_canvas(cfg, on_progress=on_progress)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted[/]: {_committed_so_far(str(cfg.output.path))}; "
+                      "run the same command again to resume", highlight=False)
+        raise typer.Exit(130) from None
     except (OSError, ValueError, RuntimeError) as e:  # OutputRefused and OutputLocked say which output
         _fail(str(e) if str(cfg.output.path) in str(e) else f"{cfg.source.path}: {e}")
     Console().print(f"[green]canvas[/] read {result.read} = written {result.written} + quarantined "

@@ -25,7 +25,7 @@ from curate.augment.canvas import paste, plan_canvas
 from curate.augment.config import CanvasPipelineConfig
 from curate.augment.vqa_sources import list_vqa_items
 from curate.config import IngestConfig
-from curate.io import fs
+from curate.io import fs, interrupt
 from curate.io.committer import CommitTarget, Committer, ShardNumber, write_in_blocks
 from curate.io.index import write_index
 from curate.io.layout import atomic_write_bytes
@@ -221,19 +221,33 @@ class CanvasRun:
     def _flush(self) -> None:
         """Commit what this process still holds (nothing when the writers are Ray tasks)."""
 
+    def _recount(self) -> set[str]:
+        """Counts from the parts as they stand after a final verification (which drops a part that a
+        retried write task committed twice); returns the committed stems."""
+        self._reset_counts()
+        self.done = set()
+        return self.committer.verify_parts(self._tally_table)
+
     def finish(self, wall_seconds: float) -> None:
         """Drop parts that a retried write task committed twice, recount from the parts, then write
         the index and the complete manifest."""
         try:
             self._flush()
-            self._reset_counts()
-            self.done = set()
-            committed = self.committer.verify_parts(self._tally_table)
-            self.committer.clean_uncommitted(committed)
+            self.committer.clean_uncommitted(self._recount())
             write_index(self.layout, columns=None, schema=PART_SCHEMA)
             self.write_manifest("complete", wall_seconds)
         finally:
             self.committer.close()
+
+    def interrupted(self, wall_seconds: float) -> None:
+        """A Ctrl-C or SIGTERM: commit what this process holds, count what the write tasks committed,
+        mark the manifest ``interrupted`` and let the output go; the same command resumes."""
+        try:
+            self._flush()
+            self._recount()
+            self.write_manifest("interrupted", wall_seconds)
+        finally:
+            self.committer.close(failed=not self.committer.committed_any)
 
     def abort(self) -> None:
         self.committer.close(failed=True)
@@ -299,6 +313,10 @@ def run_canvas(cfg: CanvasPipelineConfig, on_progress: Callable[[int, int], None
             if on_progress:
                 on_progress(done, len(pending))
         run.finish(time.monotonic() - start)
+    except KeyboardInterrupt:
+        interrupt.ignore_further()
+        run.interrupted(time.monotonic() - start)
+        raise
     except BaseException:
         run.abort()
         raise
@@ -331,6 +349,7 @@ def _render_and_write(cfg: CanvasPipelineConfig, pending: list[dict], target: Co
     from curate.pipeline import init_ray, start_shard_numbers
 
     init_ray(cfg)
+    interrupt.install()  # after Ray's start, which sets handlers of its own
     numbers = start_shard_numbers(first_number)
     blank = {"key": None, "canvas": None, "record": None}
     table = pa.Table.from_pylist([{**it, **blank} for it in pending], schema=RENDERED_SCHEMA)

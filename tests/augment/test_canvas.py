@@ -76,13 +76,13 @@ def vqa_dir(tmp_path_factory):
     return folder
 
 
-def run(vqa_dir, out, *extra):
+def run(vqa_dir, out, *extra, on_progress=None):
     from curate.augment.run import run_canvas
 
     cfg = load_canvas_config(REPO / "pipelines" / "canvas.yaml", [
         f"source.path={vqa_dir / 'llava.json'}", f"source.images={vqa_dir / 'images'}", f"output.path={out}",
         "output.shard_max_samples=4", "ray.progress=false", *extra])
-    return run_canvas(cfg)
+    return run_canvas(cfg, on_progress=on_progress)
 
 
 def shard_samples(out):
@@ -124,6 +124,36 @@ def test_canvas_run_is_deterministic_and_resumes(vqa_dir, tmp_path):
     assert shard_samples(tmp_path / "b") == first
     again = run(vqa_dir, tmp_path / "a")  # everything committed: nothing redone
     assert again.skipped_done == 9 and again.read == 9 and shard_samples(tmp_path / "a") == first
+
+
+@pytest.mark.slow  # canvas runs through Ray
+def test_ctrl_c_keeps_what_is_committed_and_the_same_command_resumes(vqa_dir, tmp_path):
+    """An interrupt at the first commit the driver hears of (it used to leave the manifest saying
+    'running' and a click 'Aborted!'): the manifest says interrupted with the committed counts, the
+    output is let go, and the same command ends with the uninterrupted run's samples."""
+    import signal
+
+    def stop(done, total):
+        raise KeyboardInterrupt
+
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run(vqa_dir, tmp_path / "a", "output.shard_max_samples=1", on_progress=stop)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    import ray
+
+    ray.shutdown()  # what the process's exit does: write tasks still in flight stop with it
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted" and manifest["counts"]["read"] >= 1
+    # a task may commit between the count and the shutdown: the parts, not the manifest, are the record
+    assert manifest["counts"]["written"] <= len(shard_samples(tmp_path / "a"))
+    resumed = run(vqa_dir, tmp_path / "a", "output.shard_max_samples=1")
+    assert resumed.skipped_done >= manifest["counts"]["read"] and resumed.read == 9
+    run(vqa_dir, tmp_path / "clean", "output.shard_max_samples=1")
+    assert shard_samples(tmp_path / "a") == shard_samples(tmp_path / "clean")
 
 
 @pytest.mark.slow  # a canvas run through Ray
@@ -202,3 +232,22 @@ def test_a_render_task_returns_part_rows_only(vqa_dir, tmp_path):
     canvas_run.abort()
     assert (tmp_path / "c" / ".curate" / "output.json").exists()
     assert len(list((tmp_path / "c" / "parts").glob("*.parquet"))) == 1
+
+
+def test_ctrl_c_on_the_command_line_says_how_to_resume(vqa_dir, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import curate.augment.run as canvas_run
+    from curate.cli import app
+
+    def interrupted(cfg, on_progress=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(canvas_run, "run_canvas", interrupted)
+    result = CliRunner().invoke(app, ["augment", "canvas", str(REPO / "pipelines" / "canvas.yaml"),
+                                      "-o", str(tmp_path / "out"), "--set", f"source.path={vqa_dir / 'llava.json'}",
+                                      "--set", f"source.images={vqa_dir / 'images'}"])
+    assert result.exit_code == 130, result.output
+    said = " ".join(result.output.split())
+    assert f"interrupted: no sample was committed yet in {tmp_path / 'out'}" in said
+    assert "run the same command again to resume" in said

@@ -60,22 +60,28 @@ def test_every_captioned_region_was_asked_and_answered_or_explained(model_corpus
     assert caption["rates"]["crops_per_s"] > 0 and caption["rates"]["generated_tokens_per_s"] > 0
 
 
-def test_three_stages_sharing_one_gpu_run_on_a_two_cpu_cluster(tmp_path, sample_dir, tiny_qwen2_vl_dir,
-                                                                tiny_llama_dir):
-    """Ray is told of one GPU (no real one: the models run on the CPU) and two CPUs; masks, captions
-    and questions share the GPU 0.6 / 0.2 / 0.2, as on a one-GPU machine. Each GPU actor used to
-    reserve a whole CPU: three did not fit two CPUs and Ray waited forever."""
+def random_l0_masks(folder, num_gpus: float) -> str:
+    """The masks.natural override for a random EfficientViT-SAM-L0 (saved in ``folder``) with
+    stand-in masks at toy density, asking Ray for ``num_gpus``."""
     import torch
 
     from curate.amg.build import build_efficientvit_sam
 
     torch.manual_seed(0)
-    checkpoint = tmp_path / "random_l0.pt"
+    checkpoint = folder / "random_l0.pt"
     torch.save(build_efficientvit_sam("l0").net.state_dict(), checkpoint)
+    return ("masks.natural={backend: efficientvit_sam, model: l0, checkpoint: %s, stand_in_masks: true, "
+            "points_per_side: 2, crop_n_layers: 0, num_gpus: %s}" % (checkpoint, num_gpus))
+
+
+def test_three_stages_sharing_one_gpu_run_on_a_two_cpu_cluster(tmp_path, sample_dir, tiny_qwen2_vl_dir,
+                                                                tiny_llama_dir):
+    """Ray is told of one GPU (no real one: the models run on the CPU) and two CPUs; masks, captions
+    and questions share the GPU 0.6 / 0.2 / 0.2, as on a one-GPU machine. Each GPU actor used to
+    reserve a whole CPU: three did not fit two CPUs and Ray waited forever."""
     out = tmp_path / "out"
     cfg = load_config(pipeline_yaml(tmp_path, [{"type": "dir", "path": str(sample_dir)}], out), [
-        "masks.natural={backend: efficientvit_sam, model: l0, checkpoint: %s, stand_in_masks: true, "
-        "points_per_side: 2, crop_n_layers: 0, num_gpus: 0.6}" % checkpoint,
+        random_l0_masks(tmp_path, num_gpus=0.6),
         "caption.natural={backend: hf, model: %s, dtype: fp32, max_new_tokens: 4, batch_size: 4, num_gpus: 0.2, "
         "min_pixels: 3136, max_pixels: 12544}" % tiny_qwen2_vl_dir,
         "retarget={backend: hf, model: %s, dtype: fp32, max_new_tokens: 4, num_gpus: 0.2}" % tiny_llama_dir,
@@ -91,17 +97,12 @@ def test_pages_go_to_the_documents_stage_when_masks_hold_a_gpu(tmp_path, sample_
     """Ray is told of one GPU (none is real) and four CPUs: photos' masks in the GPU actor, pages'
     regions and OCR captions in the CPU documents stage; the corpus accounts for every image and the
     pages carry real OCR text."""
-    import torch
+    import ray
 
-    from curate.amg.build import build_efficientvit_sam
-
-    torch.manual_seed(0)
-    checkpoint = tmp_path / "random_l0.pt"
-    torch.save(build_efficientvit_sam("l0").net.state_dict(), checkpoint)
+    ray.shutdown()  # a Ray started by an earlier test has no GPU to offer: this run starts its own
     out = tmp_path / "out"
     cfg = load_config(pipeline_yaml(tmp_path, [{"type": "dir", "path": str(sample_dir)}], out), [
-        "masks.natural={backend: efficientvit_sam, model: l0, checkpoint: %s, stand_in_masks: true, "
-        "points_per_side: 2, crop_n_layers: 0, num_gpus: 1}" % checkpoint,
+        random_l0_masks(tmp_path, num_gpus=1),
         "ray.num_gpus=1", "ray.num_cpus=4",
     ])
     result = run_pipeline(cfg)

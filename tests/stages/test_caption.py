@@ -73,56 +73,40 @@ def test_mllm_global_captions_need_an_hf_mllm(sets, message):
         config(sets)
 
 
-class HandshakeCaptioners:
-    """A batched captioner (the MLLM) and a one-by-one captioner (OCR), each waiting until the other
-    has started: run one after the other, in either order, the first would time out."""
+class Handshake:
+    """A fake captioner that, once called, waits until its partner has been called too: called one
+    after the other, in either order, the first would time out."""
 
-    def __init__(self):
+    def __init__(self, batched: bool, source: str):
         import threading
 
-        self.ocr_started, self.mllm_started = threading.Event(), threading.Event()
+        self.batched, self.source, self.called, self.partner = batched, source, threading.Event(), None
 
-    def ocr(self):
+    def describe(self) -> str:
+        return f"fake-{self.source}"
+
+    def _meet(self) -> None:
+        self.called.set()
+        assert self.partner.called.wait(timeout=10), f"{self.source} ran alone"
+
+    def caption(self, image, boxes, lines=None):  # one image at a time, like OCR
         from curate.backends.types import CaptionResult
 
-        started, other = self.ocr_started, self.mllm_started
+        self._meet()
+        return [CaptionResult(text=f"text at {box}") for box in boxes]
 
-        class Ocr:
-            batched, source = False, "ocr"
-
-            def describe(self):
-                return "fake-ocr"
-
-            def caption(self, image, boxes, lines=None):
-                started.set()
-                assert other.wait(timeout=10), "the MLLM batch did not start while OCR ran"
-                return [CaptionResult(text=f"text at {box}") for box in boxes]
-
-        return Ocr()
-
-    def mllm(self):
+    def caption_batch(self, requests):  # every crop at once, like the MLLM
         from curate.backends.types import CaptionResult
 
-        started, other = self.mllm_started, self.ocr_started
-
-        class Mllm:
-            batched, source = True, "mllm"
-
-            def describe(self):
-                return "fake-mllm"
-
-            def caption_batch(self, requests):
-                started.set()
-                assert other.wait(timeout=10), "OCR did not run while the MLLM batch was generating"
-                return [CaptionResult(text=f"a region at {box}", tokens=3) for _, box in requests]
-
-        return Mllm()
+        self._meet()
+        return [CaptionResult(text=f"a region at {box}", tokens=3) for _, box in requests]
 
 
 def test_document_ocr_runs_while_the_mllm_batch_generates():
-    fakes = HandshakeCaptioners()
+    mllm, ocr = Handshake(batched=True, source="mllm"), Handshake(batched=False, source="ocr")
+    mllm.partner, ocr.partner = ocr, mllm
     stage = CaptionStage(config([]))
-    stage.captioners = {"natural": fakes.mllm(), "document": fakes.ocr()}
+    stage.captioners = {"natural": mllm, "document": ocr}
     rows = stage.process([image_row(0, "natural"), image_row(1, "document"), image_row(2, "natural")])
     captions = [json.loads(row["regions"])[0]["caption"] for row in rows]
     assert captions == ["a region at (0, 0, 100, 100)", "text at (0, 0, 100, 100)", "a region at (0, 0, 100, 100)"]
