@@ -171,15 +171,20 @@ def main() -> None:
     parser.add_argument("--model", default="xl1")
     parser.add_argument("--ocr", action="store_true", help="caption documents with RapidOCR (needs rapidocr)")
     parser.add_argument("--result", type=Path, help="where to write the JSON summary (default: WORKDIR)")
+    parser.add_argument("--out-name", default="out",
+                        help="the corpus folder in WORKDIR: one per variant when several runs share the workdir's "
+                             "images and checkpoints (e.g. --set ray.actors_per_gpu=2)")
     parser.add_argument("--set", action="append", default=[], dest="overrides",
                         help="extra config override, e.g. masks.natural.points_per_side=4 for a CPU smoke run")
     args = parser.parse_args()
-    images, out = args.workdir / "images", args.workdir / "out"
+    images, out = args.workdir / "images", args.workdir / args.out_name
     args.workdir.mkdir(parents=True, exist_ok=True)
-    if args.images == "varied":
-        generate_varied_samples(images, count=args.count, workers=os.cpu_count() or 1)
-    else:
-        generate_samples(images, count=args.count)
+    # a later variant in the same workdir reuses the images
+    if not images.is_dir() or len(list(images.iterdir())) != args.count:
+        if args.images == "varied":
+            generate_varied_samples(images, count=args.count, workers=os.cpu_count() or 1)
+        else:
+            generate_samples(images, count=args.count)
     checkpoint = args.workdir / f"random_{args.masks}_evit_{args.model}.pt"
     torch.manual_seed(0)
     model = build_efficientvit_sam(args.model)
@@ -195,14 +200,15 @@ def main() -> None:
     for override in args.overrides:
         command += ["--set", override]
     with GpuSampler() as gpu:
-        first_s, interrupted = run_cli(command, args.workdir / "first_run.log", args.deadline)
+        first_s, interrupted = run_cli(command, args.workdir / f"{args.out_name}_first_run.log", args.deadline)
     busy = gpu.summary()
     manifest = read_manifest(OutputLayout(out))
     if manifest is None:  # cut short before its first commit
         (args.result or args.workdir / "ps3_pipeline.json").write_text(json.dumps(
             {"first_run_s": round(first_s, 1), "interrupted_at_deadline": interrupted, "committed": 0,
              "gpu": busy}, indent=2))
-        raise SystemExit(f"nothing was committed in {first_s:.0f} s (log: {args.workdir / 'first_run.log'})")
+        log = args.workdir / f"{args.out_name}_first_run.log"
+        raise SystemExit(f"nothing was committed in {first_s:.0f} s (log: {log})")
     c = manifest.counts
     stage_seconds = {k: v.seconds for k, v in manifest.stages.items()}
     result = {
@@ -218,7 +224,7 @@ def main() -> None:
         "stages": {k: v.model_dump() for k, v in manifest.stages.items()},
     }
     if not interrupted:  # the same command again must find nothing to do
-        result["resume_run_s"] = round(run_cli(command, args.workdir / "resume_run.log")[0], 1)
+        result["resume_run_s"] = round(run_cli(command, args.workdir / f"{args.out_name}_resume_run.log")[0], 1)
         again = read_manifest(OutputLayout(out))
         result["index_rows"] = pq.read_metadata(OutputLayout(out).index).num_rows
         result["shards"] = len(manifest.shards)
