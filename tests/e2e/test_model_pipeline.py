@@ -105,7 +105,10 @@ def test_pages_go_to_the_documents_stage_when_masks_hold_a_gpu(tmp_path, sample_
         random_l0_masks(tmp_path, num_gpus=1),
         "ray.num_gpus=1", "ray.num_cpus=4",
     ])
-    result = run_pipeline(cfg)
+    try:
+        result = run_pipeline(cfg)
+    finally:
+        ray.shutdown()  # and later tests must not find its make-believe GPU
     assert result.read == result.written + result.quarantined == 6
     stages = json.loads((out / "manifest.json").read_text())["stages"]
     pages = [r for r in records(out) if r["kind"] == "document"]
