@@ -436,16 +436,12 @@ def build_dataset(cfg: PipelineConfig, chunks: list, sink: BlockSink, writers: l
                           batch_size=cfg.output.shard_max_samples, num_cpus=0, compute=pool)
 
 
-DOCUMENT_STAGE_MIN_CPUS = 4
-
-
 def stage_plan(cfg: PipelineConfig, gpus_in_cluster: bool, cpus: int) -> list[tuple[type, float, int]]:
-    """The actor stages in plan order, as (stage class, GPUs per actor, rows per batch). Documents get
-    a CPU stage of their own (``documents_apart``) only on a cluster of at least
-    ``DOCUMENT_STAGE_MIN_CPUS``: on fewer, the CPUs that would run it are the GPU actors' own."""
+    """The actor stages in plan order, as (stage class, GPUs per actor, rows per batch); documents
+    in a CPU stage of their own where ``documents_apart`` says so."""
     from curate.stages.caption import CaptionStage, NaturalCaptionStage
-    from curate.stages.documents import DocumentStage
-    from curate.stages.regions import NaturalRegionsStage, RegionsStage, documents_apart
+    from curate.stages.documents import DocumentStage, documents_apart
+    from curate.stages.regions import NaturalRegionsStage, RegionsStage
     from curate.stages.retarget import RetargetStage
 
     mask_gpus = cfg.masks.num_gpus if gpus_in_cluster else 0
@@ -453,7 +449,7 @@ def stage_plan(cfg: PipelineConfig, gpus_in_cluster: bool, cpus: int) -> list[tu
     caption_gpus = natural.num_gpus if gpus_in_cluster and getattr(natural, "runs_in_actor", False) else 0
     mask_batch = cfg.masks.batch_size or cfg.ray.cpu_batch_size
     # masks first either way: plan_actor_pools sizes the first stage
-    if documents_apart(cfg, mask_gpus) and cpus >= DOCUMENT_STAGE_MIN_CPUS:
+    if documents_apart(cfg, mask_gpus, cpus):
         stages = [(NaturalRegionsStage, mask_gpus, mask_batch), (DocumentStage, 0, cfg.ray.cpu_batch_size),
                   (NaturalCaptionStage, caption_gpus, images_per_call(cfg, natural))]
     else:

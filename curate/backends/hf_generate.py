@@ -86,13 +86,13 @@ def plan_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int 
 STATIC_CACHE_STEP = 256  # tokens: static cache lengths are multiples of this
 
 
-def static_cache_length(lengths: Sequence[int], batches: list[list[int]], new_tokens: int) -> int:
-    """One static KV cache length for every batch of a call: the longest batch's expected need,
+def static_cache_length(lengths: Sequence[int], new_tokens: int) -> int:
+    """One static KV cache length for every batch of a call: its longest prompt's expected need,
     rounded up to ``STATIC_CACHE_STEP``. Sized per batch, the cache grew with each (batches go in
     order of length) and every growth recompiled the decoding step; transformers keeps the largest
     length seen, so later calls of similar lengths reuse it. An estimate that falls short costs a
     recompile, never a wrong result (generate takes the larger of the two)."""
-    longest = max((max(lengths[i] for i in batch) for batch in batches if batch), default=0) + new_tokens
+    longest = max(lengths, default=0) + new_tokens
     return -(-longest // STATIC_CACHE_STEP) * STATIC_CACHE_STEP
 
 
@@ -110,7 +110,7 @@ def generate_in_batches(model, tokenizer, items: Sequence[Item], cfg, length: Ca
     new_tokens = gen_kwargs.get("max_new_tokens", cfg.max_new_tokens)
     batches = plan_batches(lengths, cfg.batch_size, cfg.max_batch_tokens, new_tokens)
     if gen_kwargs.get("cache_implementation") == "static":
-        gen_kwargs = {**gen_kwargs, "max_cache_len": static_cache_length(lengths, batches, new_tokens)}
+        gen_kwargs = {**gen_kwargs, "max_cache_len": static_cache_length(lengths, new_tokens)}
     for batch in batches:
         for i, generation in zip(batch, generate(model, tokenizer, prepare([items[i] for i in batch]), gen_kwargs)):
             results[i] = generation

@@ -40,14 +40,6 @@ def select_config_for(select: SelectConfig, masks_section) -> SelectConfig:
     return select
 
 
-def documents_apart(cfg: PipelineConfig, mask_gpus: float) -> bool:
-    """Whether documents get their regions and captions in a CPU stage of their own: when natural
-    images' masks hold a GPU and documents use the OCR detector (CPU only, about a second a page).
-    Inside the GPU actor the detector held the GPU idle for that second (benchmarks/RESULTS.md).
-    Documents' captioner is OCR or none, never a GPU model (config)."""
-    return mask_gpus > 0 and isinstance(cfg.masks.document, OcrLayoutMasksConfig)
-
-
 class RegionsStage:
     name = "regions"
     kinds: tuple[str, ...] = ("natural", "document")  # rows of other kinds pass through untouched
@@ -101,7 +93,7 @@ class NaturalRegionsStage(RegionsStage):
 
 
 class DocumentRegionsStage(RegionsStage):
-    """Documents' text-line regions, in the documents stage (CPU actors; ``documents_apart``)."""
+    """Documents' text-line regions, in the documents stage (CPU actors)."""
 
     name = "documents"
     kinds = ("document",)
