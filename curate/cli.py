@@ -102,7 +102,7 @@ def run(
 
     from curate.io import interrupt
     from curate.io.runlog import keep_logs, stderr_to_file
-    from curate.pipeline import RAY_SESSION
+    from curate.runner import RAY_SESSION
 
     interrupt.install()
     RAY_SESSION["dir"] = None

@@ -1,5 +1,5 @@
-"""Ray glue of the corpus pipeline: turns a PipelineConfig into a ray.data plan and runs it (the stages
-know nothing of Ray; ``curate augment canvas`` has its own small plan in curate/augment/run.py).
+"""The corpus pipeline's stages as a ray.data plan, run by curate/runner.py (which also runs
+``curate augment canvas``); the stages know nothing of Ray.
 
 driver:   list in batches (numbered: URI + ordinal = identity); on resume the ledger actors (routed
           by URI hash) say which are committed; the rest go to the object store in plan-sized blocks
@@ -29,14 +29,11 @@ import pyarrow as pa
 from curate import backends
 from curate.config import PipelineConfig
 from curate.io import interrupt
-from curate.io.corpus import BlockSink, CorpusRun, StreamWriter, write_block
-from curate.io.index import PART_SCHEMA, read_part
-from curate.io.layout import OutputLayout
-from curate.io.ledger import Ledger, identity, route
-from curate.io.progress import StageBoard
-from curate.io.sources import SourceError, block_sizes, listed_batches, rechunk
+from curate.io.corpus import BlockSink, CorpusRun
+from curate.io.sources import SourceError, listed_batches
 from curate.records import QuarantineReason
-from curate.rows import ROW_SCHEMA, add_timing, quarantine, to_table
+from curate.rows import add_timing, quarantine, to_table
+from curate.runner import IncompleteRun, RunKind, run_kind
 from curate.stages.ingest import IngestStage
 
 log = logging.getLogger("curate")
@@ -110,241 +107,10 @@ class StageActor:
         return out
 
 
-class ProgressActor:
-    """The run's StageBoard (curate.io.progress), fed by the stage actors, read by the driver."""
-
-    def __init__(self):
-        self.board = StageBoard()
-
-    def plan(self, names: list[str]) -> None:
-        self.board.plan(names)
-
-    def loading(self, name: str) -> None:
-        self.board.loading(name)
-
-    def ready(self, name: str) -> None:
-        self.board.ready(name)
-
-    def first_batch(self, name: str, started: bool) -> None:
-        self.board.first_batch(name, started)
-
-    def rows(self, name: str, n: int) -> None:
-        self.board.rows(name, n)
-
-    def snapshot(self) -> dict:
-        return self.board.snapshot()
-
-
 # ---------------------------------------------------------------- Ray plan
 
 
-STORAGE_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION",
-               "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "GOOGLE_APPLICATION_CREDENTIALS"}
-
-
-def init_ray(cfg: PipelineConfig) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
-    # Workers write the output: the driver's object-storage settings go with them.
-    storage = {name: value for name, value in os.environ.items() if name in STORAGE_ENV}
-    runtime_env = {"env_vars": {"PYTHONWARNINGS": "ignore::DeprecationWarning", **storage}}
-    if address:
-        node_ip = {"_node_ip_address": cfg.ray.node_ip_address} if cfg.ray.node_ip_address else {}
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False, **node_ip)
-    else:
-        # "local" starts a private instance even when another cluster on this machine left its
-        # address file behind; its services listen on loopback only.
-        ray.init(address="local", _node_ip_address="127.0.0.1", num_cpus=cfg.ray.num_cpus, num_gpus=cfg.ray.num_gpus,
-                 include_dashboard=False, runtime_env=runtime_env,
-                 log_to_driver=False, configure_logging=True, logging_level=logging.WARNING)
-
-
-RAY_SESSION: dict[str, str | None] = {"dir": None}  # the last run's Ray session directory (its logs)
-
-
-def session_dir() -> str | None:
-    try:
-        import ray._private.worker as worker  # the session path has no public accessor
-
-        return worker._global_node.get_session_dir_path()
-    except Exception:  # a Ray without it: the logs stay where Ray put them
-        return None
-
-
-def quiet_ray_data_console() -> None:
-    """Ray Data logs a status block every 10 s when stderr is no terminal (144 lines for a 3-minute
-    run): keep those in its session log file and only warnings on the console."""
-    for handler in logging.getLogger("ray.data").handlers:
-        if type(handler).__name__ != "SessionFileHandler":
-            handler.setLevel(logging.WARNING)
-
-
-def skip_committed(table: pa.Table, ledger) -> pa.Table:
-    """Drop the listed inputs that a verified part already holds. The ledger's actors decide (one
-    call per listing batch and actor), so whoever lists keeps no set of committed URIs."""
-    if not table.num_rows:
-        return table
-    done = ledger.skip(table["uri"].to_pylist(), table["ordinal"].to_pylist())
-    return table.filter(pa.array([not d for d in done]))
-
-
-def write_batch(table: pa.Table, sink: BlockSink) -> pa.Table:
-    """The write stage: this batch's shards and parts go to the output from the worker."""
-    rows = table.cast(ROW_SCHEMA).to_pylist()
-    return pa.Table.from_pylist(write_block(rows, sink), schema=PART_SCHEMA)
-
-
-class WriteActor:
-    """The write stage as a small actor pool: a few long-lived writer processes rather than a new
-    worker process for every write task (on a laptop each costs seconds of CPU to start)."""
-
-    def __init__(self, sink: BlockSink):
-        self.sink = sink
-
-    def __call__(self, table: pa.Table) -> pa.Table:
-        return write_batch(table, self.sink)
-
-
-class StreamWriterActor:
-    """``output.writers: stream``: one of the run's writers, beside the driver (curate.io.corpus.StreamWriter)."""
-
-    def __init__(self, sink: BlockSink):
-        self.writer = StreamWriter(sink)
-
-    def add(self, table: pa.Table) -> pa.Table:
-        return pa.Table.from_pylist(self.writer.add(table.cast(ROW_SCHEMA).to_pylist()), schema=PART_SCHEMA)
-
-    def flush(self) -> pa.Table:
-        return pa.Table.from_pylist(self.writer.flush(), schema=PART_SCHEMA)
-
-
-class StreamForward:
-    """The plan's write stage in stream mode: hands each batch to the writer its content routes to
-    (the same writer on a retry, which knows the batch) and passes on what that writer committed."""
-
-    def __init__(self, writers: list):
-        self.writers = writers
-
-    def __call__(self, table: pa.Table) -> pa.Table:
-        import ray
-
-        first = identity(table["uri"][0].as_py(), table["ordinal"][0].as_py()) if table.num_rows else ""
-        return ray.get(self.writers[route(first, len(self.writers))].add.remote(table))
-
-
-class ShardNumbers:
-    """Shard numbers for write tasks: one per write attempt, so a retry never collides (canvas runs
-    use it alone; the ledger's first actor hands them out for corpus runs)."""
-
-    def __init__(self, first: int):
-        self.next_number = first
-
-    def take_number(self) -> int:
-        self.next_number += 1
-        return self.next_number - 1
-
-
-class LedgerActor(ShardNumbers):
-    """One shard of the run's ledger (curate/io/ledger.py), seeded from the committed parts itself.
-    The first one also hands out shard numbers (one process fewer than a counter of its own)."""
-
-    def __init__(self, index: int, count: int, root: str, parts: list[str], first_number: int = 0):
-        super().__init__(first_number)
-        self.ledger = Ledger(index, count)
-        layout = OutputLayout.at(root)
-        for name in parts:
-            self.ledger.seed(read_part(layout.parts_dir / name, columns=["uri", "status", "key"]))
-
-    def skip(self, uris, ordinals):
-        return self.ledger.skip(uris, ordinals)
-
-    def claim(self, keys, uris, ordinals):
-        return self.ledger.claim(keys, uris, ordinals)
-
-    def skipped(self) -> int:
-        return self.ledger.n_skipped
-
-
-class LedgerClient:
-    """The ledger seen from the driver (skip) and the writers (claim): calls routed to the actor
-    that holds each URI or key."""
-
-    def __init__(self, actors: list):
-        self.actors = actors
-
-    def _routed(self, method: str, route_by: list[str], *columns: list) -> list:
-        import ray
-
-        n = len(self.actors)
-        groups: dict[int, list[int]] = {}
-        for i, text in enumerate(route_by):
-            groups.setdefault(route(text, n), []).append(i)
-        calls = {a: getattr(self.actors[a], method).remote(*([c[i] for i in idx] for c in columns))
-                 for a, idx in groups.items()}
-        out: list = [None] * len(route_by)
-        for a, answers in zip(calls, ray.get(list(calls.values()))):
-            for i, answer in zip(groups[a], answers):
-                out[i] = answer
-        return out
-
-    def skip(self, uris, ordinals):
-        return self._routed("skip", uris, uris, ordinals)
-
-    def claim(self, keys, uris, ordinals):
-        return self._routed("claim", keys, keys, uris, ordinals)
-
-
-class NumberClient:
-    def __init__(self, actor):
-        self.actor = actor
-
-    def __call__(self) -> int:
-        import ray
-
-        return ray.get(self.actor.take_number.remote())
-
-
-def on_driver_node():
-    """A scheduling strategy that keeps an actor on the driver's node: state the run needs until its
-    end (numbers, ledger, open shards) must not go with a worker node that Ray Data survives losing."""
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-
-
-def start_shard_numbers(first: int) -> NumberClient:
-    """A number actor on the driver's node (see start_ledger), wrapped for the write tasks."""
-    import ray
-
-    return NumberClient(ray.remote(num_cpus=0, scheduling_strategy=on_driver_node())(ShardNumbers).remote(first))
-
-
-def ledger_size(cfg: PipelineConfig) -> int:
-    import ray
-
-    return cfg.ray.ledger_actors or max(1, min(16, int(ray.cluster_resources().get("CPU", 1)) // 8))
-
-
-def start_ledger(cfg: PipelineConfig, run: CorpusRun) -> LedgerClient:
-    import ray
-
-    n = ledger_size(cfg)
-    parts = [p.name for p in run.layout.part_files()]
-    # the resume and dedup state lives as long as the driver
-    actor = ray.remote(num_cpus=0, scheduling_strategy=on_driver_node())(LedgerActor)
-    first = run.committer.next_number
-    return LedgerClient([actor.remote(i, n, str(run.layout.root), parts, first) for i in range(n)])
-
-
 ACTOR_CPUS = 0.5  # CPUs a stage actor (GPU or not) and an ingest task reserve in Ray's accounting
-
-
-class IncompleteRun(RuntimeError):
-    """The plan ended with inputs that no writer committed (their rows went with a failed writer)."""
 
 
 class PlanError(ValueError):
@@ -391,21 +157,14 @@ def plan_actor_pools(stages: list[tuple[str, float]], resources: dict, max_actor
     return pools
 
 
-def build_dataset(cfg: PipelineConfig, chunks: list, sink: BlockSink, writers: list | None = None,
-                  progress=None):
-    """ray.data plan over the pending inputs (object refs of curate.rows tables): stages, then write
-    (through ``writers``, StreamWriterActor handles, in stream mode; else by blocks on the workers)."""
+def corpus_stages(cfg: PipelineConfig, ds, progress=None):
+    """The corpus's stages over the listed rows (a ray.data Dataset): ingest tasks, the actor stages
+    of ``stage_plan``, then any ray.data.llm steps; the runner adds the write stage."""
     import ray
 
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = cfg.ray.progress
-    ctx.verbose_progress = False
-    if not cfg.ray.verbose:
-        quiet_ray_data_console()
     resources = ray.cluster_resources()
     cpus = int(resources.get("CPU", 1))
     max_actors = cfg.ray.max_concurrency or max(1, cpus)
-    ds = ray.data.from_arrow_refs(chunks)
     ds = ds.map_batches(ingest_batch, fn_kwargs={"cfg": cfg}, batch_format="pyarrow",
                         batch_size=cfg.ray.ingest_batch_size, num_cpus=0.5)
     gpus_in_cluster = int(resources.get("GPU", 0))
@@ -424,16 +183,7 @@ def build_dataset(cfg: PipelineConfig, chunks: list, sink: BlockSink, writers: l
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pool.limit, initial_size=pool.initial),
             num_cpus=ACTOR_CPUS, num_gpus=gpus or None,
         )
-    ds = add_llm_steps(ds, cfg)
-    # Writing is upload and copy work: no CPU reserved (Ray Data's per-operator reservation would
-    # take it from the stages), one writer per 16 CPUs.
-    pool = ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, cpus // 16))
-    if writers:
-        # Whole blocks as the last stage makes them: a batch size would hold rows back until it filled.
-        return ds.map_batches(StreamForward, fn_constructor_kwargs={"writers": writers}, batch_format="pyarrow",
-                              batch_size=None, num_cpus=0, compute=pool)
-    return ds.map_batches(WriteActor, fn_constructor_kwargs={"sink": sink}, batch_format="pyarrow",
-                          batch_size=cfg.output.shard_max_samples, num_cpus=0, compute=pool)
+    return add_llm_steps(ds, cfg)
 
 
 def stage_plan(cfg: PipelineConfig, gpus_in_cluster: bool, cpus: int) -> list[tuple[type, float, int]]:
@@ -458,24 +208,6 @@ def stage_plan(cfg: PipelineConfig, gpus_in_cluster: bool, cpus: int) -> list[tu
         stages.append((RetargetStage, cfg.retarget.num_gpus if gpus_in_cluster else 0,
                        images_per_call(cfg, cfg.retarget)))
     return stages
-
-
-def writer_mode(cfg: PipelineConfig) -> str:
-    """stream or blocks (``output.writers``; auto: stream on a one-node cluster)."""
-    import ray
-
-    if cfg.output.writers != "auto":
-        return cfg.output.writers
-    return "stream" if sum(1 for node in ray.nodes() if node.get("Alive")) == 1 else "blocks"
-
-
-def start_stream_writers(cfg: PipelineConfig, sink: BlockSink) -> list:
-    """Stream writers beside the driver: their open shards live as long as the run (a worker
-    node's loss must not take rows that Ray Data already counts as done)."""
-    import ray
-
-    actor = ray.remote(num_cpus=0, scheduling_strategy=on_driver_node())(StreamWriterActor)
-    return [actor.remote(sink) for _ in range(max(1, int(ray.cluster_resources().get("CPU", 1)) // 16))]
 
 
 def images_per_call(cfg: PipelineConfig, section) -> int:
@@ -635,92 +367,10 @@ def run_pipeline(cfg: PipelineConfig, on_progress: Callable[[int, int], None] | 
 def _process(cfg: PipelineConfig, run: CorpusRun, listing: Iterator[pa.Table],
              on_listed: Callable[[int], None],
              on_status: Callable[[dict | str], None] | None = None) -> Iterator[list[dict] | int]:
-    """The Ray run: yields the part rows of each commit as the writers return them, then the number
-    of listed inputs the ledger skipped as already committed. ``on_status`` hears what is
-    starting (a phrase) and then, every second, the stages' board (curate.io.progress)."""
-    import ray
-
-    status = on_status or (lambda _: None)
-    status("starting Ray")
-    init_ray(cfg)
-    RAY_SESSION["dir"] = session_dir()
-    interrupt.install()  # after Ray's start, which sets handlers of its own
-    status("listing inputs")
-    ledger = start_ledger(cfg, run)
-    resuming = run.resumed_rows > 0
-    listed = 0
-
-    def pending() -> Iterator[pa.Table]:
-        nonlocal listed
-        for table in listing:
-            listed += table.num_rows
-            yield skip_committed(table, ledger) if resuming else table
-
-    # Only inputs still to do go to the object store, in blocks sized for the plan: the driver
-    # keeps their refs, never the listing.
-    refs = [ray.put(block) for block in rechunk(pending(), block_sizes(cfg.ray.ingest_batch_size))]
-    on_listed(listed)
-    if refs:
-        sink = BlockSink(run.target, cfg, NumberClient(ledger.actors[0]), ledger)
-        writers = start_stream_writers(cfg, sink) if writer_mode(cfg) == "stream" else None
-        board = ray.remote(num_cpus=0)(ProgressActor).remote()
-        ds = build_dataset(cfg, refs, sink, writers, board)
-        status("starting the stages")
-        watch = BoardWatcher(board, status).start() if on_status else None
-        try:
-            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
-                yield batch.to_pylist()
-        except KeyboardInterrupt:
-            yield from flush_writers(writers, timeout=30)  # complete samples are committed
-            raise
-        finally:
-            if watch:
-                watch.stop()
-        yield from flush_writers(writers)
-    yield sum(ray.get([actor.skipped.remote() for actor in ledger.actors]))
-
-
-class BoardWatcher:
-    """Reads the stages' board every second on a thread and hands it to the display."""
-
-    def __init__(self, board, on_status: Callable[[dict | str], None], every_s: float = 1.0):
-        import threading
-
-        self.board, self.on_status, self.every_s = board, on_status, every_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="curate-progress")
-
-    def start(self) -> BoardWatcher:
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.every_s):
-            self.read()
-
-    def read(self) -> None:
-        import ray
-
-        try:
-            self.on_status(ray.get(self.board.snapshot.remote(), timeout=5))
-        except Exception:  # a display must never end the run
-            log.debug("progress board unavailable", exc_info=True)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.read()  # the last counts, not those of up to a second ago
-
-
-def flush_writers(writers: list | None, timeout: float | None = None) -> Iterator[list[dict]]:
-    """The stream writers' open shards, committed (nothing to do in blocks mode)."""
-    import ray
-
-    for writer in writers or []:
-        try:
-            with interrupt.critical():
-                rows = ray.get(writer.flush.remote(), timeout=timeout).to_pylist()
-        except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError) as e:  # its rows are redone on resume
-            log.warning("a writer's open shard was not committed: %s", e)
-            continue
-        yield rows
+    """The Ray run (curate.runner): yields the part rows of each commit as the writers return them,
+    then the number of listed inputs the ledger skipped as already committed."""
+    kind = RunKind(identity_columns=("uri",),
+                   sink=lambda target, numbers, ledger: BlockSink(target, cfg, numbers, ledger),
+                   stages=lambda ds, board: corpus_stages(cfg, ds, board),
+                   block_rows=cfg.ray.ingest_batch_size)
+    yield from run_kind(cfg, run, kind, listing, on_listed, on_status)

@@ -1,5 +1,5 @@
-"""Imports point one way: cli -> augment/export/preflight -> pipeline/stats -> stages -> backends -> ops -> io
--> records/config.
+"""Imports point one way: cli -> augment/export/preflight -> pipeline/stats -> stages -> backends -> ops -> runner
+-> io -> records/config (the runner, Ray glue over the output, serves the corpus pipeline and the canvas).
 
 ``amg/`` imports nothing else of curate, ``train/`` only the config loader and the output layout, and nothing in
 the package imports ``testing/`` (random models are for tests and benchmarks). Every import counts,
@@ -18,7 +18,7 @@ RANKS = {
     "curate.amg": 0,
     "curate": 1, "curate.records": 1, "curate.config": 1, "curate.rows": 1, "curate.samples": 1,
     "curate.io": 2,
-    "curate.train": 3, "curate.backends.types": 3,
+    "curate.train": 3, "curate.backends.types": 3, "curate.runner": 3,
     "curate.ops": 4,
     "curate.backends": 5,
     "curate.stages": 6,

@@ -1,9 +1,10 @@
-"""`curate augment canvas`: VQA items -> Ray Data tasks that render and write canvas shards where they
-run (local disk or object storage); the driver lists the items and counts the part rows.
+"""`curate augment canvas`: VQA items -> Ray Data render tasks -> the run's writers (local disk or
+object storage), through the same runner as the corpus (curate/runner.py); the driver lists the
+items and counts the part rows.
 
 Output layout and commit protocol are the corpus's (curate/io/layout.py): ``shards/`` tars,
 ``parts/`` parquet commit markers (one row per input, written or quarantined), ``index.parquet``
-and ``manifest.json``; a killed run resumes from its parts.
+and ``manifest.json``; a killed run resumes from its parts, an input being its ``uri#id``.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ from PIL import Image
 
 from curate.augment.canvas import paste, plan_canvas
 from curate.augment.config import CanvasPipelineConfig
-from curate.augment.vqa_sources import list_vqa_items
+from curate.augment.vqa_sources import iter_vqa_items
 from curate.config import IngestConfig
 from curate.io import fs, interrupt
-from curate.io.committer import CommitTarget, Committer, ShardNumber, write_in_blocks
+from curate.io.committer import CommitTarget, Committer, ShardNumber
 from curate.io.index import write_index
 from curate.io.layout import atomic_write_bytes
+from curate.io.ledger import identity
 from curate.io.shards import ShardWriter
 from curate.records import CanvasRecord
 
@@ -155,12 +157,30 @@ class CanvasShardSession:
         self.shard, self.pending = None, []
 
 
-def write_canvas_block(rows: list[dict], cfg: CanvasPipelineConfig, target: CommitTarget,
-                       next_number: Callable[[], int]) -> list[dict]:
-    """Rendered rows -> committed canvas shards, on whichever process renders them; returns the part
-    rows (write_in_blocks: a retried task's second copy is dropped by its block digest)."""
-    session = CanvasShardSession(target, cfg, next_number)
-    return write_in_blocks(session, rows, lambda row: f"{row['uri']}#{row['id']}")
+@dataclass
+class CanvasSink:
+    """The canvas's Sink for the run's writers (curate/io/writing.py)."""
+
+    target: CommitTarget
+    cfg: CanvasPipelineConfig
+    next_number: Callable[[], int]
+
+    @property
+    def row_schema(self) -> pa.Schema:
+        return RENDERED_SCHEMA
+
+    @property
+    def part_schema(self) -> pa.Schema:
+        return PART_SCHEMA
+
+    def session(self) -> CanvasShardSession:
+        return CanvasShardSession(self.target, self.cfg, self.next_number)
+
+    def member(self, row: dict) -> str:
+        return identity(f"{row['uri']}#{row['id']}", row["ordinal"])
+
+    def claim(self, rows: list[dict]) -> None:
+        """Nothing to claim: a canvas's key hashes its listing position's plan, so no two inputs share one."""
 
 
 class CanvasRun:
@@ -172,7 +192,7 @@ class CanvasRun:
         sources = [p for p in (cfg.source.path, cfg.source.images, cfg.canvas.background_images) if p]
         self.committer = Committer(cfg.output.path, "canvas", cfg.sha256(), cfg.output.split, PART_SCHEMA, sources)
         self.layout = self.committer.layout
-        self.done: set[str] = set()
+        self.resumed_rows = 0
         self._reset_counts()
         self._manifest_at = 0.0
 
@@ -191,6 +211,7 @@ class CanvasRun:
 
     def open(self):
         self.committer.open(self._tally_table)
+        self.resumed_rows = self.counts["read"]
         return self
 
     def _tally_table(self, table: pa.Table) -> None:
@@ -198,7 +219,6 @@ class CanvasRun:
             self._tally(row)
 
     def _tally(self, row: dict) -> None:
-        self.done.add(row["uri"] + "#" + row["id"])
         self.counts["read"] += 1
         if row["status"] == "written":
             self.counts["written"] += 1
@@ -225,7 +245,6 @@ class CanvasRun:
         """Counts from the parts as they stand after a final verification (which drops a part that a
         retried write task committed twice); returns the committed stems."""
         self._reset_counts()
-        self.done = set()
         return self.committer.verify_parts(self._tally_table)
 
     def finish(self, wall_seconds: float) -> None:
@@ -300,20 +319,38 @@ class CanvasResult:
 
 
 def run_canvas(cfg: CanvasPipelineConfig, on_progress: Callable[[int, int], None] | None = None) -> CanvasResult:
-    """Render and write on Ray workers; the driver lists, counts part rows and finishes the output."""
+    """Render on Ray tasks and write through the runner's writers; the driver lists, counts part
+    rows and finishes the output."""
+    from curate.runner import IncompleteRun, RunKind, run_kind
+
     start = time.monotonic()
     run = CanvasRun(cfg).open()
-    items = list_vqa_items(cfg.source)
-    pending = [it for it in items if f"{it['uri']}#{it['id']}" not in run.done]
+    state = {"total": 0, "listed": 0}
+
+    def listed(n: int) -> None:
+        state["total"], state["listed"] = max(n - run.resumed_rows, 0), n
+
+    kind = RunKind(identity_columns=("uri", "id"), sink=lambda target, numbers, _: CanvasSink(target, cfg, numbers),
+                   stages=lambda ds, _: ds.map_batches(render_batch, fn_kwargs={"cfg": cfg}, batch_format="pyarrow",
+                                                       batch_size=cfg.ray.ingest_batch_size, num_cpus=1),
+                   block_rows=cfg.ray.ingest_batch_size)
     try:
-        done = 0
-        for parts in _render_and_write(cfg, pending, run.target, run.committer.next_number):
+        done = skipped = 0
+        for parts in run_kind(cfg, run, kind, vqa_batches(cfg.source), listed):
+            if isinstance(parts, int):  # the ledger's count of skipped inputs, last
+                skipped = parts
+                continue
             run.committed(parts)
             done += len(parts)
             if on_progress:
-                on_progress(done, len(pending))
+                on_progress(done, max(state["total"], done))
+        lost = state["listed"] - skipped - done
+        if lost > 0:
+            raise IncompleteRun(f"{lost} inputs were not committed (a writer failed with a shard open); the "
+                                f"committed canvases are kept in {cfg.output.path}: run the same command again "
+                                "to redo the rest")
         run.finish(time.monotonic() - start)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, IncompleteRun):
         interrupt.ignore_further()
         run.interrupted(time.monotonic() - start)
         raise
@@ -321,41 +358,35 @@ def run_canvas(cfg: CanvasPipelineConfig, on_progress: Callable[[int, int], None
         run.abort()
         raise
     c = run.counts
-    return CanvasResult(c["read"], c["written"], c["quarantined"], len(items) - len(pending), str(run.layout.root))
+    return CanvasResult(c["read"], c["written"], c["quarantined"], skipped, str(run.layout.root))
 
 
-def render_and_write(table: pa.Table, cfg: CanvasPipelineConfig, target: CommitTarget, numbers) -> pa.Table:
-    """A Ray task: render a batch of VQA items and commit them as canvas shards where it runs; only
-    the part rows go back."""
-    backgrounds = background_files(cfg.canvas.background_images)
-    rows = [render_item(item, cfg, backgrounds) for item in table.to_pylist()]
-    return pa.Table.from_pylist(write_canvas_block(rows, cfg, target, numbers), schema=PART_SCHEMA)
-
-
+LISTED_SCHEMA = pa.schema([
+    ("ordinal", pa.int64()), ("index", pa.int64()), ("uri", pa.string()), ("dataset", pa.string()),
+    ("id", pa.string()), ("conversations", pa.string()), ("image_bytes", pa.binary()), ("status", pa.string()),
+    ("reason", pa.string()), ("detail", pa.string()),
+])
 RENDERED_SCHEMA = pa.schema([
-    ("index", pa.int64()), ("uri", pa.string()), ("dataset", pa.string()), ("id", pa.string()),
-    ("conversations", pa.string()), ("image_bytes", pa.binary()), ("status", pa.string()),
-    ("reason", pa.string()), ("detail", pa.string()), ("key", pa.string()), ("canvas", pa.binary()),
-    ("record", pa.string()),
+    *(f for f in LISTED_SCHEMA if f.name != "image_bytes"),
+    ("key", pa.string()), ("canvas", pa.binary()), ("record", pa.string()),
 ])
 
 
-def _render_and_write(cfg: CanvasPipelineConfig, pending: list[dict], target: CommitTarget,
-                      first_number: int) -> Iterator[list[dict]]:
-    if not pending:
-        return
-    import ray
+def vqa_batches(source, size: int = 1024) -> Iterator[pa.Table]:
+    """The VQA items as tables of up to ``size`` rows, numbered in listing order (their ordinal)."""
+    rows = []
+    for ordinal, item in enumerate(iter_vqa_items(source)):
+        rows.append({**item, "ordinal": ordinal})
+        if len(rows) >= size:
+            yield pa.Table.from_pylist(rows, schema=LISTED_SCHEMA)
+            rows = []
+    if rows:
+        yield pa.Table.from_pylist(rows, schema=LISTED_SCHEMA)
 
-    from curate.pipeline import init_ray, start_shard_numbers
 
-    init_ray(cfg)
-    interrupt.install()  # after Ray's start, which sets handlers of its own
-    numbers = start_shard_numbers(first_number)
-    blank = {"key": None, "canvas": None, "record": None}
-    table = pa.Table.from_pylist([{**it, **blank} for it in pending], schema=RENDERED_SCHEMA)
-    step = max(1, min(16, len(pending) // 8 or 1))
-    ds = ray.data.from_arrow([table.slice(i, step) for i in range(0, table.num_rows, step)])
-    ds = ds.map_batches(render_and_write, fn_kwargs={"cfg": cfg, "target": target, "numbers": numbers},
-                        batch_format="pyarrow", batch_size=step, num_cpus=1)
-    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
-        yield batch.to_pylist()
+def render_batch(table: pa.Table, cfg: CanvasPipelineConfig) -> pa.Table:
+    """A Ray task: render a batch of VQA items (the source bytes stay here; the canvases go on to
+    the writers)."""
+    backgrounds = background_files(cfg.canvas.background_images)
+    rows = [render_item(item, cfg, backgrounds) for item in table.to_pylist()]
+    return pa.Table.from_pylist(rows, schema=RENDERED_SCHEMA)

@@ -46,12 +46,18 @@ def llava_items(path: Path, images: Path, dataset: str) -> Iterator[dict]:
         yield _item(i, uri, dataset, sample_id, entry.get("conversations"), reason=problem)
 
 
+def _table_rows(path: Path, batch_rows: int = 256) -> Iterator[dict]:
+    """A parquet table's rows a batch at a time: a table of inline images is never whole in memory."""
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
+        yield from batch.to_pylist()
+
+
 def table_items(path: Path, cfg, dataset: str) -> Iterator[dict]:
-    table = pq.read_table(path)
+    names = pq.read_schema(path).names
     for column in (cfg.image_column, cfg.question_column, cfg.answer_column):
-        if column not in table.column_names:
-            raise ValueError(f"{path}: no column {column!r} (columns: {', '.join(table.column_names)})")
-    for i, row in enumerate(table.to_pylist()):
+        if column not in names:
+            raise ValueError(f"{path}: no column {column!r} (columns: {', '.join(names)})")
+    for i, row in enumerate(_table_rows(path)):
         sample_id = row[cfg.id_column] if cfg.id_column else i
         question, answer, image = row[cfg.question_column], row[cfg.answer_column], row[cfg.image_column]
         conversations = [{"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}]
@@ -69,9 +75,10 @@ def table_items(path: Path, cfg, dataset: str) -> Iterator[dict]:
         yield _item(i, uri, dataset, sample_id, conversations, image=data, reason=reason)
 
 
-def list_vqa_items(cfg) -> list[dict]:
+def iter_vqa_items(cfg) -> Iterator[dict]:
+    """The source's items in file order (a generator: the driver streams them to the plan)."""
     path = Path(cfg.path)
     dataset = cfg.dataset or path.stem
     if cfg.format == "llava":
-        return list(llava_items(path, Path(cfg.images) if cfg.images else path.parent, dataset))
-    return list(table_items(path, cfg, dataset))
+        return llava_items(path, Path(cfg.images) if cfg.images else path.parent, dataset)
+    return table_items(path, cfg, dataset)

@@ -7,7 +7,7 @@ quarantined. Ownership, the lock, the opened entries and the verified resume are
 
 ShardSession  writes rows into shards and commits them; it runs where the rows are (in a Ray write
               task on a worker, or in this process) and returns only the small part rows.
-write_block   one Ray block -> dedup claims (ledger) -> shards -> parts.
+BlockSink     the corpus's Sink for the writers (curate/io/writing.py): sessions, identity, dedup claims.
 CorpusRun     the driver: open/resume, tally the part rows it is given, index + manifest at the end.
 CorpusWriter  CorpusRun plus a ShardSession in this process (rows added one by one).
 
@@ -24,20 +24,21 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import pyarrow as pa
 
 from curate import __version__
 from curate.config import PipelineConfig
 from curate.io import interrupt
-from curate.io.committer import CommitTarget, Committer, ShardNumber, block_digest, write_in_blocks
+from curate.io.committer import CommitTarget, Committer, ShardNumber
 from curate.io.index import PART_SCHEMA, write_index, write_quarantine
 from curate.io.ledger import Ledger, identity
 from curate.io.manifest import RunTally, now_iso, read_manifest_lenient, write_manifest
 from curate.io.ownership import OutputConflict, OutputRefused  # noqa: F401  (re-exported for callers)
 from curate.io.shards import ShardWriter
 from curate.records import ImageRecord, PipelineInfo, QuarantineReason, QuestionRecord, Region
+from curate.rows import ROW_SCHEMA
 
 
 def record_json(row: dict, pipeline: PipelineInfo) -> bytes:
@@ -186,13 +187,24 @@ class LedgerLike(Protocol):
 
 @dataclass
 class BlockSink:
-    """What a write task needs: where to commit, the config, shard numbers and the ledger (Ray
-    actor clients on a cluster, plain objects in one process)."""
+    """The corpus's Sink (curate/io/writing.py): where to commit, the config, shard numbers and the
+    ledger (Ray actor clients on a cluster, plain objects in one process)."""
 
     target: CommitTarget
     cfg: PipelineConfig
     next_number: Callable[[], int]
     ledger: LedgerLike
+    row_schema: ClassVar[pa.Schema] = ROW_SCHEMA
+    part_schema: ClassVar[pa.Schema] = PART_SCHEMA
+
+    def session(self) -> ShardSession:
+        return ShardSession(self.target, self.cfg, self.next_number)
+
+    def member(self, row: dict) -> str:
+        return identity(row["uri"], row["ordinal"])
+
+    def claim(self, rows: list[dict]) -> None:
+        mark_duplicates(rows, self.ledger)
 
 
 def mark_duplicates(rows: list[dict], ledger: LedgerLike) -> None:
@@ -205,54 +217,6 @@ def mark_duplicates(rows: list[dict], ledger: LedgerLike) -> None:
         if first is not None:
             row.update(status="quarantined", reason=QuarantineReason.duplicate.value,
                        detail=f"same bytes as {first}", image=None)
-
-
-def write_block(rows: list[dict], sink: BlockSink) -> list[dict]:
-    """One block of finished rows -> committed shards; returns their part rows (write_in_blocks)."""
-    mark_duplicates(rows, sink.ledger)
-    session = ShardSession(sink.target, sink.cfg, sink.next_number)
-    return write_in_blocks(session, rows, lambda row: identity(row["uri"], row["ordinal"]))
-
-
-class StreamWriter:
-    """A writer that keeps its shard open across batches (``output.writers: stream``): a shard
-    closes on samples, bytes or ``shard_max_seconds``, whatever the rate rows arrive at, and
-    ``flush`` commits what is open (the end of the run, an interrupt). A batch seen before (Ray
-    retried the call that brought it) is not written again."""
-
-    def __init__(self, sink: BlockSink):
-        self.sink = sink
-        self.session = ShardSession(sink.target, sink.cfg, sink.next_number)
-        self.members: list[str] = []
-        self.seen: set[bytes] = set()
-
-    def add(self, rows: list[dict]) -> list[dict]:
-        """Take a batch of finished rows; returns the part rows of any shard this closed."""
-        ids = [identity(r["uri"], r["ordinal"]) for r in rows]
-        batch = bytes.fromhex(block_digest(ids))[:16]
-        if not rows or batch in self.seen:
-            return []
-        mark_duplicates(rows, self.sink.ledger)
-        committed: list[dict] = []
-        try:
-            for row, member in zip(rows, ids):
-                self.session.add(row)
-                self.members.append(member)
-                if self.session.due(by_time=True):
-                    committed += self.flush()
-        except BaseException:
-            # The open shard goes, with rows of earlier batches: the run's end counts them as not
-            # committed and the same command redoes them.
-            self.session.abort()
-            self.members = []
-            raise
-        self.seen.add(batch)
-        return committed
-
-    def flush(self) -> list[dict]:
-        rows = self.session.commit(block_digest(self.members))
-        self.members = []
-        return rows
 
 
 class CorpusRun:

@@ -3,7 +3,8 @@
 A Ledger shard answers two questions for the inputs routed to it:
   skip:  is this listed input already committed? (resume; routed by URI)
   claim: is this content key already written by another input? (dedup; routed by key)
-Both answers are idempotent per input identity (URI + position in the listing): a write that Ray
+An input is named by its member (the URI; ``URI#id`` where one file holds many inputs, as a VQA
+list does) and its position in the listing. Both answers are idempotent per input identity: a write that Ray
 retries claims again and gets the same answer, and a skip asked twice is answered the same.
 Seeded from the committed parts; what a run claims but never commits is forgotten with the run, so
 a resume decides afresh.
@@ -29,11 +30,18 @@ def identity(uri: str, ordinal: int) -> str:
     return f"{ordinal}\t{uri}"
 
 
+def members(table: pa.Table, columns: tuple[str, ...] = ("uri",)) -> list[str]:
+    """What names each row's input, from a listing or a part: its ``columns`` joined by ``#``."""
+    if len(columns) == 1:
+        return table.column(columns[0]).to_pylist()
+    return ["#".join(map(str, values)) for values in zip(*(table.column(c).to_pylist() for c in columns))]
+
+
 class Ledger:
     """One shard (``index`` of ``count``) of the run's committed inputs and claimed keys."""
 
-    def __init__(self, index: int = 0, count: int = 1):
-        self.index, self.count = index, count
+    def __init__(self, index: int = 0, count: int = 1, identity_columns: tuple[str, ...] = ("uri",)):
+        self.index, self.count, self.identity_columns = index, count, identity_columns
         self.committed: Counter[str] = Counter()  # URI -> committed occurrences not yet matched
         # URI -> the ordinal answered "skip" (an int: ~100 bytes a URI at 10^7 inputs), or the set of
         # them for a URI listed more than once
@@ -46,7 +54,9 @@ class Ledger:
 
     def seed(self, part: pa.Table) -> None:
         """Take in one committed part's rows that route here."""
-        for uri, status, key in zip(*(part.column(c).to_pylist() for c in ("uri", "status", "key"))):
+        columns = (members(part, self.identity_columns), part.column("status").to_pylist(),
+                   part.column("key").to_pylist())
+        for uri, status, key in zip(*columns):
             if self.mine(uri):
                 self.committed[uri] += 1
             if status == "written" and key and self.mine(key):

@@ -190,19 +190,27 @@ def test_canvas_workers_write_to_object_storage(vqa_dir, tmp_path, s3_bucket):  
     assert ObjectPath(f"{uri}/index.parquet").exists()
 
 
+def rendered_rows(cfg, n: int) -> list[dict]:
+    from curate.augment.run import background_files, render_item, vqa_batches
+
+    items = next(vqa_batches(cfg.source)).to_pylist()[:n]
+    return [render_item(item, cfg, background_files(None)) for item in items]
+
+
 def test_a_block_committed_twice_by_a_retried_task_is_dropped_at_the_end(vqa_dir, tmp_path):
     """Ray may retry a write task after its first attempt committed: the second part holds the same
     inputs (same block digest) and the run's end drops it, so nothing is counted or indexed twice."""
-    from curate.augment.run import CanvasRun, background_files, render_item, write_canvas_block
-    from curate.augment.vqa_sources import list_vqa_items
+    from curate.augment.run import CanvasRun, CanvasSink
+    from curate.io.writing import write_block
 
     cfg = load_canvas_config(REPO / "pipelines" / "canvas.yaml", [
         f"source.path={vqa_dir / 'llava.json'}", f"source.images={vqa_dir / 'images'}",
         f"output.path={tmp_path / 'c'}", "ray.progress=false"])
     canvas_run = CanvasRun(cfg).open()
-    rows = [render_item(item, cfg, background_files(None)) for item in list_vqa_items(cfg.source)[:3]]
-    first = write_canvas_block(rows, cfg, canvas_run.target, canvas_run.committer.take_number)
-    retried = write_canvas_block(rows, cfg, canvas_run.target, canvas_run.committer.take_number)
+    rows = rendered_rows(cfg, 3)
+    sink = CanvasSink(canvas_run.target, cfg, canvas_run.committer.take_number)
+    first = write_block(rows, sink)
+    retried = write_block(rows, sink)
     assert first != retried and len(list((tmp_path / "c" / "parts").glob("*.parquet"))) == 2
     canvas_run.committed(first + retried)
     canvas_run.finish(1.0)
@@ -211,21 +219,20 @@ def test_a_block_committed_twice_by_a_retried_task_is_dropped_at_the_end(vqa_dir
     assert len(shard_samples(tmp_path / "c")) == 3 and any("same inputs" in n for n in canvas_run.notes)
 
 
-def test_a_render_task_returns_part_rows_only(vqa_dir, tmp_path):
-    """What travels back to the driver from a render task: commit records, no image bytes."""
+def test_the_write_stage_returns_part_rows_only(vqa_dir, tmp_path):
+    """What travels back to the driver from the canvas's write stage: commit records, no image bytes."""
     import pyarrow as pa
 
-    from curate.augment.run import RENDERED_SCHEMA, CanvasRun, render_and_write
-    from curate.augment.vqa_sources import list_vqa_items
+    from curate.augment.run import CanvasRun, CanvasSink, render_batch, vqa_batches
+    from curate.io.writing import write_table
 
     cfg = load_canvas_config(REPO / "pipelines" / "canvas.yaml", [
         f"source.path={vqa_dir / 'llava.json'}", f"source.images={vqa_dir / 'images'}",
         f"output.path={tmp_path / 'c'}", "ray.progress=false"])
     canvas_run = CanvasRun(cfg).open()
-    items = list_vqa_items(cfg.source)[:2]
-    table = pa.Table.from_pylist([{**it, "key": None, "canvas": None, "record": None} for it in items],
-                                 schema=RENDERED_SCHEMA)
-    parts = render_and_write(table, cfg, canvas_run.target, canvas_run.committer.take_number)
+    rendered = render_batch(next(vqa_batches(cfg.source)).slice(0, 2), cfg)
+    assert rendered.column("canvas").null_count == 0  # the canvases reach the writer
+    parts = write_table(rendered, CanvasSink(canvas_run.target, cfg, canvas_run.committer.take_number))
     assert parts.num_rows == 2 and not any(pa.types.is_binary(f.type) for f in parts.schema)
     assert parts.nbytes < 2000
     # the driver fails before hearing of that commit: the output stays claimed, and resumable

@@ -8,11 +8,12 @@ import time
 
 import pytest
 
-from curate.io.corpus import BlockSink, CorpusRun, StreamWriter
+from curate.io.corpus import BlockSink, CorpusRun
 from curate.io.index import read_parts
 from curate.io.ledger import Ledger
 from curate.io.sources import listed_batches
-from curate.pipeline import skip_committed
+from curate.io.writing import StreamWriter
+from curate.runner import skip_committed
 from curate.stages.ingest import IngestStage
 from tests.safety.conftest import image_files, load
 

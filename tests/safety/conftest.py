@@ -55,10 +55,11 @@ def ingest_only(cfg, run, chunks, on_listed, on_status=None):
     import itertools
 
     from curate.io import interrupt
-    from curate.io.corpus import BlockSink, write_block
+    from curate.io.corpus import BlockSink
     from curate.io.index import read_part
     from curate.io.ledger import Ledger
-    from curate.pipeline import skip_committed
+    from curate.io.writing import write_block
+    from curate.runner import skip_committed
 
     chunks = list(chunks)
     on_listed(sum(t.num_rows for t in chunks))
