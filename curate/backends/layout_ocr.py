@@ -8,8 +8,6 @@ density selection finds windows dense in text lines.
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 from PIL import Image
 
@@ -21,10 +19,9 @@ from curate.ops.images import fit_within
 class OcrLayoutRegions:
     def __init__(self, cfg: OcrLayoutMasksConfig | None = None, max_side: int | None = None):
         max_side = max_side or (cfg.max_side if cfg is not None else 2048)
-        from rapidocr import RapidOCR
+        from curate.backends.ocr_rapid import rapidocr_engine
 
-        logging.getLogger("RapidOCR").setLevel(logging.ERROR)
-        self.engine = RapidOCR()
+        self.engine = rapidocr_engine()
         self.max_side = max_side
 
     def describe(self) -> str:
