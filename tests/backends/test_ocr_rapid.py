@@ -56,3 +56,27 @@ def test_reading_order_groups_rows_then_left_to_right():
     lines = [line(200, 100, "world"), line(0, 102, "hello"), line(0, 10, "title"), line(0, 200, "end")]
     assert reading_order(lines) == "title\nhello world\nend"
     assert reading_order([]) == ""
+
+
+@pytest.mark.slow
+def test_an_engine_in_a_ray_actor_gets_the_threads_of_its_cpus():
+    """ONNX Runtime's default is a thread per core in every engine: a pool of OCR actors beside GPU
+    actors oversubscribed the CPUs. In Ray an engine takes the CPUs its actor was granted."""
+    import ray
+
+    from curate.backends.ocr_rapid import rapidocr_engine
+
+    assert rapidocr_engine().cfg.EngineConfig.onnxruntime.intra_op_num_threads == -1  # no Ray: the default
+
+    def threads() -> int:
+        from curate.backends.ocr_rapid import rapidocr_engine
+
+        return rapidocr_engine().cfg.EngineConfig.onnxruntime.intra_op_num_threads
+
+    ray.shutdown()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        half, two = ray.remote(num_cpus=0.5)(threads), ray.remote(num_cpus=2)(threads)
+        assert ray.get([half.remote(), two.remote()]) == [1, 2]
+    finally:
+        ray.shutdown()
