@@ -64,11 +64,13 @@ def assert_same_samples(clean: Path, resumed) -> None:
         assert members == {ext: data for ext, data in theirs[key].items() if ext != "json"}
 
 
-def run_and_kill_after_parts(pipeline: Path, out, n_parts: int, timeout: float = 240,
+def run_and_kill_after_parts(pipeline: Path | list[str], out, n_parts: int, timeout: float = 240,
                              extra_delay: float = 0.0) -> bool:
-    """Start a run; SIGKILL its whole process group ``extra_delay`` seconds after ``n_parts`` parts
-    are committed. Returns False if the run finished before that point."""
-    proc = subprocess.Popen(curate_cmd(pipeline), cwd=REPO, start_new_session=True,
+    """Start a run (of a pipeline file, or a whole command); SIGKILL its whole process group
+    ``extra_delay`` seconds after ``n_parts`` parts are committed. Returns False if the run finished
+    before that point."""
+    command = pipeline if isinstance(pipeline, list) else curate_cmd(pipeline)
+    proc = subprocess.Popen(command, cwd=REPO, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
     try:
@@ -167,3 +169,40 @@ def test_ctrl_c_commits_says_how_to_resume_and_resumes_to_the_clean_set(tmp_path
     done = subprocess.run(curate_cmd(stopped_yaml), cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert_same_samples(clean_run[0], tmp_path / "stopped")
+
+
+@pytest.fixture(scope="module")
+def vqa_source(tmp_path_factory) -> Path:
+    from curate.samples import generate_vqa_samples
+
+    return generate_vqa_samples(tmp_path_factory.mktemp("vqa"), count=6)
+
+
+def canvas_cmd(vqa: Path, out) -> list[str]:
+    """``curate augment canvas`` with a commit after every canvas: many commit points to kill between."""
+    return [sys.executable, "-m", "curate.cli", "augment", "canvas", str(REPO / "pipelines" / "canvas.yaml"),
+            "-o", str(out), "--set", f"source.path={vqa / 'llava.json'}", "--set", f"source.images={vqa / 'images'}",
+            "--set", "output.shard_max_samples=1", "--set", "ray.progress=false"]
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_killed_canvas_runs_resume_to_the_clean_set(tmp_path, vqa_source, where, request):
+    """The canvas goes through the same runner and committer as the corpus: a SIGKILLed
+    ``curate augment canvas`` (driver and workers) resumes, on local disk and on S3, to the clean
+    run's canvases, each once."""
+    clean = tmp_path / "clean"
+    subprocess.run(canvas_cmd(vqa_source, clean), cwd=REPO, check=True, capture_output=True)
+    out = tmp_path / "killed" if where == "local" else f"s3://{request.getfixturevalue('s3_bucket')}/canvas"
+    rng = random.Random(13)
+    kills = 0
+    for n_parts in (1, rng.randint(2, 4)):
+        kills += run_and_kill_after_parts(canvas_cmd(vqa_source, out), out, n_parts, extra_delay=rng.uniform(0, 1.0))
+    assert kills, "no run was killed: the resume below would check nothing"
+    done = subprocess.run(canvas_cmd(vqa_source, out), cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "skipped as done: 0" not in done.stdout  # the resume found commits to keep
+    assert_same_samples(clean, out)
+    layout = OutputLayout.at(out)
+    manifest = json.loads(layout.manifest.read_text())
+    assert manifest["status"] == "complete" and manifest["counts"] == {"read": 6, "written": 6, "quarantined": 0}
+    assert {p.name.split(".")[0] for p in layout.shard_files()} <= {p.name.split(".")[0] for p in layout.part_files()}
