@@ -3,11 +3,14 @@ checkout and for an earlier revision (where the driver received every row, image
 and wrote the shards itself), on the same input and config, in the same run.
 
     python benchmarks/driver_load.py --images 300 --before 26afad0 --workdir /tmp/curate-driver
+    python benchmarks/driver_load.py --kind canvas --images 400 --before 7d6c08e --workdir /tmp/curate-canvas
 
 Each variant runs in its own process (``--probe``), which wraps ``ray.data.Dataset.iter_batches``
 (the one place where either revision's driver takes rows out of Ray) and adds up the Arrow bytes of
 what it gets, and reads its own CPU time (driver process only: Ray's workers, raylet and object
 store are other processes). ``--s3`` adds this checkout writing to a loopback S3 server (moto).
+``--kind canvas`` runs ``curate augment canvas`` over LLaVA-style VQA samples instead (``curate
+samples --vqa``), each canvas 1K-4K.
 """
 
 from __future__ import annotations
@@ -61,6 +64,31 @@ def write_config(workdir: Path, inputs: Path, output: str) -> Path:
     return path
 
 
+def write_canvas_config(workdir: Path, vqa: Path, output: str) -> Path:
+    raw = yaml.safe_load((REPO / "pipelines" / "canvas.yaml").read_text())
+    raw["source"].update(path=str(vqa / "llava.json"), images=str(vqa / "images"))
+    raw["output"] = {"path": output, "shard_max_samples": 64}
+    raw["ray"] = {"progress": False, "ingest_batch_size": 8}
+    path = workdir / f"canvas-{abs(hash(output)) % 10**8}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def run_from_config(config: Path):
+    """(the run's result, its output path) for a corpus or canvas config file."""
+    if "canvas" in yaml.safe_load(config.read_text()):
+        from curate.augment.config import load_canvas_config
+        from curate.augment.run import run_canvas
+
+        cfg = load_canvas_config(config)
+        return run_canvas(cfg), cfg.output.path
+    from curate.config import load_config
+    from curate.pipeline import run_pipeline
+
+    cfg = load_config(config)
+    return run_pipeline(cfg), cfg.output.path
+
+
 def probe(repo: Path, config: Path, s3: bool) -> dict:
     """Run the pipeline of ``repo`` in this process, counting what the driver takes out of Ray."""
     sys.path.insert(0, str(repo))
@@ -81,19 +109,15 @@ def probe(repo: Path, config: Path, s3: bool) -> dict:
             yield batch
 
     ray.data.Dataset.iter_batches = counted
-    from curate.config import load_config
-    from curate.pipeline import run_pipeline
-
-    cfg = load_config(config)
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    result = run_pipeline(cfg)
+    result, output = run_from_config(config)
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     return {"read": result.read, "written": result.written, "quarantined": result.quarantined,
             "driver_bytes_received": taken["bytes"], "driver_rows_received": taken["rows"],
             "driver_batches": taken["batches"], "driver_cpu_s": round(cpu, 2), "wall_s": round(wall, 1),
             # from the first rows to the last: the per-image work, without Ray's start and the plan's fill
             "driver_cpu_s_while_rows_arrive": round((taken["cpu_last"] or 0) - (taken["cpu_first"] or 0), 2),
-            "steady_images_per_s": steady_rate(cfg.output.path),
+            "steady_images_per_s": steady_rate(str(output)),
             "driver_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
 
@@ -168,6 +192,8 @@ def summarise(runs: list[dict]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kind", choices=["corpus", "canvas"], default="corpus",
+                        help="corpus: curate run over photos; canvas: curate augment canvas over VQA samples")
     parser.add_argument("--images", type=int, default=300)
     parser.add_argument("--before", default="26afad0", help="the revision to compare with")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/curate-driver"))
@@ -184,22 +210,35 @@ def main() -> None:
 
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
-    image_bytes = make_photos(work / "photos", args.images)
+    if args.kind == "canvas":
+        sys.path.insert(0, str(REPO))
+        from curate.samples import generate_vqa_samples
+
+        inputs = work / "vqa"
+        if not (inputs / "llava.json").exists():
+            generate_vqa_samples(inputs, count=args.images)
+        image_bytes = sum(p.stat().st_size for p in (inputs / "images").iterdir())
+        configure = write_canvas_config
+    else:
+        inputs = work / "photos"
+        image_bytes = make_photos(inputs, args.images)
+        configure = write_config
     before = work / "before"
     if not before.exists():
         subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(before), args.before], check=True)
-    variants = {"before": (before, write_config(work, work / "photos", str(work / "out-before")), False),
-                "after": (REPO, write_config(work, work / "photos", str(work / "out-after")), False)}
+    variants = {"before": (before, configure(work, inputs, str(work / "out-before")), False),
+                "after": (REPO, configure(work, inputs, str(work / "out-after")), False)}
     if args.s3:
         server, endpoint = start_s3_server()
         os.environ.update({**S3_ENV, "AWS_ENDPOINT_URL": endpoint})
-        variants["after_s3"] = (REPO, write_config(work, work / "photos", "s3://bench/out"), True)
+        variants["after_s3"] = (REPO, configure(work, inputs, "s3://bench/out"), True)
     runs: dict[str, list[dict]] = {name: [] for name in variants}
     for _ in range(args.repeats):  # interleaved, so drift on the machine touches every variant alike
         for name, (repo, config, s3) in variants.items():
             runs[name].append(run_once(name, repo, config, s3))
     results = {
-        "images": args.images, "mean_image_bytes": image_bytes // args.images, "before_revision": args.before,
+        "kind": args.kind, "images": args.images, "mean_image_bytes": image_bytes // args.images,
+        "before_revision": args.before,
         "after_revision": subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                                          capture_output=True, text=True).stdout.strip(),
         "cores": os.cpu_count(), "repeats": args.repeats,

@@ -278,6 +278,11 @@ def add_write_stage(ds, cfg, sink: Sink, writers: list | None):
                           batch_size=cfg.output.shard_max_samples, num_cpus=0, compute=pool)
 
 
+def make_and_write(table: pa.Table, make: Callable[[pa.Table], pa.Table], sink: Sink) -> pa.Table:
+    """A write task that first makes its rows (a RunKind's ``make_in_writer``): only part rows leave it."""
+    return write_table(make(table), sink)
+
+
 def flush_writers(writers: list | None, timeout: float | None = None) -> Iterator[list[dict]]:
     """The stream writers' open shards, committed (nothing to do in blocks mode)."""
     import ray
@@ -367,12 +372,17 @@ class RunKind:
     ``sink``: (commit target, shard numbers, ledger) -> the kind's Sink for the writers.
     ``stages``: (dataset of listed rows, progress board actor) -> dataset of finished rows.
     ``block_rows``: listed rows per block of the plan's first operator.
+    ``make_in_writer``: the kind's last step, run inside its write task on each whole block (then
+    every block is its own shards): rows whose bytes are large and quick to make (canvases) are
+    written where they are made instead of being copied to a writer process (10% of a laptop's
+    canvas run, benchmarks/RESULTS.md).
     """
 
     identity_columns: tuple[str, ...]
     sink: Callable[[CommitTarget, Callable[[], int], LedgerClient], Sink]
     stages: Callable[[object, object], object]
     block_rows: int
+    make_in_writer: Callable[[pa.Table], pa.Table] | None = None
 
 
 def run_kind(cfg, run, kind: RunKind, listing: Iterator[pa.Table], on_listed: Callable[[int], None],
@@ -406,9 +416,15 @@ def run_kind(cfg, run, kind: RunKind, listing: Iterator[pa.Table], on_listed: Ca
     if refs:
         configure_ray_data(cfg)
         sink = kind.sink(run.target, NumberClient(ledger.actors[0]), ledger)
-        writers = start_stream_writers(sink) if writer_mode(cfg) == "stream" else None
         board = ray.remote(num_cpus=0)(ProgressActor).remote()
-        ds = add_write_stage(kind.stages(ray.data.from_arrow_refs(refs), board), cfg, sink, writers)
+        ds = kind.stages(ray.data.from_arrow_refs(refs), board)
+        if kind.make_in_writer is not None:
+            writers = None
+            ds = ds.map_batches(make_and_write, fn_kwargs={"make": kind.make_in_writer, "sink": sink},
+                                batch_format="pyarrow", batch_size=None, num_cpus=1)
+        else:
+            writers = start_stream_writers(sink) if writer_mode(cfg) == "stream" else None
+            ds = add_write_stage(ds, cfg, sink, writers)
         status("starting the stages")
         watch = BoardWatcher(board, status).start() if on_status else None
         try:

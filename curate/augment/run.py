@@ -9,6 +9,7 @@ and ``manifest.json``; a killed run resumes from its parts, an input being its `
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -36,6 +37,7 @@ from curate.records import CanvasRecord
 
 log = logging.getLogger("curate")
 
+CANVASES_PER_TASK = 16  # a render-and-write task's canvases, and so its shard's (tens of MB at 1K-4K)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 
 PART_SCHEMA = pa.schema([
@@ -330,10 +332,10 @@ def run_canvas(cfg: CanvasPipelineConfig, on_progress: Callable[[int, int], None
     def listed(n: int) -> None:
         state["total"], state["listed"] = max(n - run.resumed_rows, 0), n
 
+    # Canvases are rendered in the write task that commits them (a block's canvases are its shard).
     kind = RunKind(identity_columns=("uri", "id"), sink=lambda target, numbers, _: CanvasSink(target, cfg, numbers),
-                   stages=lambda ds, _: ds.map_batches(render_batch, fn_kwargs={"cfg": cfg}, batch_format="pyarrow",
-                                                       batch_size=cfg.ray.ingest_batch_size, num_cpus=1),
-                   block_rows=cfg.ray.ingest_batch_size)
+                   stages=lambda ds, _: ds, block_rows=min(CANVASES_PER_TASK, cfg.output.shard_max_samples),
+                   make_in_writer=functools.partial(render_batch, cfg=cfg))
     try:
         done = skipped = 0
         for parts in run_kind(cfg, run, kind, vqa_batches(cfg.source), listed):
