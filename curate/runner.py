@@ -416,7 +416,8 @@ def run_kind(cfg, run, kind: RunKind, listing: Iterator[pa.Table], on_listed: Ca
     if refs:
         configure_ray_data(cfg)
         sink = kind.sink(run.target, NumberClient(ledger.actors[0]), ledger)
-        board = ray.remote(num_cpus=0)(ProgressActor).remote()
+        # the board's actor only when someone watches it (one process fewer on a laptop)
+        board = ray.remote(num_cpus=0)(ProgressActor).remote() if on_status else None
         ds = kind.stages(ray.data.from_arrow_refs(refs), board)
         if kind.make_in_writer is not None:
             writers = None
@@ -426,7 +427,7 @@ def run_kind(cfg, run, kind: RunKind, listing: Iterator[pa.Table], on_listed: Ca
             writers = start_stream_writers(sink) if writer_mode(cfg) == "stream" else None
             ds = add_write_stage(ds, cfg, sink, writers)
         status("starting the stages")
-        watch = BoardWatcher(board, status).start() if on_status else None
+        watch = BoardWatcher(board, status).start() if board is not None else None
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
                 yield batch.to_pylist()
