@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from curate.io import fs
+
 
 def _item(index: int, uri: str, dataset: str, sample_id: str, conversations, image: bytes | None = None,
           reason: str | None = None) -> dict:
@@ -20,6 +22,23 @@ def _item(index: int, uri: str, dataset: str, sample_id: str, conversations, ima
             "conversations": json.dumps(conversations) if conversations is not None else None,
             "image_bytes": image, "status": "quarantined" if reason else "pending",
             "reason": "invalid_entry" if reason else None, "detail": reason}
+
+
+def join(base: str, name: str) -> str:
+    """``name`` under ``base``, a local folder or a URI (object storage); absolute names stay."""
+    if fs.scheme_of(name) or Path(name).is_absolute():
+        return name
+    return f"{base.rstrip('/')}/{name}" if fs.scheme_of(base) else str(Path(base) / name)
+
+
+def parent(uri: str) -> str:
+    return uri.rsplit("/", 1)[0] if fs.scheme_of(uri) else str(Path(uri).parent)
+
+
+def _open(uri: str):
+    """A seekable binary file for a local path or a URI on object storage."""
+    filesystem, path = fs.resolve(uri)
+    return filesystem.open_input_file(path)
 
 
 def conversation_problem(conversations) -> str | None:
@@ -32,13 +51,14 @@ def conversation_problem(conversations) -> str | None:
     return None
 
 
-def llava_items(path: Path, images: Path, dataset: str) -> Iterator[dict]:
-    entries = json.loads(path.read_text())
+def llava_items(path: str, images: str, dataset: str) -> Iterator[dict]:
+    with _open(path) as f:
+        entries = json.loads(f.read())
     if not isinstance(entries, list):
         raise ValueError(f"{path}: a LLaVA file is a JSON list of entries")
     for i, entry in enumerate(entries):
         sample_id = entry.get("id", i) if isinstance(entry, dict) else i
-        uri = str(images / entry["image"]) if isinstance(entry, dict) and entry.get("image") else f"{path}#{i}"
+        uri = join(images, entry["image"]) if isinstance(entry, dict) and entry.get("image") else f"{path}#{i}"
         if not isinstance(entry, dict) or not entry.get("image"):
             yield _item(i, uri, dataset, sample_id, None, reason="entry has no image (text-only conversation)")
             continue
@@ -46,14 +66,16 @@ def llava_items(path: Path, images: Path, dataset: str) -> Iterator[dict]:
         yield _item(i, uri, dataset, sample_id, entry.get("conversations"), reason=problem)
 
 
-def _table_rows(path: Path, batch_rows: int = 256) -> Iterator[dict]:
+def _table_rows(path: str, batch_rows: int = 256) -> Iterator[dict]:
     """A parquet table's rows a batch at a time: a table of inline images is never whole in memory."""
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
-        yield from batch.to_pylist()
+    with _open(path) as f:
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows):
+            yield from batch.to_pylist()
 
 
-def table_items(path: Path, cfg, dataset: str) -> Iterator[dict]:
-    names = pq.read_schema(path).names
+def table_items(path: str, cfg, dataset: str) -> Iterator[dict]:
+    with _open(path) as f:
+        names = pq.read_schema(f).names
     for column in (cfg.image_column, cfg.question_column, cfg.answer_column):
         if column not in names:
             raise ValueError(f"{path}: no column {column!r} (columns: {', '.join(names)})")
@@ -64,7 +86,7 @@ def table_items(path: Path, cfg, dataset: str) -> Iterator[dict]:
         if isinstance(image, dict):  # HF datasets' Image feature
             image = image.get("bytes") or image.get("path")
         if isinstance(image, str):
-            uri, data = str((path.parent / image) if not Path(image).is_absolute() else image), None
+            uri, data = join(parent(path), image), None
         else:
             uri, data = f"{path}#{i}", image
         reason = None
@@ -77,8 +99,8 @@ def table_items(path: Path, cfg, dataset: str) -> Iterator[dict]:
 
 def iter_vqa_items(cfg) -> Iterator[dict]:
     """The source's items in file order (a generator: the driver streams them to the plan)."""
-    path = Path(cfg.path)
-    dataset = cfg.dataset or path.stem
+    path = cfg.path
+    dataset = cfg.dataset or Path(path.rstrip("/").split("://")[-1]).stem
     if cfg.format == "llava":
-        return llava_items(path, Path(cfg.images) if cfg.images else path.parent, dataset)
+        return llava_items(path, cfg.images or parent(path), dataset)
     return table_items(path, cfg, dataset)

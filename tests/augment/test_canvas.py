@@ -190,6 +190,32 @@ def test_canvas_workers_write_to_object_storage(vqa_dir, tmp_path, s3_bucket):  
     assert ObjectPath(f"{uri}/index.parquet").exists()
 
 
+@pytest.mark.slow  # canvas runs through Ray
+def test_canvas_sources_on_object_storage(vqa_dir, tmp_path, s3_bucket):  # noqa: F811
+    """A LLaVA file and its images on S3 are read as a local copy is: the same canvases (pixels and
+    QA), the records naming the S3 objects."""
+    import ray
+
+    from curate.io.objpath import ObjectPath
+
+    ray.shutdown()  # a Ray started by an earlier test lacks this server's settings in its workers' environment
+    base = f"s3://{s3_bucket}/vqa"
+    for path in [vqa_dir / "llava.json", *sorted((vqa_dir / "images").iterdir())]:
+        ObjectPath(f"{base}/{path.relative_to(vqa_dir)}").write_bytes(path.read_bytes())
+    local = run(vqa_dir, tmp_path / "local")
+    remote = run(vqa_dir, tmp_path / "remote", f"source.path={base}/llava.json", f"source.images={base}/images")
+    ray.shutdown()
+    assert (remote.read, remote.written, remote.quarantined) == (local.read, local.written, local.quarantined)
+    mine, theirs = shard_samples(tmp_path / "remote"), shard_samples(tmp_path / "local")
+    assert len(mine) == len(theirs) == 6
+    by_id = {json.loads(m["json"])["source"]["id"]: m for m in theirs.values()}
+    for sample in mine.values():
+        record = json.loads(sample["json"])
+        assert record["source"]["uri"].startswith(f"{base}/images/")
+        twin = by_id[record["source"]["id"]]
+        assert sample["png"] == twin["png"] and record["conversations"] == json.loads(twin["json"])["conversations"]
+
+
 def rendered_rows(cfg, n: int) -> list[dict]:
     from curate.augment.run import background_files, render_item, vqa_batches
 
