@@ -14,6 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from curate.io import fs
+from curate.io.objpath import open_binary, output_path
 
 
 def _item(index: int, uri: str, dataset: str, sample_id: str, conversations, image: bytes | None = None,
@@ -28,17 +29,7 @@ def join(base: str, name: str) -> str:
     """``name`` under ``base``, a local folder or a URI (object storage); absolute names stay."""
     if fs.scheme_of(name) or Path(name).is_absolute():
         return name
-    return f"{base.rstrip('/')}/{name}" if fs.scheme_of(base) else str(Path(base) / name)
-
-
-def parent(uri: str) -> str:
-    return uri.rsplit("/", 1)[0] if fs.scheme_of(uri) else str(Path(uri).parent)
-
-
-def _open(uri: str):
-    """A seekable binary file for a local path or a URI on object storage."""
-    filesystem, path = fs.resolve(uri)
-    return filesystem.open_input_file(path)
+    return str(output_path(base) / name)
 
 
 def conversation_problem(conversations) -> str | None:
@@ -52,7 +43,7 @@ def conversation_problem(conversations) -> str | None:
 
 
 def llava_items(path: str, images: str, dataset: str) -> Iterator[dict]:
-    with _open(path) as f:
+    with open_binary(output_path(path)) as f:
         entries = json.loads(f.read())
     if not isinstance(entries, list):
         raise ValueError(f"{path}: a LLaVA file is a JSON list of entries")
@@ -66,27 +57,26 @@ def llava_items(path: str, images: str, dataset: str) -> Iterator[dict]:
         yield _item(i, uri, dataset, sample_id, entry.get("conversations"), reason=problem)
 
 
-def _table_rows(path: str, batch_rows: int = 256) -> Iterator[dict]:
-    """A parquet table's rows a batch at a time: a table of inline images is never whole in memory."""
-    with _open(path) as f:
-        for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows):
-            yield from batch.to_pylist()
+def table_items(path: str, cfg, dataset: str, batch_rows: int = 256) -> Iterator[dict]:
+    """A parquet table's rows, read a batch at a time: a table of inline images is never whole in memory."""
+    with open_binary(output_path(path)) as f:
+        yield from _table_items(pq.ParquetFile(f), path, cfg, dataset, batch_rows)
 
 
-def table_items(path: str, cfg, dataset: str) -> Iterator[dict]:
-    with _open(path) as f:
-        names = pq.read_schema(f).names
+def _table_items(table: pq.ParquetFile, path: str, cfg, dataset: str, batch_rows: int) -> Iterator[dict]:
+    names = table.schema_arrow.names
     for column in (cfg.image_column, cfg.question_column, cfg.answer_column):
         if column not in names:
             raise ValueError(f"{path}: no column {column!r} (columns: {', '.join(names)})")
-    for i, row in enumerate(_table_rows(path)):
+    rows = (row for batch in table.iter_batches(batch_size=batch_rows) for row in batch.to_pylist())
+    for i, row in enumerate(rows):
         sample_id = row[cfg.id_column] if cfg.id_column else i
         question, answer, image = row[cfg.question_column], row[cfg.answer_column], row[cfg.image_column]
         conversations = [{"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}]
         if isinstance(image, dict):  # HF datasets' Image feature
             image = image.get("bytes") or image.get("path")
         if isinstance(image, str):
-            uri, data = join(parent(path), image), None
+            uri, data = join(str(output_path(path).parent), image), None
         else:
             uri, data = f"{path}#{i}", image
         reason = None
@@ -100,7 +90,7 @@ def table_items(path: str, cfg, dataset: str) -> Iterator[dict]:
 def iter_vqa_items(cfg) -> Iterator[dict]:
     """The source's items in file order (a generator: the driver streams them to the plan)."""
     path = cfg.path
-    dataset = cfg.dataset or Path(path.rstrip("/").split("://")[-1]).stem
+    dataset = cfg.dataset or fs.stem(path)
     if cfg.format == "llava":
-        return llava_items(path, cfg.images or parent(path), dataset)
+        return llava_items(path, cfg.images or str(output_path(path).parent), dataset)
     return table_items(path, cfg, dataset)

@@ -11,6 +11,7 @@ import re
 import stat
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pyarrow.fs as pafs
@@ -45,6 +46,11 @@ def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     if path is not None:
         return pafs.LocalFileSystem(), os.path.abspath(path)
     return pafs.FileSystem.from_uri(uri)
+
+
+def stem(uri: str) -> str:
+    """The last name of a path or URI without its suffix (``s3://b/vqa/llava.json`` -> ``llava``)."""
+    return Path(uri.rstrip("/").split("://")[-1]).stem
 
 
 def is_local(uri: str) -> bool:

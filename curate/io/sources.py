@@ -12,7 +12,6 @@ import itertools
 import os
 import tarfile
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -35,7 +34,7 @@ class SourceError(ValueError):
 def dataset_name(src: SourceConfig) -> str:
     if src.dataset:
         return src.dataset
-    return Path(src.path.rstrip("/").split("://")[-1]).stem or "images"
+    return fs.stem(src.path) or "images"
 
 
 def is_image_name(name: str) -> bool:
