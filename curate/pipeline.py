@@ -33,7 +33,7 @@ from curate.io.corpus import BlockSink, CorpusRun
 from curate.io.sources import SourceError, listed_batches
 from curate.records import QuarantineReason
 from curate.rows import add_timing, quarantine, to_table
-from curate.runner import IncompleteRun, RunKind, run_kind
+from curate.runner import IncompleteRun, Listed, RunKind, run_kind, take_commits
 from curate.stages.ingest import IngestStage
 
 log = logging.getLogger("curate")
@@ -324,37 +324,24 @@ def run_pipeline(cfg: PipelineConfig, on_progress: Callable[[int, int], None] | 
         for note in run.notes:
             if on_note:
                 on_note(note)
-        committed_before = run.resumed_rows
-        state = {"total": 0}
+        listing = Listed()
 
         def listed(n: int) -> None:
             if not n and not allow_empty:
                 raise SourceError(f"no input image in {', '.join(src.path for src in cfg.sources)} "
                                   "(pass --allow-empty to accept an empty run)")
-            # Each committed occurrence of a URI skips one listed one; the exact count of skips is
-            # the ledger's, known at the end.
-            state["total"], state["listed"] = max(n - committed_before, 0), n
+            listing.set(n, run.resumed_rows)
             if on_start:
-                on_start(state["total"], n - state["total"])
+                on_start(listing.to_do, n - listing.to_do)
 
-        done = skipped = 0
-        for rows in _process(cfg, run, listed_batches(cfg.sources), listed, on_status):
-            if isinstance(rows, int):  # the ledger's count of skipped inputs, last
-                skipped = rows
-                continue
-            run.committed(rows)
-            done += len(rows)
-            if on_progress:
-                on_progress(done, max(state["total"], done))
-        lost = state.get("listed", 0) - skipped - done
-        if lost > 0:
-            run.interrupted()
-            raise IncompleteRun(f"{lost} inputs were not committed (a writer failed with a shard open); the "
-                                f"committed samples are kept in {cfg.output.path}: run the same command again "
-                                "to redo the rest")
+        skipped = take_commits(_process(cfg, run, listed_batches(cfg.sources), listed, on_status), run.committed,
+                               listing, str(cfg.output.path), "samples", on_progress)
         run.finish()
     except KeyboardInterrupt:
-        interrupt.ignore_further()
+        interrupt.ignore_further()  # a second Ctrl-C must not cut the cleanup short
+        run.interrupted()
+        raise
+    except IncompleteRun:  # what is committed stays, marked interrupted, for the same command to resume
         run.interrupted()
         raise
     except BaseException:

@@ -233,13 +233,14 @@ class StreamForward:
     """The plan's write stage in stream mode: hands each batch to the writer its content routes to
     (the same writer on a retry, which knows the batch) and passes on what that writer committed."""
 
-    def __init__(self, writers: list, sink: Sink):
-        self.writers, self.sink = writers, sink
+    def __init__(self, writers: list):
+        self.writers = writers
 
     def __call__(self, table: pa.Table) -> pa.Table:
         import ray
 
-        first = self.sink.member(table.slice(0, 1).to_pylist()[0]) if table.num_rows else ""
+        # the first row's ordinal names the batch (unique in the listing), without copying a row's bytes
+        first = str(table["ordinal"][0].as_py()) if table.num_rows else ""
         return ray.get(self.writers[route(first, len(self.writers))].add.remote(table))
 
 
@@ -272,7 +273,7 @@ def add_write_stage(ds, cfg, sink: Sink, writers: list | None):
     pool = ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, int(ray.cluster_resources().get("CPU", 1)) // 16))
     if writers:
         # Whole blocks as the last stage makes them: a batch size would hold rows back until it filled.
-        return ds.map_batches(StreamForward, fn_constructor_kwargs={"writers": writers, "sink": sink},
+        return ds.map_batches(StreamForward, fn_constructor_kwargs={"writers": writers},
                               batch_format="pyarrow", batch_size=None, num_cpus=0, compute=pool)
     return ds.map_batches(WriteActor, fn_constructor_kwargs={"sink": sink}, batch_format="pyarrow",
                           batch_size=cfg.output.shard_max_samples, num_cpus=0, compute=pool)
@@ -362,6 +363,41 @@ class BoardWatcher:
 
 class IncompleteRun(RuntimeError):
     """The plan ended with inputs that no writer committed (their rows went with a failed writer)."""
+
+
+@dataclass
+class Listed:
+    """What the listing found, told by ``run_kind``'s ``on_listed``: every listed input, and those
+    left to do (listed minus the rows the parts already hold: the progress bar's total)."""
+
+    inputs: int = 0
+    to_do: int = 0
+
+    def set(self, listed: int, resumed_rows: int) -> None:
+        # Each committed occurrence of an input skips one listed one; the exact count of skips is
+        # the ledger's, known at the end.
+        self.inputs, self.to_do = listed, max(listed - resumed_rows, 0)
+
+
+def take_commits(results: Iterator[list[dict] | int], committed: Callable[[list[dict]], None], listed: Listed,
+                 output: str, what: str, on_progress: Callable[[int, int], None] | None = None) -> int:
+    """Hand each commit's part rows from ``run_kind`` to ``committed`` as they come; returns how many
+    listed inputs the ledger skipped. Raises IncompleteRun when inputs are left that no writer
+    committed (``what`` names the samples in its message)."""
+    done = skipped = 0
+    for rows in results:
+        if isinstance(rows, int):  # the ledger's count of skipped inputs, last
+            skipped = rows
+            continue
+        committed(rows)
+        done += len(rows)
+        if on_progress:
+            on_progress(done, max(listed.to_do, done))
+    lost = listed.inputs - skipped - done
+    if lost > 0:
+        raise IncompleteRun(f"{lost} inputs were not committed (a writer failed with a shard open); the committed "
+                            f"{what} are kept in {output}: run the same command again to redo the rest")
+    return skipped
 
 
 @dataclass(frozen=True)

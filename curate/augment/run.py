@@ -31,12 +31,14 @@ from curate.io import fs, interrupt
 from curate.io.committer import CommitTarget, Committer, ShardNumber
 from curate.io.index import write_index
 from curate.io.layout import atomic_write_bytes
-from curate.io.ledger import identity
+from curate.io.ledger import identity, member
 from curate.io.shards import ShardWriter
+from curate.io.sources import numbered_batches
 from curate.records import CanvasRecord
 
 log = logging.getLogger("curate")
 
+IDENTITY = ("uri", "id")  # what names a VQA item: one file may hold many
 CANVASES_PER_TASK = 16  # a render-and-write task's canvases, and so its shard's (tens of MB at 1K-4K)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 
@@ -179,7 +181,7 @@ class CanvasSink:
         return CanvasShardSession(self.target, self.cfg, self.next_number)
 
     def member(self, row: dict) -> str:
-        return identity(f"{row['uri']}#{row['id']}", row["ordinal"])
+        return identity(member(row, IDENTITY), row["ordinal"])
 
     def claim(self, rows: list[dict]) -> None:
         """Nothing to claim: a canvas's key hashes its listing position's plan, so no two inputs share one."""
@@ -323,37 +325,24 @@ class CanvasResult:
 def run_canvas(cfg: CanvasPipelineConfig, on_progress: Callable[[int, int], None] | None = None) -> CanvasResult:
     """Render on Ray tasks and write through the runner's writers; the driver lists, counts part
     rows and finishes the output."""
-    from curate.runner import IncompleteRun, RunKind, run_kind
+    from curate.runner import IncompleteRun, Listed, RunKind, run_kind, take_commits
 
     start = time.monotonic()
     run = CanvasRun(cfg).open()
-    state = {"total": 0, "listed": 0}
-
-    def listed(n: int) -> None:
-        state["total"], state["listed"] = max(n - run.resumed_rows, 0), n
-
+    listing = Listed()
     # Canvases are rendered in the write task that commits them (a block's canvases are its shard).
-    kind = RunKind(identity_columns=("uri", "id"), sink=lambda target, numbers, _: CanvasSink(target, cfg, numbers),
+    kind = RunKind(identity_columns=IDENTITY, sink=lambda target, numbers, _: CanvasSink(target, cfg, numbers),
                    stages=lambda ds, _: ds, block_rows=min(CANVASES_PER_TASK, cfg.output.shard_max_samples),
                    make_in_writer=functools.partial(render_batch, cfg=cfg))
     try:
-        done = skipped = 0
-        for parts in run_kind(cfg, run, kind, vqa_batches(cfg.source), listed):
-            if isinstance(parts, int):  # the ledger's count of skipped inputs, last
-                skipped = parts
-                continue
-            run.committed(parts)
-            done += len(parts)
-            if on_progress:
-                on_progress(done, max(state["total"], done))
-        lost = state["listed"] - skipped - done
-        if lost > 0:
-            raise IncompleteRun(f"{lost} inputs were not committed (a writer failed with a shard open); the "
-                                f"committed canvases are kept in {cfg.output.path}: run the same command again "
-                                "to redo the rest")
+        results = run_kind(cfg, run, kind, vqa_batches(cfg.source), lambda n: listing.set(n, run.resumed_rows))
+        skipped = take_commits(results, run.committed, listing, str(cfg.output.path), "canvases", on_progress)
         run.finish(time.monotonic() - start)
-    except (KeyboardInterrupt, IncompleteRun):
-        interrupt.ignore_further()
+    except KeyboardInterrupt:
+        interrupt.ignore_further()  # a second Ctrl-C must not cut the cleanup short
+        run.interrupted(time.monotonic() - start)
+        raise
+    except IncompleteRun:  # what is committed stays, marked interrupted, for the same command to resume
         run.interrupted(time.monotonic() - start)
         raise
     except BaseException:
@@ -376,14 +365,8 @@ RENDERED_SCHEMA = pa.schema([
 
 def vqa_batches(source, size: int = 1024) -> Iterator[pa.Table]:
     """The VQA items as tables of up to ``size`` rows, numbered in listing order (their ordinal)."""
-    rows = []
-    for ordinal, item in enumerate(iter_vqa_items(source)):
-        rows.append({**item, "ordinal": ordinal})
-        if len(rows) >= size:
-            yield pa.Table.from_pylist(rows, schema=LISTED_SCHEMA)
-            rows = []
-    if rows:
-        yield pa.Table.from_pylist(rows, schema=LISTED_SCHEMA)
+    return numbered_batches(iter_vqa_items(source), lambda rows: pa.Table.from_pylist(rows, schema=LISTED_SCHEMA),
+                            size)
 
 
 def render_batch(table: pa.Table, cfg: CanvasPipelineConfig) -> pa.Table:

@@ -11,7 +11,7 @@ import glob as globlib
 import itertools
 import os
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -214,18 +214,24 @@ def list_inputs(sources: list[SourceConfig]) -> Iterator[dict]:
         yield from list_source(src)
 
 
-def listed_batches(sources: list[SourceConfig], size: int = 4096) -> Iterator[pa.Table]:
-    """The listing as row tables of up to ``size`` rows, each input numbered by its position in the
-    listing (its ordinal): a listing of 10^8 inputs is never whole in the driver's memory."""
+def numbered_batches(items: Iterable[dict], make_table: Callable[[list[dict]], pa.Table],
+                     size: int = 4096) -> Iterator[pa.Table]:
+    """Listed items as tables of up to ``size`` rows, each numbered by its position in the listing
+    (its ordinal): a listing of 10^8 inputs is never whole in the driver's memory."""
     rows = []
-    for ordinal, row in enumerate(list_inputs(sources)):
-        row["ordinal"] = ordinal
-        rows.append(row)
+    for ordinal, item in enumerate(items):  # the items are the listing's own fresh dicts
+        item["ordinal"] = ordinal
+        rows.append(item)
         if len(rows) >= size:
-            yield to_table(rows)
+            yield make_table(rows)
             rows = []
     if rows:
-        yield to_table(rows)
+        yield make_table(rows)
+
+
+def listed_batches(sources: list[SourceConfig], size: int = 4096) -> Iterator[pa.Table]:
+    """The corpus's listing as curate.rows tables (numbered_batches)."""
+    return numbered_batches(list_inputs(sources), to_table, size)
 
 
 def block_sizes(small: int, small_blocks: int = 4096, largest: int = 4096) -> Iterator[int]:
