@@ -8,6 +8,13 @@ from typing import TypeVar
 
 import torch
 
+from curate.backends.shared_prefix import (
+    MIN_SHARED_TOKENS,
+    SharedPrefix,
+    common_prefix_length,
+    prefix_then_padded,
+    unpadded_rows,
+)
 from curate.backends.types import Generation
 from curate.config import DTYPE_NAMES
 
@@ -62,6 +69,27 @@ def generate(model, tokenizer, inputs: dict, gen_kwargs: dict) -> list[Generatio
     return results
 
 
+def generate_shared(model, tokenizer, inputs: dict, gen_kwargs: dict, shared: SharedPrefix) -> list[Generation]:
+    """``generate`` with the batch's common prefix run once (``SharedPrefix``); text-only batches
+    whose prompts share at least ``MIN_SHARED_TOKENS`` tokens, else the plain path."""
+    if set(inputs) != {"input_ids", "attention_mask"}:
+        return generate(model, tokenizer, inputs, gen_kwargs)
+    rows = unpadded_rows(inputs["input_ids"], inputs["attention_mask"])
+    shared_tokens = common_prefix_length(rows)
+    if shared_tokens < MIN_SHARED_TOKENS:
+        return generate(model, tokenizer, inputs, gen_kwargs)
+    pad_id = gen_kwargs.get("pad_token_id")
+    laid = prefix_then_padded(rows, shared_tokens, tokenizer.pad_token_id if pad_id is None else pad_id)
+    kwargs = dict(gen_kwargs)
+    static_length = None
+    if kwargs.pop("cache_implementation", None) == "static":
+        need = laid["input_ids"].shape[1] + kwargs.get("max_new_tokens", 0)
+        static_length = max(kwargs.pop("max_cache_len", 0), -(-need // STATIC_CACHE_STEP) * STATIC_CACHE_STEP)
+    kwargs.pop("max_cache_len", None)
+    cache = shared.cache_for(rows[0][:shared_tokens], len(rows), static_length)
+    return generate(model, tokenizer, laid, {**kwargs, "past_key_values": cache})
+
+
 def plan_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None = None,
                  new_tokens: int = 0) -> list[list[int]]:
     """Item indices grouped into generate calls: sorted by ``lengths`` (expected prompt tokens), so a
@@ -97,14 +125,16 @@ def static_cache_length(lengths: Sequence[int], new_tokens: int) -> int:
 
 
 def generate_in_batches(model, tokenizer, items: Sequence[Item], cfg, length: Callable[[Item], int],
-                        prepare: Callable[[list[Item]], dict], gen_kwargs: dict) -> list[Generation]:
+                        prepare: Callable[[list[Item]], dict], gen_kwargs: dict,
+                        shared: SharedPrefix | None = None) -> list[Generation]:
     """One generation per item, in the items' order, in the batches ``plan_batches`` draws from
     ``cfg.batch_size``, ``cfg.max_batch_tokens`` and ``length`` (an item's expected prompt tokens).
 
     Greedy outputs do not depend on the grouping (left padding is masked). ``prepare`` builds a
     batch's inputs (tokenising, image processing). Doing that on a thread while the GPU generated
     gained nothing on an H200 (benchmarks/RESULTS.md): the decode loop is host-bound and the thread
-    only competed with it."""
+    only competed with it. With ``shared``, a batch's common prompt prefix is computed once
+    (``generate_shared``)."""
     lengths = [length(item) for item in items]
     results: list[Generation | None] = [None] * len(items)
     new_tokens = gen_kwargs.get("max_new_tokens", cfg.max_new_tokens)
@@ -112,6 +142,9 @@ def generate_in_batches(model, tokenizer, items: Sequence[Item], cfg, length: Ca
     if gen_kwargs.get("cache_implementation") == "static":
         gen_kwargs = {**gen_kwargs, "max_cache_len": static_cache_length(lengths, new_tokens)}
     for batch in batches:
-        for i, generation in zip(batch, generate(model, tokenizer, prepare([items[i] for i in batch]), gen_kwargs)):
+        inputs = prepare([items[i] for i in batch])
+        generations = (generate(model, tokenizer, inputs, gen_kwargs) if shared is None
+                       else generate_shared(model, tokenizer, inputs, gen_kwargs, shared))
+        for i, generation in zip(batch, generations):
             results[i] = generation
     return results

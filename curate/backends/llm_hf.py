@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from curate.backends.grouped_attention import use_grouped_decode
 from curate.backends.hf_generate import generate_in_batches, generation_kwargs, pick_device, resolve_dtype
+from curate.backends.shared_prefix import SharedPrefix
 from curate.backends.types import Generation
 from curate.ops.prompts import question_messages
 
@@ -13,7 +15,11 @@ def caption_tokens(caption: str) -> int:
 
 
 class HfQuestionWriter:
-    def __init__(self, cfg, model=None, tokenizer=None):
+    def __init__(self, cfg, model=None, tokenizer=None, share_prefix: bool = True, grouped_decode: bool = True):
+        """Loads ``cfg.model`` unless a model and tokenizer are given. ``share_prefix``: run the
+        prompts' common start (system prompt and instruction) once per batch; ``grouped_decode``: with
+        sdpa, decode without copying the KV cache per query head. The text is the same either way
+        (they are off only to measure them)."""
         self.cfg = cfg
         if model is None:
             from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -23,11 +29,14 @@ class HfQuestionWriter:
             model = AutoModelForCausalLM.from_pretrained(
                 cfg.model, dtype=resolve_dtype(cfg.dtype, device), attn_implementation=cfg.attn_implementation,
             ).to(device).eval()
+        if grouped_decode and cfg.attn_implementation == "sdpa":
+            use_grouped_decode(model)
         tokenizer.padding_side = "left"
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.model, self.tokenizer = model, tokenizer
         self.gen_kwargs = generation_kwargs(cfg, tokenizer.pad_token_id)
+        self.shared = SharedPrefix(model) if share_prefix else None
 
     def describe(self) -> str:
         return f"hf:{self.cfg.model}"
@@ -35,7 +44,7 @@ class HfQuestionWriter:
     def ask(self, captions: list[str], **extra) -> list[Generation]:
         """One raw generation per caption, in batches of ``batch_size`` (by caption length)."""
         return generate_in_batches(self.model, self.tokenizer, captions, self.cfg, caption_tokens, self._inputs,
-                                   {**self.gen_kwargs, **extra})
+                                   {**self.gen_kwargs, **extra}, self.shared)
 
     def _inputs(self, captions: list[str]) -> dict:
         texts = [self.tokenizer.apply_chat_template(question_messages(c, self.cfg), add_generation_prompt=True,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from PIL import Image
 
+from curate.backends.grouped_attention import use_grouped_decode
 from curate.backends.hf_generate import generate_in_batches, generation_kwargs, pick_device, resolve_dtype
 from curate.backends.types import CaptionResult
 from curate.ops.crops import Box
@@ -20,9 +21,11 @@ class HfVlmCaptioner:
     source = "mllm"
     batched = True  # crops of many images share one generate() call
 
-    def __init__(self, cfg, model=None, processor=None):
-        """Loads ``cfg.model`` (HF id or local path) unless a model and processor are given."""
-        self.cfg = cfg
+    def __init__(self, cfg, model=None, processor=None, grouped_decode: bool = True):
+        """Loads ``cfg.model`` (HF id or local path) unless a model and processor are given.
+        ``grouped_decode``: with sdpa, decode without copying the KV cache per query head (the same
+        text; off only to measure it)."""
+        self.cfg, self.grouped_decode = cfg, grouped_decode
         if model is None:
             from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -33,6 +36,8 @@ class HfVlmCaptioner:
             model = AutoModelForImageTextToText.from_pretrained(
                 cfg.model, dtype=resolve_dtype(cfg.dtype, device), attn_implementation=cfg.attn_implementation,
             ).to(device).eval()
+        if grouped_decode and cfg.attn_implementation == "sdpa":
+            use_grouped_decode(model)
         processor.tokenizer.padding_side = "left"
         self.model, self.processor = model, processor
         self.prompt_text = processor.apply_chat_template(caption_messages(cfg), add_generation_prompt=True,
@@ -44,7 +49,7 @@ class HfVlmCaptioner:
 
     def with_config(self, cfg) -> HfVlmCaptioner:
         """The same loaded model under other settings (prompt, pixel budget, length, hygiene)."""
-        return HfVlmCaptioner(cfg, model=self.model, processor=self.processor)
+        return HfVlmCaptioner(cfg, model=self.model, processor=self.processor, grouped_decode=self.grouped_decode)
 
     def generate_crops(self, crops: list[list[Image.Image]], **extra) -> list:
         """Raw generations for prepared crops (each a list of images in prompt order), batched by

@@ -1,0 +1,89 @@
+"""Grouped decoding attention: the same numbers as transformers' SDPA path with its KV copies, and the
+same greedy text from tiny random Llama and Qwen2-VL models (weights scaled up so that the text
+depends on the prompt; it is noise either way)."""
+
+import pytest
+import torch
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+from curate.backends.grouped_attention import NAME, grouped_decode_attention
+from curate.backends.llm_hf import HfQuestionWriter
+from curate.backends.vlm_hf import HfVlmCaptioner
+from curate.config import RetargetConfig, VlmConfig
+from curate.testing.random_models import random_llama, random_qwen2_vl
+from tests.conftest import noise_image
+
+
+class Grouped(torch.nn.Module):
+    def __init__(self, groups: int):
+        super().__init__()
+        self.num_key_value_groups, self.is_causal, self.training = groups, True, False
+
+
+@pytest.mark.parametrize("mask_kind", ["bool", "none"])
+def test_one_token_attention_equals_sdpa_with_copied_heads(mask_kind):
+    gen = torch.Generator().manual_seed(0)
+    batch, kv_heads, groups, length, dim = 3, 2, 4, 9, 16
+    query = torch.randn(batch, kv_heads * groups, 1, dim, generator=gen)
+    key, value = (torch.randn(batch, kv_heads, length, dim, generator=gen) for _ in range(2))
+    mask = None
+    if mask_kind == "bool":
+        mask = torch.ones(batch, 1, 1, length, dtype=torch.bool)
+        mask[0, ..., :4] = False  # left padding of row 0
+        mask[2, ..., 6:] = False  # unused static cache slots of row 2
+    module = Grouped(groups)
+    ours, _ = grouped_decode_attention(module, query, key, value, mask, scaling=dim ** -0.5)
+    theirs, _ = sdpa_attention_forward(module, query, key, value, mask, scaling=dim ** -0.5)
+    assert ours.shape == theirs.shape == (batch, 1, kv_heads * groups, dim)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_several_query_tokens_take_the_sdpa_path():
+    gen = torch.Generator().manual_seed(1)
+    query = torch.randn(2, 4, 5, 8, generator=gen)
+    key, value = (torch.randn(2, 2, 5, 8, generator=gen) for _ in range(2))
+    ours, _ = grouped_decode_attention(Grouped(2), query, key, value, None)
+    theirs, _ = sdpa_attention_forward(Grouped(2), query, key, value, None)
+    torch.testing.assert_close(ours, theirs)
+
+
+def _scaled(model):
+    with torch.no_grad():
+        for weight in (p for p in model.parameters() if p.ndim == 2):
+            weight.mul_(6)
+    return model
+
+
+CAPTIONS = ["A blue door.", "Two cups of coffee on a small wooden table near a window.", "Text: EXIT",
+            "A cyclist in a yellow jacket crossing the bridge at dusk, with lamps lit along the rail."]
+
+
+@pytest.mark.parametrize("kv_cache", ["dynamic", "static"])
+def test_question_writer_text_is_unchanged(kv_cache):
+    cfg = RetargetConfig(backend="hf", model="tiny", dtype="fp32", max_new_tokens=6, batch_size=3, kv_cache=kv_cache,
+                         compile=False)
+    texts = {}
+    for grouped in (False, True):
+        model, tokenizer = random_llama(seed=1)
+        writer = HfQuestionWriter(cfg, model=_scaled(model), tokenizer=tokenizer, grouped_decode=grouped)
+        assert (model.config._attn_implementation == NAME) == grouped
+        texts[grouped] = [g.text for g in writer.ask(CAPTIONS)]
+    assert len(set(texts[False])) == len(CAPTIONS)  # the text depends on the caption
+    assert texts[True] == texts[False]
+
+
+def test_captioner_text_is_unchanged_and_the_vision_tower_keeps_sdpa():
+    cfg = VlmConfig(backend="hf", model="tiny", dtype="fp32", max_new_tokens=6, batch_size=3,
+                    min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16)
+    images = [noise_image(900, 700, seed=i) for i in range(4)]
+    boxes = [(10, 10, 300, 200), (100, 50, 180, 400), (0, 0, 900, 700), (600, 500, 660, 540)]
+    crops = [[im.crop(b)] for im, b in zip(images, boxes)]
+    texts = {}
+    for grouped in (False, True):
+        model, processor = random_qwen2_vl()
+        captioner = HfVlmCaptioner(cfg, model=_scaled(model), processor=processor, grouped_decode=grouped)
+        assert (model.config.text_config._attn_implementation == NAME) == grouped
+        assert model.config.vision_config._attn_implementation == "sdpa"
+        texts[grouped] = [g.text for g in captioner.generate_crops(crops)]
+    assert len(set(texts[False])) > 1
+    assert texts[True] == texts[False]
