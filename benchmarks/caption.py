@@ -10,8 +10,11 @@ prefill and decode) at a fixed output length. Crops come from real photos (sciki
 upscaled to 2K with PS3-sized boxes (Table 9: ~300-600 px sides). Reports crops/s, generated tokens/s
 and peak GPU memory per batch size and path: ``serial`` is the path before batches were sorted by
 length (inputs in request order), ``pipelined`` the backends' path now (sorted by length; its
-2026-12-03 H200 row also prepared the next batch on a thread, since removed); both in the same run. The vLLM backend
-is not measured here (see RESULTS.md).
+2026-12-03 H200 row also prepared the next batch on a thread, since removed); both in the same run.
+``--llm-prefixes shared,plain`` times the question writer with and without its shared prompt prefix
+(the system prompt and instruction run once per batch); ``--attentions grouped,sdpa`` both with and
+without the grouped decoding attention (curate/backends/grouped_attention.py). The vLLM backend is not measured here
+(see RESULTS.md).
 """
 
 from __future__ import annotations
@@ -77,8 +80,21 @@ def serial(backend, tokenizer, items: list, batch_size: int, extra: dict) -> lis
     return results
 
 
+def set_attention(model, attention: str) -> None:
+    """``grouped``: the backends' default (grouped decoding attention, set by their constructors);
+    ``sdpa``: transformers' own SDPA path, with its per-head KV copies. Compiled steps are dropped so
+    that neither is measured with the other's graph."""
+    torch._dynamo.reset()
+    if hasattr(model, "_compiled_call"):
+        del model._compiled_call  # generate compiles again when it is missing
+    if attention == "sdpa":
+        text = "text_config" in getattr(model.config, "sub_configs", {})
+        model.set_attn_implementation({"text_config": "sdpa"} if text else "sdpa")
+
+
 def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, device,
-              modes: list[str], kv_caches: tuple[str, ...] = ("dynamic",)) -> list[dict]:
+              modes: list[str], kv_caches: tuple[str, ...] = ("dynamic",),
+              attentions: tuple[str, ...] = ("grouped",)) -> list[dict]:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     t0 = time.perf_counter()
     model, processor = random_qwen2_vl(size, device=str(device), dtype=dtype)
@@ -86,10 +102,11 @@ def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, 
           f"({sum(p.numel() for p in model.parameters()) / 1e9:.2f} B params)", flush=True)
     requests = photo_requests(n_crops)
     rows = []
-    for bs, kv_cache in ((b, k) for b in batch_sizes for k in kv_caches):
+    for bs, kv_cache, attention in ((b, k, a) for b in batch_sizes for k in kv_caches for a in attentions):
         cfg = VlmConfig(backend="hf", model=f"random-qwen2-vl-{size}", max_new_tokens=new_tokens, batch_size=bs,
                         kv_cache=kv_cache, **({} if size != "tiny" else {"min_pixels": 3136, "max_pixels": 12544}))
-        cap = HfVlmCaptioner(cfg, model=model, processor=processor)
+        cap = HfVlmCaptioner(cfg, model=model, processor=processor, grouped_decode=attention == "grouped")
+        set_attention(model, attention)
         from curate.ops.prompts import crop_images
 
         crops = [crop_images(cfg, im, box) for im, box in requests]
@@ -104,6 +121,7 @@ def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, 
             # Qwen2-VL merges 2x2 patches into one LLM token.
             vision_tokens = np.mean([c[-1].width * c[-1].height / (28 * 28) for c in crops])
             row = dict(backend="hf", model=f"qwen2-vl-{size}", path=mode, batch_size=bs, kv_cache=kv_cache,
+                       attention=attention,
                        crops=len(crops),
                        seconds=round(seconds, 3), crops_per_s=round(len(crops) / seconds, 3),
                        generated_tokens_per_s=round(tokens / seconds, 1), new_tokens=new_tokens,
@@ -115,7 +133,8 @@ def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, 
 
 
 def bench_llm(size: str, n_prompts: int, batch_sizes: list[int], new_tokens: int, device,
-              modes: list[str], kv_caches: tuple[str, ...] = ("dynamic",)) -> list[dict]:
+              modes: list[str], kv_caches: tuple[str, ...] = ("dynamic",),
+              prefixes: tuple[str, ...] = ("shared",), attentions: tuple[str, ...] = ("grouped",)) -> list[dict]:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model, tokenizer = random_llama(size, device=str(device), dtype=dtype)
     rng = np.random.default_rng(0)
@@ -124,10 +143,13 @@ def bench_llm(size: str, n_prompts: int, batch_sizes: list[int], new_tokens: int
     captions = [f"Region {i}: " + ", ".join(rng.choice(phrases, size=int(rng.integers(2, 7)))) + "."
                 for i in range(n_prompts)]  # captions of several lengths, as the stage sees them
     rows = []
-    for bs, kv_cache in ((b, k) for b in batch_sizes for k in kv_caches):
+    for bs, kv_cache, prefix, attention in ((b, k, p, a) for b in batch_sizes for k in kv_caches for p in prefixes
+                                            for a in attentions):
         cfg = RetargetConfig(backend="hf", model=f"random-llama-{size}", max_new_tokens=new_tokens, batch_size=bs,
                              kv_cache=kv_cache)
-        writer = HfQuestionWriter(cfg, model=model, tokenizer=tokenizer)
+        writer = HfQuestionWriter(cfg, model=model, tokenizer=tokenizer, share_prefix=prefix == "shared",
+                                  grouped_decode=attention == "grouped")
+        set_attention(model, attention)
         extra = {"min_new_tokens": new_tokens}
         writer.ask(captions[:bs], **extra)  # warm-up
         runs = {"serial": lambda: serial(writer, tokenizer, captions, bs, extra),
@@ -136,7 +158,7 @@ def bench_llm(size: str, n_prompts: int, batch_sizes: list[int], new_tokens: int
         for mode in modes:
             gens, seconds, peak = timed(runs[mode], device)
             row = dict(backend="hf", model=f"llama-{size}", path=mode, batch_size=bs, kv_cache=kv_cache,
-                       prompts=len(captions),
+                       prefix=prefix, attention=attention, prompts=len(captions),
                        seconds=round(seconds, 3), prompts_per_s=round(len(captions) / seconds, 3),
                        generated_tokens_per_s=round(sum(g.tokens for g in gens) / seconds, 1),
                        new_tokens=new_tokens, peak_gpu_gib=peak)
@@ -158,6 +180,10 @@ def main() -> None:
     parser.add_argument("--llm-prompts", type=int, default=0, help="prompts for the LLM (default: --crops)")
     parser.add_argument("--llm-batch-sizes", default="", help="batch sizes for the LLM (default: --batch-sizes)")
     parser.add_argument("--kv-caches", default="dynamic", help="comma list: dynamic, static (compiled decoding)")
+    parser.add_argument("--llm-prefixes", default="shared",
+                        help="comma list: shared (the prompts' common start run once per batch), plain")
+    parser.add_argument("--attentions", default="grouped",
+                        help="comma list: grouped (decoding attention without per-head KV copies), sdpa")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", type=Path, help="write results here")
     args = parser.parse_args()
@@ -169,11 +195,13 @@ def main() -> None:
     print(f"hardware: {hardware}; torch {torch.__version__}", flush=True)
     results = {"hardware": hardware, "torch": torch.__version__, "vlm": [], "llm": [], "vllm": None}
     if args.vlm != "none":
-        results["vlm"] = bench_vlm(args.vlm, args.crops, batch_sizes, args.new_tokens, device, modes, kv_caches)
+        results["vlm"] = bench_vlm(args.vlm, args.crops, batch_sizes, args.new_tokens, device, modes, kv_caches,
+                                   tuple(args.attentions.split(",")))
     if args.llm != "none":
         llm_batch_sizes = [int(b) for b in args.llm_batch_sizes.split(",")] if args.llm_batch_sizes else batch_sizes
         results["llm"] = bench_llm(args.llm, args.llm_prompts or args.crops, llm_batch_sizes, args.llm_new_tokens,
-                                   device, modes, kv_caches)
+                                   device, modes, kv_caches, tuple(args.llm_prefixes.split(",")),
+                                   tuple(args.attentions.split(",")))
     results["vllm"] = ("skipped: vllm is not installed on this machine" if importlib.util.find_spec("vllm") is None
                        else "installed, not measured by this script (run the pipeline with backend vllm)")
     print("vllm:", results["vllm"])
