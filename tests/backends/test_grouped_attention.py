@@ -11,7 +11,7 @@ from curate.backends.llm_hf import HfQuestionWriter
 from curate.backends.vlm_hf import HfVlmCaptioner
 from curate.config import RetargetConfig, VlmConfig
 from curate.testing.random_models import random_llama, random_qwen2_vl
-from tests.conftest import noise_image
+from tests.conftest import apply_marks, gpu_only, noise_image
 
 
 class Grouped(torch.nn.Module):
@@ -85,5 +85,29 @@ def test_captioner_text_is_unchanged_and_the_vision_tower_keeps_sdpa():
         assert (model.config.text_config._attn_implementation == NAME) == grouped
         assert model.config.vision_config._attn_implementation == "sdpa"
         texts[grouped] = [g.text for g in captioner.generate_crops(crops)]
+    assert len(set(texts[False])) > 1
+    assert texts[True] == texts[False]
+
+
+@apply_marks(gpu_only())
+@pytest.mark.parametrize("kv_cache", ["dynamic", "static"])
+def test_on_the_gpu_compiled_decoding_keeps_the_text(kv_cache):
+    """The production shape of the change: CUDA kernels, and with the static cache the decoding step
+    compiled with CUDA graphs. float32 keeps the comparison exact enough for greedy text."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    _, tokenizer = random_llama(seed=1)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=256, intermediate_size=512, num_hidden_layers=3,
+                         num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=2048,
+                         bos_token_id=tokenizer.convert_tokens_to_ids("<|begin_of_text|>"),
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    cfg = RetargetConfig(backend="hf", model="small", dtype="fp32", max_new_tokens=12, batch_size=4, kv_cache=kv_cache)
+    texts = {}
+    for grouped in (False, True):
+        torch.manual_seed(0)
+        model = _scaled(LlamaForCausalLM._from_config(config, dtype=torch.float32)).to("cuda").eval()
+        writer = HfQuestionWriter(cfg, model=model, tokenizer=tokenizer, grouped_decode=grouped)
+        texts[grouped] = [g.text for g in writer.ask(CAPTIONS * 2)]
+        torch._dynamo.reset()
     assert len(set(texts[False])) > 1
     assert texts[True] == texts[False]
