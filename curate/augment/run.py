@@ -25,7 +25,7 @@ from PIL import Image
 
 from curate.augment.canvas import paste, plan_canvas
 from curate.augment.config import CanvasPipelineConfig
-from curate.augment.vqa_sources import iter_vqa_items
+from curate.augment.vqa_sources import NO_IMAGE, iter_vqa_items, table_images
 from curate.config import IngestConfig
 from curate.io import fs, interrupt
 from curate.io.committer import CommitTarget, Committer, ShardNumber
@@ -40,6 +40,7 @@ log = logging.getLogger("curate")
 
 IDENTITY = ("uri", "id")  # what names a VQA item: one file may hold many
 CANVASES_PER_TASK = 16  # a render-and-write task's canvases, and so its shard's (tens of MB at 1K-4K)
+SOURCE_MAX_BYTES = 256 * 1024 * 1024  # a VQA image file larger than this is refused unread
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 
 PART_SCHEMA = pa.schema([
@@ -54,7 +55,7 @@ def load_source(item: dict, max_side: int) -> tuple[Image.Image, bytes]:
     """Decode a VQA image with the corpus's guards (bombs, truncation, modes, EXIF)."""
     from curate.ops.decode import open_checked, orient, to_8bit_rgb_or_l
 
-    data = item["image_bytes"] or fs.read_capped(item["uri"], 256 * 1024 * 1024)
+    data = item["image_bytes"] or fs.read_capped(item["uri"], SOURCE_MAX_BYTES)
     if not data:
         raise ValueError("zero-byte image")
     guards = IngestConfig(min_side=1, max_side=max_side, max_aspect_ratio=1000.0)
@@ -354,8 +355,8 @@ def run_canvas(cfg: CanvasPipelineConfig, on_progress: Callable[[int, int], None
 
 LISTED_SCHEMA = pa.schema([
     ("ordinal", pa.int64()), ("index", pa.int64()), ("uri", pa.string()), ("dataset", pa.string()),
-    ("id", pa.string()), ("conversations", pa.string()), ("image_bytes", pa.binary()), ("status", pa.string()),
-    ("reason", pa.string()), ("detail", pa.string()),
+    ("id", pa.string()), ("conversations", pa.string()), ("image_bytes", pa.binary()), ("table_row", pa.int64()),
+    ("status", pa.string()), ("reason", pa.string()), ("detail", pa.string()),
 ])
 RENDERED_SCHEMA = pa.schema([
     *(f for f in LISTED_SCHEMA if f.name != "image_bytes"),
@@ -373,5 +374,23 @@ def render_batch(table: pa.Table, cfg: CanvasPipelineConfig) -> pa.Table:
     """A Ray task: render a batch of VQA items (the source bytes stay here; the canvases go on to
     the writers)."""
     backgrounds = background_files(cfg.canvas.background_images)
-    rows = [render_item(item, cfg, backgrounds) for item in table.to_pylist()]
+    items = with_table_images(table.to_pylist(), cfg)
+    rows = [render_item(item, cfg, backgrounds) for item in items]
     return pa.Table.from_pylist(rows, schema=RENDERED_SCHEMA)
+
+
+def with_table_images(items: list[dict], cfg: CanvasPipelineConfig) -> list[dict]:
+    """Items whose image is held in the source table get its bytes (read here, in the render task);
+    a row without an image is quarantined as the listing would have."""
+    wanted = [item["table_row"] for item in items if item["table_row"] is not None and item["status"] == "pending"]
+    if not wanted:
+        return items
+    images = table_images(cfg.source.path, cfg.source.image_column, wanted, SOURCE_MAX_BYTES)
+    out = []
+    for item in items:
+        if item["table_row"] is not None and item["status"] == "pending":
+            image = images.get(item["table_row"])
+            item = {**item, "image_bytes": image} if image else \
+                {**item, "status": "quarantined", "reason": "invalid_entry", "detail": NO_IMAGE}
+        out.append(item)
+    return out

@@ -1,8 +1,11 @@
 """Low-res VQA inputs: LLaVA-style JSON + image folder, or a parquet table (HF datasets' export too).
 
 Each item becomes a dict with its conversation in LLaVA form (``[{"from": "human"|"gpt", "value"}]``)
-and where its image is (a path, or the bytes inline for tables). Entries without an image, or with a
-malformed conversation, are yielded with ``status="quarantined"`` and the reason: nothing is dropped.
+and where its image is: a path, or, for a table that holds its images (bytes or HF Image structs), the
+row number (``table_row``), read by the render task (``table_images``) so that no image byte passes
+through the driver. Entries without an image, or with a malformed conversation, are quarantined with
+their reason (``status="quarantined"``; a table row's missing image is found when it is read):
+nothing is dropped.
 """
 
 from __future__ import annotations
@@ -11,17 +14,20 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.io import fs
 from curate.io.objpath import open_binary, output_path
 
+NO_IMAGE = "row has no image"
 
-def _item(index: int, uri: str, dataset: str, sample_id: str, conversations, image: bytes | None = None,
+
+def _item(index: int, uri: str, dataset: str, sample_id: str, conversations, table_row: int | None = None,
           reason: str | None = None) -> dict:
     return {"index": index, "uri": uri, "dataset": dataset, "id": str(sample_id),
             "conversations": json.dumps(conversations) if conversations is not None else None,
-            "image_bytes": image, "status": "quarantined" if reason else "pending",
+            "image_bytes": None, "table_row": table_row, "status": "quarantined" if reason else "pending",
             "reason": "invalid_entry" if reason else None, "detail": reason}
 
 
@@ -68,23 +74,57 @@ def _table_items(table: pq.ParquetFile, path: str, cfg, dataset: str, batch_rows
     for column in (cfg.image_column, cfg.question_column, cfg.answer_column):
         if column not in names:
             raise ValueError(f"{path}: no column {column!r} (columns: {', '.join(names)})")
-    rows = (row for batch in table.iter_batches(batch_size=batch_rows) for row in batch.to_pylist())
+    # Paths are listed here; images held in the table (bytes, HF Image structs) stay in it until a
+    # render task reads its rows' (table_images).
+    paths = pa.types.is_string(table.schema_arrow.field(cfg.image_column).type) or \
+        pa.types.is_large_string(table.schema_arrow.field(cfg.image_column).type)
+    columns = [c for c in (cfg.question_column, cfg.answer_column, cfg.id_column) if c]
+    columns += [cfg.image_column] if paths else []
+    rows = (row for batch in table.iter_batches(batch_size=batch_rows, columns=list(dict.fromkeys(columns)))
+            for row in batch.to_pylist())
     for i, row in enumerate(rows):
         sample_id = row[cfg.id_column] if cfg.id_column else i
-        question, answer, image = row[cfg.question_column], row[cfg.answer_column], row[cfg.image_column]
+        question, answer = row[cfg.question_column], row[cfg.answer_column]
         conversations = [{"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}]
-        if isinstance(image, dict):  # HF datasets' Image feature
-            image = image.get("bytes") or image.get("path")
-        if isinstance(image, str):
-            uri, data = join(str(output_path(path).parent), image), None
-        else:
-            uri, data = f"{path}#{i}", image
         reason = None
         if not isinstance(question, str) or not isinstance(answer, str):
             reason = "question or answer is not text"
-        elif image is None:
-            reason = "row has no image"
-        yield _item(i, uri, dataset, sample_id, conversations, image=data, reason=reason)
+        if not paths:
+            yield _item(i, f"{path}#{i}", dataset, sample_id, conversations, table_row=i, reason=reason)
+            continue
+        image = row[cfg.image_column]
+        if image is None:
+            reason = reason or NO_IMAGE
+        uri = join(str(output_path(path).parent), image) if image else f"{path}#{i}"
+        yield _item(i, uri, dataset, sample_id, conversations, reason=reason)
+
+
+def table_images(path: str, image_column: str, rows: list[int], max_bytes: int) -> dict[int, bytes | None]:
+    """The images of some rows of a parquet table, each row group they fall in read once (its image
+    column only). An HF Image struct gives its bytes, else the file its path names (beside the table);
+    a row without either gives None."""
+    with open_binary(output_path(path)) as f:
+        table = pq.ParquetFile(f)
+        starts = [0]
+        for g in range(table.metadata.num_row_groups):
+            starts.append(starts[-1] + table.metadata.row_group(g).num_rows)
+        images: dict[int, bytes | None] = {}
+        wanted = sorted(set(rows))
+        for g in range(len(starts) - 1):
+            here = [r for r in wanted if starts[g] <= r < starts[g + 1]]
+            if not here:
+                continue
+            column = table.read_row_group(g, columns=[image_column]).column(0)
+            values = column.take(pa.array([r - starts[g] for r in here])).to_pylist()
+            images.update(zip(here, values))
+    out = {}
+    for row, image in images.items():
+        if isinstance(image, dict):  # HF datasets' Image feature
+            image = image.get("bytes") or image.get("path")
+        if isinstance(image, str):
+            image = fs.read_capped(join(str(output_path(path).parent), image), max_bytes)
+        out[row] = image
+    return out
 
 
 def iter_vqa_items(cfg) -> Iterator[dict]:

@@ -1,0 +1,97 @@
+"""VQA tables: the listing names rows, never carries their image bytes; the render task reads them."""
+
+import io
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from curate.augment.config import VqaSourceConfig
+from curate.augment.run import render_batch, vqa_batches, with_table_images
+from curate.augment.vqa_sources import NO_IMAGE, table_images
+
+
+def png(seed: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (40 + seed, 30), (seed * 20 % 256, 90, 140)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def tables(tmp_path):
+    """The same five rows as HF Image structs, as plain bytes and as paths; row 3 has no image; row
+    groups of two rows, so reads cross groups."""
+    (tmp_path / "img").mkdir()
+    images = [png(i) for i in range(5)]
+    images[3] = None
+    for i, data in enumerate(images):
+        if data:
+            (tmp_path / "img" / f"{i}.png").write_bytes(data)
+    text = {"question": [f"What is {i}?" for i in range(5)], "answer": [str(i) for i in range(5)],
+            "id": [f"q{i}" for i in range(5)]}
+    layouts = {
+        "structs": [None if d is None else {"bytes": d, "path": f"orig-{i}.png"} for i, d in enumerate(images)],
+        "bytes": images,
+        "paths": [None if d is None else f"img/{i}.png" for i, d in enumerate(images)],
+    }
+    paths = {}
+    for name, column in layouts.items():
+        paths[name] = tmp_path / f"{name}.parquet"
+        pq.write_table(pa.table({**text, "image": column}), paths[name], row_group_size=2)
+    return paths, images
+
+
+def source(path) -> VqaSourceConfig:
+    return VqaSourceConfig(format="table", path=str(path), id_column="id")
+
+
+@pytest.mark.parametrize("layout", ["structs", "bytes"])
+def test_a_table_holding_its_images_is_listed_without_them(tables, layout):
+    paths, images = tables
+    [listed] = list(vqa_batches(source(paths[layout])))
+    rows = listed.to_pylist()
+    assert all(r["image_bytes"] is None for r in rows)
+    assert [r["table_row"] for r in rows] == [0, 1, 2, 3, 4]
+    assert [r["uri"] for r in rows] == [f"{paths[layout]}#{i}" for i in range(5)]
+    assert all(r["status"] == "pending" for r in rows)  # the missing image is found when it is read
+    cfg = type("Cfg", (), {"source": source(paths[layout])})
+    filled = with_table_images(rows, cfg)
+    assert [r["image_bytes"] for r in filled if r["status"] == "pending"] == [d for d in images if d]
+    assert [(r["status"], r["detail"]) for r in filled][3] == ("quarantined", NO_IMAGE)
+
+
+def test_a_table_of_paths_lists_the_files_it_names(tables):
+    paths, _ = tables
+    [listed] = list(vqa_batches(source(paths["paths"])))
+    rows = listed.to_pylist()
+    assert all(r["table_row"] is None and r["image_bytes"] is None for r in rows)
+    assert rows[0]["uri"] == str(paths["paths"].parent / "img" / "0.png")
+    assert (rows[3]["status"], rows[3]["detail"]) == ("quarantined", NO_IMAGE)
+
+
+def test_rows_are_read_from_every_row_group_they_fall_in(tables):
+    paths, images = tables
+    got = table_images(str(paths["structs"]), "image", [4, 0, 2, 1], max_bytes=1 << 20)
+    assert got == {0: images[0], 1: images[1], 2: images[2], 4: images[4]}
+
+
+def test_a_struct_without_bytes_reads_the_file_its_path_names(tmp_path):
+    (tmp_path / "a.png").write_bytes(png(7))
+    pq.write_table(pa.table({"question": ["Q?"], "answer": ["A"], "image": [{"bytes": None, "path": "a.png"}]}),
+                   tmp_path / "t.parquet")
+    assert table_images(str(tmp_path / "t.parquet"), "image", [0], max_bytes=1 << 20) == {0: png(7)}
+
+
+def test_the_render_task_renders_rows_whose_bytes_it_read(tables, tmp_path):
+    from curate.augment.config import load_canvas_config
+    from tests.conftest import REPO
+
+    paths, _ = tables
+    cfg = load_canvas_config(REPO / "pipelines" / "canvas.yaml", [
+        "source.format=table", f"source.path={paths['bytes']}", "source.id_column=id",
+        f"output.path={tmp_path / 'out'}", "canvas.long_side=[256,320]"])
+    [listed] = list(vqa_batches(cfg.source))
+    rendered = render_batch(listed, cfg).to_pylist()
+    assert [r["status"] for r in rendered] == ["ok", "ok", "ok", "quarantined", "ok"]
+    assert all(r["canvas"] for r in rendered if r["status"] == "ok")
