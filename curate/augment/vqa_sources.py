@@ -11,6 +11,7 @@ nothing is dropped.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -99,24 +100,43 @@ def _table_items(table: pq.ParquetFile, path: str, cfg, dataset: str, batch_rows
         yield _item(i, uri, dataset, sample_id, conversations, reason=reason)
 
 
+GROUPS_KEPT = 2  # row groups whose image column a worker keeps: a block may straddle two
+_groups: OrderedDict[tuple, pa.ChunkedArray] = OrderedDict()
+
+
+def _group_images(table: pq.ParquetFile, identity: tuple, group: int, column: str) -> pa.ChunkedArray:
+    """A row group's image column, read once per worker process while it is among the last
+    ``GROUPS_KEPT`` read: the render tasks of one group's blocks mostly run on the same workers, one
+    after another, so a group of many rows is not read again for each block of 16."""
+    key = (*identity, group, column)
+    if key in _groups:
+        _groups.move_to_end(key)
+        return _groups[key]
+    images = table.read_row_group(group, columns=[column]).column(0)
+    _groups[key] = images
+    while len(_groups) > GROUPS_KEPT:
+        _groups.popitem(last=False)
+    return images
+
+
 def table_images(path: str, image_column: str, rows: list[int], max_bytes: int) -> dict[int, bytes | None]:
     """The images of some rows of a parquet table, each row group they fall in read once (its image
-    column only). An HF Image struct gives its bytes, else the file its path names (beside the table);
-    a row without either gives None."""
+    column only, kept for the next blocks). An HF Image struct gives its bytes, else the file its path
+    names (beside the table); a row without either gives None."""
     with open_binary(output_path(path)) as f:
         table = pq.ParquetFile(f)
+        meta = table.metadata
+        identity = (path, meta.num_rows, meta.num_row_groups, meta.serialized_size)
         starts = [0]
-        for g in range(table.metadata.num_row_groups):
-            starts.append(starts[-1] + table.metadata.row_group(g).num_rows)
+        for g in range(meta.num_row_groups):
+            starts.append(starts[-1] + meta.row_group(g).num_rows)
         images: dict[int, bytes | None] = {}
         wanted = sorted(set(rows))
         for g in range(len(starts) - 1):
             here = [r for r in wanted if starts[g] <= r < starts[g + 1]]
-            if not here:
-                continue
-            column = table.read_row_group(g, columns=[image_column]).column(0)
-            values = column.take(pa.array([r - starts[g] for r in here])).to_pylist()
-            images.update(zip(here, values))
+            if here:
+                column = _group_images(table, identity, g, image_column)
+                images.update(zip(here, column.take(pa.array([r - starts[g] for r in here])).to_pylist()))
     out = {}
     for row, image in images.items():
         if isinstance(image, dict):  # HF datasets' Image feature

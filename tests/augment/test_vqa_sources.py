@@ -95,3 +95,21 @@ def test_the_render_task_renders_rows_whose_bytes_it_read(tables, tmp_path):
     rendered = render_batch(listed, cfg).to_pylist()
     assert [r["status"] for r in rendered] == ["ok", "ok", "ok", "quarantined", "ok"]
     assert all(r["canvas"] for r in rendered if r["status"] == "ok")
+
+
+def test_a_row_group_is_read_once_for_the_blocks_that_follow(tables, monkeypatch):
+    from curate.augment import vqa_sources
+
+    paths, images = tables
+    vqa_sources._groups.clear()
+    reads = []
+    original = pq.ParquetFile.read_row_group
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group",
+                        lambda self, g, *a, **k: reads.append(g) or original(self, g, *a, **k))
+    path = str(paths["bytes"])
+    assert table_images(path, "image", [0], 1 << 20) == {0: images[0]}
+    assert table_images(path, "image", [1, 2], 1 << 20) == {1: images[1], 2: images[2]}  # group 0 kept
+    assert table_images(path, "image", [4], 1 << 20) == {4: images[4]}
+    assert reads == [0, 1, 2]
+    assert table_images(path, "image", [0], 1 << 20) == {0: images[0]}  # dropped by then: read again
+    assert reads == [0, 1, 2, 0]
