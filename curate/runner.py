@@ -408,10 +408,10 @@ class RunKind:
     ``sink``: (commit target, shard numbers, ledger) -> the kind's Sink for the writers.
     ``stages``: (dataset of listed rows, progress board actor) -> dataset of finished rows.
     ``block_rows``: listed rows per block of the plan's first operator.
-    ``make_in_writer``: the kind's last step, run inside its write task on each whole block (then
-    every block is its own shards): rows whose bytes are large and quick to make (canvases) are
-    written where they are made instead of being copied to a writer process (10% of a laptop's
-    canvas run, benchmarks/RESULTS.md).
+    ``make_in_writer``: the kind's last step, run inside its write task on each batch of at most
+    ``block_rows`` rows (then every batch is its own shards): rows whose bytes are large and quick
+    to make (canvases) are written where they are made instead of being copied to a writer process
+    (10% of a laptop's canvas run, benchmarks/RESULTS.md).
     """
 
     identity_columns: tuple[str, ...]
@@ -457,8 +457,10 @@ def run_kind(cfg, run, kind: RunKind, listing: Iterator[pa.Table], on_listed: Ca
         ds = kind.stages(ray.data.from_arrow_refs(refs), board)
         if kind.make_in_writer is not None:
             writers = None
+            # Batches of block_rows: past the first 4,096 blocks the input blocks grow (block_sizes),
+            # and a call holds every row it makes until it commits them.
             ds = ds.map_batches(make_and_write, fn_kwargs={"make": kind.make_in_writer, "sink": sink},
-                                batch_format="pyarrow", batch_size=None, num_cpus=1)
+                                batch_format="pyarrow", batch_size=kind.block_rows, num_cpus=1)
         else:
             writers = start_stream_writers(sink) if writer_mode(cfg) == "stream" else None
             ds = add_write_stage(ds, cfg, sink, writers)

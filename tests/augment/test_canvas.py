@@ -267,6 +267,26 @@ def test_the_write_stage_returns_part_rows_only(vqa_dir, tmp_path):
     assert len(list((tmp_path / "c" / "parts").glob("*.parquet"))) == 1
 
 
+@pytest.mark.slow  # a canvas run through Ray
+def test_a_render_task_makes_at_most_a_block_of_canvases_when_blocks_grow(vqa_dir, tmp_path, monkeypatch):
+    """Past the first 4,096 blocks the runner's input blocks grow (up to 4,096 rows, so that 10^8
+    listed inputs stay ~30k object refs); a canvas task must still render only CANVASES_PER_TASK
+    canvases at a time, or a long LLaVA listing would hold thousands of 1K-4K canvases per task.
+    Here every block is 9 rows and a task may render at most 4: each call commits its own shard."""
+    import itertools
+
+    import curate.augment.run as canvas_run
+    import curate.runner
+
+    monkeypatch.setattr(canvas_run, "CANVASES_PER_TASK", 4)
+    monkeypatch.setattr(curate.runner, "block_sizes", lambda small: itertools.repeat(9))
+    result = run(vqa_dir, tmp_path / "c", "output.shard_max_samples=100")
+    assert (result.read, result.written) == (9, 6)
+    for shard in (tmp_path / "c" / "shards").glob("*.tar"):
+        with tarfile.open(shard) as tar:
+            assert len({m.name.split(".")[0] for m in tar.getmembers()}) <= 4, shard.name
+
+
 def test_ctrl_c_on_the_command_line_says_how_to_resume(vqa_dir, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
