@@ -93,7 +93,9 @@ class SharedPrefix:
             self._static, self._static_shape = cache, (batch_size, static_length)
         positions = torch.arange(len(prefix), device=self.model.device)
         for i, (keys, values) in enumerate(layers):
-            shape = (batch_size, -1, -1, -1)
-            cache.update(keys.expand(shape).contiguous(), values.expand(shape).contiguous(), i,
-                         {"cache_position": positions})
+            keys, values = (t.expand(batch_size, -1, -1, -1) for t in (keys, values))
+            if static_length is None:  # a dynamic cache keeps what it is given: give it its own rows
+                keys, values = keys.contiguous(), values.contiguous()
+            # a static cache copies the rows into its own tensors: no batch-sized copy in between
+            cache.update(keys, values, i, {"cache_position": positions})
         return cache

@@ -75,4 +75,8 @@ def test_static_batch_cache_is_reused_while_its_shape_holds(sensitive_llama):
     first = prefix.cache_for([1, 2, 3], batch_size=2, static_length=64)
     again = prefix.cache_for([1, 2, 3], batch_size=2, static_length=64)
     assert again is first and again.get_seq_length() == 3  # reset, then refilled with the prefix only
+    keys = again.layers[0].keys
+    torch.testing.assert_close(keys[0, :, :3], keys[1, :, :3])  # every row holds the prefix
+    keys[0, :, :3] += 1  # and each row is its own memory, not a view of one
+    assert not torch.equal(keys[0, :, :3], keys[1, :, :3])
     assert prefix.cache_for([1, 2, 3], batch_size=3, static_length=64) is not first
