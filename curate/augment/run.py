@@ -382,15 +382,14 @@ def render_batch(table: pa.Table, cfg: CanvasPipelineConfig) -> pa.Table:
 def with_table_images(items: list[dict], cfg: CanvasPipelineConfig) -> list[dict]:
     """Items whose image is held in the source table get its bytes (read here, in the render task);
     a row without an image is quarantined as the listing would have."""
-    wanted = [item["table_row"] for item in items if item["table_row"] is not None and item["status"] == "pending"]
-    if not wanted:
+    in_table = [i for i, item in enumerate(items) if item["table_row"] is not None and item["status"] == "pending"]
+    if not in_table:
         return items
-    images = table_images(cfg.source.path, cfg.source.image_column, wanted, SOURCE_MAX_BYTES)
-    out = []
-    for item in items:
-        if item["table_row"] is not None and item["status"] == "pending":
-            image = images.get(item["table_row"])
-            item = {**item, "image_bytes": image} if image else \
-                {**item, "status": "quarantined", "reason": "invalid_entry", "detail": NO_IMAGE}
-        out.append(item)
+    images = table_images(cfg.source.path, cfg.source.image_column, [items[i]["table_row"] for i in in_table],
+                          SOURCE_MAX_BYTES)
+    out = list(items)
+    for i in in_table:
+        image = images.get(items[i]["table_row"])
+        out[i] = {**items[i], "image_bytes": image} if image else \
+            {**items[i], "status": "quarantined", "reason": "invalid_entry", "detail": NO_IMAGE}
     return out

@@ -10,6 +10,8 @@ nothing is dropped.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -37,6 +39,11 @@ def join(base: str, name: str) -> str:
     if fs.scheme_of(name) or Path(name).is_absolute():
         return name
     return str(output_path(base) / name)
+
+
+def beside(table: str, name: str) -> str:
+    """A file a table names, relative to the table's folder (or absolute, or a URI)."""
+    return join(str(output_path(table).parent), name)
 
 
 def conversation_problem(conversations) -> str | None:
@@ -77,8 +84,8 @@ def _table_items(table: pq.ParquetFile, path: str, cfg, dataset: str, batch_rows
             raise ValueError(f"{path}: no column {column!r} (columns: {', '.join(names)})")
     # Paths are listed here; images held in the table (bytes, HF Image structs) stay in it until a
     # render task reads its rows' (table_images).
-    paths = pa.types.is_string(table.schema_arrow.field(cfg.image_column).type) or \
-        pa.types.is_large_string(table.schema_arrow.field(cfg.image_column).type)
+    image_type = table.schema_arrow.field(cfg.image_column).type
+    paths = pa.types.is_string(image_type) or pa.types.is_large_string(image_type)
     columns = [c for c in (cfg.question_column, cfg.answer_column, cfg.id_column) if c]
     columns += [cfg.image_column] if paths else []
     rows = (row for batch in table.iter_batches(batch_size=batch_rows, columns=list(dict.fromkeys(columns)))
@@ -96,7 +103,7 @@ def _table_items(table: pq.ParquetFile, path: str, cfg, dataset: str, batch_rows
         image = row[cfg.image_column]
         if image is None:
             reason = reason or NO_IMAGE
-        uri = join(str(output_path(path).parent), image) if image else f"{path}#{i}"
+        uri = beside(path, image) if image else f"{path}#{i}"
         yield _item(i, uri, dataset, sample_id, conversations, reason=reason)
 
 
@@ -127,22 +134,21 @@ def table_images(path: str, image_column: str, rows: list[int], max_bytes: int) 
         table = pq.ParquetFile(f)
         meta = table.metadata
         identity = (path, meta.num_rows, meta.num_row_groups, meta.serialized_size)
-        starts = [0]
-        for g in range(meta.num_row_groups):
-            starts.append(starts[-1] + meta.row_group(g).num_rows)
+        starts = list(itertools.accumulate((meta.row_group(g).num_rows for g in range(meta.num_row_groups)),
+                                           initial=0))
+        by_group: dict[int, list[int]] = {}
+        for r in sorted(r for r in set(rows) if 0 <= r < starts[-1]):  # a row not in the table gives None
+            by_group.setdefault(bisect.bisect_right(starts, r) - 1, []).append(r)
         images: dict[int, bytes | None] = {}
-        wanted = sorted(set(rows))
-        for g in range(len(starts) - 1):
-            here = [r for r in wanted if starts[g] <= r < starts[g + 1]]
-            if here:
-                column = _group_images(table, identity, g, image_column)
-                images.update(zip(here, column.take(pa.array([r - starts[g] for r in here])).to_pylist()))
+        for g, here in by_group.items():
+            column = _group_images(table, identity, g, image_column)
+            images.update(zip(here, column.take(pa.array([r - starts[g] for r in here])).to_pylist()))
     out = {}
     for row, image in images.items():
         if isinstance(image, dict):  # HF datasets' Image feature
             image = image.get("bytes") or image.get("path")
         if isinstance(image, str):
-            image = fs.read_capped(join(str(output_path(path).parent), image), max_bytes)
+            image = fs.read_capped(beside(path, image), max_bytes)
         out[row] = image
     return out
 
