@@ -80,12 +80,11 @@ def generate_shared(model, tokenizer, inputs: dict, gen_kwargs: dict, shared: Sh
         return generate(model, tokenizer, inputs, gen_kwargs)
     pad_id = gen_kwargs.get("pad_token_id")
     laid = prefix_then_padded(rows, shared_tokens, tokenizer.pad_token_id if pad_id is None else pad_id)
-    kwargs = dict(gen_kwargs)
-    static_length = None
-    if kwargs.pop("cache_implementation", None) == "static":
-        need = laid["input_ids"].shape[1] + kwargs.get("max_new_tokens", 0)
-        static_length = max(kwargs.pop("max_cache_len", 0), -(-need // STATIC_CACHE_STEP) * STATIC_CACHE_STEP)
-    kwargs.pop("max_cache_len", None)
+    kwargs = dict(gen_kwargs)  # the cache is ours: generate gets it instead of making one
+    static = kwargs.pop("cache_implementation", None) == "static"
+    planned = kwargs.pop("max_cache_len", 0)
+    static_length = max(planned, static_cache_length([laid["input_ids"].shape[1]], kwargs.get("max_new_tokens", 0))) \
+        if static else None
     cache = shared.cache_for(rows[0][:shared_tokens], len(rows), static_length)
     return generate(model, tokenizer, laid, {**kwargs, "past_key_values": cache})
 

@@ -30,16 +30,20 @@ def identity(uri: str, ordinal: int) -> str:
     return f"{ordinal}\t{uri}"
 
 
+def _joined(values) -> str:
+    return "#".join(map(str, values))
+
+
 def member(row: dict, columns: tuple[str, ...] = ("uri",)) -> str:
     """What names a row's input: its ``columns`` joined by ``#``."""
-    return "#".join(str(row[c]) for c in columns)
+    return _joined(row[c] for c in columns)
 
 
 def members(table: pa.Table, columns: tuple[str, ...] = ("uri",)) -> list[str]:
     """``member`` of each row of a listing or a part table."""
     if len(columns) == 1:
         return table.column(columns[0]).to_pylist()
-    return ["#".join(map(str, values)) for values in zip(*(table.column(c).to_pylist() for c in columns))]
+    return [_joined(values) for values in zip(*(table.column(c).to_pylist() for c in columns))]
 
 
 class Ledger:
