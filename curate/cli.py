@@ -95,7 +95,7 @@ def run(
     from curate.io.sources import SourceError
     from curate.pipeline import IncompleteRun, PlanError, run_pipeline
 
-    progress, on_start, on_progress, on_status = _progress_bar("images", cfg.ray.progress)
+    progress, on_start, on_progress, on_status = _progress_bar("images", cfg.ray.progress, cfg.ray.progress_log_every_s)
 
     def on_note(note: str) -> None:
         console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False)
@@ -155,13 +155,15 @@ def _curate_warnings_on(console_):
         logger.propagate = propagate
 
 
-def _progress_bar(unit: str, enabled: bool):
+def _progress_bar(unit: str, enabled: bool, log_every_s: float = 30.0):
     """A rich progress bar and the callbacks that drive it: rows through the last stage (in flight
     to the writers) and committed rows, a rate and ETA smoothed over the last 30 s, and what each
-    stage is doing (loading its model, on its first batch, rows and rows/s)."""
+    stage is doing (loading its model, on its first batch, rows and rows/s). Where the console is
+    not a terminal the bar is drawn only at the end, so the same figures go out as a plain line
+    every ``log_every_s`` seconds."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from curate.io.progress import SmoothedRate, describe
+    from curate.io.progress import LineEvery, SmoothedRate, describe, log_line
 
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("{task.fields[eta]}"),
@@ -169,6 +171,7 @@ def _progress_bar(unit: str, enabled: bool):
                         # writes to sys.stderr go to fd 2 (the run's log), not through the bar
                         redirect_stderr=False, redirect_stdout=False)
     task: dict = {"committed": 0, "processed": 0, "rate": SmoothedRate(), "stage_rates": {}}
+    lines = LineEvery(log_every_s) if enabled and not console.is_terminal else None
 
     def on_start(pending: int, skipped: int) -> None:
         if skipped:
@@ -190,11 +193,13 @@ def _progress_bar(unit: str, enabled: bool):
         done = max(task["committed"], task["processed"])
         rate = task["rate"].add(done)
         left = max(task["total"] - done, 0)
-        progress.update(
-            task["id"], completed=done, total=max(task["total"], done),
-            rate=f"{rate:.2f} {unit}/s" if rate else "",
-            eta=f"ETA {int(left / rate) // 60}:{int(left / rate) % 60:02d}" if rate and left else "",
-            note=task.get("note", "") + (f" | committed {task['committed']}" if task.get("stages") else ""))
+        fields = {"rate": f"{rate:.2f} {unit}/s" if rate else "",
+                  "eta": f"ETA {int(left / rate) // 60}:{int(left / rate) % 60:02d}" if rate and left else "",
+                  "note": task.get("note", "") + (f" | committed {task['committed']}" if task.get("stages") else "")}
+        progress.update(task["id"], completed=done, total=max(task["total"], done), **fields)
+        if lines is not None and lines.due():
+            console.print(log_line(lines.elapsed(), unit, done, task["total"], list(fields.values())),
+                          highlight=False, soft_wrap=True, markup=False)
 
     def on_progress(done: int, total: int) -> None:
         task["committed"], task["total"] = done, total
@@ -240,7 +245,7 @@ def augment_canvas(
         _fail(str(e))
     from curate.io import interrupt
 
-    progress, _, on_progress, _ = _progress_bar("canvases", cfg.ray.progress)
+    progress, _, on_progress, _ = _progress_bar("canvases", cfg.ray.progress, cfg.ray.progress_log_every_s)
     interrupt.install()
     try:
         with progress:

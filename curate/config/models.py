@@ -508,6 +508,9 @@ class RayConfig(Strict):
                                                                "content keys, split by hash (default: one per 8 "
                                                                "CPUs, 1 to 16)")
     progress: bool = True
+    progress_log_every_s: float = Field(30.0, gt=0, description="when the output is not a terminal (a log file, a "
+                                                                 "cluster job's output), a plain progress line every "
+                                                                 "so many seconds instead of the bar")
     verbose: bool = Field(False, description="show Ray Data's periodic status on the console (always in Ray's "
                                              "session log, /tmp/ray/session_*/logs/ray-data)")
 

@@ -4,6 +4,7 @@ flight (not only when shards commit): actors loading their models, stages on the
 
 from __future__ import annotations
 
+import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -85,3 +86,48 @@ class SmoothedRate:
             self.samples.popleft()
         (t0, c0), (t1, c1) = self.samples[0], self.samples[-1]
         return (c1 - c0) / (t1 - t0) if t1 > t0 and c1 > c0 else None
+
+
+class LineEvery:
+    """When the output is a log file and not a terminal (a cluster job, ``nohup``, CI), the bar is
+    not redrawn: a plain line every ``every_s`` seconds shows the run moving instead. ``due`` says
+    whether it is time for the next one."""
+
+    def __init__(self, every_s: float, start: float | None = None):
+        self.every_s = every_s
+        self.start = time.monotonic() if start is None else start
+        self.last = self.start
+
+    def due(self, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        if now - self.last < self.every_s:
+            return False
+        self.last = now
+        return True
+
+    def elapsed(self, now: float | None = None) -> str:
+        seconds = int((time.monotonic() if now is None else now) - self.start)
+        return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def log_line(elapsed: str, unit: str, done: int, total: int | None, fields: list[str]) -> str:
+    """The plain progress line: ``[0:01:05] images 64/300 2.20 images/s ETA 1:47 regions 300 | ...``."""
+    return f"[{elapsed}] {unit} {done}/{total} " + " ".join(f for f in fields if f)
+
+
+def stage_series(log_text: str, unit: str) -> dict[str, list[tuple[int, int]]]:
+    """Each stage's rows over time, as (seconds, rows), read back from a run's plain progress lines
+    (for benchmarks and for a look at where a run spent its time)."""
+    line = re.compile(rf"^\[(\d+):(\d\d):(\d\d)\] {re.escape(unit)} \d+/\S+ (.*)$")
+    stage = re.compile(r"(\w+) (\d+)(?: \([\d.]+/s\))?$")
+    series: dict[str, list[tuple[int, int]]] = {}
+    for text in log_text.splitlines():
+        match = line.match(text)
+        if not match:
+            continue
+        seconds = int(match[1]) * 3600 + int(match[2]) * 60 + int(match[3])
+        for part in match[4].split(" | "):
+            rows = stage.search(part.strip())
+            if rows and rows[1] != "committed":
+                series.setdefault(rows[1], []).append((seconds, int(rows[2])))
+    return series

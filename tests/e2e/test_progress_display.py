@@ -70,12 +70,16 @@ def test_a_run_prints_a_short_summary_and_commits_on_time(tmp_path, sample_dir):
     done = subprocess.run([sys.executable, "-m", "curate.cli", "run", str(REPO / "pipelines" / "local.yaml"),
                            "-o", str(out), "--set", f"sources.0.path={sample_dir}", "--set", "sources.0.type=dir",
                            "--set", "masks.natural.work_side=640", "--set", "output.shard_max_samples=100",
-                           "--set", "output.shard_max_seconds=0.5", "--set", "ray.ingest_batch_size=2"],
+                           "--set", "output.shard_max_seconds=0.5", "--set", "ray.ingest_batch_size=2",
+                           "--set", "ray.progress_log_every_s=2"],
                           cwd=REPO, capture_output=True, text=True,
                           timeout=600)
     printed = done.stdout + done.stderr
     assert done.returncode == 0, printed[-3000:]
-    assert len(printed.splitlines()) < 40 and "core_worker" not in printed
+    # no bar is redrawn in a log: a plain line every progress_log_every_s says how far the run got
+    timed = [line for line in printed.splitlines() if re.match(r"\[0:0\d:\d\d\] images \d+/6\b", line)]
+    assert timed and any("regions" in line for line in timed), printed[-3000:]
+    assert len(printed.splitlines()) - len(timed) < 40 and "core_worker" not in printed
     shards = {r["shard"] for r in read_parts(OutputLayout(out)).to_pylist() if r["shard"]}
     assert len(shards) > 1, shards
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from curate.io.progress import SmoothedRate, StageBoard, describe
+from curate.io.progress import LineEvery, SmoothedRate, StageBoard, describe, log_line, stage_series
 
 
 def test_the_board_says_what_each_stage_is_doing():
@@ -40,3 +40,25 @@ def test_the_plan_orders_the_stages_whatever_reports_first():
     board.plan(["regions", "caption"])
     board.rows("regions", 3)
     assert list(board.snapshot()) == ["regions", "caption"]
+
+
+def test_a_log_gets_a_line_at_most_every_so_often():
+    lines = LineEvery(every_s=10, start=100.0)
+    assert [lines.due(now) for now in (100.0, 105.0, 110.0, 112.0, 119.9, 120.5)] == [
+        False, False, True, False, False, True]  # counted from the last line, not from the start
+    assert lines.elapsed(now=100.0 + 3725) == "1:02:05"
+
+
+def test_a_log_of_progress_lines_reads_back_as_each_stage_over_time():
+    board = StageBoard()
+    board.plan(["regions", "caption"])
+    board.rows("regions", 32)
+    first = log_line("0:00:37", "images", 0, 300, ["", "", describe(board.snapshot(), {"regions": 2.3})
+                                                    + " | committed 0"])
+    board.rows("regions", 268)
+    board.rows("caption", 64)
+    second = log_line("0:01:32", "images", 64, 300, ["2.20 images/s", "ETA 1:47",
+                                                     describe(board.snapshot(), {"caption": 2.2}) + " | committed 0"])
+    log = "\n".join(["starting", first, "a warning in between", second])
+    assert stage_series(log, "images") == {"regions": [(37, 32), (92, 300)], "caption": [(92, 64)]}
+    assert stage_series(log, "canvases") == {}  # another run's unit
