@@ -133,7 +133,10 @@ def plan_actor_pools(stages: list[tuple[str, float]], resources: dict, max_actor
     for. GPU stages get up to one actor per share of the GPUs; CPU stages scale with the CPUs. The
     first stage (masks, the heavy one in every pipeline) starts with as many actors as fit beside
     one of each other GPU stage: growing from one actor on measured utilisation costs the first
-    seconds of every run, and taking every GPU would starve the stages after it."""
+    seconds of every run, and taking every GPU would starve the stages after it. CPU stages after
+    it start with up to a quarter of the CPUs, from what is left: their actors are cheap to start,
+    and Ray Data grows a pool from one actor only once its queue has built (on an H200, the one
+    documents actor held the photos behind it for the first 20 s of a run; benchmarks/RESULTS.md)."""
     cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
     need_cpus = ACTOR_CPUS * (len(stages) + 1)  # one actor per stage and one ingest task
     need_gpus = sum(g for _, g in stages)
@@ -145,14 +148,18 @@ def plan_actor_pools(stages: list[tuple[str, float]], resources: dict, max_actor
             "stages' num_gpus so that they add up to the GPUs (e.g. masks 0.6, captions 0.2, questions 0.2 on "
             "one GPU) or give Ray more CPUs (ray.num_cpus)")
     pools = []
+    spare = cpus - need_cpus  # CPUs beyond one actor of each stage
     for i, (name, share) in enumerate(stages):
         limit = max(1, min(int(gpus / share + 1e-9), int(gpus) * actors_per_gpu)) if share else max_actors
         initial = 1
         if i == 0:
-            fit = int((cpus - need_cpus) / ACTOR_CPUS + 1e-9) + 1  # CPUs left beside the others' minimum
+            fit = int(spare / ACTOR_CPUS + 1e-9) + 1
             if share:
                 fit = min(fit, int((gpus - need_gpus) / share + 1e-9) + 1)
             initial = max(1, min(limit, fit))
+        elif not share:
+            initial = max(1, min(limit, int(cpus) // 4, int(spare / ACTOR_CPUS + 1e-9) + 1))
+        spare -= (initial - 1) * ACTOR_CPUS
         pools.append(ActorPool(name, limit, initial))
     return pools
 
@@ -190,7 +197,7 @@ def stage_plan(cfg: PipelineConfig, gpus_in_cluster: bool, cpus: int) -> list[tu
     """The actor stages in plan order, as (stage class, GPUs per actor, rows per batch); documents
     in a CPU stage of their own where ``documents_apart`` says so."""
     from curate.stages.caption import CaptionStage, NaturalCaptionStage
-    from curate.stages.documents import DocumentStage, documents_apart
+    from curate.stages.documents import PAGES_PER_CALL, DocumentStage, documents_apart
     from curate.stages.regions import NaturalRegionsStage, RegionsStage
     from curate.stages.retarget import RetargetStage
 
@@ -200,7 +207,7 @@ def stage_plan(cfg: PipelineConfig, gpus_in_cluster: bool, cpus: int) -> list[tu
     mask_batch = cfg.masks.batch_size or cfg.ray.cpu_batch_size
     # masks first either way: plan_actor_pools sizes the first stage
     if documents_apart(cfg, mask_gpus, cpus):
-        stages = [(NaturalRegionsStage, mask_gpus, mask_batch), (DocumentStage, 0, cfg.ray.cpu_batch_size),
+        stages = [(NaturalRegionsStage, mask_gpus, mask_batch), (DocumentStage, 0, PAGES_PER_CALL),
                   (NaturalCaptionStage, caption_gpus, images_per_call(cfg, natural))]
     else:
         stages = [(RegionsStage, mask_gpus, mask_batch), (CaptionStage, caption_gpus, images_per_call(cfg, natural))]
