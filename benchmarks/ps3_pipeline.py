@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from curate.amg.build import build_efficientvit_sam  # noqa: E402
 from curate.io.layout import OutputLayout  # noqa: E402
 from curate.io.manifest import read_manifest  # noqa: E402
+from curate.io.progress import stage_series  # noqa: E402
 from curate.samples import generate_samples, generate_varied_samples  # noqa: E402
 from curate.testing.tiny_sam import make_confident  # noqa: E402
 
@@ -109,29 +110,46 @@ def save_random_language_models(folder: Path, tiny: bool) -> Path:
     return folder
 
 
+def stage_rates(series: dict[str, list[tuple[int, int]]], total: int, share: float = 0.95) -> dict:
+    """Per stage: when its first rows came out, when ``share`` of ``total`` had, and the rows per
+    second in between: a stage's pace once it runs, without the run's start and its last batches
+    (a 300-image run is mostly filling and draining a plan of 64-image batches)."""
+    out = {}
+    for stage, points in series.items():
+        started = next(((t, n) for t, n in points if n > 0), None)
+        done = next(((t, n) for t, n in points if n >= share * total), None)
+        out[stage] = {"first_rows_s": started[0] if started else None, "most_rows_s": done[0] if done else None,
+                      "rows_per_s": (round((done[1] - started[1]) / (done[0] - started[0]), 2)
+                                     if started and done and done[0] > started[0] else None)}
+    return out
+
+
 class GpuSampler:
-    """The GPU's utilisation (NVML: share of time a kernel ran) sampled every ``every`` seconds on a
-    thread while the run goes."""
+    """The GPU's utilisation (NVML: share of time a kernel ran) and the machine's CPU busy share
+    (psutil, all cores) sampled every ``every`` seconds on a thread while the run goes."""
 
     def __init__(self, every: float = 0.25):
         import threading
 
-        self.every, self.samples = every, []
+        self.every, self.samples, self.cpu = every, [], []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         try:
+            import psutil
             import pynvml
         except ImportError:
             return
         pynvml.nvmlInit()
         handle = pynvml.nvmlDeviceGetHandleByIndex(0)
         start = time.perf_counter()
+        psutil.cpu_percent()  # the first call only starts the count
         while not self._stop.wait(self.every):
             rates = pynvml.nvmlDeviceGetUtilizationRates(handle)
             memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
             self.samples.append((time.perf_counter() - start, rates.gpu, memory.used / 2**30))
+            self.cpu.append(psutil.cpu_percent())
 
     def __enter__(self):
         self._thread.start()
@@ -152,6 +170,8 @@ class GpuSampler:
                 "busy_share_whole_run": round(sum(u for _, u, _ in self.samples) / 100 / len(self.samples), 3),
                 "busy_share_while_working": round(sum(u for _, u, _ in span) / 100 / max(1, len(span)), 3),
                 "working_span_s": round(span[-1][0] - span[0][0], 1) if span else 0,
+                "cpu_busy_share_while_working": (round(sum(self.cpu[busy[0]:busy[-1] + 1]) / 100 / len(span), 3)
+                                                 if span else None),
                 "peak_memory_gib": round(max(m for _, _, m in self.samples), 1)}
 
 
@@ -196,7 +216,8 @@ def main() -> None:
     command = ["run", str(pipeline), "-i", str(images), "-o", str(out),
                "--set", f"masks.natural.checkpoint={checkpoint}", "--set", f"masks.natural.model={args.model}",
                "--set", "ingest.min_side=256", "--set", f"masks.natural.stand_in_masks={args.masks == 'realistic'}",
-               "--set", "output.shard_max_seconds=60"]  # commits come steadily: a cut-short run keeps its work
+               "--set", "output.shard_max_seconds=60",  # commits come steadily: a cut-short run keeps its work
+               "--set", "ray.progress_log_every_s=5"]  # the log shows each stage's rows over time
     for override in args.overrides:
         command += ["--set", override]
     with GpuSampler() as gpu:
@@ -220,6 +241,8 @@ def main() -> None:
         "images_per_s_while_gpu_worked": (round(c.written / busy["working_span_s"], 3)
                                           if busy.get("working_span_s") else None),
         "stage_time_share": {k: round(v / max(1e-9, sum(stage_seconds.values())), 3) for k, v in stage_seconds.items()},
+        "stage_pace": stage_rates(stage_series(
+            (args.workdir / f"{args.out_name}_first_run.log").read_text(errors="replace"), "images"), args.count),
         "counts": c.model_dump(), "counts_add_up": c.read == c.written + c.quarantined,
         "stages": {k: v.model_dump() for k, v in manifest.stages.items()},
     }
