@@ -194,6 +194,11 @@ def main() -> None:
     parser.add_argument("--out-name", default="out",
                         help="the corpus folder in WORKDIR: one per variant when several runs share the workdir's "
                              "images and checkpoints (e.g. --set ray.actors_per_gpu=2)")
+    parser.add_argument("--warmup", type=int, default=0, metavar="N",
+                        help="first run the same command over N of the images into an output of its own: kernels "
+                             "compiled on first sight (Triton, Inductor; caches on disk) are then not in the "
+                             "measured run, which still loads its models")
+    parser.add_argument("--no-resume", action="store_true", help="skip the second run that must find nothing to do")
     parser.add_argument("--set", action="append", default=[], dest="overrides",
                         help="extra config override, e.g. masks.natural.points_per_side=4 for a CPU smoke run")
     args = parser.parse_args()
@@ -220,6 +225,16 @@ def main() -> None:
                "--set", "ray.progress_log_every_s=5"]  # the log shows each stage's rows over time
     for override in args.overrides:
         command += ["--set", override]
+    warmup_s = None
+    if args.warmup:
+        few = args.workdir / "warmup_images"
+        few.mkdir(exist_ok=True)
+        for path in sorted(p for p in images.rglob("*") if p.is_file())[:args.warmup]:
+            if not (few / path.name).exists():
+                (few / path.name).symlink_to(path)
+        warm = [few if part == str(images) else args.workdir / f"{args.out_name}_warmup" if part == str(out) else part
+                for part in command]
+        warmup_s = round(run_cli([str(part) for part in warm], args.workdir / f"{args.out_name}_warmup.log")[0], 1)
     with GpuSampler() as gpu:
         first_s, interrupted = run_cli(command, args.workdir / f"{args.out_name}_first_run.log", args.deadline)
     busy = gpu.summary()
@@ -235,7 +250,8 @@ def main() -> None:
     result = {
         "hardware": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "command": "curate " + " ".join(command), "gpu_shares": dict(zip(["masks", "captions", "questions"], shares)),
-        "images": args.count, "first_run_s": round(first_s, 1), "interrupted_at_deadline": interrupted,
+        "images": args.count, "warmup_images": args.warmup, "warmup_run_s": warmup_s,
+        "first_run_s": round(first_s, 1), "interrupted_at_deadline": interrupted,
         "images_per_s_whole_command": round(c.written / first_s, 3),
         "gpu": busy,
         "images_per_s_while_gpu_worked": (round(c.written / busy["working_span_s"], 3)
@@ -246,7 +262,7 @@ def main() -> None:
         "counts": c.model_dump(), "counts_add_up": c.read == c.written + c.quarantined,
         "stages": {k: v.model_dump() for k, v in manifest.stages.items()},
     }
-    if not interrupted:  # the same command again must find nothing to do
+    if not interrupted and not args.no_resume:  # the same command again must find nothing to do
         result["resume_run_s"] = round(run_cli(command, args.workdir / f"{args.out_name}_resume_run.log")[0], 1)
         again = read_manifest(OutputLayout(out))
         result["index_rows"] = pq.read_metadata(OutputLayout(out).index).num_rows
@@ -255,8 +271,8 @@ def main() -> None:
                                               and len(again.shards) == len(manifest.shards))
     (args.result or args.workdir / "ps3_pipeline.json").write_text(json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k != "stages"}, indent=1))
-    if not result["counts_add_up"] or (not interrupted and not (result["resume_wrote_nothing_new"]
-                                                                 and result["index_rows"] == c.written)):
+    if not result["counts_add_up"] or ("resume_run_s" in result and not (result["resume_wrote_nothing_new"]
+                                                                         and result["index_rows"] == c.written)):
         raise SystemExit("counts do not add up, or the resumed run wrote again")
 
 
