@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import json
+import logging
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from curate.io import fs
 from curate.io.objpath import open_binary, output_path
 
 NO_IMAGE = "row has no image"
+log = logging.getLogger(__name__)
 
 
 def _item(index: int, uri: str, dataset: str, sample_id: str, conversations, table_row: int | None = None,
@@ -88,6 +90,8 @@ def _table_items(table: pq.ParquetFile, path: str, cfg, dataset: str, batch_rows
     paths = pa.types.is_string(image_type) or pa.types.is_large_string(image_type)
     columns = [c for c in (cfg.question_column, cfg.answer_column, cfg.id_column) if c]
     columns += [cfg.image_column] if paths else []
+    if not paths:
+        warn_of_large_groups(table.metadata, path, cfg.image_column)
     rows = (row for batch in table.iter_batches(batch_size=batch_rows, columns=list(dict.fromkeys(columns)))
             for row in batch.to_pylist())
     for i, row in enumerate(rows):
@@ -108,7 +112,28 @@ def _table_items(table: pq.ParquetFile, path: str, cfg, dataset: str, batch_rows
 
 
 GROUPS_KEPT = 2  # row groups whose image column a worker keeps: a block may straddle two
+GROUP_KEPT_BYTES = 64 << 20  # a larger group's column is streamed for the rows wanted, never kept
+STREAM_ROWS = 64  # rows per read when streaming a large group
 _groups: OrderedDict[tuple, pa.ChunkedArray] = OrderedDict()
+
+
+def _column_bytes(meta: pq.FileMetaData, group: int, column: str) -> int:
+    """Uncompressed bytes of a column in a row group (every leaf of a struct: HF Image's bytes and path)."""
+    chunks = (meta.row_group(group).column(j) for j in range(meta.num_columns))
+    return sum(c.total_uncompressed_size for c in chunks
+               if c.path_in_schema == column or c.path_in_schema.startswith(column + "."))
+
+
+def warn_of_large_groups(meta: pq.FileMetaData, path: str, column: str) -> None:
+    """Say so when a table's row groups hold more image bytes than a render task keeps: each task then
+    reads its group from the start up to its rows, so a group is read many times over."""
+    sizes = [_column_bytes(meta, g, column) for g in range(meta.num_row_groups)]
+    if sizes and max(sizes) > GROUP_KEPT_BYTES:
+        rows = max(meta.row_group(g).num_rows for g in range(meta.num_row_groups))
+        log.warning("%s: row groups of up to %d rows and %d MB of images; each render task reads its group "
+                    "from the start up to its rows. Written with smaller row groups (e.g. pyarrow's "
+                    "row_group_size=100, as HF datasets writes images) each image is read about once",
+                    path, rows, max(sizes) >> 20)
 
 
 def _group_images(table: pq.ParquetFile, identity: tuple, group: int, column: str) -> pa.ChunkedArray:
@@ -126,13 +151,33 @@ def _group_images(table: pq.ParquetFile, identity: tuple, group: int, column: st
     return images
 
 
+def _streamed_images(table: pq.ParquetFile, group: int, column: str, offsets: list[int]) -> list:
+    """The images at ``offsets`` (sorted) in a row group, read ``STREAM_ROWS`` at a time up to the last
+    one wanted: pyarrow writes up to 1Mi rows per group by default, and such a group's image column
+    can be gigabytes, more than a render task may hold for its 16 rows."""
+    out, wanted, start = [], iter(offsets), 0
+    offset = next(wanted, None)
+    for batch in table.iter_batches(batch_size=STREAM_ROWS, row_groups=[group], columns=[column]):
+        images = batch.column(0)
+        while offset is not None and offset < start + batch.num_rows:
+            out.append(images[offset - start].as_py())
+            offset = next(wanted, None)
+        if offset is None:
+            break
+        start += batch.num_rows
+    return out
+
+
 def table_images(path: str, image_column: str, rows: list[int], max_bytes: int) -> dict[int, bytes | None]:
-    """The images of some rows of a parquet table, each row group they fall in read once (its image
-    column only, kept for the next blocks). An HF Image struct gives its bytes, else the file its path
-    names (beside the table); a row without either gives None."""
+    """The images of some rows of a parquet table: each row group they fall in read once (its image
+    column only, kept for the next blocks), or, for a group larger than ``GROUP_KEPT_BYTES``, streamed
+    up to the last row wanted. An HF Image struct gives its bytes, else the file its path names
+    (beside the table); a row without either gives None."""
     with open_binary(output_path(path)) as f:
         table = pq.ParquetFile(f)
         meta = table.metadata
+        # a large group is read through a buffer, not fetched whole before its first row (same footer)
+        streamed = pq.ParquetFile(f, metadata=meta, pre_buffer=False, buffer_size=1 << 20)
         identity = (path, meta.num_rows, meta.num_row_groups, meta.serialized_size)
         starts = list(itertools.accumulate((meta.row_group(g).num_rows for g in range(meta.num_row_groups)),
                                            initial=0))
@@ -141,8 +186,12 @@ def table_images(path: str, image_column: str, rows: list[int], max_bytes: int) 
             by_group.setdefault(bisect.bisect_right(starts, r) - 1, []).append(r)
         images: dict[int, bytes | None] = {}
         for g, here in by_group.items():
-            column = _group_images(table, identity, g, image_column)
-            images.update(zip(here, column.take(pa.array([r - starts[g] for r in here])).to_pylist()))
+            offsets = [r - starts[g] for r in here]
+            if _column_bytes(meta, g, image_column) > GROUP_KEPT_BYTES:
+                images.update(zip(here, _streamed_images(streamed, g, image_column, offsets)))
+            else:
+                column = _group_images(table, identity, g, image_column)
+                images.update(zip(here, column.take(pa.array(offsets)).to_pylist()))
     out = {}
     for row, image in images.items():
         if isinstance(image, dict):  # HF datasets' Image feature

@@ -10,6 +10,7 @@ from PIL import Image
 from curate.augment.config import VqaSourceConfig
 from curate.augment.run import render_batch, vqa_batches, with_table_images
 from curate.augment.vqa_sources import NO_IMAGE, table_images
+from tests.io.s3 import s3_bucket, s3_endpoint  # noqa: F401  (fixtures)
 
 
 def png(seed: int) -> bytes:
@@ -70,10 +71,28 @@ def test_a_table_of_paths_lists_the_files_it_names(tables):
     assert (rows[3]["status"], rows[3]["detail"]) == ("quarantined", NO_IMAGE)
 
 
-def test_rows_are_read_from_every_row_group_they_fall_in(tables):
+@pytest.mark.parametrize("kept_bytes", [64 << 20, 0], ids=["groups kept", "groups streamed"])
+def test_rows_are_read_from_every_row_group_they_fall_in(tables, kept_bytes, monkeypatch):
+    from curate.augment import vqa_sources
+
+    monkeypatch.setattr(vqa_sources, "GROUP_KEPT_BYTES", kept_bytes)
+    vqa_sources._groups.clear()
     paths, images = tables
     got = table_images(str(paths["structs"]), "image", [4, 0, 2, 1], max_bytes=1 << 20)
     assert got == {0: images[0], 1: images[1], 2: images[2], 4: images[4]}
+
+
+@pytest.mark.parametrize("kept_bytes", [64 << 20, 0], ids=["groups kept", "groups streamed"])
+def test_a_table_on_object_storage_is_read_as_a_local_one(tables, kept_bytes, monkeypatch, s3_bucket):  # noqa: F811
+    from curate.augment import vqa_sources
+    from curate.io.objpath import ObjectPath
+
+    monkeypatch.setattr(vqa_sources, "GROUP_KEPT_BYTES", kept_bytes)
+    vqa_sources._groups.clear()
+    paths, images = tables
+    uri = f"s3://{s3_bucket}/vqa/structs.parquet"
+    ObjectPath(uri).write_bytes(paths["structs"].read_bytes())
+    assert table_images(uri, "image", [4, 3, 1], max_bytes=1 << 20) == {4: images[4], 3: None, 1: images[1]}
 
 
 def test_a_struct_without_bytes_reads_the_file_its_path_names(tmp_path):
@@ -113,3 +132,47 @@ def test_a_row_group_is_read_once_for_the_blocks_that_follow(tables, monkeypatch
     assert reads == [0, 1, 2]
     assert table_images(path, "image", [0], 1 << 20) == {0: images[0]}  # dropped by then: read again
     assert reads == [0, 1, 2, 0]
+
+
+def test_rows_of_a_huge_row_group_are_read_without_holding_the_group(tmp_path):
+    """pyarrow writes up to 1Mi rows per group by default, so a table written with default settings can
+    be one row group of gigabytes of images: a render task that wants a few of its rows must not hold
+    them all (Arrow's own allocations in a fresh process: peak during the read, and what stays). A
+    reader holds at least the page a row is in (and a dictionary page): pyarrow's writer closes pages
+    between write batches, 1,024 rows by default, 64 here."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    rng = __import__("random").Random(0)
+    images = [rng.randbytes(200_000) for _ in range(800)]  # 160 MB of incompressible "images"
+    path = tmp_path / "one_group.parquet"
+    pq.write_table(pa.table({"question": ["q"] * 800, "answer": ["a"] * 800, "image": images}), path,
+                   row_group_size=1 << 20, compression="none", write_batch_size=64)
+    assert pq.ParquetFile(path).metadata.num_row_groups == 1
+    child = (
+        "import pyarrow as pa\n"
+        "from curate.augment.vqa_sources import table_images\n"
+        f"got = table_images({str(path)!r}, 'image', [5, 400, 401], 1 << 20)\n"
+        "print(pa.default_memory_pool().max_memory() >> 20, pa.total_allocated_bytes() >> 20,\n"
+        "      [(r, len(got[r])) for r in sorted(got)])\n")
+    done = subprocess.run([sys.executable, "-c", child], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    peak_mib, kept_mib, got = done.stdout.split(" ", 2)
+    assert got.strip() == "[(5, 200000), (400, 200000), (401, 200000)]"
+    assert int(peak_mib) < 80 and int(kept_mib) < 40, f"{peak_mib} MiB at peak, {kept_mib} MiB kept"
+
+
+def test_listing_a_table_of_large_row_groups_says_how_to_read_it_once(tables, monkeypatch, caplog):
+    from curate.augment import vqa_sources
+
+    paths, _ = tables
+    list(vqa_batches(source(paths["structs"])))
+    assert not caplog.records  # groups under GROUP_KEPT_BYTES: nothing to say
+    monkeypatch.setattr(vqa_sources, "GROUP_KEPT_BYTES", 100)
+    list(vqa_batches(source(paths["structs"])))
+    [record] = caplog.records
+    assert str(paths["structs"]) in record.getMessage() and "row_group_size" in record.getMessage()
