@@ -28,7 +28,7 @@ from curate.io.index import read_part
 from curate.io.layout import OutputLayout
 from curate.io.ledger import Ledger, members, route
 from curate.io.progress import StageBoard
-from curate.io.sources import block_sizes, rechunk
+from curate.io.sources import block_sizes, rechunk, rechunk_by_group
 from curate.io.writing import Sink, StreamWriter, write_table
 
 log = logging.getLogger("curate")
@@ -400,6 +400,11 @@ def take_commits(results: Iterator[list[dict] | int], committed: Callable[[list[
     return skipped
 
 
+# Rows per block when the listing is cut along shared groups: whole row groups of up to 64 rows (half
+# of it) share a block, larger ones up to 128 are a block each (HF datasets writes images 100 to a group).
+GROUP_BLOCK_ROWS = 128
+
+
 @dataclass(frozen=True)
 class RunKind:
     """What a kind of output gives the runner.
@@ -408,6 +413,8 @@ class RunKind:
     ``sink``: (commit target, shard numbers, ledger) -> the kind's Sink for the writers.
     ``stages``: (dataset of listed rows, progress board actor) -> dataset of finished rows.
     ``block_rows``: listed rows per block of the plan's first operator.
+    ``groups``: each listed row's group of shared input (a parquet table's row groups), if any: the
+    listing's blocks are then cut along the groups (rechunk_by_group).
     ``make_in_writer``: the kind's last step, run inside its write task on each batch of at most
     ``block_rows`` rows (then every batch is its own shards): rows whose bytes are large and quick
     to make (canvases) are written where they are made instead of being copied to a writer process
@@ -419,6 +426,7 @@ class RunKind:
     stages: Callable[[object, object], object]
     block_rows: int
     make_in_writer: Callable[[pa.Table], pa.Table] | None = None
+    groups: Callable[[pa.Table], list[int]] | None = None
 
 
 def run_kind(cfg, run, kind: RunKind, listing: Iterator[pa.Table], on_listed: Callable[[int], None],
@@ -447,7 +455,9 @@ def run_kind(cfg, run, kind: RunKind, listing: Iterator[pa.Table], on_listed: Ca
 
     # Only inputs still to do go to the object store, in blocks sized for the plan: the driver
     # keeps their refs, never the listing.
-    refs = [ray.put(block) for block in rechunk(pending(), block_sizes(kind.block_rows))]
+    blocks = (rechunk(pending(), block_sizes(kind.block_rows)) if kind.groups is None
+              else rechunk_by_group(pending(), kind.groups, block_sizes(GROUP_BLOCK_ROWS)))
+    refs = [ray.put(block) for block in blocks]
     on_listed(listed)
     if refs:
         configure_ray_data(cfg)

@@ -25,7 +25,7 @@ from PIL import Image
 
 from curate.augment.canvas import paste, plan_canvas
 from curate.augment.config import CanvasPipelineConfig
-from curate.augment.vqa_sources import NO_IMAGE, iter_vqa_items, table_images
+from curate.augment.vqa_sources import NO_IMAGE, iter_vqa_items, row_group_keys, table_images
 from curate.config import IngestConfig
 from curate.io import fs, interrupt
 from curate.io.committer import CommitTarget, Committer, ShardNumber
@@ -331,11 +331,12 @@ def run_canvas(cfg: CanvasPipelineConfig, on_progress: Callable[[int, int], None
     start = time.monotonic()
     run = CanvasRun(cfg).open()
     listing = Listed()
-    # Canvases are rendered in the write task that commits them (a block's canvases are its shard).
-    kind = RunKind(identity_columns=IDENTITY, sink=lambda target, numbers, _: CanvasSink(target, cfg, numbers),
-                   stages=lambda ds, _: ds, block_rows=min(CANVASES_PER_TASK, cfg.output.shard_max_samples),
-                   make_in_writer=functools.partial(render_batch, cfg=cfg))
     try:
+        # Canvases are rendered in the write task that commits them (a block's canvases are its shard);
+        # a table's rows go in blocks along its row groups, each group read by one task.
+        kind = RunKind(identity_columns=IDENTITY, sink=lambda target, numbers, _: CanvasSink(target, cfg, numbers),
+                       stages=lambda ds, _: ds, block_rows=min(CANVASES_PER_TASK, cfg.output.shard_max_samples),
+                       make_in_writer=functools.partial(render_batch, cfg=cfg), groups=row_group_keys(cfg.source))
         results = run_kind(cfg, run, kind, vqa_batches(cfg.source), lambda n: listing.set(n, run.resumed_rows))
         skipped = take_commits(results, run.committed, listing, str(cfg.output.path), "canvases", on_progress)
         run.finish(time.monotonic() - start)

@@ -15,7 +15,7 @@ import itertools
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -200,6 +200,29 @@ def table_images(path: str, image_column: str, rows: list[int], max_bytes: int) 
             image = fs.read_capped(beside(path, image), max_bytes)
         out[row] = image
     return out
+
+
+def row_group_keys(cfg) -> Callable[[pa.Table], list[int]] | None:
+    """For a table that holds its images: each listed row's row group (from ``table_row``), so the
+    runner can cut blocks along the groups (curate.io.sources.rechunk_by_group) and a group is read by
+    one task rather than by every worker its blocks land on. None for other sources."""
+    if cfg.format != "table":
+        return None
+    with open_binary(output_path(cfg.path)) as f:
+        table = pq.ParquetFile(f)
+        if cfg.image_column not in table.schema_arrow.names:
+            return None  # the listing says what is missing
+        image_type = table.schema_arrow.field(cfg.image_column).type
+        if pa.types.is_string(image_type) or pa.types.is_large_string(image_type):
+            return None  # paths: each image is its own file
+        meta = table.metadata
+        starts = list(itertools.accumulate((meta.row_group(g).num_rows for g in range(meta.num_row_groups)),
+                                           initial=0))
+
+    def keys(listed: pa.Table) -> list[int]:
+        return [-1 if r is None else bisect.bisect_right(starts, r) - 1 for r in listed["table_row"].to_pylist()]
+
+    return keys
 
 
 def iter_vqa_items(cfg) -> Iterator[dict]:

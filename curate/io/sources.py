@@ -246,6 +246,38 @@ def block_sizes(small: int, small_blocks: int = 4096, largest: int = 4096) -> It
             size = min(size * 2, max(largest, small))
 
 
+def rechunk_by_group(tables: Iterable[pa.Table], groups: Callable[[pa.Table], list[int]],
+                     sizes: Iterator[int]) -> Iterator[pa.Table]:
+    """Like ``rechunk``, for inputs read from shared groups (a parquet table's row groups, ``groups``
+    giving each row's, in listing order): a block also closes where a group ends once it holds half
+    its size, so a group no larger than half a block is in one block, read by one task, and groups
+    no larger than a block are cut only by their own size."""
+    pending: list[pa.Table] = []
+    have, want, last = 0, next(sizes), None
+    for table in tables:
+        keys = groups(table)
+        start = 0
+        for end in range(1, table.num_rows + 1):
+            if end < table.num_rows and keys[end] == keys[start]:
+                continue
+            run = table.slice(start, end - start)  # rows of one group
+            if keys[start] != last and have >= want // 2:
+                yield pa.concat_tables(pending)
+                pending, have, want = [], 0, next(sizes)
+            last = keys[start]
+            pending.append(run)
+            have += run.num_rows
+            while have >= want:
+                joined = pa.concat_tables(pending)
+                yield joined.slice(0, want)
+                rest = joined.slice(want)
+                pending, have = [rest], rest.num_rows
+                want = next(sizes)
+            start = end
+    if have:
+        yield pa.concat_tables(pending)
+
+
 def rechunk(tables: Iterable[pa.Table], sizes: Iterator[int]) -> Iterator[pa.Table]:
     """Cut a stream of tables into consecutive tables of the next size each (the last may be short)."""
     pending: list[pa.Table] = []

@@ -166,6 +166,31 @@ def test_table_source_reads_hf_image_structs(vqa_dir, tmp_path):
     assert record["conversations"][1]["from"] == "gpt"
 
 
+@pytest.mark.slow  # a canvas run through Ray
+def test_a_table_goes_to_the_render_tasks_in_blocks_along_its_row_groups(vqa_dir, tmp_path, monkeypatch):
+    """Each row group in one block, so one task reads it (not every worker its blocks land on); blocks
+    of 4 rows here, so groups of 2 close a block where they end."""
+    import pyarrow.parquet as pq
+
+    import curate.runner
+
+    table = tmp_path / "groups_of_2.parquet"
+    pq.write_table(pq.read_table(vqa_dir / "vqa.parquet"), table, row_group_size=2)
+    blocks = []
+    cut = curate.runner.rechunk_by_group
+
+    def spy(*args, **kwargs):
+        for block in cut(*args, **kwargs):
+            blocks.append(block["table_row"].to_pylist())
+            yield block
+
+    monkeypatch.setattr(curate.runner, "GROUP_BLOCK_ROWS", 4)
+    monkeypatch.setattr(curate.runner, "rechunk_by_group", spy)
+    result = run(vqa_dir, tmp_path / "g", "source.format=table", f"source.path={table}", "source.id_column=id")
+    assert (result.read, result.written) == (6, 6)
+    assert blocks == [[0, 1], [2, 3], [4, 5]]
+
+
 @pytest.mark.slow  # a canvas run through Ray, writing to a loopback S3 server
 def test_canvas_workers_write_to_object_storage(vqa_dir, tmp_path, s3_bucket):  # noqa: F811
     """The render tasks commit their shards themselves (the driver gets part rows only), so an

@@ -176,3 +176,14 @@ def test_listing_a_table_of_large_row_groups_says_how_to_read_it_once(tables, mo
     list(vqa_batches(source(paths["structs"])))
     [record] = caplog.records
     assert str(paths["structs"]) in record.getMessage() and "row_group_size" in record.getMessage()
+
+
+def test_rows_of_a_table_holding_images_are_keyed_by_their_row_group(tables):
+    from curate.augment.vqa_sources import row_group_keys
+
+    paths, _ = tables
+    keys = row_group_keys(source(paths["structs"]))
+    listed = pa.table({"table_row": pa.array([0, 1, 2, 3, 4, None], pa.int64())})
+    assert keys(listed) == [0, 0, 1, 1, 2, -1]  # groups of two rows; a row not from the table is its own
+    assert row_group_keys(source(paths["paths"])) is None  # each image its own file: nothing shared
+    assert row_group_keys(VqaSourceConfig(format="table", path=str(paths["bytes"]), image_column="nope")) is None

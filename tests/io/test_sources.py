@@ -7,7 +7,7 @@ import itertools
 import pyarrow as pa
 import pytest
 
-from curate.io.sources import block_sizes, rechunk
+from curate.io.sources import block_sizes, rechunk, rechunk_by_group
 
 
 def test_blocks_stay_small_for_a_short_run_then_grow_to_the_largest():
@@ -27,3 +27,29 @@ def test_rechunk_keeps_every_row_once_in_order_at_the_sizes_asked(lengths):
     expected = list(itertools.islice(block_sizes(16, small_blocks=4, largest=64), len(blocks)))
     assert [b.num_rows for b in blocks[:-1]] == expected[:-1]
     assert not blocks or 0 < blocks[-1].num_rows <= expected[-1]
+
+
+def grouped_listing(group_rows: list[int], batch: int) -> list[pa.Table]:
+    """A listing in batches of ``batch`` rows whose rows come from groups of the given sizes."""
+    groups = [g for g, n in enumerate(group_rows) for _ in range(n)]
+    table = pa.table({"ordinal": pa.array(range(len(groups)), pa.int64()), "group": groups})
+    return [table.slice(i, batch) for i in range(0, table.num_rows, batch)]
+
+
+@pytest.mark.parametrize("group_rows", [[100] * 30, [40] * 300, [20, 700, 5, 5, 100, 64], [1000], [63, 64, 65, 1]])
+@pytest.mark.parametrize("batch", [7, 1024])
+def test_grouped_blocks_keep_every_row_once_and_small_groups_whole(group_rows, batch):
+    listing = grouped_listing(group_rows, batch)
+    blocks = list(rechunk_by_group(listing, lambda t: t["group"].to_pylist(), block_sizes(128, small_blocks=4,
+                                                                                           largest=512)))
+    assert [r for b in blocks for r in b["ordinal"].to_pylist()] == list(range(sum(group_rows)))
+    holding = {}
+    for i, block in enumerate(blocks):
+        for group in set(block["group"].to_pylist()):
+            holding.setdefault(group, set()).add(i)
+    for group, rows in enumerate(group_rows):
+        if rows <= 64:  # half the first blocks' size: never cut
+            assert len(holding[group]) == 1, (group, rows, holding[group])
+    assert all(b.num_rows <= 512 for b in blocks)
+    if group_rows == [100] * 30:  # 100-row groups (HF datasets' images): one group per block
+        assert [b.num_rows for b in blocks] == [100] * 30
