@@ -400,8 +400,8 @@ def take_commits(results: Iterator[list[dict] | int], committed: Callable[[list[
     return skipped
 
 
-# Rows per block when the listing is cut along shared groups: whole row groups of up to 64 rows (half
-# of it) share a block, larger ones up to 128 are a block each (HF datasets writes images 100 to a group).
+# Rows per block when the listing is cut along shared groups: row groups of up to 64 rows (half of it)
+# are never cut, and equal groups of up to 128 get a block each (HF datasets writes images 100 to a group).
 GROUP_BLOCK_ROWS = 128
 
 

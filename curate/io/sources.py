@@ -250,8 +250,8 @@ def rechunk_by_group(tables: Iterable[pa.Table], groups: Callable[[pa.Table], li
                      sizes: Iterator[int]) -> Iterator[pa.Table]:
     """Like ``rechunk``, for inputs read from shared groups (a parquet table's row groups, ``groups``
     giving each row's, in listing order): a block also closes where a group ends once it holds half
-    its size, so a group no larger than half a block is in one block, read by one task, and groups
-    no larger than a block are cut only by their own size."""
+    its size: a group of up to half a block is never cut (one task reads it), and equal groups of up
+    to a block get a block each."""
     pending: list[pa.Table] = []
     have, want, last = 0, next(sizes), None
     for table in tables:
