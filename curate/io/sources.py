@@ -246,51 +246,53 @@ def block_sizes(small: int, small_blocks: int = 4096, largest: int = 4096) -> It
             size = min(size * 2, max(largest, small))
 
 
+class BlockCutter:
+    """Rows in, blocks of the next size out (the sizes an iterator such as ``block_sizes``)."""
+
+    def __init__(self, sizes: Iterator[int]):
+        self.sizes, self.pending, self.have, self.want = sizes, [], 0, next(sizes)
+
+    def add(self, table: pa.Table) -> Iterator[pa.Table]:
+        """The blocks that ``table``'s rows complete."""
+        self.pending.append(table)
+        self.have += table.num_rows
+        while self.have >= self.want:
+            joined = pa.concat_tables(self.pending)
+            yield joined.slice(0, self.want)
+            rest = joined.slice(self.want)
+            self.pending, self.have, self.want = [rest], rest.num_rows, next(self.sizes)
+
+    def close(self) -> Iterator[pa.Table]:
+        """The rows held so far as a (short) block of their own."""
+        if self.have:
+            yield pa.concat_tables(self.pending)
+            self.pending, self.have, self.want = [], 0, next(self.sizes)
+
+
+def rechunk(tables: Iterable[pa.Table], sizes: Iterator[int]) -> Iterator[pa.Table]:
+    """Cut a stream of tables into consecutive tables of the next size each (the last may be short)."""
+    cutter = BlockCutter(sizes)
+    for table in tables:
+        yield from cutter.add(table)
+    yield from cutter.close()
+
+
 def rechunk_by_group(tables: Iterable[pa.Table], groups: Callable[[pa.Table], list[int]],
                      sizes: Iterator[int]) -> Iterator[pa.Table]:
     """Like ``rechunk``, for inputs read from shared groups (a parquet table's row groups, ``groups``
     giving each row's, in listing order): a block also closes where a group ends once it holds half
     its size: a group of up to half a block is never cut (one task reads it), and equal groups of up
     to a block get a block each."""
-    pending: list[pa.Table] = []
-    have, want, last = 0, next(sizes), None
+    cutter, last = BlockCutter(sizes), None
     for table in tables:
         keys = groups(table)
         start = 0
         for end in range(1, table.num_rows + 1):
             if end < table.num_rows and keys[end] == keys[start]:
                 continue
-            run = table.slice(start, end - start)  # rows of one group
-            if keys[start] != last and have >= want // 2:
-                yield pa.concat_tables(pending)
-                pending, have, want = [], 0, next(sizes)
+            if keys[start] != last and cutter.have >= cutter.want // 2:
+                yield from cutter.close()
             last = keys[start]
-            pending.append(run)
-            have += run.num_rows
-            while have >= want:
-                joined = pa.concat_tables(pending)
-                yield joined.slice(0, want)
-                rest = joined.slice(want)
-                pending, have = [rest], rest.num_rows
-                want = next(sizes)
+            yield from cutter.add(table.slice(start, end - start))  # rows of one group
             start = end
-    if have:
-        yield pa.concat_tables(pending)
-
-
-def rechunk(tables: Iterable[pa.Table], sizes: Iterator[int]) -> Iterator[pa.Table]:
-    """Cut a stream of tables into consecutive tables of the next size each (the last may be short)."""
-    pending: list[pa.Table] = []
-    have = 0
-    want = next(sizes)
-    for table in tables:
-        pending.append(table)
-        have += table.num_rows
-        while have >= want:
-            joined = pa.concat_tables(pending)
-            yield joined.slice(0, want)
-            rest = joined.slice(want)
-            pending, have = [rest], rest.num_rows
-            want = next(sizes)
-    if have:
-        yield pa.concat_tables(pending)
+    yield from cutter.close()
