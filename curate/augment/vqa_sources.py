@@ -73,6 +73,22 @@ def llava_items(path: str, images: str, dataset: str) -> Iterator[dict]:
         yield _item(i, uri, dataset, sample_id, entry.get("conversations"), reason=problem)
 
 
+def holds_paths(table: pq.ParquetFile, column: str) -> bool:
+    """Whether a table's image column names files (strings) rather than holding the images."""
+    image_type = table.schema_arrow.field(column).type
+    return pa.types.is_string(image_type) or pa.types.is_large_string(image_type)
+
+
+def group_starts(meta: pq.FileMetaData) -> list[int]:
+    """The first row of each row group, and the table's row count last."""
+    return list(itertools.accumulate((meta.row_group(g).num_rows for g in range(meta.num_row_groups)), initial=0))
+
+
+def group_of(starts: list[int], row: int) -> int:
+    """The row group a row falls in (``starts`` from ``group_starts``)."""
+    return bisect.bisect_right(starts, row) - 1
+
+
 def table_items(path: str, cfg, dataset: str, batch_rows: int = 256) -> Iterator[dict]:
     """A parquet table's rows, read a batch at a time: a table of inline images is never whole in memory."""
     with open_binary(output_path(path)) as f:
@@ -86,8 +102,7 @@ def _table_items(table: pq.ParquetFile, path: str, cfg, dataset: str, batch_rows
             raise ValueError(f"{path}: no column {column!r} (columns: {', '.join(names)})")
     # Paths are listed here; images held in the table (bytes, HF Image structs) stay in it until a
     # render task reads its rows' (table_images).
-    image_type = table.schema_arrow.field(cfg.image_column).type
-    paths = pa.types.is_string(image_type) or pa.types.is_large_string(image_type)
+    paths = holds_paths(table, cfg.image_column)
     columns = [c for c in (cfg.question_column, cfg.answer_column, cfg.id_column) if c]
     columns += [cfg.image_column] if paths else []
     if not paths:
@@ -179,11 +194,10 @@ def table_images(path: str, image_column: str, rows: list[int], max_bytes: int) 
         # a large group is read through a buffer, not fetched whole before its first row (same footer)
         streamed = pq.ParquetFile(f, metadata=meta, pre_buffer=False, buffer_size=1 << 20)
         identity = (path, meta.num_rows, meta.num_row_groups, meta.serialized_size)
-        starts = list(itertools.accumulate((meta.row_group(g).num_rows for g in range(meta.num_row_groups)),
-                                           initial=0))
+        starts = group_starts(meta)
         by_group: dict[int, list[int]] = {}
         for r in sorted(r for r in set(rows) if 0 <= r < starts[-1]):  # a row not in the table gives None
-            by_group.setdefault(bisect.bisect_right(starts, r) - 1, []).append(r)
+            by_group.setdefault(group_of(starts, r), []).append(r)
         images: dict[int, bytes | None] = {}
         for g, here in by_group.items():
             offsets = [r - starts[g] for r in here]
@@ -212,15 +226,12 @@ def row_group_keys(cfg) -> Callable[[pa.Table], list[int]] | None:
         table = pq.ParquetFile(f)
         if cfg.image_column not in table.schema_arrow.names:
             return None  # the listing says what is missing
-        image_type = table.schema_arrow.field(cfg.image_column).type
-        if pa.types.is_string(image_type) or pa.types.is_large_string(image_type):
-            return None  # paths: each image is its own file
-        meta = table.metadata
-        starts = list(itertools.accumulate((meta.row_group(g).num_rows for g in range(meta.num_row_groups)),
-                                           initial=0))
+        if holds_paths(table, cfg.image_column):
+            return None  # each image is its own file
+        starts = group_starts(table.metadata)
 
     def keys(listed: pa.Table) -> list[int]:
-        return [-1 if r is None else bisect.bisect_right(starts, r) - 1 for r in listed["table_row"].to_pylist()]
+        return [-1 if r is None else group_of(starts, r) for r in listed["table_row"].to_pylist()]
 
     return keys
 
