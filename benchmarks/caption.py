@@ -14,7 +14,10 @@ length (inputs in request order), ``pipelined`` the backends' path now (sorted b
 ``--llm-prefixes shared,plain`` times the question writer with and without its shared prompt prefix
 (the system prompt and instruction run once per batch); ``--attentions grouped,sdpa`` both with and
 without the grouped decoding attention (curate/backends/grouped_attention.py). The vLLM backend is not measured here
-(see RESULTS.md).
+(see RESULTS.md). ``--crops-from CORPUS`` takes the crops from a curate output instead (its images and
+the boxes the pipeline selected and captioned with the MLLM), the crop sizes the pipeline's caption stage
+sees; ``--max-batch-tokens`` times several token budgets per generate call, and each row says how the
+crops were split into generate calls and how much of the time went to preparing their inputs.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curate.backends.hf_generate import generate  # noqa: E402
+from curate.backends.hf_generate import generate, plan_batches  # noqa: E402
 from curate.backends.llm_hf import HfQuestionWriter  # noqa: E402
 from curate.backends.vlm_hf import HfVlmCaptioner  # noqa: E402
 from curate.config import RetargetConfig, VlmConfig  # noqa: E402
@@ -55,6 +58,30 @@ def boxes_on(photos: list[Image.Image], n: int, seed: int) -> list[tuple[Image.I
         w, h = (int(v) for v in rng.integers(300, 600, size=2))
         x, y = int(rng.integers(0, 2048 - w)), int(rng.integers(0, 1536 - h))
         out.append((photos[i % len(photos)], (x, y, x + w, y + h)))
+    return out
+
+
+def corpus_requests(corpus: Path, n: int) -> list[tuple[Image.Image, tuple[int, int, int, int]]]:
+    """The first ``n`` (image, box) pairs of a curate output's natural images (the boxes its caption
+    stage gave the MLLM, whatever became of the text), in shard order."""
+    import io
+
+    from curate.io.layout import OutputLayout
+    from curate.io.reader import shard_samples
+
+    out = []
+    for shard in sorted(OutputLayout(corpus).shards_dir.glob("*.tar")):
+        for _key, parts in shard_samples(shard):
+            record = json.loads(parts["json"])
+            if record["kind"] != "natural" or not record["regions"]:
+                continue
+            boxes = [r["box"] for r in record["regions"]]
+            image = Image.open(io.BytesIO(parts[record["image_ext"]])).convert("RGB")
+            out += [(image, tuple(box)) for box in boxes]
+            if len(out) >= n:
+                return out[:n]
+    if not out:
+        raise SystemExit(f"{corpus}: no regions on natural images")
     return out
 
 
@@ -94,28 +121,47 @@ def set_attention(model, attention: str) -> None:
 
 def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, device,
               modes: list[str], kv_caches: tuple[str, ...] = ("dynamic",),
-              attentions: tuple[str, ...] = ("grouped",)) -> list[dict]:
+              attentions: tuple[str, ...] = ("grouped",), corpus: Path | None = None,
+              budgets: tuple[int | None, ...] = (131072,), call_crops: int = 0) -> list[dict]:
+    """``call_crops``: hand the crops to the captioner that many at a time, as the caption stage's
+    calls do (64 images, about 180 crops); 0 gives it all of them at once."""
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     t0 = time.perf_counter()
     model, processor = random_qwen2_vl(size, device=str(device), dtype=dtype)
     print(f"built random Qwen2-VL-{size} on {device} in {time.perf_counter() - t0:.1f}s "
           f"({sum(p.numel() for p in model.parameters()) / 1e9:.2f} B params)", flush=True)
-    requests = photo_requests(n_crops)
+    requests = photo_requests(n_crops) if corpus is None else corpus_requests(corpus, n_crops)
     rows = []
-    for bs, kv_cache, attention in ((b, k, a) for b in batch_sizes for k in kv_caches for a in attentions):
+    for bs, budget, kv_cache, attention in ((b, t, k, a) for b in batch_sizes for t in budgets for k in kv_caches
+                                            for a in attentions):
         cfg = VlmConfig(backend="hf", model=f"random-qwen2-vl-{size}", max_new_tokens=new_tokens, batch_size=bs,
-                        kv_cache=kv_cache, **({} if size != "tiny" else {"min_pixels": 3136, "max_pixels": 12544}))
+                        max_batch_tokens=budget, kv_cache=kv_cache,
+                        **({} if size != "tiny" else {"min_pixels": 3136, "max_pixels": 12544}))
         cap = HfVlmCaptioner(cfg, model=model, processor=processor, grouped_decode=attention == "grouped")
+        prepare_s = [0.0]
+        build_inputs = cap._inputs
+
+        def timed_inputs(batch, build_inputs=build_inputs, prepare_s=prepare_s):
+            start = time.perf_counter()
+            inputs = build_inputs(batch)
+            prepare_s[0] += time.perf_counter() - start
+            return inputs
+
+        cap._inputs = timed_inputs  # the image processor's share of a run
         set_attention(model, attention)
         from curate.ops.prompts import crop_images
 
         crops = [crop_images(cfg, im, box) for im, box in requests]
         extra = {"min_new_tokens": new_tokens}
         cap.generate_crops(crops[:bs], **extra)  # warm-up
+        calls = [crops[i:i + call_crops] for i in range(0, len(crops), call_crops)] if call_crops else [crops]
         runs = {"serial": lambda: serial(cap, processor.tokenizer, crops, bs, extra),
-                "pipelined": lambda: cap.generate_crops(crops, **extra)}
+                "pipelined": lambda: [g for call in calls for g in cap.generate_crops(call, **extra)]}
         runs["again"] = runs["pipelined"]  # every batch shape seen: the steady state of a compiled cache
+        generate_calls = [len(b) for call in calls for b in plan_batches(
+            [cap._crop_tokens(c) for c in call], bs, budget, new_tokens)]
         for mode in modes:
+            prepare_s[0] = 0.0
             gens, seconds, peak = timed(runs[mode], device)
             tokens = sum(g.tokens for g in gens)
             # Qwen2-VL merges 2x2 patches into one LLM token.
@@ -125,7 +171,10 @@ def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, 
                        crops=len(crops),
                        seconds=round(seconds, 3), crops_per_s=round(len(crops) / seconds, 3),
                        generated_tokens_per_s=round(tokens / seconds, 1), new_tokens=new_tokens,
-                       mean_vision_tokens=round(vision_tokens, 1), peak_gpu_gib=peak)
+                       mean_vision_tokens=round(vision_tokens, 1), peak_gpu_gib=peak,
+                       max_batch_tokens=budget, call_crops=call_crops or len(crops),
+                       rows_per_generate=generate_calls if mode != "serial" else None,
+                       prepare_s=round(prepare_s[0], 3))
             print(json.dumps(row), flush=True)
             rows.append(row)
     del model
@@ -184,6 +233,12 @@ def main() -> None:
                         help="comma list: shared (the prompts' common start run once per batch), plain")
     parser.add_argument("--attentions", default="grouped",
                         help="comma list: grouped (decoding attention without per-head KV copies), sdpa")
+    parser.add_argument("--crops-from", type=Path, metavar="CORPUS",
+                        help="crops from a curate output's natural images and selected boxes (the pipeline's sizes)")
+    parser.add_argument("--max-batch-tokens", default="131072",
+                        help="comma list of the captioner's token budgets per generate call ('none': no budget)")
+    parser.add_argument("--call-crops", type=int, default=0,
+                        help="crops per captioner call, as the caption stage hands them over (0: all at once)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", type=Path, help="write results here")
     args = parser.parse_args()
@@ -195,8 +250,9 @@ def main() -> None:
     print(f"hardware: {hardware}; torch {torch.__version__}", flush=True)
     results = {"hardware": hardware, "torch": torch.__version__, "vlm": [], "llm": [], "vllm": None}
     if args.vlm != "none":
+        budgets = tuple(None if b == "none" else int(b) for b in args.max_batch_tokens.split(","))
         results["vlm"] = bench_vlm(args.vlm, args.crops, batch_sizes, args.new_tokens, device, modes, kv_caches,
-                                   tuple(args.attentions.split(",")))
+                                   tuple(args.attentions.split(",")), args.crops_from, budgets, args.call_crops)
     if args.llm != "none":
         llm_batch_sizes = [int(b) for b in args.llm_batch_sizes.split(",")] if args.llm_batch_sizes else batch_sizes
         results["llm"] = bench_llm(args.llm, args.llm_prompts or args.crops, llm_batch_sizes, args.llm_new_tokens,

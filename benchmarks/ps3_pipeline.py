@@ -132,6 +132,7 @@ class GpuSampler:
         import threading
 
         self.every, self.samples, self.cpu = every, [], []
+        self.process_peaks: dict[str, float] = {}  # "pid name" -> peak GiB: which actors hold the memory
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -150,6 +151,17 @@ class GpuSampler:
             memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
             self.samples.append((time.perf_counter() - start, rates.gpu, memory.used / 2**30))
             self.cpu.append(psutil.cpu_percent())
+            self._sample_processes(pynvml, handle, psutil)
+
+    def _sample_processes(self, pynvml, handle, psutil) -> None:
+        for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
+            try:
+                name = psutil.Process(proc.pid).cmdline()[0][:80]  # Ray names its workers by their actor class
+            except (psutil.Error, IndexError):
+                name = "?"
+            key = f"{proc.pid} {name}"
+            gib = (proc.usedGpuMemory or 0) / 2**30
+            self.process_peaks[key] = max(self.process_peaks.get(key, 0.0), gib)
 
     def __enter__(self):
         self._thread.start()
@@ -172,7 +184,8 @@ class GpuSampler:
                 "working_span_s": round(span[-1][0] - span[0][0], 1) if span else 0,
                 "cpu_busy_share_while_working": (round(sum(self.cpu[busy[0]:busy[-1] + 1]) / 100 / len(span), 3)
                                                  if span else None),
-                "peak_memory_gib": round(max(m for _, _, m in self.samples), 1)}
+                "peak_memory_gib": round(max(m for _, _, m in self.samples), 1),
+                "peak_memory_gib_by_process": {k: round(v, 1) for k, v in sorted(self.process_peaks.items())}}
 
 
 def main() -> None:
