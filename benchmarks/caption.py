@@ -18,6 +18,8 @@ without the grouped decoding attention (curate/backends/grouped_attention.py). T
 the boxes the pipeline selected and captioned with the MLLM), the crop sizes the pipeline's caption stage
 sees; ``--max-batch-tokens`` times several token budgets per generate call, and each row says how the
 crops were split into generate calls and how much of the time went to preparing their inputs.
+``--cudnn-attention`` lets SDPA use its cuDNN kernel again (the backends switch it off: it plans per new
+shape), to compare a first pass over new shapes with and without it.
 """
 
 from __future__ import annotations
@@ -122,7 +124,8 @@ def set_attention(model, attention: str) -> None:
 def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, device,
               modes: list[str], kv_caches: tuple[str, ...] = ("dynamic",),
               attentions: tuple[str, ...] = ("grouped",), corpus: Path | None = None,
-              budgets: tuple[int | None, ...] = (131072,), call_crops: int = 0) -> list[dict]:
+              budgets: tuple[int | None, ...] = (131072,), call_crops: int = 0,
+              cudnn_attention: bool = False) -> list[dict]:
     """``call_crops``: hand the crops to the captioner that many at a time, as the caption stage's
     calls do (64 images, about 180 crops); 0 gives it all of them at once."""
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -138,6 +141,7 @@ def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, 
                         max_batch_tokens=budget, kv_cache=kv_cache,
                         **({} if size != "tiny" else {"min_pixels": 3136, "max_pixels": 12544}))
         cap = HfVlmCaptioner(cfg, model=model, processor=processor, grouped_decode=attention == "grouped")
+        torch.backends.cuda.enable_cudnn_sdp(cudnn_attention)  # the captioner switched it off
         prepare_s = [0.0]
         build_inputs = cap._inputs
 
@@ -183,7 +187,8 @@ def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, 
 
 def bench_llm(size: str, n_prompts: int, batch_sizes: list[int], new_tokens: int, device,
               modes: list[str], kv_caches: tuple[str, ...] = ("dynamic",),
-              prefixes: tuple[str, ...] = ("shared",), attentions: tuple[str, ...] = ("grouped",)) -> list[dict]:
+              prefixes: tuple[str, ...] = ("shared",), attentions: tuple[str, ...] = ("grouped",),
+              cudnn_attention: bool = False) -> list[dict]:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model, tokenizer = random_llama(size, device=str(device), dtype=dtype)
     rng = np.random.default_rng(0)
@@ -198,6 +203,7 @@ def bench_llm(size: str, n_prompts: int, batch_sizes: list[int], new_tokens: int
                              kv_cache=kv_cache)
         writer = HfQuestionWriter(cfg, model=model, tokenizer=tokenizer, share_prefix=prefix == "shared",
                                   grouped_decode=attention == "grouped")
+        torch.backends.cuda.enable_cudnn_sdp(cudnn_attention)  # the writer switched it off
         set_attention(model, attention)
         extra = {"min_new_tokens": new_tokens}
         writer.ask(captions[:bs], **extra)  # warm-up
@@ -239,6 +245,9 @@ def main() -> None:
                         help="comma list of the captioner's token budgets per generate call ('none': no budget)")
     parser.add_argument("--call-crops", type=int, default=0,
                         help="crops per captioner call, as the caption stage hands them over (0: all at once)")
+    parser.add_argument("--cudnn-attention", action="store_true",
+                        help="let PyTorch's SDPA use its cuDNN kernel (which plans per new shape), as the backends "
+                             "did before they switched it off")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", type=Path, help="write results here")
     args = parser.parse_args()
@@ -247,17 +256,18 @@ def main() -> None:
     modes = args.modes.split(",")
     kv_caches = tuple(args.kv_caches.split(","))
     hardware = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu"
-    print(f"hardware: {hardware}; torch {torch.__version__}", flush=True)
+    print(f"hardware: {hardware}; torch {torch.__version__}; cuDNN attention: {args.cudnn_attention}", flush=True)
     results = {"hardware": hardware, "torch": torch.__version__, "vlm": [], "llm": [], "vllm": None}
     if args.vlm != "none":
         budgets = tuple(None if b == "none" else int(b) for b in args.max_batch_tokens.split(","))
         results["vlm"] = bench_vlm(args.vlm, args.crops, batch_sizes, args.new_tokens, device, modes, kv_caches,
-                                   tuple(args.attentions.split(",")), args.crops_from, budgets, args.call_crops)
+                                   tuple(args.attentions.split(",")), args.crops_from, budgets, args.call_crops,
+                                   args.cudnn_attention)
     if args.llm != "none":
         llm_batch_sizes = [int(b) for b in args.llm_batch_sizes.split(",")] if args.llm_batch_sizes else batch_sizes
         results["llm"] = bench_llm(args.llm, args.llm_prompts or args.crops, llm_batch_sizes, args.llm_new_tokens,
                                    device, modes, kv_caches, tuple(args.llm_prefixes.split(",")),
-                                   tuple(args.attentions.split(",")))
+                                   tuple(args.attentions.split(",")), args.cudnn_attention)
     results["vllm"] = ("skipped: vllm is not installed on this machine" if importlib.util.find_spec("vllm") is None
                        else "installed, not measured by this script (run the pipeline with backend vllm)")
     print("vllm:", results["vllm"])

@@ -8,6 +8,7 @@ from typing import TypeVar
 
 import torch
 
+from curate.backends.grouped_attention import use_grouped_decode
 from curate.backends.shared_prefix import (
     MIN_SHARED_TOKENS,
     SharedPrefix,
@@ -32,6 +33,20 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
         log.info("%s requested on CPU: running in fp32", name)
         return torch.float32
     return getattr(torch, DTYPE_NAMES[name])
+
+
+def prepare_for_generation(model, cfg, grouped_decode: bool) -> None:
+    """Attention settings of a generation actor's process. With ``grouped_decode`` (and sdpa), decoding
+    reads the KV cache once per key/value head (``use_grouped_decode``). PyTorch's SDPA is kept off
+    its cuDNN kernel, which builds an execution plan for every new shape: generation's shapes change
+    with every batch (prompt and crop lengths, a cache that grows by a token per step), so nearly
+    every batch of a pipeline run is a first sight. On an H200 a first sight ran at 23.8 crops/s with
+    cuDNN against 33.5 without it, which equals the cuDNN path on shapes seen before (Qwen2-VL-7B,
+    benchmarks/RESULTS.md); the flash and memory-efficient kernels need no plan. The switch is
+    process-wide: the actor holds this model alone."""
+    if grouped_decode and cfg.attn_implementation == "sdpa":
+        use_grouped_decode(model)
+    torch.backends.cuda.enable_cudnn_sdp(False)
 
 
 def generation_kwargs(cfg, pad_token_id: int | None) -> dict:

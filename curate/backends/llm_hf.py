@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from curate.backends.grouped_attention import use_grouped_decode
-from curate.backends.hf_generate import generate_in_batches, generation_kwargs, pick_device, resolve_dtype
+from curate.backends.hf_generate import (
+    generate_in_batches,
+    generation_kwargs,
+    pick_device,
+    prepare_for_generation,
+    resolve_dtype,
+)
 from curate.backends.shared_prefix import SharedPrefix
 from curate.backends.types import Generation
 from curate.ops.prompts import question_messages
@@ -29,8 +34,7 @@ class HfQuestionWriter:
             model = AutoModelForCausalLM.from_pretrained(
                 cfg.model, dtype=resolve_dtype(cfg.dtype, device), attn_implementation=cfg.attn_implementation,
             ).to(device).eval()
-        if grouped_decode and cfg.attn_implementation == "sdpa":
-            use_grouped_decode(model)
+        prepare_for_generation(model, cfg, grouped_decode)
         tokenizer.padding_side = "left"
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token

@@ -7,8 +7,13 @@ from __future__ import annotations
 
 from PIL import Image
 
-from curate.backends.grouped_attention import use_grouped_decode
-from curate.backends.hf_generate import generate_in_batches, generation_kwargs, pick_device, resolve_dtype
+from curate.backends.hf_generate import (
+    generate_in_batches,
+    generation_kwargs,
+    pick_device,
+    prepare_for_generation,
+    resolve_dtype,
+)
 from curate.backends.types import CaptionResult
 from curate.ops.crops import Box
 from curate.ops.hygiene import clean_generation
@@ -36,8 +41,7 @@ class HfVlmCaptioner:
             model = AutoModelForImageTextToText.from_pretrained(
                 cfg.model, dtype=resolve_dtype(cfg.dtype, device), attn_implementation=cfg.attn_implementation,
             ).to(device).eval()
-        if grouped_decode and cfg.attn_implementation == "sdpa":
-            use_grouped_decode(model)
+        prepare_for_generation(model, cfg, grouped_decode)
         processor.tokenizer.padding_side = "left"
         self.model, self.processor = model, processor
         self.prompt_text = processor.apply_chat_template(caption_messages(cfg), add_generation_prompt=True,

@@ -3,8 +3,12 @@
 import random
 
 import pytest
+import torch
 
 from curate.backends.hf_generate import plan_batches, static_cache_length
+from curate.backends.llm_hf import HfQuestionWriter
+from curate.backends.vlm_hf import HfVlmCaptioner
+from curate.config import RetargetConfig, VlmConfig
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -38,3 +42,22 @@ def test_no_budget_is_count_only():
 def test_one_static_cache_length_covers_every_batch_of_a_call():
     assert static_cache_length([10, 700, 300], 128) == 1024  # 700 + 128, rounded up to 256s
     assert static_cache_length([100], 156) == 256  # a multiple stays as it is
+
+
+@pytest.fixture
+def cudnn_attention_restored():
+    """The cuDNN SDPA switch is process-wide: put it back for the tests that follow."""
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    torch.backends.cuda.enable_cudnn_sdp(True)
+    yield
+    torch.backends.cuda.enable_cudnn_sdp(before)
+
+
+@pytest.mark.parametrize("backend", ["captions", "questions"])
+def test_a_generation_backend_keeps_attention_off_the_per_shape_cudnn_kernel(
+        backend, cudnn_attention_restored, tiny_qwen2_vl_dir, tiny_llama_dir):
+    if backend == "captions":
+        HfVlmCaptioner(VlmConfig(backend="hf", model=str(tiny_qwen2_vl_dir), dtype="fp32"))
+    else:
+        HfQuestionWriter(RetargetConfig(backend="hf", model=str(tiny_llama_dir), dtype="fp32"))
+    assert not torch.backends.cuda.cudnn_sdp_enabled()
