@@ -124,7 +124,7 @@ def set_attention(model, attention: str) -> None:
 def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, device,
               modes: list[str], kv_caches: tuple[str, ...] = ("dynamic",),
               attentions: tuple[str, ...] = ("grouped",), corpus: Path | None = None,
-              budgets: tuple[int | None, ...] = (131072,), call_crops: int = 0,
+              budgets: tuple[int | None, ...] = (262144,), call_crops: int = 0,
               cudnn_attention: bool = False) -> list[dict]:
     """``call_crops``: hand the crops to the captioner that many at a time, as the caption stage's
     calls do (64 images, about 180 crops); 0 gives it all of them at once."""
@@ -241,7 +241,7 @@ def main() -> None:
                         help="comma list: grouped (decoding attention without per-head KV copies), sdpa")
     parser.add_argument("--crops-from", type=Path, metavar="CORPUS",
                         help="crops from a curate output's natural images and selected boxes (the pipeline's sizes)")
-    parser.add_argument("--max-batch-tokens", default="131072",
+    parser.add_argument("--max-batch-tokens", default="262144",
                         help="comma list of the captioner's token budgets per generate call ('none': no budget)")
     parser.add_argument("--call-crops", type=int, default=0,
                         help="crops per captioner call, as the caption stage hands them over (0: all at once)")

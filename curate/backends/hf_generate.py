@@ -155,10 +155,30 @@ def generate_in_batches(model, tokenizer, items: Sequence[Item], cfg, length: Ca
     batches = plan_batches(lengths, cfg.batch_size, cfg.max_batch_tokens, new_tokens)
     if gen_kwargs.get("cache_implementation") == "static":
         gen_kwargs = {**gen_kwargs, "max_cache_len": static_cache_length(lengths, new_tokens)}
-    for batch in batches:
+    def run(batch: list[int]) -> list[Generation]:
         inputs = prepare([items[i] for i in batch])
-        generations = (generate(model, tokenizer, inputs, gen_kwargs) if shared is None
-                       else generate_shared(model, tokenizer, inputs, gen_kwargs, shared))
-        for i, generation in zip(batch, generations):
+        return (generate(model, tokenizer, inputs, gen_kwargs) if shared is None
+                else generate_shared(model, tokenizer, inputs, gen_kwargs, shared))
+
+    for batch in batches:
+        for i, generation in zip(batch, halving_on_oom(run, batch)):
             results[i] = generation
     return results
+
+
+def halving_on_oom(run: Callable[[list[int]], list[Generation]], batch: list[int]) -> list[Generation]:
+    """``run(batch)``; a batch that runs out of GPU memory runs again as two halves (greedy text does
+    not depend on the grouping). Stages share a GPU by fractional ``num_gpus``, so the memory a
+    batch finds free depends on what the other actors hold at that moment: a batch that does not
+    fit is split rather than failing the images of the call. One item that does not fit raises."""
+    try:
+        return run(batch)
+    except torch.cuda.OutOfMemoryError:
+        if len(batch) == 1:
+            raise
+    # out of the except block: the failed attempt's tensors (held by its traceback) are freed
+    torch.cuda.empty_cache()
+    log.warning("out of GPU memory in a generate call of %d prompts: running it as two of %d and %d",
+                len(batch), len(batch) // 2, len(batch) - len(batch) // 2)
+    half = len(batch) // 2
+    return halving_on_oom(run, batch[:half]) + halving_on_oom(run, batch[half:])

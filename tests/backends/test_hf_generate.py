@@ -5,6 +5,7 @@ import random
 import pytest
 import torch
 
+from curate.backends import hf_generate
 from curate.backends.hf_generate import plan_batches, static_cache_length
 from curate.backends.llm_hf import HfQuestionWriter
 from curate.backends.vlm_hf import HfVlmCaptioner
@@ -61,3 +62,31 @@ def test_a_generation_backend_keeps_attention_off_the_per_shape_cudnn_kernel(
     else:
         HfQuestionWriter(RetargetConfig(backend="hf", model=str(tiny_llama_dir), dtype="fp32"))
     assert not torch.backends.cuda.cudnn_sdp_enabled()
+
+
+def test_a_batch_out_of_gpu_memory_runs_again_in_halves(monkeypatch, tiny_llama_dir, caplog):
+    writer = HfQuestionWriter(RetargetConfig(backend="hf", model=str(tiny_llama_dir), dtype="fp32",
+                                             max_new_tokens=5, batch_size=8), share_prefix=False)
+    captions = [f"Region {i}: a red door beside {'a window ' * i}." for i in range(6)]
+    whole = writer.ask(captions)
+    real_generate, rows_run = hf_generate.generate, []
+
+    def generate_fitting_two_rows(model, tokenizer, inputs, gen_kwargs):
+        if inputs["input_ids"].shape[0] > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        rows_run.append(inputs["input_ids"].shape[0])
+        return real_generate(model, tokenizer, inputs, gen_kwargs)
+
+    monkeypatch.setattr(hf_generate, "generate", generate_fitting_two_rows)
+    halved = writer.ask(captions)
+    assert [g.text for g in halved] == [g.text for g in whole]  # every item, in order, the same text
+    assert sum(rows_run) == len(captions) and max(rows_run) <= 2
+    assert "out of GPU memory in a generate call of 6 prompts" in caplog.text
+
+
+def test_one_item_out_of_gpu_memory_still_raises():
+    def run(batch):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        hf_generate.halving_on_oom(run, [0])
