@@ -90,3 +90,14 @@ def test_one_item_out_of_gpu_memory_still_raises():
 
     with pytest.raises(torch.cuda.OutOfMemoryError):
         hf_generate.halving_on_oom(run, [0])
+
+
+@pytest.mark.parametrize("num_gpus, released", [(0.2, True), (1.0, False)])
+def test_an_actor_on_a_shared_gpu_gives_its_cached_memory_back_after_each_call(
+        monkeypatch, tiny_llama_dir, num_gpus, released):
+    writer = HfQuestionWriter(RetargetConfig(backend="hf", model=str(tiny_llama_dir), dtype="fp32",
+                                             max_new_tokens=3, num_gpus=num_gpus))
+    calls = []
+    monkeypatch.setattr(hf_generate, "release_cached_gpu_memory", lambda: calls.append(True))
+    writer.ask(["A blue door.", "Text: EXIT"])
+    assert calls == ([True] if released else [])
