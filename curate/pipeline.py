@@ -164,6 +164,13 @@ def plan_actor_pools(stages: list[tuple[str, float]], resources: dict, max_actor
     return pools
 
 
+def stage_actor_class(stage_cls: type) -> type:
+    """``StageActor`` under the stage's name, so that Ray's operator names, its workers' process titles
+    and its dashboard say which stage an actor runs (``MapBatches(CaptionStageActor)``) rather than
+    one name for every stage."""
+    return type(f"{stage_cls.__name__}Actor", (StageActor,), {"__doc__": StageActor.__doc__})
+
+
 def corpus_stages(cfg: PipelineConfig, ds, progress=None):
     """The corpus's stages over the listed rows (a ray.data Dataset): ingest tasks, the actor stages
     of ``stage_plan``, then any ray.data.llm steps; the runner adds the write stage."""
@@ -184,7 +191,8 @@ def corpus_stages(cfg: PipelineConfig, ds, progress=None):
         progress.plan.remote([cls.name for cls, _, _ in stages])
     for (stage_cls, gpus, batch_size), pool in zip(stages, pools):
         ds = ds.map_batches(
-            StageActor, fn_constructor_kwargs={"stage_cls": stage_cls, "cfg": cfg, "progress": progress},
+            stage_actor_class(stage_cls),
+            fn_constructor_kwargs={"stage_cls": stage_cls, "cfg": cfg, "progress": progress},
             batch_format="pyarrow",
             batch_size=batch_size,
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pool.limit, initial_size=pool.initial),

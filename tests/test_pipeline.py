@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from curate.config import load_config
-from curate.pipeline import images_per_call, run_stage_on_table, stage_plan
+from curate.pipeline import StageActor, images_per_call, run_stage_on_table, stage_actor_class, stage_plan
 from curate.rows import new_row, to_table
 from tests.conftest import REPO
 
@@ -99,3 +99,15 @@ def test_a_stage_of_some_kinds_times_only_their_rows():
     assert [r["timings"] is not None and "documents" in r["timings"] for r in out] == [True, False, True]
     every = run_stage_on_table("regions", lambda rs: rs, to_table(rows)).to_pylist()
     assert all("regions" in r["timings"] for r in every)
+
+
+def test_each_stage_actor_carries_its_stage_name_through_ray_serialisation():
+    import cloudpickle
+
+    from curate.stages.caption import NaturalCaptionStage
+    from curate.stages.regions import NaturalRegionsStage
+
+    stages = (NaturalRegionsStage, NaturalCaptionStage)
+    classes = [cloudpickle.loads(cloudpickle.dumps(stage_actor_class(cls))) for cls in stages]
+    assert [c.__name__ for c in classes] == ["NaturalRegionsStageActor", "NaturalCaptionStageActor"]
+    assert all(issubclass(c, StageActor) for c in classes)
