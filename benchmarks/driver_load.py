@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -168,16 +169,32 @@ def start_s3(config: Path) -> None:
         fs.delete_dir_contents(bucket)
 
 
+def machine_cpu_seconds() -> float | None:
+    """Busy CPU seconds of every process on the machine since boot, all cores (Linux /proc/stat; idle
+    and I/O wait left out). Around a run it is the whole run's work (driver, Ray's workers, raylet,
+    object store): on a machine whose cores are all busy, less work per image is more images/s, and it
+    varies less from run to run than wall time."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def run_once(name: str, repo: Path, config: Path, s3: bool = False) -> dict:
     if not s3:
         out = Path(yaml.safe_load(config.read_text())["output"]["path"])
         subprocess.run(["rm", "-rf", str(out)], check=True)
     cmd = [sys.executable, __file__, "--probe", "--repo", str(repo), "--config", str(config)] + (["--s3"] if s3 else [])
+    cpu_before = machine_cpu_seconds()
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=repo,
                           env={**os.environ, "PYTHONPATH": str(repo)})
+    cpu_after = machine_cpu_seconds()
     if done.returncode:
         raise SystemExit(f"{name} failed:\n{done.stderr[-4000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["machine_cpu_s"] = round(cpu_after - cpu_before, 1) if cpu_before is not None else None
     print(f"{name}: {json.dumps(result)}", flush=True)
     return result
 
@@ -187,7 +204,8 @@ def summarise(runs: list[dict]) -> dict:
     median = sorted(runs, key=lambda r: r["wall_s"])[len(runs) // 2]
     return {**median, "wall_s_runs": [r["wall_s"] for r in runs],
             "steady_images_per_s_runs": [r["steady_images_per_s"] for r in runs],
-            "driver_cpu_s_runs": [r["driver_cpu_s"] for r in runs]}
+            "driver_cpu_s_runs": [r["driver_cpu_s"] for r in runs],
+            "machine_cpu_s_runs": [r["machine_cpu_s"] for r in runs]}
 
 
 def main() -> None:
@@ -258,7 +276,16 @@ def main() -> None:
                                               / max(a["driver_cpu_s_per_1000_images"], 1e-9), 2),
         "images_per_s_after_over_before": round(a["images_per_s"] / b["images_per_s"], 2),
         "steady_images_per_s_after_over_before": round(a["steady_images_per_s"] / b["steady_images_per_s"], 2),
+        # interleaved pairs (run i of each variant ran back to back): speed after / before
+        "pairs_images_per_s_after_over_before": [round(bw / aw, 2)
+                                                 for bw, aw in zip(b["wall_s_runs"], a["wall_s_runs"])],
     }
+    if None not in b["machine_cpu_s_runs"] + a["machine_cpu_s_runs"]:
+        # the whole machine's work per image, median of the runs: under 1 means the after variant does less
+        results["ratios_before_over_after"]["machine_cpu_s_after_over_before"] = round(
+            statistics.median(a["machine_cpu_s_runs"]) / statistics.median(b["machine_cpu_s_runs"]), 3)
+        for r in (a, b):
+            r["machine_cpu_s_per_image"] = round(statistics.median(r["machine_cpu_s_runs"]) / max(r["read"], 1), 4)
     if args.s3:
         server.terminate()
     print(json.dumps(results, indent=2))
