@@ -9,6 +9,8 @@ Each variant runs in its own process (``--probe``), which wraps ``ray.data.Datas
 (the one place where either revision's driver takes rows out of Ray) and adds up the Arrow bytes of
 what it gets, and reads its own CPU time (driver process only: Ray's workers, raylet and object
 store are other processes). ``--s3`` adds this checkout writing to a loopback S3 server (moto).
+Around each run the whole machine's busy CPU seconds are read (``/proc/stat``), and with
+``--by-process`` each process's, by title (Ray names its workers by what they run).
 ``--kind canvas`` runs ``curate augment canvas`` over LLaVA-style VQA samples instead (``curate
 samples --vqa``), each canvas 1K-4K.
 """
@@ -182,19 +184,73 @@ def machine_cpu_seconds() -> float | None:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def run_once(name: str, repo: Path, config: Path, s3: bool = False) -> dict:
+def process_cpu_seconds() -> dict[int, tuple[str, float]]:
+    """pid -> (title, CPU seconds so far) of every process on the machine (Linux /proc). Ray names its
+    workers by what they run (``ray::StreamWriterActor``, ``ray::MapWorker(MapBatches(...))``)."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            title = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        out[int(entry.name)] = (title, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+    return out
+
+
+class ProcessCpuSampler:
+    """CPU seconds used during a run, by process title: /proc read every second on a thread (a
+    process's last second before it exits is missed)."""
+
+    def __init__(self):
+        import threading
+
+        self.start = process_cpu_seconds()
+        self.last: dict[int, tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            for pid, (title, cpu) in process_cpu_seconds().items():
+                known = self.last.get(pid)  # a Ray worker's title changes with its task: keep the named one
+                self.last[pid] = (title if title.startswith("ray::") or not known else known[0], cpu)
+            if self._stop.wait(1.0):
+                return
+
+    def by_title(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        totals: dict[str, float] = {}
+        for pid, (title, cpu) in self.last.items():
+            title = title.split(".submit")[0].split(".__init__")[0] or "?"
+            used = cpu - self.start.get(pid, ("", 0.0))[1]
+            if used >= 0.1:
+                totals[title] = round(totals.get(title, 0.0) + used, 1)
+        return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+
+
+def run_once(name: str, repo: Path, config: Path, s3: bool = False, by_process: bool = False) -> dict:
     if not s3:
         out = Path(yaml.safe_load(config.read_text())["output"]["path"])
         subprocess.run(["rm", "-rf", str(out)], check=True)
     cmd = [sys.executable, __file__, "--probe", "--repo", str(repo), "--config", str(config)] + (["--s3"] if s3 else [])
     cpu_before = machine_cpu_seconds()
+    sampler = ProcessCpuSampler() if by_process else None
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=repo,
                           env={**os.environ, "PYTHONPATH": str(repo)})
     cpu_after = machine_cpu_seconds()
+    by_title = sampler.by_title() if sampler else None
     if done.returncode:
         raise SystemExit(f"{name} failed:\n{done.stderr[-4000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     result["machine_cpu_s"] = round(cpu_after - cpu_before, 1) if cpu_before is not None else None
+    if by_title is not None:
+        result["cpu_s_by_process"] = by_title
     print(f"{name}: {json.dumps(result)}", flush=True)
     return result
 
@@ -217,6 +273,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/curate-driver"))
     parser.add_argument("--s3", action="store_true", help="also run this checkout with output on loopback S3")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each variant (the median is reported)")
+    parser.add_argument("--by-process", action="store_true",
+                        help="also each run's CPU seconds by process title (Linux /proc, read every second)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--repo", type=Path, help=argparse.SUPPRESS)
@@ -253,7 +311,7 @@ def main() -> None:
     runs: dict[str, list[dict]] = {name: [] for name in variants}
     for _ in range(args.repeats):  # interleaved, so drift on the machine touches every variant alike
         for name, (repo, config, s3) in variants.items():
-            runs[name].append(run_once(name, repo, config, s3))
+            runs[name].append(run_once(name, repo, config, s3, args.by_process))
     results = {
         "kind": args.kind, "images": args.images, "mean_image_bytes": image_bytes // args.images,
         "before_revision": args.before,
