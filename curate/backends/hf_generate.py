@@ -171,7 +171,7 @@ def generate_in_batches(model, tokenizer, items: Sequence[Item], cfg, length: Ca
 def release_cached_gpu_memory() -> None:
     """Give PyTorch's cached GPU blocks back to the device. An actor on a fraction of a GPU shares it
     with other processes, whose allocators cannot use what this one keeps cached: over 1,000 images
-    the caption actors held 46-63 GiB each while a call needed about 26 GiB (H200, calls of varied
+    the language-model actors held 30-63 GiB each while a caption call allocates about 26 GiB (H200, calls of varied
     shapes leave the cache fragmented), and the GPU's memory was full. Once per call, after its last
     batch, costs the next call's first allocations; a call decodes for seconds."""
     if torch.cuda.is_available():
