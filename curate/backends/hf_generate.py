@@ -155,6 +155,7 @@ def generate_in_batches(model, tokenizer, items: Sequence[Item], cfg, length: Ca
     batches = plan_batches(lengths, cfg.batch_size, cfg.max_batch_tokens, new_tokens)
     if gen_kwargs.get("cache_implementation") == "static":
         gen_kwargs = {**gen_kwargs, "max_cache_len": static_cache_length(lengths, new_tokens)}
+
     def run(batch: list[int]) -> list[Generation]:
         inputs = prepare([items[i] for i in batch])
         return (generate(model, tokenizer, inputs, gen_kwargs) if shared is None
@@ -189,7 +190,7 @@ def halving_on_oom(run: Callable[[list[int]], list[Generation]], batch: list[int
         if len(batch) == 1:
             raise
     # out of the except block: the failed attempt's tensors (held by its traceback) are freed
-    torch.cuda.empty_cache()
+    release_cached_gpu_memory()
     log.warning("out of GPU memory in a generate call of %d prompts: running it as two of %d and %d",
                 len(batch), len(batch) // 2, len(batch) - len(batch) // 2)
     half = len(batch) // 2
