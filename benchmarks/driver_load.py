@@ -171,6 +171,9 @@ def start_s3(config: Path) -> None:
         fs.delete_dir_contents(bucket)
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100  # /proc counts CPU time in these
+
+
 def machine_cpu_seconds() -> float | None:
     """Busy CPU seconds of every process on the machine since boot, all cores (Linux /proc/stat; idle
     and I/O wait left out). Around a run it is the whole run's work (driver, Ray's workers, raylet,
@@ -181,7 +184,7 @@ def machine_cpu_seconds() -> float | None:
     except (OSError, ValueError):
         return None
     user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
 
 
 def process_cpu_seconds() -> dict[int, tuple[str, float]]:
@@ -197,7 +200,7 @@ def process_cpu_seconds() -> dict[int, tuple[str, float]]:
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[1].split()
-        out[int(entry.name)] = (title, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+        out[int(entry.name)] = (title, (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
     return out
 
 
