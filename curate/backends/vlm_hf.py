@@ -17,6 +17,7 @@ from curate.backends.hf_generate import (
 from curate.backends.types import CaptionResult
 from curate.ops.crops import Box
 from curate.ops.hygiene import clean_generation
+from curate.ops.images import map_images
 from curate.ops.prompts import caption_messages, crop_images
 
 PROMPT_TOKENS = 64  # chat template and instruction, about
@@ -71,7 +72,7 @@ class HfVlmCaptioner:
 
     def caption_batch(self, requests: list[tuple[Image.Image, Box]]) -> list[CaptionResult]:
         """Captions for (image, box) pairs, possibly from many images, cleaned by the hygiene rules."""
-        crops = [crop_images(self.cfg, image, box) for image, box in requests]
+        crops = map_images(lambda request: crop_images(self.cfg, *request), requests)
         return [clean_generation(g.text, g.tokens, g.finished, self.cfg.hygiene) for g in self.generate_crops(crops)]
 
     def caption(self, image: Image.Image, boxes: list[Box], lines=None) -> list[CaptionResult]:

@@ -112,3 +112,35 @@ def test_document_ocr_runs_while_the_mllm_batch_generates():
     assert captions == ["a region at (0, 0, 100, 100)", "text at (0, 0, 100, 100)", "a region at (0, 0, 100, 100)"]
     assert [json.loads(row["models"])["caption." + row["kind"]] for row in rows] == ["fake-mllm", "fake-ocr",
                                                                                      "fake-mllm"]
+
+
+class SlowBatchCaptioner:
+    """A batched fake whose one call takes at least ``seconds``."""
+
+    batched, source = True, "mllm"
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def describe(self) -> str:
+        return "fake-slow"
+
+    def caption_batch(self, requests):
+        import time
+
+        from curate.backends.types import CaptionResult
+
+        time.sleep(self.seconds)
+        return [CaptionResult(text=f"a region at {box}", tokens=3) for _, box in requests]
+
+
+def test_a_batched_call_says_where_its_time_went():
+    stage = CaptionStage(config([]))
+    stage.captioners = {"natural": SlowBatchCaptioner(0.2)}
+    rows = stage.process([image_row(0), image_row(1)])
+    events = [json.loads(row["events"]) for row in rows]
+    assert [e["caption.crops"] for e in events] == [1, 1]
+    # the model's call is shared between the call's rows; decoding is timed apart from it
+    assert sum(e["caption.caption_ms"] for e in events) >= 198
+    assert all(isinstance(e["caption.decode_ms"], int) and e["caption.decode_ms"] < e["caption.caption_ms"]
+               for e in events)
