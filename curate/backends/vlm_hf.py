@@ -36,9 +36,7 @@ class HfVlmCaptioner:
             from transformers import AutoModelForImageTextToText, AutoProcessor
 
             device = pick_device()
-            # Qwen2-VL's image processor reads its pixel budget from size (shortest/longest_edge = pixels).
-            processor = AutoProcessor.from_pretrained(
-                cfg.model, size={"shortest_edge": cfg.min_pixels, "longest_edge": cfg.max_pixels})
+            processor = AutoProcessor.from_pretrained(cfg.model)
             model = AutoModelForImageTextToText.from_pretrained(
                 cfg.model, dtype=resolve_dtype(cfg.dtype, device), attn_implementation=cfg.attn_implementation,
             ).to(device).eval()
@@ -67,8 +65,12 @@ class HfVlmCaptioner:
         return sum(im.width * im.height for im in crop) // self.cfg.patch_factor ** 2 + PROMPT_TOKENS
 
     def _inputs(self, batch: list[list[Image.Image]]) -> dict:
+        # The pixel budget goes with every call: a processor keeps the budget it was saved or built
+        # with, and one built elsewhere (or shared with another budget, as the global view's is)
+        # silently resized crops to it. Qwen2-VL reads it from size (shortest/longest_edge = pixels).
         return self.processor(text=[self.prompt_text] * len(batch), images=[im for c in batch for im in c],
-                              padding=True, return_tensors="pt")
+                              padding=True, return_tensors="pt",
+                              size={"shortest_edge": self.cfg.min_pixels, "longest_edge": self.cfg.max_pixels})
 
     def caption_batch(self, requests: list[tuple[Image.Image, Box]]) -> list[CaptionResult]:
         """Captions for (image, box) pairs, possibly from many images, cleaned by the hygiene rules."""

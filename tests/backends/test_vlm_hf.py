@@ -4,7 +4,7 @@ tiny random Qwen2-VL. Its text is noise: only plumbing is checked, never caption
 import pytest
 from PIL import Image
 
-from curate.backends.vlm_hf import HfVlmCaptioner
+from curate.backends.vlm_hf import PROMPT_TOKENS, HfVlmCaptioner
 from curate.config import CaptionHygieneConfig, VlmConfig
 from curate.ops.prompts import caption_messages
 from tests.conftest import noise_image
@@ -76,3 +76,19 @@ def test_a_static_cache_gives_the_same_greedy_captions(captioner, tiny_qwen2_vl_
     got = static.generate_crops(crops)
     assert [g.text for g in got] == [g.text for g in expected]
     assert [g.tokens for g in got] == [g.tokens for g in expected]
+
+
+def test_crops_reach_the_model_at_the_configured_pixel_budget():
+    """A processor built with a smaller budget (the random models' 448 x 448) must not shrink the
+    crops: the benchmark's captioner did so, and measured crops of at most 256 vision tokens."""
+    from curate.ops.prompts import crop_images
+    from curate.testing.random_models import random_qwen2_vl
+
+    model, processor = random_qwen2_vl("tiny")
+    cfg = VlmConfig(backend="hf", model="random", dtype="fp32", max_new_tokens=2)  # 256 to 1280 tokens
+    cap = HfVlmCaptioner(cfg, model=model, processor=processor)
+    crop = crop_images(cfg, noise_image(2000, 1500), (100, 100, 1100, 900))  # about 1000 tokens of pixels
+    inputs = cap._inputs([crop])
+    merged_patches = int(inputs["image_grid_thw"].prod()) // 4  # 2x2 patches make one LLM token
+    assert merged_patches == crop[0].width * crop[0].height // (28 * 28) > 256
+    assert cap._crop_tokens(crop) == merged_patches + PROMPT_TOKENS  # the batch planner's estimate holds
