@@ -143,12 +143,16 @@ def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, 
         cap = HfVlmCaptioner(cfg, model=model, processor=processor, grouped_decode=attention == "grouped")
         torch.backends.cuda.enable_cudnn_sdp(cudnn_attention)  # the captioner switched it off
         prepare_s = [0.0]
+        seen = {"images": 0, "vision_tokens": 0}
         build_inputs = cap._inputs
 
-        def timed_inputs(batch, build_inputs=build_inputs, prepare_s=prepare_s):
+        def timed_inputs(batch, build_inputs=build_inputs, prepare_s=prepare_s, seen=seen):
             start = time.perf_counter()
             inputs = build_inputs(batch)
             prepare_s[0] += time.perf_counter() - start
+            # what the model received (2x2 patches per LLM token), not what the crops' pixels promise
+            seen["images"] += len(inputs["image_grid_thw"])
+            seen["vision_tokens"] += int(inputs["image_grid_thw"].prod(-1).sum()) // 4
             return inputs
 
         cap._inputs = timed_inputs  # the image processor's share of a run
@@ -166,10 +170,10 @@ def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, 
             [cap._crop_tokens(c) for c in call], bs, budget, new_tokens)]
         for mode in modes:
             prepare_s[0] = 0.0
+            seen.update(images=0, vision_tokens=0)
             gens, seconds, peak = timed(runs[mode], device)
             tokens = sum(g.tokens for g in gens)
-            # Qwen2-VL merges 2x2 patches into one LLM token.
-            vision_tokens = np.mean([c[-1].width * c[-1].height / (28 * 28) for c in crops])
+            vision_tokens = seen["vision_tokens"] / max(1, seen["images"])
             row = dict(backend="hf", model=f"qwen2-vl-{size}", path=mode, batch_size=bs, kv_cache=kv_cache,
                        attention=attention,
                        crops=len(crops),
