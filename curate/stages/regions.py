@@ -11,7 +11,7 @@ from collections import Counter
 from curate import backends
 from curate.backends.types import MaskGenerator
 from curate.config import OcrLayoutMasksConfig, PipelineConfig, SelectConfig
-from curate.ops.images import decode_many
+from curate.ops.images import decode_rgb
 from curate.ops.select import SalientBox, select_salient_boxes
 from curate.ops.text_lines import text_line_regions
 from curate.rows import add_events, set_model
@@ -67,7 +67,9 @@ class RegionsStage:
 
     def _process(self, live: list[dict], kind: str) -> None:
         generator = self.generators[kind]
-        images = decode_many([r["image"] for r in live])
+        # one by one: a mask call is a few images, and decoding them on threads cost a two-core
+        # machine 5% more CPU (benchmarks/RESULTS.md); the caption stage's 64-image calls use threads
+        images = [decode_rgb(r["image"]) for r in live]
         for row, masks in zip(live, generator.generate(images)):
             w, h = row["width"], row["height"]
             picked, lines, none_note = pick_regions(masks, w, h, self.select, self.sections[kind])
