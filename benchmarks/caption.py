@@ -142,14 +142,14 @@ def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, 
                         **({} if size != "tiny" else {"min_pixels": 3136, "max_pixels": 12544}))
         cap = HfVlmCaptioner(cfg, model=model, processor=processor, grouped_decode=attention == "grouped")
         torch.backends.cuda.enable_cudnn_sdp(cudnn_attention)  # the captioner switched it off
-        prepare_s = [0.0]
-        seen = {"images": 0, "vision_tokens": 0}
+        # per timed run: the image processor's seconds, and what the model received (images, tokens)
+        seen = {"prepare_s": 0.0, "images": 0, "vision_tokens": 0}
         build_inputs = cap._inputs
 
-        def timed_inputs(batch, build_inputs=build_inputs, prepare_s=prepare_s, seen=seen):
+        def timed_inputs(batch, build_inputs=build_inputs, seen=seen):
             start = time.perf_counter()
             inputs = build_inputs(batch)
-            prepare_s[0] += time.perf_counter() - start
+            seen["prepare_s"] += time.perf_counter() - start
             # what the model received (2x2 patches per LLM token), not what the crops' pixels promise
             seen["images"] += len(inputs["image_grid_thw"])
             seen["vision_tokens"] += int(inputs["image_grid_thw"].prod(-1).sum()) // 4
@@ -169,8 +169,7 @@ def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, 
         generate_calls = [len(b) for call in calls for b in plan_batches(
             [cap._crop_tokens(c) for c in call], bs, budget, new_tokens)]
         for mode in modes:
-            prepare_s[0] = 0.0
-            seen.update(images=0, vision_tokens=0)
+            seen.update(prepare_s=0.0, images=0, vision_tokens=0)
             gens, seconds, peak = timed(runs[mode], device)
             tokens = sum(g.tokens for g in gens)
             vision_tokens = seen["vision_tokens"] / max(1, seen["images"])
@@ -182,7 +181,7 @@ def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, 
                        mean_vision_tokens=round(vision_tokens, 1), peak_gpu_gib=peak,
                        max_batch_tokens=budget, call_crops=call_crops or len(crops),
                        rows_per_generate=generate_calls if mode != "serial" else None,
-                       prepare_s=round(prepare_s[0], 3))
+                       prepare_s=round(seen["prepare_s"], 3))
             print(json.dumps(row), flush=True)
             rows.append(row)
     del model
