@@ -40,6 +40,66 @@ def test_no_budget_is_count_only():
     assert [len(b) for b in plan_batches([7] * 10, batch_size=4, max_batch_tokens=None)] == [4, 4, 2]
 
 
+def _cost(lengths, batches, new_tokens, overhead=hf_generate.BATCH_OVERHEAD_TOKENS):
+    return sum(overhead + len(b) * (max(lengths[i] for i in b) + new_tokens) for b in batches)
+
+
+def _filled_in_order(lengths, batch_size, budget, new_tokens):
+    """The planner before it weighed padding: sorted, each batch filled until a limit."""
+    batches, current = [], []
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        if current and (len(current) == batch_size or (len(current) + 1) * (lengths[i] + new_tokens) > budget):
+            batches.append(current)
+            current = []
+        current.append(i)
+    return batches + [current]
+
+
+def test_a_few_long_crops_do_not_pad_the_short_ones():
+    # a caption call as the pipeline makes it: most crops at the 256-token floor, a few near the ceiling
+    lengths = [280] * 160 + [1280] * 20
+    batches = plan_batches(lengths, batch_size=256, max_batch_tokens=262_144, new_tokens=128)
+    assert [sorted({lengths[i] for i in b}) for b in batches] == [[280], [1280]]
+    filled = _filled_in_order(lengths, 256, 262_144, 128)
+    assert len(filled) == 1  # one batch of 180, every crop padded to 1280
+    assert _cost(lengths, batches, 128) < _cost(lengths, filled, 128)
+    # the largest batch's padded size, what sizes the KV cache: 160 x 408 and 20 x 1408 against 180 x 1408
+    assert max(len(b) * (max(lengths[i] for i in b) + 128) for b in batches) < 0.3 * 180 * 1408
+
+
+def test_crops_of_similar_sizes_stay_in_one_batch():
+    # PS3-sized crops (300-600 px sides): splitting saves less padding than a batch costs
+    rng = random.Random(3)
+    lengths = [rng.randint(330, 593) for _ in range(180)]
+    assert [len(b) for b in plan_batches(lengths, 256, 262_144, new_tokens=128)] == [180]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_plan_is_the_cheapest_cut_of_the_sorted_items(seed):
+    rng = random.Random(seed)
+    lengths = [rng.choice([256, 300, 700, 1280]) + rng.randint(0, 40) for _ in range(rng.randint(1, 9))]
+    batch_size, budget, overhead = rng.randint(1, 6), rng.choice([None, 4_000, 6_000]), rng.choice([0, 500, 5_000])
+    plan = plan_batches(lengths, batch_size, budget, new_tokens=64, overhead_tokens=overhead)
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    best = None
+    for mask in range(2 ** (len(order) - 1)):  # every way to cut the sorted items into runs
+        cuts = [0] + [k + 1 for k in range(len(order) - 1) if mask >> k & 1] + [len(order)]
+        runs = [order[a:b] for a, b in zip(cuts, cuts[1:])]
+        if all(len(r) <= batch_size and (len(r) == 1 or budget is None
+                                         or len(r) * (max(lengths[i] for i in r) + 64) <= budget) for r in runs):
+            cost = _cost(lengths, runs, 64, overhead)
+            best = cost if best is None else min(best, cost)
+    assert _cost(lengths, plan, 64, overhead) == best
+    assert sorted(i for b in plan for i in b) == list(range(len(lengths)))
+
+
+def test_a_large_overhead_gives_the_fewest_batches():
+    rng = random.Random(7)
+    lengths = [rng.randint(200, 1300) for _ in range(500)]
+    plan = plan_batches(lengths, 128, 131_072, new_tokens=128, overhead_tokens=1e12)
+    assert len(plan) == len(_filled_in_order(lengths, 128, 131_072, 128))
+
+
 def test_one_static_cache_length_covers_every_batch_of_a_call():
     assert static_cache_length([10, 700, 300], 128) == 1024  # 700 + 128, rounded up to 256s
     assert static_cache_length([100], 156) == 256  # a multiple stays as it is
