@@ -38,6 +38,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from curate.backends import hf_generate  # noqa: E402
 from curate.backends.hf_generate import generate, plan_batches  # noqa: E402
 from curate.backends.llm_hf import HfQuestionWriter  # noqa: E402
 from curate.backends.vlm_hf import HfVlmCaptioner  # noqa: E402
@@ -125,7 +126,8 @@ def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, 
               modes: list[str], kv_caches: tuple[str, ...] = ("dynamic",),
               attentions: tuple[str, ...] = ("grouped",), corpus: Path | None = None,
               budgets: tuple[int | None, ...] = (262144,), call_crops: int = 0,
-              cudnn_attention: bool = False) -> list[dict]:
+              cudnn_attention: bool = False, overheads: tuple[float, ...] = (hf_generate.BATCH_OVERHEAD_TOKENS,)
+              ) -> list[dict]:
     """``call_crops``: hand the crops to the captioner that many at a time, as the caption stage's
     calls do (64 images, about 180 crops); 0 gives it all of them at once."""
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -135,8 +137,9 @@ def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, 
           f"({sum(p.numel() for p in model.parameters()) / 1e9:.2f} B params)", flush=True)
     requests = photo_requests(n_crops) if corpus is None else corpus_requests(corpus, n_crops)
     rows = []
-    for bs, budget, kv_cache, attention in ((b, t, k, a) for b in batch_sizes for t in budgets for k in kv_caches
-                                            for a in attentions):
+    for bs, budget, kv_cache, attention, overhead in ((b, t, k, a, o) for b in batch_sizes for t in budgets
+                                                      for k in kv_caches for a in attentions for o in overheads):
+        hf_generate.BATCH_OVERHEAD_TOKENS = overhead  # the planner's weight of a batch against its padding
         cfg = VlmConfig(backend="hf", model=f"random-qwen2-vl-{size}", max_new_tokens=new_tokens, batch_size=bs,
                         max_batch_tokens=budget, kv_cache=kv_cache,
                         **({} if size != "tiny" else {"min_pixels": 3136, "max_pixels": 12544}))
@@ -160,14 +163,21 @@ def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, 
         from curate.ops.prompts import crop_images
 
         crops = [crop_images(cfg, im, box) for im, box in requests]
+        estimated = np.array([cap._crop_tokens(c) for c in crops])
+        print(f"crops' expected prompt tokens: p10 {np.percentile(estimated, 10):.0f}, median "
+              f"{np.median(estimated):.0f}, p90 {np.percentile(estimated, 90):.0f}, max {estimated.max()}", flush=True)
         extra = {"min_new_tokens": new_tokens}
         cap.generate_crops(crops[:bs], **extra)  # warm-up
         calls = [crops[i:i + call_crops] for i in range(0, len(crops), call_crops)] if call_crops else [crops]
         runs = {"serial": lambda: serial(cap, processor.tokenizer, crops, bs, extra),
                 "pipelined": lambda: [g for call in calls for g in cap.generate_crops(call, **extra)]}
         runs["again"] = runs["pipelined"]  # every batch shape seen: the steady state of a compiled cache
-        generate_calls = [len(b) for call in calls for b in plan_batches(
-            [cap._crop_tokens(c) for c in call], bs, budget, new_tokens)]
+        planned = [([cap._crop_tokens(c) for c in call], batch) for call in calls
+                   for batch in plan_batches([cap._crop_tokens(c) for c in call], bs, budget, new_tokens)]
+        generate_calls = [len(batch) for _, batch in planned]
+        # prompt tokens the model computes with padding, over those it needs (vision tokens estimated)
+        padding = (sum(len(b) * max(lens[i] for i in b) for lens, b in planned)
+                   / max(1, sum(lens[i] for lens, b in planned for i in b)))
         for mode in modes:
             seen.update(prepare_s=0.0, images=0, vision_tokens=0)
             gens, seconds, peak = timed(runs[mode], device)
@@ -181,6 +191,7 @@ def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, 
                        mean_vision_tokens=round(vision_tokens, 1), peak_gpu_gib=peak,
                        max_batch_tokens=budget, call_crops=call_crops or len(crops),
                        rows_per_generate=generate_calls if mode != "serial" else None,
+                       batch_overhead_tokens=overhead, padded_over_needed=round(padding, 3),
                        prepare_s=round(seen["prepare_s"], 3))
             print(json.dumps(row), flush=True)
             rows.append(row)
@@ -248,6 +259,10 @@ def main() -> None:
                         help="comma list of the captioner's token budgets per generate call ('none': no budget)")
     parser.add_argument("--call-crops", type=int, default=0,
                         help="crops per captioner call, as the caption stage hands them over (0: all at once)")
+    parser.add_argument("--batch-overheads", default=str(hf_generate.BATCH_OVERHEAD_TOKENS),
+                        help="comma list of the batch planner's cost of one generate call in padded tokens "
+                             "('fill': batches filled in sorted order up to the limits, the planner before it "
+                             "weighed padding)")
     parser.add_argument("--cudnn-attention", action="store_true",
                         help="let PyTorch's SDPA use its cuDNN kernel (which plans per new shape), as the backends "
                              "did before they switched it off")
@@ -261,11 +276,12 @@ def main() -> None:
     hardware = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu"
     print(f"hardware: {hardware}; torch {torch.__version__}; cuDNN attention: {args.cudnn_attention}", flush=True)
     results = {"hardware": hardware, "torch": torch.__version__, "vlm": [], "llm": [], "vllm": None}
+    overheads = tuple(1e12 if o == "fill" else float(o) for o in args.batch_overheads.split(","))
     if args.vlm != "none":
         budgets = tuple(None if b == "none" else int(b) for b in args.max_batch_tokens.split(","))
         results["vlm"] = bench_vlm(args.vlm, args.crops, batch_sizes, args.new_tokens, device, modes, kv_caches,
                                    tuple(args.attentions.split(",")), args.crops_from, budgets, args.call_crops,
-                                   args.cudnn_attention)
+                                   args.cudnn_attention, overheads)
     if args.llm != "none":
         llm_batch_sizes = [int(b) for b in args.llm_batch_sizes.split(",")] if args.llm_batch_sizes else batch_sizes
         results["llm"] = bench_llm(args.llm, args.llm_prompts or args.crops, llm_batch_sizes, args.llm_new_tokens,
