@@ -106,10 +106,12 @@ def generate_shared(model, tokenizer, inputs: dict, gen_kwargs: dict, shared: Sh
 
 
 BATCH_OVERHEAD_TOKENS = 120_000
-"""A generate call's fixed cost in padded prompt tokens. H200, Qwen2-VL-7B shapes, 128 new tokens, calls
-of 180 crops (benchmarks/RESULTS.md): cutting the pipeline's crops into 4 batches instead of 2 saved
-~250k padded tokens and took the same time; on PS3-sized crops it saved ~36k and cost 3.6 s. Together:
-~2.1 s a batch, ~17 us a padded token, so a batch is worth ~120k tokens of padding."""
+"""A generate call's fixed cost, in padded prompt tokens: a rough weight (H200, Qwen2-VL-7B shapes, 128
+new tokens, calls of 180 crops; benchmarks/RESULTS.md). Cutting a pipeline's crops into 4 batches
+instead of 2 saved ~250k padded tokens in the same time (that run may have shared the GPU); cutting
+PS3-sized crops saved ~36k and cost 3.6 s. At 120k, crops of similar size (300-600 px sides) stay in
+one batch, as a run at 100k confirmed, and a call that mixes a few ~1280-token crops into many near
+the 256-token floor is cut."""
 
 
 def plan_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None = None,
