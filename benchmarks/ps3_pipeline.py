@@ -48,23 +48,51 @@ VLLM_ONLY = ("concurrency", "tensor_parallel_size")  # ps3.yaml's vLLM engine ke
 def run_cli(args: list[str], log: Path, deadline: float | None = None) -> tuple[float, bool]:
     """Run the CLI with its output going to ``log`` as it comes (a run cut short still shows how far
     it got); past ``deadline`` seconds it gets Ctrl-C, commits its complete samples and stops.
-    Returns (seconds, interrupted)."""
+    Returns (seconds, interrupted). The CLI runs in a process group of its own (Ctrl-C reaches its
+    Ray workers too); if this script is stopped (SIGTERM from ``timeout``, Ctrl-C), the group is
+    stopped with it: left running, its Ray actors kept the GPU busy under the next measurement."""
     import signal
 
+    def stop(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
     start = time.perf_counter()
+    previous = signal.signal(signal.SIGTERM, stop)
     with log.open("w") as sink:
         proc = subprocess.Popen([sys.executable, "-m", "curate.cli", *args], cwd=REPO, stdout=sink,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         try:
             proc.wait(timeout=deadline)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGINT)
-            proc.wait()
+            stop_group(proc, grace_s=120)
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the stopping short
+            stop_group(proc, grace_s=30)  # nothing to do unless this script itself was stopped
+            signal.signal(signal.SIGTERM, previous)
     seconds = time.perf_counter() - start
     print(log.read_text()[-4000:])
     if proc.returncode not in (0, 130):
         raise SystemExit(f"curate {' '.join(args)} exited {proc.returncode} (log: {log})")
     return seconds, proc.returncode == 130
+
+
+def stop_group(proc: subprocess.Popen, grace_s: float) -> None:
+    """Ctrl-C to ``proc``'s process group (the run commits what is complete), then, after it exits or
+    ``grace_s`` seconds, SIGKILL to what is left of the group; nothing if ``proc`` has exited."""
+    import signal
+
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the group outlives its leader while any member runs
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 def pipeline_config(path: Path, ocr: bool, language_models: Path | None, shares: list[float]) -> Path:
