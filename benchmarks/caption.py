@@ -276,6 +276,12 @@ def main() -> None:
     hardware = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu"
     print(f"hardware: {hardware}; torch {torch.__version__}; cuDNN attention: {args.cudnn_attention}", flush=True)
     results = {"hardware": hardware, "torch": torch.__version__, "vlm": [], "llm": [], "vllm": None}
+    if device.type == "cuda":
+        # memory other processes hold when this one starts (plus this one's context): a run left over on
+        # the GPU shares it with what is timed here
+        free, total = torch.cuda.mem_get_info(device)
+        results["gpu_in_use_gib_at_start"] = round((total - free) / 2**30, 2)
+        print(f"GPU memory in use at start: {results['gpu_in_use_gib_at_start']} GiB", flush=True)
     overheads = tuple(1e12 if o == "fill" else float(o) for o in args.batch_overheads.split(","))
     if args.vlm != "none":
         budgets = tuple(None if b == "none" else int(b) for b in args.max_batch_tokens.split(","))
