@@ -45,35 +45,44 @@ REPO = Path(__file__).resolve().parents[1]
 VLLM_ONLY = ("concurrency", "tensor_parallel_size")  # ps3.yaml's vLLM engine keys, dropped for hf
 
 
-def run_cli(args: list[str], log: Path, deadline: float | None = None) -> tuple[float, bool]:
+class Stopped(Exception):
+    """This script got SIGTERM (``timeout``) or Ctrl-C while its run went on."""
+
+
+def run_cli(args: list[str], log: Path, deadline: float | None = None) -> tuple[float, str]:
     """Run the CLI with its output going to ``log`` as it comes (a run cut short still shows how far
-    it got); past ``deadline`` seconds it gets Ctrl-C, commits its complete samples and stops.
-    Returns (seconds, interrupted). The CLI runs in a process group of its own (Ctrl-C reaches its
-    Ray workers too); if this script is stopped (SIGTERM from ``timeout``, Ctrl-C), the group is
-    stopped with it: left running, its Ray actors kept the GPU busy under the next measurement."""
+    it got). Returns (seconds, how it ended): ``finished``; ``deadline``, past ``deadline`` seconds,
+    when it got Ctrl-C and committed its complete samples; or ``stopped``, when this script got SIGTERM
+    (an outer ``timeout``) or Ctrl-C: the run is stopped the same way, so the summary of what it did is
+    still written. The CLI runs in a process group of its own (Ctrl-C reaches its Ray workers too),
+    which is stopped with this script: left running, its Ray actors kept the GPU busy under the next
+    measurement."""
     import signal
 
     def stop(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
+        raise Stopped(f"signal {signum}")
 
     start = time.perf_counter()
     previous = signal.signal(signal.SIGTERM, stop)
+    how = "finished"
     with log.open("w") as sink:
         proc = subprocess.Popen([sys.executable, "-m", "curate.cli", *args], cwd=REPO, stdout=sink,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         try:
             proc.wait(timeout=deadline)
         except subprocess.TimeoutExpired:
-            stop_group(proc, grace_s=120)
+            how = "deadline"
+        except (Stopped, KeyboardInterrupt):
+            how = "stopped"
         finally:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the stopping short
-            stop_group(proc, grace_s=30)  # nothing to do unless this script itself was stopped
+            stop_group(proc, grace_s=120)  # nothing to do if the run finished
             signal.signal(signal.SIGTERM, previous)
     seconds = time.perf_counter() - start
     print(log.read_text()[-4000:])
-    if proc.returncode not in (0, 130):
+    if proc.returncode not in (0, 130) and how == "finished":
         raise SystemExit(f"curate {' '.join(args)} exited {proc.returncode} (log: {log})")
-    return seconds, proc.returncode == 130
+    return seconds, how
 
 
 def stop_group(proc: subprocess.Popen, grace_s: float) -> None:
@@ -277,12 +286,13 @@ def main() -> None:
                 for part in command]
         warmup_s = round(run_cli([str(part) for part in warm], args.workdir / f"{args.out_name}_warmup.log")[0], 1)
     with GpuSampler() as gpu:
-        first_s, interrupted = run_cli(command, args.workdir / f"{args.out_name}_first_run.log", args.deadline)
+        first_s, how = run_cli(command, args.workdir / f"{args.out_name}_first_run.log", args.deadline)
+    interrupted = how != "finished"
     busy = gpu.summary()
     manifest = read_manifest(OutputLayout(out))
     if manifest is None:  # cut short before its first commit
         (args.result or args.workdir / "ps3_pipeline.json").write_text(json.dumps(
-            {"first_run_s": round(first_s, 1), "interrupted_at_deadline": interrupted, "committed": 0,
+            {"first_run_s": round(first_s, 1), "ended": how, "committed": 0,
              "gpu": busy}, indent=2))
         log = args.workdir / f"{args.out_name}_first_run.log"
         raise SystemExit(f"nothing was committed in {first_s:.0f} s (log: {log})")
@@ -292,7 +302,8 @@ def main() -> None:
         "hardware": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "command": "curate " + " ".join(command), "gpu_shares": dict(zip(["masks", "captions", "questions"], shares)),
         "images": args.count, "warmup_images": args.warmup, "warmup_run_s": warmup_s,
-        "first_run_s": round(first_s, 1), "interrupted_at_deadline": interrupted,
+        "first_run_s": round(first_s, 1), "ended": how,  # finished, deadline, stopped (SIGTERM/Ctrl-C)
+        "interrupted_at_deadline": how == "deadline",
         "images_per_s_whole_command": round(c.written / first_s, 3),
         "gpu": busy,
         "images_per_s_while_gpu_worked": (round(c.written / busy["working_span_s"], 3)
