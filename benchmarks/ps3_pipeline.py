@@ -170,6 +170,9 @@ class GpuSampler:
 
         self.every, self.samples, self.cpu = every, [], []
         self.process_peaks: dict[str, float] = {}  # "pid name" -> peak GiB: which actors hold the memory
+        self.names: dict[int, str] = {}  # pid -> "pid name"
+        self.sm: dict[int, list[int]] = {}  # pid -> [sum of SM-busy %, samples] from NVML's per-process samples
+        self.last_process_sample = 0  # NVML's microsecond timestamp of the newest one read
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -189,6 +192,8 @@ class GpuSampler:
             self.samples.append((time.perf_counter() - start, rates.gpu, memory.used / 2**30))
             self.cpu.append(psutil.cpu_percent())
             self._sample_processes(pynvml, handle, psutil)
+            if len(self.samples) % 4 == 0:  # NVML keeps a buffer of per-process samples: read it each second
+                self._sample_process_utilisation(pynvml, handle)
 
     def _sample_processes(self, pynvml, handle, psutil) -> None:
         for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
@@ -196,9 +201,24 @@ class GpuSampler:
                 name = psutil.Process(proc.pid).cmdline()[0][:80]  # Ray names its workers by their actor class
             except (psutil.Error, IndexError):
                 name = "?"
-            key = f"{proc.pid} {name}"
+            key = self.names[proc.pid] = f"{proc.pid} {name}"
             gib = (proc.usedGpuMemory or 0) / 2**30
             self.process_peaks[key] = max(self.process_peaks.get(key, 0.0), gib)
+
+    def _sample_process_utilisation(self, pynvml, handle) -> None:
+        """Which process kept the GPU busy: NVML's per-process SM utilisation samples since the last read
+        (a driver without them, or no new sample, adds nothing)."""
+        try:
+            samples = pynvml.nvmlDeviceGetProcessUtilization(handle, self.last_process_sample)
+        except pynvml.NVMLError:
+            return
+        for sample in samples:
+            if sample.timeStamp <= self.last_process_sample:
+                continue
+            tally = self.sm.setdefault(sample.pid, [0, 0])
+            tally[0] += sample.smUtil
+            tally[1] += 1
+        self.last_process_sample = max([self.last_process_sample, *(sample.timeStamp for sample in samples)])
 
     def __enter__(self):
         self._thread.start()
@@ -222,7 +242,10 @@ class GpuSampler:
                 "cpu_busy_share_while_working": (round(sum(self.cpu[busy[0]:busy[-1] + 1]) / 100 / len(span), 3)
                                                  if span else None),
                 "peak_memory_gib": round(max(m for _, _, m in self.samples), 1),
-                "peak_memory_gib_by_process": {k: round(v, 1) for k, v in sorted(self.process_peaks.items())}}
+                "peak_memory_gib_by_process": {k: round(v, 1) for k, v in sorted(self.process_peaks.items())},
+                # mean SM-busy share over the NVML samples that named the process (not a share of the run)
+                "sm_busy_by_process": {self.names.get(pid, str(pid)): {"mean": round(total / 100 / n, 3), "samples": n}
+                                       for pid, (total, n) in sorted(self.sm.items()) if n}}
 
 
 def main() -> None:
