@@ -163,17 +163,19 @@ def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, 
         from curate.ops.prompts import crop_images
 
         crops = [crop_images(cfg, im, box) for im, box in requests]
-        estimated = np.array([cap._crop_tokens(c) for c in crops])
+        estimated = [cap._crop_tokens(c) for c in crops]
         print(f"crops' expected prompt tokens: p10 {np.percentile(estimated, 10):.0f}, median "
-              f"{np.median(estimated):.0f}, p90 {np.percentile(estimated, 90):.0f}, max {estimated.max()}", flush=True)
+              f"{np.median(estimated):.0f}, p90 {np.percentile(estimated, 90):.0f}, max {max(estimated)}", flush=True)
         extra = {"min_new_tokens": new_tokens}
         cap.generate_crops(crops[:bs], **extra)  # warm-up
-        calls = [crops[i:i + call_crops] for i in range(0, len(crops), call_crops)] if call_crops else [crops]
+        per_call = call_crops or max(1, len(crops))
+        starts = range(0, len(crops), per_call)
+        calls = [crops[i:i + per_call] for i in starts]
         runs = {"serial": lambda: serial(cap, processor.tokenizer, crops, bs, extra),
                 "pipelined": lambda: [g for call in calls for g in cap.generate_crops(call, **extra)]}
         runs["again"] = runs["pipelined"]  # every batch shape seen: the steady state of a compiled cache
-        planned = [([cap._crop_tokens(c) for c in call], batch) for call in calls
-                   for batch in plan_batches([cap._crop_tokens(c) for c in call], bs, budget, new_tokens)]
+        call_tokens = [estimated[i:i + per_call] for i in starts]
+        planned = [(lens, batch) for lens in call_tokens for batch in plan_batches(lens, bs, budget, new_tokens)]
         generate_calls = [len(batch) for _, batch in planned]
         # prompt tokens the model computes with padding, over those it needs (vision tokens estimated)
         padding = (sum(len(b) * max(lens[i] for i in b) for lens, b in planned)
