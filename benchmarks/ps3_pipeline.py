@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -57,7 +58,6 @@ def run_cli(args: list[str], log: Path, deadline: float | None = None) -> tuple[
     still written. The CLI runs in a process group of its own (Ctrl-C reaches its Ray workers too),
     which is stopped with this script: left running, its Ray actors kept the GPU busy under the next
     measurement."""
-    import signal
 
     def stop(signum, frame):
         raise Stopped(f"signal {signum}")
@@ -88,8 +88,6 @@ def run_cli(args: list[str], log: Path, deadline: float | None = None) -> tuple[
 def stop_group(proc: subprocess.Popen, grace_s: float) -> None:
     """Ctrl-C to ``proc``'s process group (the run commits what is complete), then, after it exits or
     ``grace_s`` seconds, SIGKILL to what is left of the group; nothing if ``proc`` has exited."""
-    import signal
-
     if proc.poll() is not None:
         return
     os.killpg(proc.pid, signal.SIGINT)
