@@ -34,25 +34,32 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 
 
+def make_photo(folder: Path, seed: int, i: int) -> int:
+    """Photo ``i``: a smooth colour field with grain at a mixed size (long side 1024-2560, aspect 1:2
+    to 2:1), so its encoded size is close to a real 2K photo's; returns its bytes. Each photo has
+    its own random stream, so the set does not depend on how many processes draw it."""
+    path = folder / f"photo{i:05d}.jpg"
+    if not path.exists():
+        rng = np.random.default_rng([seed, i])
+        long_side = int(rng.integers(1024, 2561))
+        aspect = float(np.exp(rng.uniform(np.log(0.5), np.log(2.0))))
+        w, h = (long_side, max(256, int(long_side / aspect))) if aspect >= 1 else \
+            (max(256, int(long_side * aspect)), long_side)
+        coarse = rng.integers(0, 256, size=(max(2, h // 64), max(2, w // 64), 3), dtype=np.uint8)
+        field = np.asarray(Image.fromarray(coarse).resize((w, h), Image.Resampling.BICUBIC), dtype=np.int16)
+        grain = rng.normal(0, 6, size=(h, w, 1))
+        Image.fromarray(np.clip(field + grain, 0, 255).astype(np.uint8)).save(path, quality=90)
+    return path.stat().st_size
+
+
 def make_photos(folder: Path, n: int, seed: int = 0) -> int:
-    """JPEG photos-to-be of mixed sizes (long side 1024-2560, aspect 1:2 to 2:1), smooth colour
-    fields with grain, so their encoded size is close to real 2K photos'. Returns their total bytes."""
+    """``n`` photos of ``make_photo`` drawn on every core (a 16-core run needs thousands); their bytes."""
+    from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
+
     folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    total = 0
-    for i in range(n):
-        path = folder / f"photo{i:05d}.jpg"
-        if not path.exists():
-            long_side = int(rng.integers(1024, 2561))
-            aspect = float(np.exp(rng.uniform(np.log(0.5), np.log(2.0))))
-            w, h = (long_side, max(256, int(long_side / aspect))) if aspect >= 1 else \
-                (max(256, int(long_side * aspect)), long_side)
-            coarse = rng.integers(0, 256, size=(max(2, h // 64), max(2, w // 64), 3), dtype=np.uint8)
-            field = np.asarray(Image.fromarray(coarse).resize((w, h), Image.Resampling.BICUBIC), dtype=np.int16)
-            grain = rng.normal(0, 6, size=(h, w, 1))
-            Image.fromarray(np.clip(field + grain, 0, 255).astype(np.uint8)).save(path, quality=90)
-        total += path.stat().st_size
-    return total
+    with ProcessPoolExecutor(os.cpu_count() or 1) as pool:
+        return sum(pool.map(partial(make_photo, folder, seed), range(n), chunksize=8))
 
 
 def write_config(workdir: Path, inputs: Path, output: str) -> Path:
@@ -245,7 +252,9 @@ def run_once(name: str, repo: Path, config: Path, s3: bool = False, by_process: 
     cpu_before = machine_cpu_seconds()
     sampler = ProcessCpuSampler() if by_process else None
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=repo,
-                          env={**os.environ, "PYTHONPATH": str(repo)})
+                          # the revision measured first on the path, before any packages the caller put there
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              [str(repo)] + [p for p in [os.environ.get("PYTHONPATH")] if p])})
     cpu_after = machine_cpu_seconds()
     by_title = sampler.by_title() if sampler else None
     if done.returncode:
