@@ -210,8 +210,20 @@ def list_source(src: SourceConfig) -> Iterator[dict]:
 
 
 def list_inputs(sources: list[SourceConfig]) -> Iterator[dict]:
-    for src in sources:
-        yield from list_source(src)
+    """Every source's inputs, one from each source still listing in turn (by name within a source).
+
+    A corpus kept as a source per kind (pages, photos) then reaches the stages mixed: listed one
+    source after the other, a whole source of pages went through the CPU OCR stage while the GPU
+    stages waited for photos (on an H200, about the first minute of a 1,000-image run;
+    benchmarks/RESULTS.md). The order is still stable, so a resumed run lists the same."""
+    listings = [list_source(src) for src in sources]
+    while listings:
+        still_listing = []
+        for listing in listings:
+            for row in itertools.islice(listing, 1):
+                yield row
+                still_listing.append(listing)
+        listings = still_listing
 
 
 def numbered_batches(items: Iterable[dict], make_table: Callable[[list[dict]], pa.Table],

@@ -7,7 +7,8 @@ import itertools
 import pyarrow as pa
 import pytest
 
-from curate.io.sources import block_sizes, rechunk, rechunk_by_group
+from curate.config import SourceConfig
+from curate.io.sources import block_sizes, list_inputs, rechunk, rechunk_by_group
 
 
 def test_blocks_stay_small_for_a_short_run_then_grow_to_the_largest():
@@ -53,3 +54,16 @@ def test_grouped_blocks_keep_every_row_once_and_small_groups_whole(group_rows, b
     assert all(b.num_rows <= 512 for b in blocks)
     if group_rows == [100] * 30:  # 100-row groups (HF datasets' images): one group per block
         assert [b.num_rows for b in blocks] == [100] * 30
+
+
+def test_sources_are_listed_in_turn_each_in_name_order(tmp_path):
+    folders = {"pages": ["a.png", "b.png", "c.png"], "photos": ["x.jpg"], "scans": ["m.png", "n.png"]}
+    for folder, names in folders.items():
+        (tmp_path / folder).mkdir()
+        for name in names:
+            (tmp_path / folder / name).write_bytes(b"not read by the listing")
+    sources = [SourceConfig(type="dir", path=str(tmp_path / folder)) for folder in folders]
+    listed = [row["uri"].split("/")[-2:] for row in list_inputs(sources)]
+    assert listed == [["pages", "a.png"], ["photos", "x.jpg"], ["scans", "m.png"],
+                      ["pages", "b.png"], ["scans", "n.png"], ["pages", "c.png"]]
+    assert [row["uri"] for row in list_inputs(sources)] == [row["uri"] for row in list_inputs(sources)]
