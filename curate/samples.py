@@ -207,12 +207,21 @@ def varied_image(index: int, seed: int = 0, page_share: float = 0.3) -> tuple[Im
     return cover.crop((left, top, left + width, top + height)), "natural"
 
 
+def varied_name(index: int, kind: str, width: int, height: int) -> str:
+    """A file name that lists in index order, so pages and photos come mixed as in one folder of a
+    real corpus (named kind first, every page listed before the first photo)."""
+    if kind == "document":
+        return f"{index:05d}-page-{width}x{height}.png"
+    return f"{index:05d}-photo-{width}x{height}.jpg"
+
+
 def _write_varied(out: Path, index: int, seed: int) -> None:
     image, kind = varied_image(index, seed)
+    name = varied_name(index, kind, image.width, image.height)
     if kind == "document":
-        image.save(out / f"page-{index:04d}-{image.width}x{image.height}.png", compress_level=1)
+        image.save(out / name, compress_level=1)
     else:
-        image.save(out / f"photo-{index:04d}-{image.width}x{image.height}.jpg", quality=90)
+        image.save(out / name, quality=90)
 
 
 def generate_varied_samples(out_dir: str | Path, count: int = 300, seed: int = 0, workers: int = 1) -> Path:
