@@ -118,7 +118,9 @@ def pipeline_config(path: Path, ocr: bool, language_models: Path | None, shares:
         natural = {k: v for k, v in cfg["caption"]["natural"].items() if k not in VLLM_ONLY}
         cfg["caption"]["natural"] = natural
         natural.update(backend="hf", model=str(language_models / "qwen2-vl-7b"), num_gpus=captions,
-                       max_new_tokens=128, batch_size=256,
+                       # calls of ~180 images: 3.5-3.7 images/s while the GPU worked against 3.0-3.1
+                       # with calls of 64 (batch_size 256), benchmarks/RESULTS.md
+                       max_new_tokens=128, batch_size=720,
                        # random text: let it through so the question stage gets its work
                        hygiene={"keep_unfinished": True, "min_words": 0, "max_repeated_ngram_frac": 1.0,
                                 "max_sentence_repeats": 1000, "min_latin_letter_frac": None})
