@@ -136,10 +136,7 @@ def plan_actor_pools(stages: list[tuple[str, float]], resources: dict, max_actor
     seconds of every run, and taking every GPU would starve the stages after it. CPU stages after
     it start with up to a quarter of the CPUs, from what is left: their actors are cheap to start,
     and Ray Data grows a pool from one actor only once its queue has built (on an H200, the one
-    documents actor held the photos behind it for the first 20 s of a run; benchmarks/RESULTS.md).
-    Between GPU stages a CPU stage (the pages' OCR) starts with up to half of them: at one thread an
-    actor, a page is ~4.7 actor-seconds, and with a quarter of 16 CPUs the pages held the mask stage
-    behind them for the first minute of an H200 run, until Ray Data had grown the pool."""
+    documents actor held the photos behind it for the first 20 s of a run; benchmarks/RESULTS.md)."""
     cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
     need_cpus = ACTOR_CPUS * (len(stages) + 1)  # one actor per stage and one ingest task
     need_gpus = sum(g for _, g in stages)
@@ -161,7 +158,7 @@ def plan_actor_pools(stages: list[tuple[str, float]], resources: dict, max_actor
                 fit = min(fit, int((gpus - need_gpus) / share + 1e-9) + 1)
             initial = max(1, min(limit, fit))
         elif not share:
-            initial = max(1, min(limit, int(cpus) // (2 if need_gpus else 4), int(spare / ACTOR_CPUS + 1e-9) + 1))
+            initial = max(1, min(limit, int(cpus) // 4, int(spare / ACTOR_CPUS + 1e-9) + 1))
         spare -= (initial - 1) * ACTOR_CPUS
         pools.append(ActorPool(name, limit, initial))
     return pools

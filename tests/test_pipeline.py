@@ -52,15 +52,15 @@ def test_the_mask_stage_starts_with_what_the_other_stages_leave():
     assert masks.initial == 2  # 2 x 0.5 + caption 0.5 + ingest 0.5 = 2 CPUs
 
 
-def test_a_cpu_stage_between_gpu_stages_starts_with_half_of_the_cpus():
+def test_a_cpu_stage_between_gpu_stages_starts_with_a_quarter_of_the_cpus():
     from curate.pipeline import plan_actor_pools
 
     stages = [("regions", 0.6), ("documents", 0), ("caption", 0.2), ("retarget", 0.2)]
     masks, documents, caption, retarget = plan_actor_pools(stages, {"CPU": 16, "GPU": 1}, 16, actors_per_gpu=2)
-    assert (documents.limit, documents.initial) == (16, 8) and caption.initial == retarget.initial == 1
-    # half of 4 CPUs: they hold one actor of each stage and an ingest task, and three more
-    assert plan_actor_pools(stages, {"CPU": 4, "GPU": 1}, 4)[1].initial == 2
-    # after a CPU pipeline's first stage a quarter, from what its actors left (16 x 0.5 CPUs; on 4, none)
+    assert (documents.limit, documents.initial) == (16, 4) and caption.initial == retarget.initial == 1
+    # only from the CPUs left: 4 CPUs hold one actor of each stage and an ingest task, and one more
+    assert plan_actor_pools(stages, {"CPU": 4, "GPU": 1}, 4)[1].initial == 1
+    # after a CPU pipeline's first stage, from what its actors left (16 x 0.5 CPUs; on 4 CPUs, none)
     masks, caption = plan_actor_pools([("regions", 0), ("caption", 0)], {"CPU": 16}, 16)
     assert (masks.initial, caption.initial) == (16, 4)
 
