@@ -58,7 +58,9 @@ class StageBoard:
 
 def describe(snapshot: dict[str, dict[str, int]], rates: dict[str, float]) -> str:
     """One line: what each stage is doing ("regions loading model", "caption first batch",
-    "regions 40 (1.2/s)")."""
+    "regions 40 (1.2/s)", "documents 12 (0.9/s, 6 actors)"). Actors are counted as they finish
+    loading and shown where a stage has more than one: a pool that Ray Data grows shows it growing
+    (an actor it later stops is still counted)."""
     parts = []
     for name, s in snapshot.items():
         if s["rows"] == 0 and s["loading"] > 0 and s["ready"] == 0:
@@ -67,7 +69,8 @@ def describe(snapshot: dict[str, dict[str, int]], rates: dict[str, float]) -> st
             parts.append(f"{name} first batch")
         elif s["rows"] or s["ready"]:
             rate = rates.get(name)
-            parts.append(f"{name} {s['rows']}" + (f" ({rate:.1f}/s)" if rate else ""))
+            notes = ([f"{rate:.1f}/s"] if rate else []) + ([f"{s['ready']} actors"] if s["ready"] > 1 else [])
+            parts.append(f"{name} {s['rows']}" + (f" ({', '.join(notes)})" if notes else ""))
     return " | ".join(parts) or "starting"
 
 
@@ -119,7 +122,7 @@ def stage_series(log_text: str, unit: str) -> dict[str, list[tuple[int, int]]]:
     """Each stage's rows over time, as (seconds, rows), read back from a run's plain progress lines
     (for benchmarks and for a look at where a run spent its time)."""
     line = re.compile(rf"^\[(\d+):(\d\d):(\d\d)\] {re.escape(unit)} \d+/\S+ (.*)$")
-    stage = re.compile(r"(\w+) (\d+)(?: \([\d.]+/s\))?$")
+    stage = re.compile(r"(\w+) (\d+)(?: \([^)]*\))?$")
     series: dict[str, list[tuple[int, int]]] = {}
     for text in log_text.splitlines():
         match = line.match(text)

@@ -20,6 +20,19 @@ def test_the_board_says_what_each_stage_is_doing():
     assert list(board.snapshot()) == ["regions", "caption"]  # plan order
 
 
+def test_a_stage_with_several_actors_says_how_many_have_started():
+    board = StageBoard()
+    board.plan(["regions", "documents"])
+    for _ in range(3):
+        board.loading("documents")
+        board.ready("documents")
+    board.rows("documents", 5)
+    assert describe(board.snapshot(), {"documents": 0.5}) == "documents 5 (0.5/s, 3 actors)"
+    assert describe(board.snapshot(), {}) == "documents 5 (3 actors)"
+    line = log_line("0:00:10", "images", 0, 9, ["", "", describe(board.snapshot(), {}) + " | committed 0"])
+    assert stage_series(line, "images") == {"documents": [(10, 5)]}
+
+
 def test_nothing_reported_yet_reads_starting():
     assert describe({}, {}) == "starting"
 
