@@ -209,7 +209,7 @@ def varied_image(index: int, seed: int = 0, page_share: float = 0.3) -> tuple[Im
 
 def varied_name(index: int, kind: str, width: int, height: int) -> str:
     """A file name that lists in index order, so pages and photos come mixed as in one folder of a
-    real corpus (named kind first, every page listed before the first photo)."""
+    real corpus (names that began with the kind listed every page before the first photo)."""
     if kind == "document":
         return f"{index:05d}-page-{width}x{height}.png"
     return f"{index:05d}-photo-{width}x{height}.jpg"

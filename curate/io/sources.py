@@ -212,10 +212,10 @@ def list_source(src: SourceConfig) -> Iterator[dict]:
 def list_inputs(sources: list[SourceConfig]) -> Iterator[dict]:
     """Every source's inputs, one from each source still listing in turn (by name within a source).
 
-    A corpus kept as a source per kind (pages, photos) then reaches the stages mixed: listed one
-    source after the other, a whole source of pages went through the CPU OCR stage while the GPU
-    stages waited for photos (on an H200, about the first minute of a 1,000-image run;
-    benchmarks/RESULTS.md). The order is still stable, so a resumed run lists the same."""
+    A corpus kept as a source per kind (pages, photos) then reaches the stages mixed. Listed one
+    source after the other, all its pages would go through the CPU OCR stage while the GPU stages
+    waited for photos, as in an H200 run whose 300 pages were listed first: the mask stage waited
+    50-60 s (benchmarks/RESULTS.md). The order is still stable, so a resumed run lists the same."""
     listings = [list_source(src) for src in sources]
     while listings:
         still_listing = []
