@@ -310,7 +310,6 @@ def main() -> None:
         warmup_s = round(run_cli([str(part) for part in warm], args.workdir / f"{args.out_name}_warmup.log")[0], 1)
     with GpuSampler() as gpu:
         first_s, how = run_cli(command, args.workdir / f"{args.out_name}_first_run.log", args.deadline)
-    interrupted = how != "finished"
     busy = gpu.summary()
     manifest = read_manifest(OutputLayout(out))
     if manifest is None:  # cut short before its first commit
@@ -337,7 +336,7 @@ def main() -> None:
         "counts": c.model_dump(), "counts_add_up": c.read == c.written + c.quarantined,
         "stages": {k: v.model_dump() for k, v in manifest.stages.items()},
     }
-    if not interrupted and not args.no_resume:  # the same command again must find nothing to do
+    if how == "finished" and not args.no_resume:  # the same command again must find nothing to do
         result["resume_run_s"] = round(run_cli(command, args.workdir / f"{args.out_name}_resume_run.log")[0], 1)
         again = read_manifest(OutputLayout(out))
         result["index_rows"] = pq.read_metadata(OutputLayout(out).index).num_rows
