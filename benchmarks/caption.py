@@ -38,6 +38,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.gpu_sampling import GpuSampler  # noqa: E402
 from curate.backends import hf_generate  # noqa: E402
 from curate.backends.hf_generate import generate, plan_batches  # noqa: E402
 from curate.backends.llm_hf import HfQuestionWriter  # noqa: E402
@@ -99,6 +100,11 @@ def timed(fn, device) -> tuple[list, float, float | None]:
         torch.cuda.synchronize()
     peak = round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None
     return result, time.perf_counter() - start, peak
+
+
+def compiled_graphs() -> int:
+    """Graphs torch.compile has built in this process so far (a recompile for a new shape adds one)."""
+    return torch._dynamo.utils.counters["stats"]["unique_graphs"]
 
 
 def serial(backend, tokenizer, items: list, batch_size: int, extra: dict) -> list:
@@ -167,13 +173,20 @@ def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, 
         print(f"crops' expected prompt tokens: p10 {np.percentile(estimated, 10):.0f}, median "
               f"{np.median(estimated):.0f}, p90 {np.percentile(estimated, 90):.0f}, max {max(estimated)}", flush=True)
         extra = {"min_new_tokens": new_tokens}
-        cap.generate_crops(crops[:bs], **extra)  # warm-up
+        compiled_before = compiled_graphs()
+        _, warm_up_s, _ = timed(cap.warm_up, device)  # what a stage actor does after loading: compiles, if static
+        _, first_batch_s, _ = timed(lambda: cap.generate_crops(crops[:bs], **extra), device)  # warm-up
+        print(f"warm-up {warm_up_s:.1f}s, first batch {first_batch_s:.1f}s, graphs compiled "
+              f"{compiled_graphs() - compiled_before}", flush=True)
         per_call = call_crops or max(1, len(crops))
         starts = range(0, len(crops), per_call)
         calls = [crops[i:i + per_call] for i in starts]
         runs = {"serial": lambda: serial(cap, processor.tokenizer, crops, bs, extra),
                 "pipelined": lambda: [g for call in calls for g in cap.generate_crops(call, **extra)]}
         runs["again"] = runs["pipelined"]  # every batch shape seen: the steady state of a compiled cache
+        # one new token a crop: the image processor, vision tower and prefill, without the decode loop
+        runs["prefill"] = lambda: [g for call in calls for g in cap.generate_crops(call, max_new_tokens=1,
+                                                                                  min_new_tokens=1)]
         call_tokens = [estimated[i:i + per_call] for i in starts]
         planned = [(lens, batch) for lens in call_tokens for batch in plan_batches(lens, bs, budget, new_tokens)]
         generate_calls = [len(batch) for _, batch in planned]
@@ -182,7 +195,9 @@ def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, 
                    / max(1, sum(lens[i] for lens, b in planned for i in b)))
         for mode in modes:
             seen.update(prepare_s=0.0, images=0, vision_tokens=0)
-            gens, seconds, peak = timed(runs[mode], device)
+            compiled_before = compiled_graphs()
+            with GpuSampler(every=0.1) as gpu:
+                gens, seconds, peak = timed(runs[mode], device)
             tokens = sum(g.tokens for g in gens)
             vision_tokens = seen["vision_tokens"] / max(1, seen["images"])
             row = dict(backend="hf", model=f"qwen2-vl-{size}", path=mode, batch_size=bs, kv_cache=kv_cache,
@@ -194,7 +209,9 @@ def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, 
                        max_batch_tokens=budget, call_crops=call_crops or len(crops),
                        rows_per_generate=generate_calls if mode != "serial" else None,
                        batch_overhead_tokens=overhead, padded_over_needed=round(padding, 3),
-                       prepare_s=round(seen["prepare_s"], 3))
+                       prepare_s=round(seen["prepare_s"], 3), warm_up_s=round(warm_up_s, 1),
+                       first_batch_s=round(first_batch_s, 1), graphs_compiled=compiled_graphs() - compiled_before,
+                       gpu_busy_share=gpu.summary().get("busy_share_whole_run"))
             print(json.dumps(row), flush=True)
             rows.append(row)
     del model
@@ -247,7 +264,8 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--llm-new-tokens", type=int, default=48)
     parser.add_argument("--modes", default="serial,pipelined",
-                        help="paths to time: serial, pipelined, again (pipelined once more: shapes seen, compiled)")
+                        help="paths to time: serial, pipelined, again (pipelined once more: shapes seen, compiled), "
+                        "prefill (pipelined with one new token a crop: everything but the decode loop)")
     parser.add_argument("--llm-prompts", type=int, default=0, help="prompts for the LLM (default: --crops)")
     parser.add_argument("--llm-batch-sizes", default="", help="batch sizes for the LLM (default: --batch-sizes)")
     parser.add_argument("--kv-caches", default="dynamic", help="comma list: dynamic, static (compiled decoding)")

@@ -35,6 +35,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.gpu_sampling import GpuSampler  # noqa: E402
 from curate.amg.build import build_efficientvit_sam  # noqa: E402
 from curate.io.layout import OutputLayout  # noqa: E402
 from curate.io.manifest import read_manifest  # noqa: E402
@@ -159,93 +160,6 @@ def stage_rates(series: dict[str, list[tuple[int, int]]], total: int, share: flo
                       "rows_per_s": (round((done[1] - started[1]) / (done[0] - started[0]), 2)
                                      if started and done and done[0] > started[0] else None)}
     return out
-
-
-class GpuSampler:
-    """The GPU's utilisation (NVML: share of time a kernel ran) and the machine's CPU busy share
-    (psutil, all cores) sampled every ``every`` seconds on a thread while the run goes."""
-
-    def __init__(self, every: float = 0.25):
-        import threading
-
-        self.every, self.samples, self.cpu = every, [], []
-        self.process_peaks: dict[str, float] = {}  # "pid name" -> peak GiB: which actors hold the memory
-        self.names: dict[int, str] = {}  # pid -> "pid name"
-        self.sm: dict[int, list[int]] = {}  # pid -> [sum of SM-busy %, samples] from NVML's per-process samples
-        self.last_process_sample = 0  # NVML's microsecond timestamp of the newest one read
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        try:
-            import psutil
-            import pynvml
-        except ImportError:
-            return
-        pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
-        start = time.perf_counter()
-        psutil.cpu_percent()  # the first call only starts the count
-        while not self._stop.wait(self.every):
-            rates = pynvml.nvmlDeviceGetUtilizationRates(handle)
-            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            self.samples.append((time.perf_counter() - start, rates.gpu, memory.used / 2**30))
-            self.cpu.append(psutil.cpu_percent())
-            self._sample_processes(pynvml, handle, psutil)
-            if len(self.samples) % 4 == 0:  # NVML keeps a buffer of per-process samples: read it each second
-                self._sample_process_utilisation(pynvml, handle)
-
-    def _sample_processes(self, pynvml, handle, psutil) -> None:
-        for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
-            try:
-                name = psutil.Process(proc.pid).cmdline()[0][:80]  # Ray names its workers by their actor class
-            except (psutil.Error, IndexError):
-                name = "?"
-            key = self.names[proc.pid] = f"{proc.pid} {name}"
-            gib = (proc.usedGpuMemory or 0) / 2**30
-            self.process_peaks[key] = max(self.process_peaks.get(key, 0.0), gib)
-
-    def _sample_process_utilisation(self, pynvml, handle) -> None:
-        """Which process kept the GPU busy: NVML's per-process SM utilisation samples since the last read
-        (a driver without them, or no new sample, adds nothing)."""
-        try:
-            samples = pynvml.nvmlDeviceGetProcessUtilization(handle, self.last_process_sample)
-        except pynvml.NVMLError:
-            return
-        for sample in samples:
-            if sample.timeStamp <= self.last_process_sample:
-                continue
-            tally = self.sm.setdefault(sample.pid, [0, 0])
-            tally[0] += sample.smUtil
-            tally[1] += 1
-        self.last_process_sample = max([self.last_process_sample, *(sample.timeStamp for sample in samples)])
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def summary(self) -> dict:
-        """Busy share over the whole run and over the span from the first to the last busy sample
-        (Ray start-up and model loading excluded)."""
-        if not self.samples:
-            return {"samples": 0}
-        busy = [i for i, (_, util, _) in enumerate(self.samples) if util > 0]
-        span = self.samples[busy[0]:busy[-1] + 1] if busy else []
-        return {"samples": len(self.samples), "every_s": self.every,
-                "busy_share_whole_run": round(sum(u for _, u, _ in self.samples) / 100 / len(self.samples), 3),
-                "busy_share_while_working": round(sum(u for _, u, _ in span) / 100 / max(1, len(span)), 3),
-                "working_span_s": round(span[-1][0] - span[0][0], 1) if span else 0,
-                "cpu_busy_share_while_working": (round(sum(self.cpu[busy[0]:busy[-1] + 1]) / 100 / len(span), 3)
-                                                 if span else None),
-                "peak_memory_gib": round(max(m for _, _, m in self.samples), 1),
-                "peak_memory_gib_by_process": {k: round(v, 1) for k, v in sorted(self.process_peaks.items())},
-                # mean SM-busy share over the NVML samples that named the process (not a share of the run)
-                "sm_busy_by_process": {self.names.get(pid, str(pid)): {"mean": round(total / 100 / n, 3), "samples": n}
-                                       for pid, (total, n) in sorted(self.sm.items()) if n}}
 
 
 def main() -> None:

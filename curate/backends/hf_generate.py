@@ -58,7 +58,26 @@ def generation_kwargs(cfg, pad_token_id: int | None) -> dict:
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
     if cfg.kv_cache == "static":
         kwargs.update(cache_implementation="static", disable_compile=not cfg.compile)
+        if cfg.compile and torch.cuda.is_available():  # generate compiles on GPUs only (and warns elsewhere)
+            from transformers import CompileConfig
+
+            # One graph for every batch size and cache length: compiled for fixed shapes, each new
+            # (rows, cache length) of a run's batches compiled again, for a minute or more each.
+            # CUDA graphs are still recorded per shape, which takes a fraction of a second.
+            kwargs["compile_config"] = CompileConfig(dynamic=True)
     return kwargs
+
+
+def compiles_decoding(model, gen_kwargs: dict) -> bool:
+    """Whether generate will compile its decoding step: a static cache, compile on, a GPU."""
+    return (gen_kwargs.get("cache_implementation") == "static" and not gen_kwargs.get("disable_compile")
+            and model.device.type == "cuda")
+
+
+# Batch sizes a warm-up decodes: compiled for dynamic shapes, a batch of one row still gets a graph of
+# its own (compilers specialise sizes 0 and 1), and a call's last batch can be a single crop. 5 is no
+# head count or other size of the model, so its dimension stays a variable.
+WARM_UP_BATCHES = (5, 1)
 
 
 def stop_ids(model, tokenizer) -> set[int]:

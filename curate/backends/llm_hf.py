@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from curate.backends.hf_generate import (
+    WARM_UP_BATCHES,
+    compiles_decoding,
     generate_in_batches,
     generation_kwargs,
     pick_device,
@@ -26,7 +28,8 @@ class HfQuestionWriter:
         sdpa, decode without copying the KV cache per query head. The text is the same either way
         (they are off only to measure them)."""
         self.cfg = cfg
-        if model is None:
+        loaded = model is None
+        if loaded:
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
             device = pick_device()
@@ -41,6 +44,16 @@ class HfQuestionWriter:
         self.model, self.tokenizer = model, tokenizer
         self.gen_kwargs = generation_kwargs(cfg, tokenizer.pad_token_id)
         self.shared = SharedPrefix(model) if share_prefix else None
+        if loaded:
+            self.warm_up()
+
+    def warm_up(self) -> None:
+        """Compile the decoding step now, when generate would compile it (``compiles_decoding``), rather
+        than in the stage's first call."""
+        if compiles_decoding(self.model, self.gen_kwargs):
+            for rows in WARM_UP_BATCHES:
+                self.ask([f"Region {i}: " + "a red bus beside a brick wall, " * (i + 1) for i in range(rows)],
+                         max_new_tokens=4)
 
     def describe(self) -> str:
         return f"hf:{self.cfg.model}"

@@ -8,6 +8,8 @@ from __future__ import annotations
 from PIL import Image
 
 from curate.backends.hf_generate import (
+    WARM_UP_BATCHES,
+    compiles_decoding,
     generate_in_batches,
     generation_kwargs,
     pick_device,
@@ -32,7 +34,8 @@ class HfVlmCaptioner:
         ``grouped_decode``: with sdpa, decode without copying the KV cache per query head (the same
         text; off only to measure it)."""
         self.cfg, self.grouped_decode = cfg, grouped_decode
-        if model is None:
+        loaded = model is None
+        if loaded:
             from transformers import AutoModelForImageTextToText, AutoProcessor
 
             device = pick_device()
@@ -46,6 +49,18 @@ class HfVlmCaptioner:
         self.prompt_text = processor.apply_chat_template(caption_messages(cfg), add_generation_prompt=True,
                                                          tokenize=False)
         self.gen_kwargs = generation_kwargs(cfg, processor.tokenizer.pad_token_id)
+        if loaded:
+            self.warm_up()
+
+    def warm_up(self) -> None:
+        """Compile the decoding step now, when generate would compile it (``compiles_decoding``): a
+        stage actor loads its model long before its first call fills (the masks of a call's images
+        come first), so the compile's minute is spent while the actor would wait anyway."""
+        if compiles_decoding(self.model, self.gen_kwargs):
+            side = 2 * self.cfg.patch_factor  # the smallest crop the processor takes, grown to the pixel floor
+            for rows in WARM_UP_BATCHES:
+                crops = [[Image.new("RGB", (side * (8 + i), side * 8), (127, 127, 127))] for i in range(rows)]
+                self.generate_crops(crops, max_new_tokens=4)
 
     def describe(self) -> str:
         return f"hf:{self.cfg.model}"

@@ -111,3 +111,29 @@ def test_on_the_gpu_compiled_decoding_keeps_the_text(kv_cache):
         torch._dynamo.reset()
     assert len(set(texts[False])) > 1
     assert texts[True] == texts[False]
+
+
+@apply_marks(gpu_only())
+def test_on_the_gpu_after_the_warm_up_new_batch_shapes_compile_nothing():
+    """A run's batches each have their own rows and cache length: with the decoding step compiled for
+    dynamic shapes at the warm-up, none of them compiles again (only CUDA graphs are recorded), and
+    the text equals the dynamic cache's."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    texts = {}
+    for kv_cache in ("dynamic", "static"):
+        model, tokenizer = random_llama(seed=1)
+        model = _scaled(model.float()).to("cuda")
+        cfg = RetargetConfig(backend="hf", model="tiny", dtype="fp32", max_new_tokens=8, batch_size=3,
+                             max_batch_tokens=None, kv_cache=kv_cache)  # 4 prompts: batches of 3 and 1
+        writer = HfQuestionWriter(cfg, model=model, tokenizer=tokenizer)
+        writer.warm_up()
+        after_warm_up = counters["stats"]["unique_graphs"]
+        # three calls: batches of 3 and 1 rows, then 2, then 3, with caches of several lengths
+        calls = [CAPTIONS, CAPTIONS[:2], [c * 12 for c in CAPTIONS[1:]]]
+        texts[kv_cache] = [g.text for call in calls for g in writer.ask(call)]
+        if kv_cache == "static":
+            assert after_warm_up >= 1  # the warm-up compiled the step
+            assert counters["stats"]["unique_graphs"] == after_warm_up
+    assert texts["static"] == texts["dynamic"]

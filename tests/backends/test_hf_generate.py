@@ -1,12 +1,13 @@
 """Batches of generate calls: by length, by count and by a padded-token budget."""
 
 import random
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from curate.backends import hf_generate
-from curate.backends.hf_generate import plan_batches, static_cache_length
+from curate.backends.hf_generate import compiles_decoding, plan_batches, static_cache_length
 from curate.backends.llm_hf import HfQuestionWriter
 from curate.backends.vlm_hf import HfVlmCaptioner
 from curate.config import RetargetConfig, VlmConfig
@@ -161,3 +162,13 @@ def test_an_actor_on_a_shared_gpu_gives_its_cached_memory_back_after_each_call(
     monkeypatch.setattr(hf_generate, "release_cached_gpu_memory", lambda: calls.append(True))
     writer.ask(["A blue door.", "Text: EXIT"])
     assert calls == ([True] if released else [])
+
+
+def test_decoding_compiles_only_with_a_static_cache_and_compile_on_a_gpu():
+    """The backends warm up (compile at load time) exactly when generate would compile."""
+    gpu, cpu = SimpleNamespace(device=torch.device("cuda")), SimpleNamespace(device=torch.device("cpu"))
+    static = {"cache_implementation": "static", "disable_compile": False}
+    assert compiles_decoding(gpu, static)
+    assert not compiles_decoding(cpu, static)
+    assert not compiles_decoding(gpu, {**static, "disable_compile": True})
+    assert not compiles_decoding(gpu, {"cache_implementation": None})
