@@ -63,7 +63,8 @@ def generation_kwargs(cfg, pad_token_id: int | None) -> dict:
 
             # One graph for every batch size and cache length: compiled for fixed shapes, each new
             # (rows, cache length) of a run's batches compiled again, for a minute or more each.
-            # CUDA graphs are still recorded per shape, which takes a fraction of a second.
+            # CUDA graphs are still recorded per shape: on an H200 a pass over new shapes ran as
+            # fast as its repeat (Qwen2-VL-7B, benchmarks/RESULTS.md, eighth session).
             kwargs["compile_config"] = CompileConfig(dynamic=True)
     return kwargs
 
