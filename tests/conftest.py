@@ -155,3 +155,20 @@ def tiny_llama_dir(tmp_path_factory) -> Path:
     from curate.testing.random_models import save_random_llama
 
     return save_random_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+def record_warm_up(monkeypatch, module, backend_cls, method: str) -> list[tuple[int, int]]:
+    """Force ``module.compiles_decoding`` to say yes for a static cache (compiling is GPU-only) and record
+    each ``backend_cls.method`` call as (items, most tokens generated): what a backend's warm-up ran."""
+    monkeypatch.setattr(module, "compiles_decoding",
+                        lambda model, kwargs: kwargs.get("cache_implementation") == "static")
+    seen: list[tuple[int, int]] = []
+    real = getattr(backend_cls, method)
+
+    def recording(self, items, **extra):
+        generations = real(self, items, **extra)
+        seen.append((len(items), max(g.tokens for g in generations)))
+        return generations
+
+    monkeypatch.setattr(backend_cls, method, recording)
+    return seen

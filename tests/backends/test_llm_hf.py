@@ -5,6 +5,7 @@ import pytest
 from curate.backends.llm_hf import HfQuestionWriter
 from curate.config import RetargetConfig
 from curate.ops.prompts import question_messages
+from tests.conftest import record_warm_up
 
 
 @pytest.fixture(scope="module")
@@ -37,3 +38,15 @@ def test_a_static_cache_gives_the_same_greedy_questions(writer, tiny_llama_dir):
     assert static.gen_kwargs["cache_implementation"] == "static"
     captions = ["A blue door.", "Two cups of coffee on a small wooden table near a window.", "Text: EXIT"]
     assert [g.text for g in static.ask(captions)] == [g.text for g in writer.ask(captions)]
+
+
+@pytest.mark.parametrize("kv_cache", ["dynamic", "static"])
+def test_loading_a_checkpoint_warms_up_when_decoding_compiles(tiny_llama_dir, monkeypatch, kv_cache):
+    """As the captioner's: batches of 5 and 1 prompts at load with a compiled static cache (forced here,
+    compiling is GPU-only), none otherwise."""
+    import curate.backends.llm_hf as llm_hf
+
+    seen = record_warm_up(monkeypatch, llm_hf, HfQuestionWriter, "ask")
+    HfQuestionWriter(RetargetConfig(backend="hf", model=str(tiny_llama_dir), dtype="fp32", max_new_tokens=5,
+                                    batch_size=2, kv_cache=kv_cache))
+    assert seen == ([(5, 4), (1, 4)] if kv_cache == "static" else [])

@@ -7,7 +7,7 @@ from PIL import Image
 from curate.backends.vlm_hf import PROMPT_TOKENS, HfVlmCaptioner
 from curate.config import CaptionHygieneConfig, VlmConfig
 from curate.ops.prompts import caption_messages
-from tests.conftest import noise_image
+from tests.conftest import noise_image, record_warm_up
 
 
 def make_cfg(path, **kw) -> VlmConfig:
@@ -92,3 +92,15 @@ def test_crops_reach_the_model_at_the_configured_pixel_budget():
     merged_patches = int(inputs["image_grid_thw"].prod()) // 4  # 2x2 patches make one LLM token
     assert merged_patches == crop[0].width * crop[0].height // (28 * 28) > 256
     assert cap._crop_tokens(crop) == merged_patches + PROMPT_TOKENS  # the batch planner's estimate holds
+
+
+@pytest.mark.parametrize("kv_cache", ["dynamic", "static"])
+def test_loading_a_checkpoint_warms_up_when_decoding_compiles(tiny_qwen2_vl_dir, monkeypatch, kv_cache):
+    """With a compiled static cache the captioner decodes batches of 5 and 1 synthetic crops at load, so
+    a stage's first call compiles nothing (compiling is GPU-only: here the decision is forced and the
+    warm-up runs uncompiled, which checks that its crops are valid inputs)."""
+    import curate.backends.vlm_hf as vlm_hf
+
+    seen = record_warm_up(monkeypatch, vlm_hf, HfVlmCaptioner, "generate_crops")
+    HfVlmCaptioner(make_cfg(tiny_qwen2_vl_dir, kv_cache=kv_cache))
+    assert seen == ([(5, 4), (1, 4)] if kv_cache == "static" else [])
