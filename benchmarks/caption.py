@@ -18,6 +18,9 @@ without the grouped decoding attention (curate/backends/grouped_attention.py). T
 the boxes the pipeline selected and captioned with the MLLM), the crop sizes the pipeline's caption stage
 sees; ``--max-batch-tokens`` times several token budgets per generate call, and each row says how the
 crops were split into generate calls and how much of the time went to preparing their inputs.
+Modes ``prefill`` (one new token a crop) and ``phases`` (the vision tower, the prefill and the decoding
+steps timed one forward at a time) say where a call's time goes; each row also carries the GPU's busy
+share (NVML) and, with ``--kv-caches static``, the warm-up's compile time and the graphs compiled per pass.
 ``--cudnn-attention`` lets SDPA use its cuDNN kernel again (the backends switch it off: it plans per new
 shape), to compare a first pass over new shapes with and without it.
 """
@@ -25,6 +28,7 @@ shape), to compare a first pass over new shapes with and without it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import platform
@@ -100,6 +104,55 @@ def timed(fn, device) -> tuple[list, float, float | None]:
         torch.cuda.synchronize()
     peak = round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None
     return result, time.perf_counter() - start, peak
+
+
+class PhaseTimer:
+    """Seconds in the vision tower, in the language model's prefill (forwards of several tokens) and in
+    its decoding steps (one token a row), each forward timed with the device synchronised (generate
+    synchronises every step anyway). Installed on the module instances for the ``phases`` mode only:
+    a compiled decoding step would break its graph at the synchronisation."""
+
+    def __init__(self, model, device):
+        self.device, self.seconds = device, {"vision": 0.0, "prefill": 0.0, "decode": 0.0}
+        self.modules = [(model.model.visual, self._vision), (model.model.language_model, self._language)]
+
+    def _vision(self, args, kwargs) -> str:
+        return "vision"
+
+    def _language(self, args, kwargs) -> str:
+        tokens = kwargs.get("inputs_embeds")
+        tokens = kwargs.get("input_ids") if tokens is None else tokens
+        return "decode" if tokens is not None and tokens.shape[1] == 1 else "prefill"
+
+    def _wrap(self, forward, phase_of):
+        def timed_forward(*args, **kwargs):
+            self._sync()
+            start = time.perf_counter()
+            out = forward(*args, **kwargs)
+            self._sync()
+            self.seconds[phase_of(args, kwargs)] += time.perf_counter() - start
+            return out
+        return timed_forward
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def __enter__(self):
+        for module, phase_of in self.modules:
+            module.forward = self._wrap(module.forward, phase_of)  # an instance attribute shadows the method
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for module, _ in self.modules:
+            del module.forward
+
+    def report(self, total_s: float, prepare_s: float) -> dict:
+        """The phases' seconds, with the image processor's and the rest of ``total_s`` (the lm_head,
+        generate's own loop, decoding tokens to text)."""
+        rest = total_s - prepare_s - sum(self.seconds.values())
+        return {**{k: round(v, 2) for k, v in self.seconds.items()}, "prepare": round(prepare_s, 2),
+                "rest": round(rest, 2)}
 
 
 def compiled_graphs() -> int:
@@ -187,6 +240,7 @@ def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, 
         # one new token a crop: the image processor, vision tower and prefill, without the decode loop
         runs["prefill"] = lambda: [g for call in calls for g in cap.generate_crops(call, max_new_tokens=1,
                                                                                   min_new_tokens=1)]
+        runs["phases"] = runs["pipelined"]  # again, with each forward timed (PhaseTimer)
         call_tokens = [estimated[i:i + per_call] for i in starts]
         planned = [(lens, batch) for lens in call_tokens for batch in plan_batches(lens, bs, budget, new_tokens)]
         generate_calls = [len(batch) for _, batch in planned]
@@ -195,8 +249,11 @@ def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, 
                    / max(1, sum(lens[i] for lens, b in planned for i in b)))
         for mode in modes:
             seen.update(prepare_s=0.0, images=0, vision_tokens=0)
+            if mode == "phases" and kv_cache == "static":
+                continue  # the timers would break the compiled decoding step's graph
             compiled_before = compiled_graphs()
-            with GpuSampler(every=0.1) as gpu:
+            phases = PhaseTimer(model, device) if mode == "phases" else contextlib.nullcontext()
+            with GpuSampler(every=0.1) as gpu, phases:
                 gens, seconds, peak = timed(runs[mode], device)
             tokens = sum(g.tokens for g in gens)
             vision_tokens = seen["vision_tokens"] / max(1, seen["images"])
@@ -211,7 +268,8 @@ def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, 
                        batch_overhead_tokens=overhead, padded_over_needed=round(padding, 3),
                        prepare_s=round(seen["prepare_s"], 3), warm_up_s=round(warm_up_s, 1),
                        first_batch_s=round(first_batch_s, 1), graphs_compiled=compiled_graphs() - compiled_before,
-                       gpu_busy_share=gpu.summary().get("busy_share_whole_run"))
+                       gpu_busy_share=gpu.summary().get("busy_share_whole_run"),
+                       phase_s=phases.report(seconds, seen["prepare_s"]) if mode == "phases" else None)
             print(json.dumps(row), flush=True)
             rows.append(row)
     del model
@@ -265,7 +323,8 @@ def main() -> None:
     parser.add_argument("--llm-new-tokens", type=int, default=48)
     parser.add_argument("--modes", default="serial,pipelined",
                         help="paths to time: serial, pipelined, again (pipelined once more: shapes seen, compiled), "
-                        "prefill (pipelined with one new token a crop: everything but the decode loop)")
+                        "prefill (pipelined with one new token a crop: everything but the decode loop), "
+                        "phases (pipelined with the vision tower, prefill and decoding steps timed; dynamic cache)")
     parser.add_argument("--llm-prompts", type=int, default=0, help="prompts for the LLM (default: --crops)")
     parser.add_argument("--llm-batch-sizes", default="", help="batch sizes for the LLM (default: --batch-sizes)")
     parser.add_argument("--kv-caches", default="dynamic", help="comma list: dynamic, static (compiled decoding)")
