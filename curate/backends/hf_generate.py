@@ -17,6 +17,7 @@ from curate.backends.shared_prefix import (
     prefix_then_padded,
     unpadded_rows,
 )
+from curate.backends.split_prefill import PREFILL_GROUP_OVERHEAD_TOKENS, generate_split_prefill
 from curate.backends.types import Generation
 from curate.config import DTYPE_NAMES
 
@@ -187,7 +188,7 @@ def static_cache_length(lengths: Sequence[int], new_tokens: int) -> int:
 
 def generate_in_batches(model, tokenizer, items: Sequence[Item], cfg, length: Callable[[Item], int],
                         prepare: Callable[[list[Item]], dict], gen_kwargs: dict,
-                        shared: SharedPrefix | None = None) -> list[Generation]:
+                        shared: SharedPrefix | None = None, split_prefill: bool = False) -> list[Generation]:
     """One generation per item, in the items' order, in the batches ``plan_batches`` draws from
     ``cfg.batch_size``, ``cfg.max_batch_tokens`` and ``length`` (an item's expected prompt tokens).
 
@@ -195,7 +196,8 @@ def generate_in_batches(model, tokenizer, items: Sequence[Item], cfg, length: Ca
     batch's inputs (tokenising, image processing). Doing that on a thread while the GPU generated
     gained nothing on an H200 (benchmarks/RESULTS.md): the decode loop is host-bound and the thread
     only competed with it. With ``shared``, a batch's common prompt prefix is computed once
-    (``generate_shared``)."""
+    (``generate_shared``). With ``split_prefill`` (dynamic cache, no ``shared``), a batch's prompts
+    are prefilled in groups of similar length and decoded as one batch (``split_prefill.py``)."""
     lengths = [length(item) for item in items]
     results: list[Generation | None] = [None] * len(items)
     new_tokens = gen_kwargs.get("max_new_tokens", cfg.max_new_tokens)
@@ -204,9 +206,22 @@ def generate_in_batches(model, tokenizer, items: Sequence[Item], cfg, length: Ca
         gen_kwargs = {**gen_kwargs, "max_cache_len": static_cache_length(lengths, new_tokens)}
 
     def run(batch: list[int]) -> list[Generation]:
+        if split_prefill and shared is None and gen_kwargs.get("cache_implementation") != "static":
+            return run_split(batch)
         inputs = prepare([items[i] for i in batch])
         return (generate(model, tokenizer, inputs, gen_kwargs) if shared is None
                 else generate_shared(model, tokenizer, inputs, gen_kwargs, shared))
+
+    def run_split(batch: list[int]) -> list[Generation]:
+        groups = [[batch[j] for j in group] for group in
+                  plan_batches([lengths[i] for i in batch], len(batch), overhead_tokens=PREFILL_GROUP_OVERHEAD_TOKENS)]
+        pad_id = gen_kwargs.get("pad_token_id")
+        generations = generate_split_prefill(
+            model, lambda inputs, kwargs: generate(model, tokenizer, inputs, kwargs),
+            [prepare([items[i] for i in group]) for group in groups], gen_kwargs,
+            tokenizer.pad_token_id if pad_id is None else pad_id)
+        by_item = dict(zip([i for group in groups for i in group], generations, strict=True))
+        return [by_item[i] for i in batch]
 
     for batch in batches:
         for i, generation in zip(batch, halving_on_oom(run, batch)):

@@ -34,6 +34,9 @@ class HfVlmCaptioner:
         ``grouped_decode``: with sdpa, decode without copying the KV cache per query head (the same
         text; off only to measure it)."""
         self.cfg, self.grouped_decode = cfg, grouped_decode
+        # prefill a batch's crops in groups of similar length, decode them as one batch (not yet
+        # measured on a GPU: off until it is; curate/backends/split_prefill.py)
+        self.split_prefill = False
         loaded = model is None
         if loaded:
             from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -73,7 +76,7 @@ class HfVlmCaptioner:
         """Raw generations for prepared crops (each a list of images in prompt order), batched by
         size (a crop's vision tokens grow with its pixels)."""
         return generate_in_batches(self.model, self.processor.tokenizer, crops, self.cfg, self._crop_tokens,
-                                   self._inputs, {**self.gen_kwargs, **extra})
+                                   self._inputs, {**self.gen_kwargs, **extra}, split_prefill=self.split_prefill)
 
     def _crop_tokens(self, crop: list[Image.Image]) -> int:
         # One vision token per patch_factor^2 pixels (Qwen2-VL: 14 px patches merged 2x2), plus the prompt.

@@ -11,7 +11,7 @@ from curate.backends.llm_hf import HfQuestionWriter
 from curate.backends.vlm_hf import HfVlmCaptioner
 from curate.config import RetargetConfig, VlmConfig
 from curate.testing.random_models import random_llama, random_qwen2_vl
-from tests.conftest import apply_marks, gpu_only, noise_image
+from tests.conftest import apply_marks, gpu_only, noise_image, prompt_sensitive
 
 
 class Grouped(torch.nn.Module):
@@ -47,13 +47,6 @@ def test_several_query_tokens_take_the_sdpa_path():
     torch.testing.assert_close(ours, theirs)
 
 
-def _scaled(model):
-    with torch.no_grad():
-        for weight in (p for p in model.parameters() if p.ndim == 2):
-            weight.mul_(6)
-    return model
-
-
 CAPTIONS = ["A blue door.", "Two cups of coffee on a small wooden table near a window.", "Text: EXIT",
             "A cyclist in a yellow jacket crossing the bridge at dusk, with lamps lit along the rail."]
 
@@ -65,7 +58,7 @@ def test_question_writer_text_is_unchanged(kv_cache):
     texts = {}
     for grouped in (False, True):
         model, tokenizer = random_llama(seed=1)
-        writer = HfQuestionWriter(cfg, model=_scaled(model), tokenizer=tokenizer, grouped_decode=grouped)
+        writer = HfQuestionWriter(cfg, model=prompt_sensitive(model), tokenizer=tokenizer, grouped_decode=grouped)
         assert (model.config._attn_implementation == NAME) == grouped
         texts[grouped] = [g.text for g in writer.ask(CAPTIONS)]
     assert len(set(texts[False])) == len(CAPTIONS)  # the text depends on the caption
@@ -81,7 +74,7 @@ def test_captioner_text_is_unchanged_and_the_vision_tower_keeps_sdpa():
     texts = {}
     for grouped in (False, True):
         model, processor = random_qwen2_vl()
-        captioner = HfVlmCaptioner(cfg, model=_scaled(model), processor=processor, grouped_decode=grouped)
+        captioner = HfVlmCaptioner(cfg, model=prompt_sensitive(model), processor=processor, grouped_decode=grouped)
         assert (model.config.text_config._attn_implementation == NAME) == grouped
         assert model.config.vision_config._attn_implementation == "sdpa"
         texts[grouped] = [g.text for g in captioner.generate_crops(crops)]
@@ -105,7 +98,7 @@ def test_on_the_gpu_compiled_decoding_keeps_the_text(kv_cache):
     texts = {}
     for grouped in (False, True):
         torch.manual_seed(0)
-        model = _scaled(LlamaForCausalLM._from_config(config, dtype=torch.float32)).to("cuda").eval()
+        model = prompt_sensitive(LlamaForCausalLM._from_config(config, dtype=torch.float32)).to("cuda").eval()
         writer = HfQuestionWriter(cfg, model=model, tokenizer=tokenizer, grouped_decode=grouped)
         texts[grouped] = [g.text for g in writer.ask(CAPTIONS * 2)]
         torch._dynamo.reset()
@@ -124,7 +117,7 @@ def test_on_the_gpu_after_the_warm_up_new_batch_shapes_compile_nothing():
     texts = {}
     for kv_cache in ("dynamic", "static"):
         model, tokenizer = random_llama(seed=1)
-        model = _scaled(model.float()).to("cuda")
+        model = prompt_sensitive(model.float()).to("cuda")
         cfg = RetargetConfig(backend="hf", model="tiny", dtype="fp32", max_new_tokens=8, batch_size=3,
                              max_batch_tokens=None, kv_cache=kv_cache)  # 4 prompts: batches of 3 and 1
         writer = HfQuestionWriter(cfg, model=model, tokenizer=tokenizer)

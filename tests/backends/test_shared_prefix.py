@@ -13,6 +13,7 @@ from curate.backends.shared_prefix import (
 )
 from curate.config import RetargetConfig
 from curate.testing.random_models import random_llama
+from tests.conftest import prompt_sensitive
 
 
 def test_common_prefix_leaves_every_row_a_token_of_its_own():
@@ -45,10 +46,7 @@ def sensitive_llama():
     """A tiny random Llama whose text depends on its prompt: at the default init scale every caption
     gets the same noise, which could not tell a wrong layout from a right one."""
     model, tokenizer = random_llama(seed=1)
-    with torch.no_grad():
-        for weight in (p for p in model.parameters() if p.ndim == 2):
-            weight.mul_(6)
-    return model, tokenizer
+    return prompt_sensitive(model), tokenizer
 
 
 def _writer(model_and_tokenizer, share: bool, **cfg) -> HfQuestionWriter:
