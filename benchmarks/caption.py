@@ -185,10 +185,11 @@ def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, 
               modes: list[str], kv_caches: tuple[str, ...] = ("dynamic",),
               attentions: tuple[str, ...] = ("grouped",), corpus: Path | None = None,
               budgets: tuple[int | None, ...] = (262144,), call_crops: int = 0,
-              cudnn_attention: bool = False, overheads: tuple[float, ...] = (hf_generate.BATCH_OVERHEAD_TOKENS,)
-              ) -> list[dict]:
+              cudnn_attention: bool = False, overheads: tuple[float, ...] = (hf_generate.BATCH_OVERHEAD_TOKENS,),
+              prefills: tuple[str, ...] = ("padded",)) -> list[dict]:
     """``call_crops``: hand the crops to the captioner that many at a time, as the caption stage's
-    calls do (64 images, about 180 crops); 0 gives it all of them at once."""
+    calls do (64 images, about 180 crops); 0 gives it all of them at once. ``prefills``: ``padded``
+    (one prefill per generate batch) and/or ``split`` (groups of similar length, one decode loop)."""
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     t0 = time.perf_counter()
     model, processor = random_qwen2_vl(size, device=str(device), dtype=dtype)
@@ -196,13 +197,15 @@ def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, 
           f"({sum(p.numel() for p in model.parameters()) / 1e9:.2f} B params)", flush=True)
     requests = photo_requests(n_crops) if corpus is None else corpus_requests(corpus, n_crops)
     rows = []
-    for bs, budget, kv_cache, attention, overhead in ((b, t, k, a, o) for b in batch_sizes for t in budgets
-                                                      for k in kv_caches for a in attentions for o in overheads):
+    for bs, budget, kv_cache, attention, overhead, prefill in (
+            (b, t, k, a, o, p) for b in batch_sizes for t in budgets for k in kv_caches for a in attentions
+            for o in overheads for p in prefills):
         hf_generate.BATCH_OVERHEAD_TOKENS = overhead  # the planner's weight of a batch against its padding
         cfg = VlmConfig(backend="hf", model=f"random-qwen2-vl-{size}", max_new_tokens=new_tokens, batch_size=bs,
                         max_batch_tokens=budget, kv_cache=kv_cache,
                         **({} if size != "tiny" else {"min_pixels": 3136, "max_pixels": 12544}))
         cap = HfVlmCaptioner(cfg, model=model, processor=processor, grouped_decode=attention == "grouped")
+        cap.split_prefill = prefill == "split"
         torch.backends.cuda.enable_cudnn_sdp(cudnn_attention)  # the captioner switched it off
         # per timed run: the image processor's seconds, and what the model received (images, tokens)
         seen = {"prepare_s": 0.0, "images": 0, "vision_tokens": 0}
@@ -258,7 +261,7 @@ def bench_vlm(size: str, n_crops: int, batch_sizes: list[int], new_tokens: int, 
             tokens = sum(g.tokens for g in gens)
             vision_tokens = seen["vision_tokens"] / max(1, seen["images"])
             row = dict(backend="hf", model=f"qwen2-vl-{size}", path=mode, batch_size=bs, kv_cache=kv_cache,
-                       attention=attention,
+                       attention=attention, prefill=prefill,
                        crops=len(crops),
                        seconds=round(seconds, 3), crops_per_s=round(len(crops) / seconds, 3),
                        generated_tokens_per_s=round(tokens / seconds, 1), new_tokens=new_tokens,
@@ -342,6 +345,9 @@ def main() -> None:
                         help="comma list of the batch planner's cost of one generate call in padded tokens "
                              "('fill': batches filled in sorted order up to the limits, the planner before it "
                              "weighed padding)")
+    parser.add_argument("--prefills", default="padded",
+                        help="comma list: padded (one prefill per generate batch), split (prompts prefilled in "
+                             "groups of similar length, decoded as one batch; curate/backends/split_prefill.py)")
     parser.add_argument("--cudnn-attention", action="store_true",
                         help="let PyTorch's SDPA use its cuDNN kernel (which plans per new shape), as the backends "
                              "did before they switched it off")
@@ -366,7 +372,7 @@ def main() -> None:
         budgets = tuple(None if b == "none" else int(b) for b in args.max_batch_tokens.split(","))
         results["vlm"] = bench_vlm(args.vlm, args.crops, batch_sizes, args.new_tokens, device, modes, kv_caches,
                                    tuple(args.attentions.split(",")), args.crops_from, budgets, args.call_crops,
-                                   args.cudnn_attention, overheads)
+                                   args.cudnn_attention, overheads, tuple(args.prefills.split(",")))
     if args.llm != "none":
         llm_batch_sizes = [int(b) for b in args.llm_batch_sizes.split(",")] if args.llm_batch_sizes else batch_sizes
         results["llm"] = bench_llm(args.llm, args.llm_prompts or args.crops, llm_batch_sizes, args.llm_new_tokens,
