@@ -77,7 +77,7 @@ def set_rope_offsets(model, joined: dict) -> None:
     inner = getattr(model, "model", None)
     if inner is None or not hasattr(inner, "get_rope_index") or "image_grid_thw" not in joined:
         return
-    _, inner.rope_deltas = inner.get_rope_index(**{k: v for k, v in joined.items()})
+    _, inner.rope_deltas = inner.get_rope_index(**joined)
 
 
 def generate_split_prefill(model, generate: Callable[[dict, dict], list[Generation]], groups: Sequence[dict],
