@@ -82,6 +82,12 @@ def compiles_decoding(model, gen_kwargs: dict) -> bool:
 WARM_UP_BATCHES = (5, 1)
 
 
+def padding_id(tokenizer, gen_kwargs: dict) -> int:
+    """The token that left-pads a batch: generate's ``pad_token_id``, else the tokenizer's."""
+    pad_id = gen_kwargs.get("pad_token_id")
+    return tokenizer.pad_token_id if pad_id is None else pad_id
+
+
 def stop_ids(model, tokenizer) -> set[int]:
     ids = model.generation_config.eos_token_id
     ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
@@ -115,8 +121,7 @@ def generate_shared(model, tokenizer, inputs: dict, gen_kwargs: dict, shared: Sh
     shared_tokens = common_prefix_length(rows)
     if shared_tokens < MIN_SHARED_TOKENS:
         return generate(model, tokenizer, inputs, gen_kwargs)
-    pad_id = gen_kwargs.get("pad_token_id")
-    laid = prefix_then_padded(rows, shared_tokens, tokenizer.pad_token_id if pad_id is None else pad_id)
+    laid = prefix_then_padded(rows, shared_tokens, padding_id(tokenizer, gen_kwargs))
     kwargs = dict(gen_kwargs)  # the cache is ours: generate gets it instead of making one
     static = kwargs.pop("cache_implementation", None) == "static"
     planned = kwargs.pop("max_cache_len", 0)
@@ -205,8 +210,10 @@ def generate_in_batches(model, tokenizer, items: Sequence[Item], cfg, length: Ca
     if gen_kwargs.get("cache_implementation") == "static":
         gen_kwargs = {**gen_kwargs, "max_cache_len": static_cache_length(lengths, new_tokens)}
 
+    split = split_prefill and shared is None and gen_kwargs.get("cache_implementation") != "static"
+
     def run(batch: list[int]) -> list[Generation]:
-        if split_prefill and shared is None and gen_kwargs.get("cache_implementation") != "static":
+        if split:
             return run_split(batch)
         inputs = prepare([items[i] for i in batch])
         return (generate(model, tokenizer, inputs, gen_kwargs) if shared is None
@@ -215,11 +222,9 @@ def generate_in_batches(model, tokenizer, items: Sequence[Item], cfg, length: Ca
     def run_split(batch: list[int]) -> list[Generation]:
         groups = [[batch[j] for j in group] for group in
                   plan_batches([lengths[i] for i in batch], len(batch), overhead_tokens=PREFILL_GROUP_OVERHEAD_TOKENS)]
-        pad_id = gen_kwargs.get("pad_token_id")
         generations = generate_split_prefill(
             model, lambda inputs, kwargs: generate(model, tokenizer, inputs, kwargs),
-            [prepare([items[i] for i in group]) for group in groups], gen_kwargs,
-            tokenizer.pad_token_id if pad_id is None else pad_id)
+            [prepare([items[i] for i in group]) for group in groups], gen_kwargs, padding_id(tokenizer, gen_kwargs))
         by_item = dict(zip([i for group in groups for i in group], generations, strict=True))
         return [by_item[i] for i in batch]
 

@@ -26,13 +26,14 @@ PREFILL_GROUP_OVERHEAD_TOKENS = 8192
 """A prefill group's fixed cost in padded tokens: one forward (and vision tower call), no decode loop."""
 
 
-def left_pad(tensor: torch.Tensor, length: int, value) -> torch.Tensor:
-    """``tensor`` [rows, n, ...] left-padded with ``value`` to [rows, length, ...]."""
-    missing = length - tensor.shape[1]
+def left_pad(tensor: torch.Tensor, length: int, value, dim: int = 1) -> torch.Tensor:
+    """``tensor`` with ``value`` put before its entries along ``dim`` (the token axis) up to ``length``."""
+    missing = length - tensor.shape[dim]
     if missing == 0:
         return tensor
-    pad = tensor.new_full((tensor.shape[0], missing, *tensor.shape[2:]), value)
-    return torch.cat([pad, tensor], dim=1)
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor.new_full(shape, value), tensor], dim=dim)
 
 
 def join_inputs(groups: Sequence[dict], pad_token_id: int) -> dict:
@@ -56,9 +57,8 @@ def join_caches(caches: Sequence, length: int):
 
     joined = DynamicCache()
     for layer in range(len(caches[0].layers)):
-        keys = torch.cat([left_pad(c.layers[layer].keys.transpose(1, 2), length, 0).transpose(1, 2) for c in caches])
-        values = torch.cat([left_pad(c.layers[layer].values.transpose(1, 2), length, 0).transpose(1, 2)
-                            for c in caches])
+        keys = torch.cat([left_pad(c.layers[layer].keys, length, 0, dim=2) for c in caches])
+        values = torch.cat([left_pad(c.layers[layer].values, length, 0, dim=2) for c in caches])
         joined.update(keys, values, layer)
     return joined
 
