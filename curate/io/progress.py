@@ -20,10 +20,15 @@ class StageState:
 
 @dataclass
 class StageBoard:
-    """Per-stage counts, fed by the stage actors (through a Ray actor in a run)."""
+    """Per-stage counts, fed by the stage actors (through a Ray actor in a run).
+
+    The display reads the board about once a second, and a stage can load its model and finish its
+    first batch between two reads (a small model, a warm cache): such a stage's first moment in each
+    phase is held until a read has shown it, so no phase goes unseen however short it was."""
 
     order: list[str] = field(default_factory=list)
     stages: dict[str, StageState] = field(default_factory=dict)
+    held: dict[str, list[StageState]] = field(default_factory=dict)
 
     def plan(self, names: list[str]) -> None:
         """The plan's stages, in order (reports may come in any order; the last stage's rows are
@@ -38,8 +43,14 @@ class StageBoard:
             self.order.append(name)
         return self.stages[name]
 
+    def _hold(self, name: str) -> None:
+        self.held.setdefault(name, []).append(StageState(**vars(self.stages[name])))
+
     def loading(self, name: str) -> None:
-        self._stage(name).loading += 1
+        state = self._stage(name)
+        state.loading += 1
+        if state.loading == 1 and state.ready == 0 and state.rows == 0:  # the stage starts loading
+            self._hold(name)
 
     def ready(self, name: str) -> None:
         state = self._stage(name)
@@ -47,13 +58,21 @@ class StageBoard:
         state.ready += 1
 
     def first_batch(self, name: str, started: bool) -> None:
-        self._stage(name).busy_first += 1 if started else -1
+        state = self._stage(name)
+        state.busy_first += 1 if started else -1
+        if started and state.busy_first == 1 and state.rows == 0:  # the stage's first batch begins
+            self._hold(name)
 
     def rows(self, name: str, n: int) -> None:
         self._stage(name).rows += n
 
     def snapshot(self) -> dict[str, dict[str, int]]:
-        return {name: vars(self.stages[name]).copy() for name in self.order}
+        """Each stage's counts; a stage with a held moment shows the oldest one instead (once)."""
+        shown = {}
+        for name in self.order:
+            held = self.held.get(name)
+            shown[name] = vars(held.pop(0) if held else self.stages[name]).copy()
+        return shown
 
 
 def describe(snapshot: dict[str, dict[str, int]], rates: dict[str, float]) -> str:

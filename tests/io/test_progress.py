@@ -27,10 +27,30 @@ def test_a_stage_with_several_actors_says_how_many_have_started():
         board.loading("documents")
         board.ready("documents")
     board.rows("documents", 5)
+    assert describe(board.snapshot(), {}) == "documents loading model"  # its start, held for one read
     assert describe(board.snapshot(), {"documents": 0.5}) == "documents 5 (0.5/s, 3 actors)"
     assert describe(board.snapshot(), {}) == "documents 5 (3 actors)"
     line = log_line("0:00:10", "images", 0, 9, ["", "", describe(board.snapshot(), {}) + " | committed 0"])
     assert stage_series(line, "images") == {"documents": [(10, 5)]}
+
+
+def test_a_phase_shorter_than_the_time_between_reads_is_still_shown_once():
+    board = StageBoard()
+    board.plan(["regions", "documents"])
+    board.loading("regions")
+    board.ready("regions")
+    board.first_batch("regions", True)
+    board.first_batch("regions", False)
+    board.rows("regions", 2)
+    board.loading("documents")  # still loading when read: shown live
+    reads = [describe(board.snapshot(), {}) for _ in range(4)]
+    assert reads == ["regions loading model | documents loading model",
+                     "regions first batch | documents loading model",
+                     "regions 2 | documents loading model",
+                     "regions 2 | documents loading model"]
+    board.ready("documents")
+    board.loading("documents")  # a second actor of a running stage: no moment held
+    assert describe(board.snapshot(), {}) == "regions 2 | documents 0"
 
 
 def test_nothing_reported_yet_reads_starting():
