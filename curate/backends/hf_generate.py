@@ -198,9 +198,10 @@ def generate_in_batches(model, tokenizer, items: Sequence[Item], cfg, length: Ca
     ``cfg.batch_size``, ``cfg.max_batch_tokens`` and ``length`` (an item's expected prompt tokens).
 
     Greedy outputs do not depend on the grouping (left padding is masked). ``prepare`` builds a
-    batch's inputs (tokenising, image processing). Doing that on a thread while the GPU generated
-    gained nothing on an H200 (benchmarks/RESULTS.md): the decode loop is host-bound and the thread
-    only competed with it. With ``shared``, a batch's common prompt prefix is computed once
+    batch's inputs (tokenising, image processing) on this thread: preparing the next batch on a
+    second thread was within noise on an H200 at batches of 64-256 (benchmarks/RESULTS.md), where
+    the image processing was not what the GPU waited for; at calls of 360 crops a call's time is
+    mostly prefill (71%), so no thread was tried again. With ``shared``, a batch's common prompt prefix is computed once
     (``generate_shared``). With ``split_prefill`` (dynamic cache, no ``shared``), a batch's prompts
     are prefilled in groups of similar length and decoded as one batch (``split_prefill.py``)."""
     lengths = [length(item) for item in items]
