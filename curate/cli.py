@@ -21,6 +21,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
 )
 console = Console(stderr=True)
 
@@ -286,7 +287,7 @@ def export_ps3_cmd(
     = "regions",
 ) -> None:
     """PS3's own pre-training format (NVlabs/PS3, dataset type webdataset_separate_image_text_box):
-    DEST/images/*.tar and DEST/text_box/*.tar in lock-step, only captioned regions, absolute-pixel
+    `DEST/images/*.tar` and `DEST/text_box/*.tar` in lock-step, only captioned regions, absolute-pixel
     boxes, global captions as global_text. Resumable: run it again after an interruption. Prints the
     flags of PS3's trainer that read the export."""
     from curate.export.ps3 import export_ps3
@@ -306,7 +307,7 @@ def export_llava_cmd(
     output: Annotated[str, typer.Argument(help="a curate corpus with question shards, or a canvas output")],
     dest: Annotated[str, typer.Argument(help="new or empty directory or URI for the export (or one to resume)")],
     box_in: Annotated[str, typer.Option("--box-in", help="where the region goes in the text: answer, question "
-                                                         "or none (Qwen-VL <box>(x0,y0),(x1,y1)</box>, 0-1000)")]
+                                                         "or none (Qwen-VL `<box>(x0,y0),(x1,y1)</box>`, 0-1000)")]
     = "answer",
 ) -> None:
     """LLaVA conversation JSON + image folder: region questions answered by their captions (from a

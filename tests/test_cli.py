@@ -1,0 +1,65 @@
+"""The CLI as a new user first meets it: ``--help`` reads as prose at any terminal width."""
+
+import pytest
+from typer.testing import CliRunner
+
+from curate.cli import app
+
+COMMANDS = [["run"], ["train"], ["evaluate"], ["validate"], ["schema"], ["stats"], ["inspect"], ["cat"],
+            ["samples"], ["augment", "canvas"], ["export", "ps3"], ["export", "llava"]]
+WIDTHS = (80, 132)  # a default terminal, a wide one
+
+
+def help_text(command: list[str], width: int = 100) -> str:
+    done = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": str(width)})
+    assert done.exit_code == 0, done.output
+    return done.output
+
+
+def broken_early(lines: list[str], width: int) -> list[tuple[str, str]]:
+    """Consecutive lines of one paragraph where the second's first word would have fitted on the first:
+    the break came from the docstring's source line, not from the terminal's width."""
+    return [(line.strip(), after.strip()) for line, after in zip(lines, lines[1:])
+            if line.strip() and after.strip()
+            and len(line.rstrip()) + 1 + len(after.split()[0]) < width - 2]
+
+
+def description(text: str) -> list[list[str]]:
+    """The paragraphs between the usage line and the first panel."""
+    body = text.split("Usage:")[1].split("╭")[0].splitlines()[1:]
+    paragraphs, current = [], []
+    for line in body:
+        if line.strip():
+            current.append(line)
+        elif current:
+            paragraphs, current = [*paragraphs, current], []
+    return paragraphs + ([current] if current else [])
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_a_commands_description_is_wrapped_to_the_terminal_not_to_the_docstring(command, width):
+    for paragraph in description(help_text(command, width)):
+        assert not broken_early(paragraph, width), paragraph
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_the_command_list_is_wrapped_to_the_terminal_not_to_the_docstrings(width):
+    panel = help_text([], width).split("Commands")[1].split("╰")[0]
+    rows = [line.strip().strip("│") for line in panel.splitlines()[1:]]
+    inner = max(len(row) for row in rows)
+    entries, current = [], []
+    for row in rows:
+        if row[:2].strip():  # a command's name starts a new entry
+            entries, current = ([*entries, current] if current else entries), [row]
+        else:
+            current.append(row)
+    entries.append(current)
+    assert len(entries) >= 10
+    for entry in entries:
+        assert not broken_early(entry, inner), entry
+
+
+def test_markup_characters_in_help_survive():
+    assert "DEST/images/*.tar" in help_text(["export", "ps3"])
+    assert "<box>(x0,y0),(x1,y1)</box>" in " ".join(help_text(["export", "llava"]).split())
