@@ -30,6 +30,7 @@ from curate import backends
 from curate.config import PipelineConfig
 from curate.io import interrupt
 from curate.io.corpus import BlockSink, CorpusRun
+from curate.io.pacing import Pacer, lead_rows
 from curate.io.sources import SourceError, listed_batches
 from curate.records import QuarantineReason
 from curate.rows import add_timing, quarantine, to_table
@@ -80,13 +81,23 @@ def ingest_batch(table: pa.Table, cfg: PipelineConfig) -> pa.Table:
     return to_table(IngestStage(cfg).process(table.to_pylist()))
 
 
+def board_reader(progress) -> Callable[[], dict[str, dict[str, int]]]:
+    """A reader of each stage's rows and calls running on the run's board (a ProgressActor)."""
+    import ray
+
+    return lambda: ray.get(progress.pacing_view.remote())
+
+
 class StageActor:
     """Ray actor wrapper: builds the stage (and its model) once, then maps blocks; tells the run's
     progress board (a ProgressActor) what it is doing."""
 
-    def __init__(self, stage_cls: type, cfg: PipelineConfig, progress=None):
+    def __init__(self, stage_cls: type, cfg: PipelineConfig, progress=None, pace: tuple[str, int] | None = None):
         logging.basicConfig(level=logging.WARNING)
         self.progress, self.name, self.calls = progress, stage_cls.name, 0
+        self.pacer = None
+        if pace is not None and progress is not None:  # (downstream stage, rows this one may be ahead)
+            self.pacer = Pacer(self.name, pace[0], pace[1], board_reader(progress))
         self._tell("loading", self.name)
         self.stage = stage_cls(cfg)
         self._tell("ready", self.name)
@@ -96,11 +107,17 @@ class StageActor:
             getattr(self.progress, method).remote(*args)
 
     def __call__(self, table: pa.Table) -> pa.Table:
+        if self.pacer is not None:
+            self.pacer.wait()  # outside the stage's timing: waiting is not work
         first = self.calls == 0
         self.calls += 1
         if first:
             self._tell("first_batch", self.name, True)
-        out = run_stage_on_table(self.stage.name, self.stage.process, table, getattr(self.stage, "kinds", None))
+        self._tell("call", self.name, True)
+        try:
+            out = run_stage_on_table(self.stage.name, self.stage.process, table, getattr(self.stage, "kinds", None))
+        finally:
+            self._tell("call", self.name, False)
         if first:
             self._tell("first_batch", self.name, False)
         self._tell("rows", self.name, out.num_rows)
@@ -189,10 +206,12 @@ def corpus_stages(cfg: PipelineConfig, ds, progress=None):
                              cfg.ray.actors_per_gpu)
     if progress is not None:
         progress.plan.remote([cls.name for cls, _, _ in stages])
-    for (stage_cls, gpus, batch_size), pool in zip(stages, pools):
+    pace = masks_pace(cfg, stages, pools) if progress is not None else None
+    for i, ((stage_cls, gpus, batch_size), pool) in enumerate(zip(stages, pools)):
         ds = ds.map_batches(
             stage_actor_class(stage_cls),
-            fn_constructor_kwargs={"stage_cls": stage_cls, "cfg": cfg, "progress": progress},
+            fn_constructor_kwargs={"stage_cls": stage_cls, "cfg": cfg, "progress": progress,
+                                   "pace": pace if i == 0 else None},
             batch_format="pyarrow",
             batch_size=batch_size,
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pool.limit, initial_size=pool.initial),
@@ -223,6 +242,26 @@ def stage_plan(cfg: PipelineConfig, gpus_in_cluster: bool, cpus: int) -> list[tu
         stages.append((RetargetStage, cfg.retarget.num_gpus if gpus_in_cluster else 0,
                        images_per_call(cfg, cfg.retarget)))
     return stages
+
+
+def paces_masks(cfg: PipelineConfig) -> bool:
+    """Whether the mask stage paces itself by the captions: ``ray.masks_lead_calls`` is set and the
+    natural captions run in an actor stage (hf; vLLM's ray.data.llm steps come after every actor)."""
+    return cfg.ray.masks_lead_calls is not None and getattr(cfg.caption.natural, "runs_in_actor", False)
+
+
+def masks_pace(cfg: PipelineConfig, stages: list[tuple[type, float, int]],
+               pools: list[ActorPool]) -> tuple[str, int] | None:
+    """(the caption stage's name, rows the mask stage may be ahead of it) for the plan's first
+    stage, or None where the masks are not paced (``paces_masks``)."""
+    if not paces_masks(cfg):
+        return None
+    from curate.stages.caption import CaptionStage
+
+    for (stage_cls, _, rows_per_call), pool in zip(stages, pools):
+        if stage_cls.name == CaptionStage.name:
+            return stage_cls.name, lead_rows(cfg.ray.masks_lead_calls, rows_per_call, pool.limit)
+    return None
 
 
 def images_per_call(cfg: PipelineConfig, section) -> int:
@@ -374,5 +413,5 @@ def _process(cfg: PipelineConfig, run: CorpusRun, listing: Iterator[pa.Table],
     kind = RunKind(identity_columns=("uri",),
                    sink=lambda target, numbers, ledger: BlockSink(target, cfg, numbers, ledger),
                    stages=lambda ds, board: corpus_stages(cfg, ds, board),
-                   block_rows=cfg.ray.ingest_batch_size)
+                   block_rows=cfg.ray.ingest_batch_size, paced=paces_masks(cfg))
     yield from run_kind(cfg, run, kind, listing, on_listed, on_status)

@@ -325,6 +325,12 @@ class ProgressActor:
     def snapshot(self) -> dict:
         return self.board.snapshot()
 
+    def call(self, name: str, started: bool) -> None:
+        self.board.call(name, started)
+
+    def pacing_view(self) -> dict[str, dict[str, int]]:
+        return self.board.pacing_view()
+
 
 class BoardWatcher:
     """Reads the stages' board every second on a thread and hands it to the display."""
@@ -415,6 +421,8 @@ class RunKind:
     ``block_rows``: listed rows per block of the plan's first operator.
     ``groups``: each listed row's group of shared input (a parquet table's row groups), if any: the
     listing's blocks are then cut along the groups (rechunk_by_group).
+    ``paced``: a stage paces itself by the progress board's counts (which then exists even when no
+    display reads it).
     ``make_in_writer``: the kind's last step, run inside its write task on each batch of at most
     ``block_rows`` rows (then every batch is its own shards): rows whose bytes are large and quick
     to make (canvases) are written where they are made instead of being copied to a writer process
@@ -425,6 +433,7 @@ class RunKind:
     sink: Callable[[CommitTarget, Callable[[], int], LedgerClient], Sink]
     stages: Callable[[object, object], object]
     block_rows: int
+    paced: bool = False
     make_in_writer: Callable[[pa.Table], pa.Table] | None = None
     groups: Callable[[pa.Table], list[int]] | None = None
 
@@ -462,8 +471,8 @@ def run_kind(cfg, run, kind: RunKind, listing: Iterator[pa.Table], on_listed: Ca
     if refs:
         configure_ray_data(cfg)
         sink = kind.sink(run.target, NumberClient(ledger.actors[0]), ledger)
-        # the board's actor only when someone watches it (one process fewer on a laptop)
-        board = ray.remote(num_cpus=0)(ProgressActor).remote() if on_status else None
+        # the board's actor only when someone watches it or paces by it (one process fewer on a laptop)
+        board = ray.remote(num_cpus=0)(ProgressActor).remote() if on_status or kind.paced else None
         ds = kind.stages(ray.data.from_arrow_refs(refs), board)
         if kind.make_in_writer is not None:
             writers = None

@@ -91,6 +91,23 @@ def test_the_plan_keeps_documents_off_the_gpu_mask_actor():
     assert plan(hf, True, cpus=2)[0] == ("RegionsStage", 1.0)  # no CPUs to spare for a stage of its own
 
 
+def test_the_masks_are_paced_by_an_hf_caption_stage_when_asked():
+    from curate.pipeline import ActorPool, masks_pace
+
+    def pace(sets, limits=(1, 8, 1, 1)):
+        cfg = load_config(REPO / "pipelines" / "ps3.yaml", sets)
+        stages = stage_plan(cfg, True, 16)
+        return masks_pace(cfg, stages, [ActorPool(cls.name, n, 1) for (cls, _, _), n in zip(stages, limits)])
+
+    hf = ["caption.natural.backend=hf", "caption.natural.batch_size=720", "retarget.backend=hf"]
+    assert pace(hf) is None  # unpaced unless asked
+    assert pace([*hf, "ray.masks_lead_calls=3"]) == ("caption", 3 * 180)  # calls of 180 images
+    assert pace([*hf, "ray.masks_lead_calls=2"], limits=(1, 8, 2, 1)) == ("caption", 3 * 180)  # two caption actors
+    assert pace(["ray.masks_lead_calls=3"]) is None  # vLLM captions come after every actor stage
+    with pytest.raises(Exception, match="masks_lead_calls"):
+        load_config(REPO / "pipelines" / "ps3.yaml", [*hf, "ray.masks_lead_calls=1"])  # a call must gather
+
+
 def test_a_stage_of_some_kinds_times_only_their_rows():
     rows = [new_row(f"{kind}{i}.png", "t") for i, kind in enumerate(["document", "natural", "document"])]
     for row, kind in zip(rows, ["document", "natural", "document"]):
@@ -111,3 +128,38 @@ def test_each_stage_actor_carries_its_stage_name_through_ray_serialisation():
     classes = [cloudpickle.loads(cloudpickle.dumps(stage_actor_class(cls))) for cls in stages]
     assert [c.__name__ for c in classes] == ["NaturalRegionsStageActor", "NaturalCaptionStageActor"]
     assert all(issubclass(c, StageActor) for c in classes)
+
+
+def test_a_paced_stage_actor_waits_before_a_batch_until_a_caption_call_comes_back(monkeypatch):
+    from curate.io.progress import StageBoard
+
+    board = StageBoard()
+
+    class Remote:  # the board's methods as a Ray actor handle offers them, called in place
+        def __getattr__(self, method):
+            return type("Method", (), {"remote": staticmethod(getattr(board, method))})
+
+    class PassOn:
+        name = "regions"
+
+        def __init__(self, cfg):
+            pass
+
+        def process(self, rows):
+            return rows
+
+    monkeypatch.setattr("curate.pipeline.board_reader", lambda progress: board.pacing_view)
+    actor = StageActor(PassOn, None, progress=Remote(), pace=("caption", 2))
+    naps = []
+
+    def a_caption_call_returns(seconds):
+        naps.append(seconds)
+        board.rows("caption", 1)
+
+    actor.pacer.sleep = a_caption_call_returns
+    one_row = to_table([new_row("a.png", "t")])
+    actor(one_row), actor(one_row)
+    assert naps == [] and board.pacing_view()["regions"] == {"rows": 2, "in_call": 0}  # its calls ended
+    board.call("caption", True)  # a caption call runs
+    actor(one_row)  # two rows ahead: waits once, until the captions give one back
+    assert len(naps) == 1 and board.pacing_view()["regions"]["rows"] == 3

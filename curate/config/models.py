@@ -519,6 +519,17 @@ class RayConfig(Strict):
                                              "session log, /tmp/ray/session_*/logs/ray-data)")
 
 
+class PipelineRayConfig(RayConfig):
+    """A corpus run's Ray settings: those of every run, and the pacing of its stages."""
+
+    masks_lead_calls: int | None = Field(
+        None, ge=2, description="pace the mask stage: it waits before a batch while this many caption calls' "
+                                "worth of its rows (caption.natural.batch_size / select.max_boxes images a "
+                                "call, at least one call per caption actor plus one) have not come back from "
+                                "an hf caption stage, so that on a shared GPU it fills the captions' idle time "
+                                "instead of racing ahead and leaving them alone at the end (None: unpaced)")
+
+
 class PipelineConfig(Strict):
     name: str
     description: str = ""
@@ -529,7 +540,7 @@ class PipelineConfig(Strict):
     caption: CaptionConfig = Field(default_factory=CaptionConfig)
     retarget: RetargetConfig = Field(default_factory=RetargetConfig)
     output: CorpusOutputConfig = Field(default_factory=CorpusOutputConfig)
-    ray: RayConfig = Field(default_factory=RayConfig)
+    ray: PipelineRayConfig = Field(default_factory=PipelineRayConfig)
 
     @model_validator(mode="after")
     def _retarget_after_captions(self) -> PipelineConfig:
@@ -566,7 +577,7 @@ __all__ = [
     "CaptionConfig", "CaptionHygieneConfig", "CorpusOutputConfig", "DTYPE_NAMES", "DocumentCaptionConfig", "DtypeName",
     "EfficientVitSamConfig", "Fraction", "GenerationRuntimeConfig", "GlobalCaptionConfig", "ImageKind", "IngestConfig",
     "MaskBackendConfig", "MasksConfig", "NaturalCaptionConfig", "NoCaptionConfig", "OcrLayoutMasksConfig",
-    "OutputConfig", "PipelineConfig", "QuestionRulesConfig", "RapidOcrConfig", "RayConfig",
+    "OutputConfig", "PipelineConfig", "PipelineRayConfig", "QuestionRulesConfig", "RapidOcrConfig", "RayConfig",
     "RetargetConfig", "SamAmgParams", "SamConfig", "SelectConfig", "SkimageMasksConfig",
     "SourceConfig", "Strict", "VlmConfig", "backend_names", "data_hash",
 ]

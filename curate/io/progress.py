@@ -16,6 +16,7 @@ class StageState:
     ready: int = 0
     busy_first: int = 0  # actors on their first batch
     rows: int = 0
+    in_call: int = 0  # calls running now (pacing reads it; the display does not)
 
 
 @dataclass
@@ -65,6 +66,13 @@ class StageBoard:
 
     def rows(self, name: str, n: int) -> None:
         self._stage(name).rows += n
+
+    def call(self, name: str, started: bool) -> None:
+        self._stage(name).in_call += 1 if started else -1
+
+    def pacing_view(self) -> dict[str, dict[str, int]]:
+        """Each stage's rows and calls running now (for pacing; held moments are the display's)."""
+        return {name: {"rows": state.rows, "in_call": state.in_call} for name, state in self.stages.items()}
 
     def snapshot(self) -> dict[str, dict[str, int]]:
         """Each stage's counts; a stage with a held moment shows the oldest one instead (once)."""

@@ -12,7 +12,7 @@ import json
 import pytest
 
 from curate.config import load_config
-from curate.pipeline import run_pipeline
+from curate.pipeline import masks_pace, plan_actor_pools, run_pipeline, stage_plan
 from tests.e2e.test_local_pipeline import pipeline_yaml, records
 
 # whole pipelines through Ray (or subprocesses): minutes on two cores
@@ -91,6 +91,32 @@ def test_three_stages_sharing_one_gpu_run_on_a_two_cpu_cluster(tmp_path, sample_
     assert result.read == result.written + result.quarantined == 6
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["stages"]["regions"]["counts"]["boxes"] >= 1
+
+
+def test_a_paced_mask_stage_never_stalls_the_run(tmp_path, sample_dir, tiny_qwen2_vl_dir):
+    """Masks paced by the captions at the tightest lead (calls of one image): the mask actors read the
+    run's board through Ray before each batch (the board exists with no display to read it), and the
+    run writes every image. Whether they wait depends on the stages' speeds: here the captions' model
+    is still loading while the masks run, so they do not. The waiting itself is tested in place
+    (tests/io/test_pacing.py, tests/test_pipeline.py)."""
+    out = tmp_path / "out"
+    cfg = load_config(pipeline_yaml(tmp_path, [{"type": "dir", "path": str(sample_dir)}], out), [
+        "caption.natural={backend: hf, model: %s, dtype: fp32, max_new_tokens: 32, batch_size: 4, "
+        "min_pixels: 3136, max_pixels: 12544}" % tiny_qwen2_vl_dir,
+        "ray.num_cpus=2", "ray.cpu_batch_size=1", "ray.ingest_batch_size=1", "ray.masks_lead_calls=2",
+    ])
+    # up to two caption actors on two CPUs: a call each and one gathering
+    assert masks_pace(cfg, *plan_with_pools(cfg, {"CPU": 2})) == ("caption", 3)
+    result = run_pipeline(cfg)
+    assert result.read == result.written + result.quarantined == 6
+    stages = json.loads((out / "manifest.json").read_text())["stages"]
+    assert stages["regions"]["rows"] == stages["caption"]["rows"] == 6
+
+
+def plan_with_pools(cfg, resources: dict):
+    """The run's stage plan and actor pools for a cluster of ``resources``."""
+    stages = stage_plan(cfg, resources.get("GPU", 0) > 0, resources["CPU"])
+    return stages, plan_actor_pools([(cls.name, gpus) for cls, gpus, _ in stages], resources, resources["CPU"])
 
 
 def test_pages_go_to_the_documents_stage_when_masks_hold_a_gpu(tmp_path, sample_dir):

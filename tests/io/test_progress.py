@@ -53,6 +53,16 @@ def test_a_phase_shorter_than_the_time_between_reads_is_still_shown_once():
     assert describe(board.snapshot(), {}) == "regions 2 | documents 0"
 
 
+def test_a_pacing_read_of_the_rows_leaves_the_displays_held_moments():
+    board = StageBoard()
+    board.loading("regions")
+    board.ready("regions")
+    board.call("regions", True)
+    board.rows("regions", 4)
+    assert board.pacing_view() == {"regions": {"rows": 4, "in_call": 1}}
+    assert describe(board.snapshot(), {}) == "regions loading model"  # still there for the display
+
+
 def test_nothing_reported_yet_reads_starting():
     assert describe({}, {}) == "starting"
 

@@ -1,0 +1,64 @@
+"""Keeping the mask stage from running far ahead of the captions when they share a GPU.
+
+Unpaced, the masks finish early: while they run they take GPU time from the captions, and then leave
+the captions alone on a GPU that one caption process keeps only partly busy (an H200 run: caption
+calls took 55-60 s beside the masks and 35 s after them, benchmarks/RESULTS.md). Ray Data's own
+backpressure counts object-store bytes, and rows of about half a megabyte never reach it. Paced, the
+mask stage waits before a batch while enough rows are already on their way to the captions, so its
+work fills the captions' idle time instead.
+
+It waits only while a caption call is running. Ray Data hands a task's output on when the whole task
+ends (its batches share an output block), so rows the masks count as passed on may not have left
+yet; captions with no call running are waiting for rows, and masks that waited on them would wait
+forever.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+def rows_ahead(rows_by_stage: dict[str, int], upstream: str, downstream: str) -> int:
+    """Rows the upstream stage has passed on that the downstream stage has not yet returned (rows
+    between them, in their queues, or in a downstream call)."""
+    return rows_by_stage.get(upstream, 0) - rows_by_stage.get(downstream, 0)
+
+
+def lead_rows(lead_calls: int, rows_per_call: int, downstream_actors: int) -> int:
+    """How many rows the masks may be ahead: ``lead_calls`` caption calls, and never fewer than one
+    call per caption actor plus the one being gathered, so that a caption actor finishing a call
+    finds its next one ready."""
+    return max(lead_calls, downstream_actors + 1) * rows_per_call
+
+
+def should_wait(board: dict[str, dict[str, int]], upstream: str, downstream: str, limit: int) -> bool:
+    """Whether the upstream stage waits: ``limit`` rows or more ahead, and a downstream call running
+    (``board``: each stage's ``rows`` and ``in_call``, as the progress board counts them)."""
+    rows = {name: state["rows"] for name, state in board.items()}
+    return rows_ahead(rows, upstream, downstream) >= limit and board.get(downstream, {}).get("in_call", 0) > 0
+
+
+@dataclass
+class Pacer:
+    """Waits (``wait``) while ``should_wait`` says so; ``read_board`` reads the run's progress board
+    (each stage's rows and calls running)."""
+
+    upstream: str
+    downstream: str
+    limit: int
+    read_board: Callable[[], dict[str, dict[str, int]]]
+    poll_s: float = 0.25
+    # a caption actor that died mid-call never says its call ended: past this, go on regardless
+    max_wait_s: float = 600.0
+    sleep: Callable[[float], None] = time.sleep
+    waited_s: float = 0.0
+
+    def wait(self) -> None:
+        waited = 0.0
+        while waited < self.max_wait_s and should_wait(self.read_board(), self.upstream, self.downstream,
+                                                       self.limit):
+            self.sleep(self.poll_s)
+            waited += self.poll_s
+        self.waited_s += waited

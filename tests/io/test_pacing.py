@@ -1,0 +1,43 @@
+"""Pacing the mask stage by the captions: how far ahead it may be, and that it waits exactly while it
+is that far ahead and a caption call is running."""
+
+from curate.io.pacing import Pacer, lead_rows, rows_ahead, should_wait
+
+
+def test_rows_ahead_are_those_passed_on_and_not_yet_back():
+    assert rows_ahead({"regions": 40, "documents": 38, "caption": 16}, "regions", "caption") == 24
+    assert rows_ahead({"regions": 4}, "regions", "caption") == 4  # no caption call has returned yet
+    assert rows_ahead({}, "regions", "caption") == 0
+
+
+def test_the_lead_leaves_room_for_a_call_per_caption_actor_and_one_gathering():
+    assert lead_rows(3, rows_per_call=180, downstream_actors=1) == 540
+    assert lead_rows(2, rows_per_call=180, downstream_actors=2) == 540  # two calls running, a third gathering
+
+
+def board(regions: int, caption: int, caption_calls: int) -> dict:
+    return {"regions": {"rows": regions, "in_call": 0}, "caption": {"rows": caption, "in_call": caption_calls}}
+
+
+def test_the_masks_wait_only_while_far_ahead_and_a_caption_call_runs():
+    assert should_wait(board(12, 0, 1), "regions", "caption", 12)
+    assert not should_wait(board(11, 0, 1), "regions", "caption", 12)  # within the lead
+    # no caption call running: the captions wait for rows (some may sit in a mask task's unfinished
+    # output), so masks that waited now would wait forever
+    assert not should_wait(board(30, 0, 0), "regions", "caption", 12)
+
+
+def test_the_pacer_goes_on_once_a_call_comes_back():
+    boards = iter([board(12, 0, 1), board(12, 0, 1), board(12, 4, 1)])
+    naps = []
+    pacer = Pacer("regions", "caption", limit=12, read_board=lambda: next(boards), poll_s=0.5, sleep=naps.append)
+    pacer.wait()
+    assert naps == [0.5, 0.5] and pacer.waited_s == 1.0
+
+
+def test_the_pacer_gives_up_on_a_call_that_never_ends():
+    naps = []
+    pacer = Pacer("regions", "caption", limit=1, read_board=lambda: board(5, 0, 1), poll_s=1.0, max_wait_s=3.0,
+                  sleep=naps.append)
+    pacer.wait()
+    assert naps == [1.0, 1.0, 1.0]
