@@ -97,7 +97,8 @@ class StageActor:
         self.progress, self.name, self.calls = progress, stage_cls.name, 0
         self.pacer = None
         if pace is not None and progress is not None:  # (downstream stage, rows this one may be ahead)
-            self.pacer = Pacer(self.name, pace[0], pace[1], board_reader(progress))
+            self.pacer = Pacer(self.name, pace[0], pace[1], board_reader(progress),
+                               on_wait=lambda waiting: self._tell("waiting", self.name, waiting))
         self._tell("loading", self.name)
         self.stage = stage_cls(cfg)
         self._tell("ready", self.name)

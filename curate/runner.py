@@ -328,6 +328,9 @@ class ProgressActor:
     def call(self, name: str, started: bool) -> None:
         self.board.call(name, started)
 
+    def waiting(self, name: str, started: bool) -> None:
+        self.board.waiting(name, started)
+
     def pacing_view(self) -> dict[str, dict[str, int]]:
         return self.board.pacing_view()
 

@@ -53,12 +53,17 @@ class Pacer:
     # a caption actor that died mid-call never says its call ended: past this, go on regardless
     max_wait_s: float = 600.0
     sleep: Callable[[float], None] = time.sleep
+    on_wait: Callable[[bool], None] = lambda waiting: None  # told when a wait starts and when it ends
     waited_s: float = 0.0
 
     def wait(self) -> None:
         waited = 0.0
         while waited < self.max_wait_s and should_wait(self.read_board(), self.upstream, self.downstream,
                                                        self.limit):
+            if waited == 0:
+                self.on_wait(True)
             self.sleep(self.poll_s)
             waited += self.poll_s
+        if waited:
+            self.on_wait(False)
         self.waited_s += waited

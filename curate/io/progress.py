@@ -17,6 +17,7 @@ class StageState:
     busy_first: int = 0  # actors on their first batch
     rows: int = 0
     in_call: int = 0  # calls running now (pacing reads it; the display does not)
+    paced: int = 0  # actors waiting for a later stage (ray.masks_lead_calls)
 
 
 @dataclass
@@ -70,6 +71,9 @@ class StageBoard:
     def call(self, name: str, started: bool) -> None:
         self._stage(name).in_call += 1 if started else -1
 
+    def waiting(self, name: str, started: bool) -> None:
+        self._stage(name).paced += 1 if started else -1
+
     def pacing_view(self) -> dict[str, dict[str, int]]:
         """Each stage's rows and calls running now (for pacing; held moments are the display's)."""
         return {name: {"rows": state.rows, "in_call": state.in_call} for name, state in self.stages.items()}
@@ -85,7 +89,8 @@ class StageBoard:
 
 def describe(snapshot: dict[str, dict[str, int]], rates: dict[str, float]) -> str:
     """One line: what each stage is doing ("regions loading model", "caption first batch",
-    "regions 40 (1.2/s)", "documents 12 (0.9/s, 6 actors)"). Actors are counted as they finish
+    "regions 40 (1.2/s)", "documents 12 (0.9/s, 6 actors)", "regions 90 (3.0/s, waiting for later
+    stages)" while paced, ``ray.masks_lead_calls``). Actors are counted as they finish
     loading and shown where a stage has more than one: a pool that Ray Data grows shows it growing
     (an actor it later stops is still counted)."""
     parts = []
@@ -97,6 +102,7 @@ def describe(snapshot: dict[str, dict[str, int]], rates: dict[str, float]) -> st
         elif s["rows"] or s["ready"]:
             rate = rates.get(name)
             notes = ([f"{rate:.1f}/s"] if rate else []) + ([f"{s['ready']} actors"] if s["ready"] > 1 else [])
+            notes += ["waiting for later stages"] if s.get("paced") else []
             parts.append(f"{name} {s['rows']}" + (f" ({', '.join(notes)})" if notes else ""))
     return " | ".join(parts) or "starting"
 

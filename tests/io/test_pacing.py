@@ -30,9 +30,15 @@ def test_the_masks_wait_only_while_far_ahead_and_a_caption_call_runs():
 def test_the_pacer_goes_on_once_a_call_comes_back():
     boards = iter([board(12, 0, 1), board(12, 0, 1), board(12, 4, 1)])
     naps = []
-    pacer = Pacer("regions", "caption", limit=12, read_board=lambda: next(boards), poll_s=0.5, sleep=naps.append)
+    told = []
+    pacer = Pacer("regions", "caption", limit=12, read_board=lambda: next(boards), poll_s=0.5, sleep=naps.append,
+                  on_wait=told.append)
     pacer.wait()
     assert naps == [0.5, 0.5] and pacer.waited_s == 1.0
+    assert told == [True, False]  # the display hears that the masks wait, once, and when they go on
+    pacer.read_board = lambda: board(1, 0, 1)
+    pacer.wait()
+    assert told == [True, False]  # no wait, nothing told
 
 
 def test_the_pacer_gives_up_on_a_call_that_never_ends():

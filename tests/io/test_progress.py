@@ -61,6 +61,10 @@ def test_a_pacing_read_of_the_rows_leaves_the_displays_held_moments():
     board.rows("regions", 4)
     assert board.pacing_view() == {"regions": {"rows": 4, "in_call": 1}}
     assert describe(board.snapshot(), {}) == "regions loading model"  # still there for the display
+    board.waiting("regions", True)
+    assert describe(board.snapshot(), {"regions": 2.0}) == "regions 4 (2.0/s, waiting for later stages)"
+    board.waiting("regions", False)
+    assert describe(board.snapshot(), {}) == "regions 4"
 
 
 def test_nothing_reported_yet_reads_starting():
