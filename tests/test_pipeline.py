@@ -103,7 +103,8 @@ def test_the_masks_are_paced_by_an_hf_caption_stage_when_asked():
     assert pace(hf) is None  # unpaced unless asked
     assert pace([*hf, "ray.masks_lead_calls=3"]) == ("caption", 3 * 180)  # calls of 180 images
     assert pace([*hf, "ray.masks_lead_calls=2"], limits=(1, 8, 2, 1)) == ("caption", 3 * 180)  # two caption actors
-    assert pace(["ray.masks_lead_calls=3"]) is None  # vLLM captions come after every actor stage
+    with pytest.raises(Exception, match="masks_lead_calls paces the masks by an hf caption stage"):
+        pace(["ray.masks_lead_calls=3"])  # vLLM captions come after every actor stage: nothing to pace by
     with pytest.raises(Exception, match="masks_lead_calls"):
         load_config(REPO / "pipelines" / "ps3.yaml", [*hf, "ray.masks_lead_calls=1"])  # a call must gather
 

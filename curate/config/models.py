@@ -547,6 +547,9 @@ class PipelineConfig(Strict):
         if self.retarget.runs_in_actor and getattr(self.caption.natural, "runs_in_ray_llm", False):
             raise ValueError("retarget.backend: hf cannot follow caption.natural.backend vllm (the captions "
                              "arrive only at the end of the stream); use vllm for both")
+        if self.ray.masks_lead_calls is not None and not getattr(self.caption.natural, "runs_in_actor", False):
+            raise ValueError(f"ray.masks_lead_calls paces the masks by an hf caption stage, and "
+                             f"caption.natural.backend {self.caption.natural.backend} runs none; unset it or use hf")
         return self
 
     def sha256(self) -> str:
