@@ -245,17 +245,12 @@ def stage_plan(cfg: PipelineConfig, gpus_in_cluster: bool, cpus: int) -> list[tu
     return stages
 
 
-def paces_masks(cfg: PipelineConfig) -> bool:
-    """Whether the mask stage paces itself by the captions: ``ray.masks_lead_calls`` is set and the
-    natural captions run in an actor stage (hf; vLLM's ray.data.llm steps come after every actor)."""
-    return cfg.ray.masks_lead_calls is not None and getattr(cfg.caption.natural, "runs_in_actor", False)
-
-
 def masks_pace(cfg: PipelineConfig, stages: list[tuple[type, float, int]],
                pools: list[ActorPool]) -> tuple[str, int] | None:
     """(the caption stage's name, rows the mask stage may be ahead of it) for the plan's first
-    stage, or None where the masks are not paced (``paces_masks``)."""
-    if not paces_masks(cfg):
+    stage, or None where ``ray.masks_lead_calls`` is unset (the config refuses it without an hf
+    caption stage to pace by)."""
+    if cfg.ray.masks_lead_calls is None:
         return None
     from curate.stages.caption import CaptionStage
 
@@ -414,5 +409,5 @@ def _process(cfg: PipelineConfig, run: CorpusRun, listing: Iterator[pa.Table],
     kind = RunKind(identity_columns=("uri",),
                    sink=lambda target, numbers, ledger: BlockSink(target, cfg, numbers, ledger),
                    stages=lambda ds, board: corpus_stages(cfg, ds, board),
-                   block_rows=cfg.ray.ingest_batch_size, paced=paces_masks(cfg))
+                   block_rows=cfg.ray.ingest_batch_size, paced=cfg.ray.masks_lead_calls is not None)
     yield from run_kind(cfg, run, kind, listing, on_listed, on_status)
