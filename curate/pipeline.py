@@ -92,9 +92,11 @@ class StageActor:
     """Ray actor wrapper: builds the stage (and its model) once, then maps blocks; tells the run's
     progress board (a ProgressActor) what it is doing."""
 
-    def __init__(self, stage_cls: type, cfg: PipelineConfig, progress=None, pace: tuple[str, int] | None = None):
+    def __init__(self, stage_cls: type, cfg: PipelineConfig, progress=None, pace: tuple[str, int] | None = None,
+                 tells_calls: bool = False):
         logging.basicConfig(level=logging.WARNING)
         self.progress, self.name, self.calls = progress, stage_cls.name, 0
+        self.tells_calls = tells_calls  # the stage another one paces itself by: its calls running are read
         self.pacer = None
         if pace is not None and progress is not None:  # (downstream stage, rows this one may be ahead)
             self.pacer = Pacer(self.name, pace[0], pace[1], board_reader(progress),
@@ -114,11 +116,13 @@ class StageActor:
         self.calls += 1
         if first:
             self._tell("first_batch", self.name, True)
-        self._tell("call", self.name, True)
+        if self.tells_calls:
+            self._tell("call", self.name, True)
         try:
             out = run_stage_on_table(self.stage.name, self.stage.process, table, getattr(self.stage, "kinds", None))
         finally:
-            self._tell("call", self.name, False)
+            if self.tells_calls:
+                self._tell("call", self.name, False)
         if first:
             self._tell("first_batch", self.name, False)
         self._tell("rows", self.name, out.num_rows)
@@ -212,7 +216,8 @@ def corpus_stages(cfg: PipelineConfig, ds, progress=None):
         ds = ds.map_batches(
             stage_actor_class(stage_cls),
             fn_constructor_kwargs={"stage_cls": stage_cls, "cfg": cfg, "progress": progress,
-                                   "pace": pace if i == 0 else None},
+                                   "pace": pace if i == 0 else None,
+                                   "tells_calls": pace is not None and stage_cls.name == pace[0]},
             batch_format="pyarrow",
             batch_size=batch_size,
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pool.limit, initial_size=pool.initial),

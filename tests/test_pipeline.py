@@ -131,26 +131,47 @@ def test_each_stage_actor_carries_its_stage_name_through_ray_serialisation():
     assert all(issubclass(c, StageActor) for c in classes)
 
 
+def board_handle(board):
+    """A StageBoard's methods as a Ray actor handle offers them (``.remote``), called in place."""
+    class Handle:
+        def __getattr__(self, method):
+            return type("Method", (), {"remote": staticmethod(getattr(board, method))})
+
+    return Handle()
+
+
+class PassOn:
+    name = "regions"
+
+    def __init__(self, cfg):
+        pass
+
+    def process(self, rows):
+        return rows
+
+
+def test_the_stage_a_pacer_reads_says_when_its_calls_run():
+    from curate.io.progress import StageBoard
+
+    board, seen = StageBoard(), []
+
+    class Captions(PassOn):
+        name = "caption"
+
+        def process(self, rows):
+            seen.append(board.pacing_view()["caption"]["in_call"])
+            return rows
+
+    StageActor(Captions, None, progress=board_handle(board), tells_calls=True)(to_table([new_row("b.png", "t")]))
+    assert seen == [1] and board.pacing_view()["caption"] == {"rows": 1, "in_call": 0}
+
+
 def test_a_paced_stage_actor_waits_before_a_batch_until_a_caption_call_comes_back(monkeypatch):
     from curate.io.progress import StageBoard
 
     board = StageBoard()
-
-    class Remote:  # the board's methods as a Ray actor handle offers them, called in place
-        def __getattr__(self, method):
-            return type("Method", (), {"remote": staticmethod(getattr(board, method))})
-
-    class PassOn:
-        name = "regions"
-
-        def __init__(self, cfg):
-            pass
-
-        def process(self, rows):
-            return rows
-
     monkeypatch.setattr("curate.pipeline.board_reader", lambda progress: board.pacing_view)
-    actor = StageActor(PassOn, None, progress=Remote(), pace=("caption", 2))
+    actor = StageActor(PassOn, None, progress=board_handle(board), pace=("caption", 2))
     naps = []
 
     def a_caption_call_returns(seconds):
@@ -160,7 +181,8 @@ def test_a_paced_stage_actor_waits_before_a_batch_until_a_caption_call_comes_bac
     actor.pacer.sleep = a_caption_call_returns
     one_row = to_table([new_row("a.png", "t")])
     actor(one_row), actor(one_row)
-    assert naps == [] and board.pacing_view()["regions"] == {"rows": 2, "in_call": 0}  # its calls ended
+    # the masks do not tell their calls: only the stage they pace by does
+    assert naps == [] and board.pacing_view()["regions"] == {"rows": 2, "in_call": 0}
     board.call("caption", True)  # a caption call runs
     actor(one_row)  # two rows ahead: waits once, until the captions give one back
     assert len(naps) == 1 and board.pacing_view()["regions"]["rows"] == 3
