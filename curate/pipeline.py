@@ -21,6 +21,7 @@ import logging
 import os
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -81,7 +82,7 @@ def ingest_batch(table: pa.Table, cfg: PipelineConfig) -> pa.Table:
     return to_table(IngestStage(cfg).process(table.to_pylist()))
 
 
-def board_reader(progress) -> Callable[[], dict[str, dict[str, int]]]:
+def board_reader(progress) -> Callable[[], dict[str, dict]]:
     """A reader of each stage's rows and calls running on the run's board (a ProgressActor)."""
     import ray
 
@@ -116,13 +117,14 @@ class StageActor:
         self.calls += 1
         if first:
             self._tell("first_batch", self.name, True)
+        call_id = uuid.uuid4().hex  # the board tells calls apart: actors' calls end in any order
         if self.tells_calls:
-            self._tell("call", self.name, True)
+            self._tell("call", self.name, call_id, True)
         try:
             out = run_stage_on_table(self.stage.name, self.stage.process, table, getattr(self.stage, "kinds", None))
         finally:
             if self.tells_calls:
-                self._tell("call", self.name, False)
+                self._tell("call", self.name, call_id, False)
         if first:
             self._tell("first_batch", self.name, False)
         self._tell("rows", self.name, out.num_rows)

@@ -325,13 +325,13 @@ class ProgressActor:
     def snapshot(self) -> dict:
         return self.board.snapshot()
 
-    def call(self, name: str, started: bool) -> None:
-        self.board.call(name, started)
+    def call(self, name: str, call_id: str, started: bool) -> None:
+        self.board.call(name, call_id, started)
 
     def waiting(self, name: str, started: bool) -> None:
         self.board.waiting(name, started)
 
-    def pacing_view(self) -> dict[str, dict[str, int]]:
+    def pacing_view(self) -> dict[str, dict]:
         return self.board.pacing_view()
 
 

@@ -159,11 +159,12 @@ def test_the_stage_a_pacer_reads_says_when_its_calls_run():
         name = "caption"
 
         def process(self, rows):
-            seen.append(board.pacing_view()["caption"]["in_call"])
+            seen.append(len(board.pacing_view()["caption"]["call_ages_s"]))
             return rows
 
     StageActor(Captions, None, progress=board_handle(board), tells_calls=True)(to_table([new_row("b.png", "t")]))
-    assert seen == [1] and board.pacing_view()["caption"] == {"rows": 1, "in_call": 0}
+    view = board.pacing_view()["caption"]
+    assert seen == [1] and view["rows"] == 1 and view["call_ages_s"] == [] and view["longest_call_s"] >= 0
 
 
 def test_a_paced_stage_actor_waits_before_a_batch_until_a_caption_call_comes_back(monkeypatch):
@@ -182,7 +183,7 @@ def test_a_paced_stage_actor_waits_before_a_batch_until_a_caption_call_comes_bac
     one_row = to_table([new_row("a.png", "t")])
     actor(one_row), actor(one_row)
     # the masks do not tell their calls: only the stage they pace by does
-    assert naps == [] and board.pacing_view()["regions"] == {"rows": 2, "in_call": 0}
-    board.call("caption", True)  # a caption call runs
+    assert naps == [] and board.pacing_view()["regions"] == {"rows": 2, "call_ages_s": [], "longest_call_s": 0.0}
+    board.call("caption", "c1", True)  # a caption call runs
     actor(one_row)  # two rows ahead: waits once, until the captions give one back
     assert len(naps) == 1 and board.pacing_view()["regions"]["rows"] == 3

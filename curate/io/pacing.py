@@ -19,11 +19,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+# A call running longer than this many times the stage's longest finished call (and at least
+# STALE_CALL_FLOOR_S) is taken for one whose actor died mid-call: it never says it ended, and masks
+# that went on waiting for it would wait on captions that are waiting for rows.
+STALE_CALL_FACTOR = 3.0
+STALE_CALL_FLOOR_S = 120.0
 
-def rows_ahead(rows_by_stage: dict[str, int], upstream: str, downstream: str) -> int:
+
+def rows_ahead(board: dict[str, dict], upstream: str, downstream: str) -> int:
     """Rows the upstream stage has passed on that the downstream stage has not yet returned (rows
-    between them, in their queues, or in a downstream call)."""
-    return rows_by_stage.get(upstream, 0) - rows_by_stage.get(downstream, 0)
+    between them, in their queues, or in a downstream call); ``board`` holds each stage's ``rows``."""
+    return board.get(upstream, {}).get("rows", 0) - board.get(downstream, {}).get("rows", 0)
 
 
 def lead_rows(lead_calls: int, rows_per_call: int, downstream_actors: int) -> int:
@@ -33,28 +39,38 @@ def lead_rows(lead_calls: int, rows_per_call: int, downstream_actors: int) -> in
     return max(lead_calls, downstream_actors + 1) * rows_per_call
 
 
-def should_wait(board: dict[str, dict[str, int]], upstream: str, downstream: str, limit: int) -> bool:
+def live_calls(call_ages_s: list[float], longest_call_s: float) -> int:
+    """Calls running now that can still end: younger than ``STALE_CALL_FACTOR`` times the longest
+    call that did end, and than ``STALE_CALL_FLOOR_S``, whichever is more. A dead actor's call thus
+    holds the masks back once, for at most that long, never batch after batch."""
+    bound = max(STALE_CALL_FLOOR_S, STALE_CALL_FACTOR * longest_call_s)
+    return sum(age < bound for age in call_ages_s)
+
+
+def should_wait(board: dict[str, dict], upstream: str, downstream: str, limit: int) -> bool:
     """Whether the upstream stage waits: ``limit`` rows or more ahead, and a downstream call running
-    (``board``: each stage's ``rows`` and ``in_call``, as the progress board counts them)."""
-    rows = {name: state["rows"] for name, state in board.items()}
-    return rows_ahead(rows, upstream, downstream) >= limit and board.get(downstream, {}).get("in_call", 0) > 0
+    that can still end (``board``: each stage's ``rows``, ``call_ages_s`` and ``longest_call_s``, as
+    the progress board's ``pacing_view`` gives them)."""
+    if rows_ahead(board, upstream, downstream) < limit:
+        return False
+    calls = board.get(downstream, {})
+    return live_calls(calls.get("call_ages_s", []), calls.get("longest_call_s", 0.0)) > 0
 
 
 @dataclass
 class Pacer:
     """Waits (``wait``) while ``should_wait`` says so; ``read_board`` reads the run's progress board
-    (each stage's rows and calls running)."""
+    (each stage's rows and the calls running)."""
 
     upstream: str
     downstream: str
     limit: int
-    read_board: Callable[[], dict[str, dict[str, int]]]
+    read_board: Callable[[], dict[str, dict]]
     poll_s: float = 0.25
-    # a caption actor that died mid-call never says its call ended: past this, go on regardless
+    # a backstop: should_wait already stops counting a call that outlived live_calls' bound
     max_wait_s: float = 600.0
     sleep: Callable[[float], None] = time.sleep
     on_wait: Callable[[bool], None] = lambda waiting: None  # told when a wait starts and when it ends
-    waited_s: float = 0.0
 
     def wait(self) -> None:
         waited = 0.0
@@ -66,4 +82,3 @@ class Pacer:
             waited += self.poll_s
         if waited:
             self.on_wait(False)
-        self.waited_s += waited

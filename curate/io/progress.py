@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -16,7 +17,6 @@ class StageState:
     ready: int = 0
     busy_first: int = 0  # actors on their first batch
     rows: int = 0
-    in_call: int = 0  # calls running now (pacing reads it; the display does not)
     paced: int = 0  # actors waiting for a later stage (ray.masks_lead_calls)
 
 
@@ -31,6 +31,11 @@ class StageBoard:
     order: list[str] = field(default_factory=list)
     stages: dict[str, StageState] = field(default_factory=dict)
     held: dict[str, list[StageState]] = field(default_factory=dict)
+    # for pacing (the display reads neither): each stage's calls running, by id, with the board's
+    # time each began, and its longest call that ended
+    calls_running: dict[str, dict[str, float]] = field(default_factory=dict)
+    longest_call_s: dict[str, float] = field(default_factory=dict)
+    clock: Callable[[], float] = time.monotonic
 
     def plan(self, names: list[str]) -> None:
         """The plan's stages, in order (reports may come in any order; the last stage's rows are
@@ -68,15 +73,27 @@ class StageBoard:
     def rows(self, name: str, n: int) -> None:
         self._stage(name).rows += n
 
-    def call(self, name: str, started: bool) -> None:
-        self._stage(name).in_call += 1 if started else -1
+    def call(self, name: str, call_id: str, started: bool) -> None:
+        """A call of ``name``'s began or ended; timed by the board's clock, so actors on other
+        machines need not agree on the time."""
+        self._stage(name)
+        running, now = self.calls_running.setdefault(name, {}), self.clock()
+        if started:
+            running[call_id] = now
+        elif call_id in running:
+            self.longest_call_s[name] = max(self.longest_call_s.get(name, 0.0), now - running.pop(call_id))
 
     def waiting(self, name: str, started: bool) -> None:
         self._stage(name).paced += 1 if started else -1
 
-    def pacing_view(self) -> dict[str, dict[str, int]]:
-        """Each stage's rows and calls running now (for pacing; held moments are the display's)."""
-        return {name: {"rows": state.rows, "in_call": state.in_call} for name, state in self.stages.items()}
+    def pacing_view(self) -> dict[str, dict]:
+        """Each stage's rows, the ages of its calls running now and its longest call that ended
+        (for pacing, ``curate.io.pacing``; held moments are the display's)."""
+        now = self.clock()
+        return {name: {"rows": state.rows,
+                       "call_ages_s": [now - began for began in self.calls_running.get(name, {}).values()],
+                       "longest_call_s": self.longest_call_s.get(name, 0.0)}
+                for name, state in self.stages.items()}
 
     def snapshot(self) -> dict[str, dict[str, int]]:
         """Each stage's counts; a stage with a held moment shows the oldest one instead (once)."""

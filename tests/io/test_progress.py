@@ -57,14 +57,43 @@ def test_a_pacing_read_of_the_rows_leaves_the_displays_held_moments():
     board = StageBoard()
     board.loading("regions")
     board.ready("regions")
-    board.call("regions", True)
+    board.call("regions", "c1", True)
     board.rows("regions", 4)
-    assert board.pacing_view() == {"regions": {"rows": 4, "in_call": 1}}
+    assert board.pacing_view()["regions"]["rows"] == 4 and len(board.pacing_view()["regions"]["call_ages_s"]) == 1
     assert describe(board.snapshot(), {}) == "regions loading model"  # still there for the display
     board.waiting("regions", True)
     assert describe(board.snapshot(), {"regions": 2.0}) == "regions 4 (2.0/s, waiting for later stages)"
     board.waiting("regions", False)
     assert describe(board.snapshot(), {}) == "regions 4"
+
+
+def test_calls_are_timed_by_the_boards_clock_and_told_apart_by_id():
+    now = [100.0]
+    board = StageBoard(clock=lambda: now[0])
+    board.call("caption", "a", True)
+    now[0] = 110.0
+    board.call("caption", "b", True)  # a second actor's call
+    now[0] = 140.0
+    board.call("caption", "a", False)  # the first ends after 40 s, the second runs on
+    board.call("caption", "gone", False)  # an end the board never saw begin changes nothing
+    assert board.pacing_view()["caption"] == {"rows": 0, "call_ages_s": [30.0], "longest_call_s": 40.0}
+    now[0] = 150.0
+    board.call("caption", "b", False)
+    assert board.pacing_view()["caption"] == {"rows": 0, "call_ages_s": [], "longest_call_s": 40.0}
+
+
+def test_a_call_whose_actor_died_stops_holding_the_masks_back():
+    from curate.io.pacing import STALE_CALL_FLOOR_S, should_wait
+
+    now = [0.0]
+    board = StageBoard(clock=lambda: now[0])
+    board.rows("regions", 50)
+    board.call("caption", "dies", True)  # its actor is killed: the call never ends
+    assert should_wait(board.pacing_view(), "regions", "caption", limit=10)
+    now[0] = STALE_CALL_FLOOR_S + 1
+    assert not should_wait(board.pacing_view(), "regions", "caption", limit=10)
+    board.call("caption", "next", True)  # the restarted actor's call is waited for again
+    assert should_wait(board.pacing_view(), "regions", "caption", limit=10)
 
 
 def test_nothing_reported_yet_reads_starting():
