@@ -133,6 +133,20 @@ def pipeline_config(path: Path, ocr: bool, language_models: Path | None, shares:
     return path
 
 
+def list_copies(images: Path, folder: Path, copies: int) -> Path:
+    """``folder`` holding each file of ``images`` ``copies`` times, named ``cK-NAME``, each copy with a
+    few bytes of its own after the image's end (decoders stop before them): the writers quarantine
+    inputs with the same bytes as duplicates, and these must all be written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in sorted(p for p in images.iterdir() if p.is_file()):
+        data = path.read_bytes()
+        for k in range(copies):
+            copy = folder / f"c{k}-{path.name}"
+            if not copy.exists():
+                copy.write_bytes(data + f"copy {k}".encode())
+    return folder
+
+
 def save_random_language_models(folder: Path, tiny: bool) -> Path:
     """Random Qwen2-VL-7B and Llama-3.1-8B checkpoints (bf16; toy-sized when ``tiny``) written once
     to ``folder``, under the names pipeline_config reads."""
@@ -166,6 +180,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--count", type=int, default=16, help="sample images")
+    parser.add_argument("--copies", type=int, default=1, metavar="K",
+                        help="list the COUNT images K times under new names, each copy's bytes made its own: a "
+                             "run of COUNT x K inputs (sizes repeat every COUNT) without generating them all, for "
+                             "runs long enough to show the steady state")
     parser.add_argument("--images", choices=["samples", "varied"], default="samples",
                         help="samples: curate samples (half pages, half photos); varied: a size per image")
     parser.add_argument("--masks", choices=["realistic", "noise"], default="realistic",
@@ -189,14 +207,18 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], dest="overrides",
                         help="extra config override, e.g. masks.natural.points_per_side=4 for a CPU smoke run")
     args = parser.parse_args()
-    images, out = args.workdir / "images", args.workdir / args.out_name
+    generated, out = args.workdir / "images", args.workdir / args.out_name
+    images = generated
     args.workdir.mkdir(parents=True, exist_ok=True)
     # a later variant in the same workdir reuses the images
-    if not images.is_dir() or len(list(images.iterdir())) != args.count:
+    if not generated.is_dir() or len(list(generated.iterdir())) != args.count:
         if args.images == "varied":
-            generate_varied_samples(images, count=args.count, workers=os.cpu_count() or 1)
+            generate_varied_samples(generated, count=args.count, workers=os.cpu_count() or 1)
         else:
-            generate_samples(images, count=args.count)
+            generate_samples(generated, count=args.count)
+    if args.copies > 1:
+        images = list_copies(generated, args.workdir / f"images_x{args.copies}", args.copies)
+    total = args.count * args.copies
     checkpoint = args.workdir / f"random_{args.masks}_evit_{args.model}.pt"
     torch.manual_seed(0)
     model = build_efficientvit_sam(args.model)
@@ -216,7 +238,7 @@ def main() -> None:
     if args.warmup:
         few = args.workdir / "warmup_images"
         few.mkdir(exist_ok=True)
-        for path in sorted(p for p in images.rglob("*") if p.is_file())[:args.warmup]:
+        for path in sorted(p for p in generated.rglob("*") if p.is_file())[:args.warmup]:
             if not (few / path.name).exists():
                 (few / path.name).symlink_to(path)
         warm = [few if part == str(images) else args.workdir / f"{args.out_name}_warmup" if part == str(out) else part
@@ -237,7 +259,7 @@ def main() -> None:
     result = {
         "hardware": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "command": "curate " + " ".join(command), "gpu_shares": dict(zip(["masks", "captions", "questions"], shares)),
-        "images": args.count, "warmup_images": args.warmup, "warmup_run_s": warmup_s,
+        "images": total, "copies": args.copies, "warmup_images": args.warmup, "warmup_run_s": warmup_s,
         "first_run_s": round(first_s, 1), "ended": how,  # finished, deadline, stopped (SIGTERM/Ctrl-C)
         "interrupted_at_deadline": how == "deadline",
         "images_per_s_whole_command": round(c.written / first_s, 3),
@@ -246,7 +268,7 @@ def main() -> None:
                                           if busy.get("working_span_s") else None),
         "stage_time_share": {k: round(v / max(1e-9, sum(stage_seconds.values())), 3) for k, v in stage_seconds.items()},
         "stage_pace": stage_rates(stage_series(
-            (args.workdir / f"{args.out_name}_first_run.log").read_text(errors="replace"), "images"), args.count),
+            (args.workdir / f"{args.out_name}_first_run.log").read_text(errors="replace"), "images"), total),
         "counts": c.model_dump(), "counts_add_up": c.read == c.written + c.quarantined,
         "stages": {k: v.model_dump() for k, v in manifest.stages.items()},
     }
