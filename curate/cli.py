@@ -54,12 +54,24 @@ def _committed_so_far(output: str) -> str:
     return f"{written} samples are committed in {output}"
 
 
+INPUTS = Annotated[Optional[list[str]], typer.Option(
+    "--input", "-i", help="replace the config's sources with these directories/globs/lists/tars (repeatable; "
+                          "kind 'auto')")]
+
+
+def _with_inputs(cfg, inputs: list[str] | None):
+    """``cfg`` with its sources replaced by ``--input`` paths, where any were given."""
+    if inputs:
+        from curate.config import SourceConfig
+
+        cfg.sources = [SourceConfig(type=_guess_source_type(p), path=p) for p in inputs]
+    return cfg
+
+
 @app.command()
 def run(
     pipeline: Annotated[Path, typer.Argument(help="pipeline YAML, e.g. pipelines/local.yaml")],
-    input: Annotated[Optional[list[str]], typer.Option(
-        "--input", "-i", help="replace the config's sources with these directories/globs/lists/tars "
-                              "(repeatable; kind 'auto')")] = None,
+    input: INPUTS = None,
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="output directory (output.path)")] = None,
     set_: Annotated[Optional[list[str]], typer.Option(
         "--set", help="override a config key: --set select.max_boxes=6 (repeatable)")] = None,
@@ -84,11 +96,7 @@ def run(
         overrides.append(f"ray.address={address}")
     if verbose:
         overrides.append("ray.verbose=true")
-    cfg = _load(pipeline, overrides)
-    if input:
-        from curate.config import SourceConfig
-
-        cfg.sources = [SourceConfig(type=_guess_source_type(p), path=p) for p in input]
+    cfg = _with_inputs(_load(pipeline, overrides), input)
 
     from curate.backends import BackendUnavailable
     from curate.io.lock import OutputLocked
@@ -435,15 +443,19 @@ def _print_summary(output: str) -> None:
 @app.command()
 def validate(
     pipeline: Annotated[Path, typer.Argument(help="pipeline YAML to check")],
+    input: INPUTS = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="override a key, as in `run`")] = None,
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="output directory, as in `run`")] = None,
     allow_empty: Annotated[bool, typer.Option("--allow-empty", help="accept sources with no input image")] = False,
 ) -> None:
     """Check a pipeline YAML and what its run needs, without starting it: the backends and their
     packages, checkpoint files, that each source exists and holds inputs, a GPU where a stage asks
-    for one, and that the output is writable and ours. Exits 1 naming each problem."""
+    for one, and that the output is writable and ours. Exits 1 naming each problem.
+
+    Takes `run`'s `--input`, `--output` and `--set`: put `validate` in place of `run` in the
+    command to check that run."""
     overrides = list(set_ or []) + ([f"output.path={output}"] if output else [])
-    cfg = _load(pipeline, overrides)
+    cfg = _with_inputs(_load(pipeline, overrides), input)
     from curate.preflight import preflight
 
     problems = preflight(cfg, allow_empty=allow_empty)

@@ -57,6 +57,16 @@ def test_each_problem_is_named(tmp_path):
     assert "sources.1" not in text
 
 
+def test_validate_takes_the_inputs_a_run_would_take(tmp_path):
+    # the command a user is about to run, checked first: -i replaces the config's sources, as in run
+    image_files(tmp_path / "photos", 1)
+    code, text = curate("validate", config(tmp_path), "-i", tmp_path / "photos", "-o", tmp_path / "out2")
+    assert code == 0 and "check out" in text  # the config's own source (in/) does not exist
+    code, text = curate("validate", config(tmp_path), "--input", tmp_path / "photos", "-i", tmp_path / "gone")
+    assert code == 1 and "sources.1" in text and "gone" in text and "does not exist" in text
+    assert "sources.0" not in text
+
+
 def test_a_set_typo_names_the_set_argument(tmp_path):
     code, text = curate("validate", config(tmp_path), "--set", "select.max_boxs=5")
     assert code == 2 and "select.max_boxs: unknown key (from --set select.max_boxs=5)" in text
