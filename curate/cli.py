@@ -534,16 +534,35 @@ def _print_counts(output: str) -> None:
 @app.command()
 def inspect(
     output: Annotated[str, typer.Argument(help="a curate output: a directory or an s3:// / gs:// URI")],
-    key: Annotated[str, typer.Argument(help="sample key (20 hex digits), or a prefix of it")],
+    key: Annotated[Optional[str], typer.Argument(
+        help="a sample's key (20 hex digits) or a prefix of it, or the input it came from (its path as the run "
+             "listed it, or the end of that path, such as the file's name); left out, the first samples are "
+             "listed")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="how many samples to list without a KEY")] = 20,
 ) -> None:
-    """Print one sample's record (KEY.json), read from its shard by offset via the index."""
-    from curate.io.reader import find_record
+    """Print one sample's record (KEY.json), read from its shard by offset via the index; without
+    a KEY, list the output's first samples (key, kind, size, regions, input)."""
+    from curate.io.reader import find_record, list_samples
 
     try:
-        record = find_record(output, key)
-    except (FileNotFoundError, KeyError, ValueError) as e:
+        if key is None:
+            total, samples = list_samples(output, limit)
+        else:
+            record = find_record(output, key)
+    except (FileNotFoundError, LookupError, ValueError) as e:
         _fail(str(e))
-    sys.stdout.write(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    if key is not None:
+        sys.stdout.write(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+        return
+    table = Table(title=f"{output}: {total} samples" + (f", the first {len(samples)}" if total > len(samples) else ""),
+                  title_justify="left")
+    for column in ("key", "kind", "size", "regions"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("input", overflow="fold")  # the whole path, folded: it is what a user looks for
+    for s in samples:
+        table.add_row(s["key"], s["kind"], f"{s['width']}x{s['height']}", str(s["n_regions"]), escape(s["uri"]))
+    console.print(table)
+    console.print(f"one sample's record: curate inspect {output} KEY", highlight=False)
 
 
 @app.command()

@@ -63,3 +63,21 @@ def test_the_command_list_is_wrapped_to_the_terminal_not_to_the_docstrings(width
 def test_markup_characters_in_help_survive():
     assert "DEST/images/*.tar" in help_text(["export", "ps3"])
     assert "<box>(x0,y0),(x1,y1)</box>" in " ".join(help_text(["export", "llava"]).split())
+
+
+def test_inspect_lists_an_outputs_samples_and_finds_one_by_its_input(tmp_path):
+    import json
+
+    from tests.io.test_corpus import write_question_corpus
+
+    out = tmp_path / "q"
+    rows = write_question_corpus(out, n=3)
+    runner = CliRunner()
+    listed = runner.invoke(app, ["inspect", str(out), "-n", "2"], env={"COLUMNS": "200"})
+    assert listed.exit_code == 0, listed.output
+    assert "3 samples, the first 2" in listed.output
+    assert rows[0]["key"] in listed.output and rows[1]["key"] in listed.output and rows[2]["key"] not in listed.output
+    found = runner.invoke(app, ["inspect", str(out), "img2.png"])
+    assert found.exit_code == 0 and json.loads(found.stdout)["key"] == rows[2]["key"]
+    missed = runner.invoke(app, ["inspect", str(out), "img9.png"])
+    assert missed.exit_code == 2 and "no sample with the key or input 'img9.png'" in " ".join(missed.output.split())

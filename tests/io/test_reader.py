@@ -1,0 +1,37 @@
+"""Reading one sample back: by its key, by the input it came from, and listing what an output holds."""
+
+import pytest
+
+from curate.io.reader import find_record, list_samples
+from tests.io.test_corpus import write_question_corpus
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    out = tmp_path / "q"
+    return out, write_question_corpus(out, n=3)
+
+
+def test_a_sample_is_found_by_a_prefix_of_its_key(corpus):
+    out, rows = corpus
+    assert find_record(out, rows[1]["key"][:8].upper())["key"] == rows[1]["key"]
+
+
+def test_a_sample_is_found_by_the_input_it_came_from(corpus):
+    out, rows = corpus
+    assert rows[2]["uri"] == "img2.png"
+    assert find_record(out, "img2.png")["key"] == rows[2]["key"]  # the path as the run listed it
+
+
+def test_a_miss_says_what_was_looked_for_without_quoting_the_message(corpus):
+    out, _ = corpus
+    with pytest.raises(LookupError) as missed:
+        find_record(out, "nothing.png")
+    assert str(missed.value) == f"{out}: no sample with the key or input 'nothing.png'"
+
+
+def test_listing_gives_the_count_and_the_first_samples(corpus):
+    out, rows = corpus
+    total, first = list_samples(out, limit=2)
+    assert total == 3 and [s["key"] for s in first] == [r["key"] for r in rows[:2]]
+    assert first[0]["uri"] == "img0.png" and first[0]["width"] == 64 and first[0]["n_regions"] == 2
