@@ -64,8 +64,20 @@ def _with_inputs(cfg, inputs: list[str] | None):
     if inputs:
         from curate.config import SourceConfig
 
-        cfg.sources = [SourceConfig(type=_guess_source_type(p), path=p) for p in inputs]
+        cfg.sources = [SourceConfig(type=kind, path=path) for kind, path in map(_input_source, inputs)]
     return cfg
+
+
+def _input_source(path: str) -> tuple[str, str]:
+    """(source type, path) for one ``--input``: one local image file is a glob matching only itself
+    (escaped: a name such as ``shot [1].png`` would be read as a pattern)."""
+    import glob
+
+    from curate.io.sources import is_image_name
+
+    if os.path.isfile(path) and is_image_name(path):
+        return "glob", glob.escape(path)
+    return _guess_source_type(path), path
 
 
 @app.command()

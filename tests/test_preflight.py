@@ -67,6 +67,13 @@ def test_validate_takes_the_inputs_a_run_would_take(tmp_path):
     assert "sources.0" not in text
 
 
+def test_one_image_file_is_an_input_too(tmp_path):
+    (photo,) = image_files(tmp_path / "photos", 1)
+    odd = photo.rename(photo.with_name("shot [1].png"))  # a name a glob would misread
+    code, text = curate("validate", config(tmp_path), "-i", odd)
+    assert code == 0 and "check out" in text, text
+
+
 def test_a_set_typo_names_the_set_argument(tmp_path):
     code, text = curate("validate", config(tmp_path), "--set", "select.max_boxs=5")
     assert code == 2 and "select.max_boxs: unknown key (from --set select.max_boxs=5)" in text

@@ -39,7 +39,8 @@ def list_samples(output: str | OutputPath, limit: int = 20) -> tuple[int, list[d
 
 def _index(layout: OutputLayout, output: str | OutputPath, columns: list[str]):
     if not layout.index.exists():
-        raise FileNotFoundError(f"{output}: no index.parquet (is the run finished?)")
+        raise FileNotFoundError(f"{output}: no index.parquet (is the run finished?)" if layout.manifest.exists() else
+                                f"{output}: no manifest.json or index.parquet; is this a curate output?")
     return read_parquet(layout.index, columns=columns)
 
 

@@ -35,3 +35,8 @@ def test_listing_gives_the_count_and_the_first_samples(corpus):
     total, first = list_samples(out, limit=2)
     assert total == 3 and [s["key"] for s in first] == [r["key"] for r in rows[:2]]
     assert first[0]["uri"] == "img0.png" and first[0]["width"] == 64 and first[0]["n_regions"] == 2
+
+
+def test_a_folder_that_is_no_output_is_named_as_such(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no manifest.json or index.parquet; is this a curate output"):
+        list_samples(tmp_path / "nowhere")
