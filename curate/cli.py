@@ -55,8 +55,8 @@ def _committed_so_far(output: str) -> str:
 
 
 INPUTS = Annotated[Optional[list[str]], typer.Option(
-    "--input", "-i", help="replace the config's sources with these directories/globs/lists/tars (repeatable; "
-                          "kind 'auto')")]
+    "--input", "-i", help="replace the config's sources with these directories, globs, lists (.txt, .parquet), "
+                          "tar shards or image files (repeatable; kind 'auto')")]
 
 
 def _with_inputs(cfg, inputs: list[str] | None):
