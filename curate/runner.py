@@ -471,6 +471,8 @@ def run_kind(cfg, run, kind: RunKind, listing: Iterator[pa.Table], on_listed: Ca
               else rechunk_by_group(pending(), kind.groups, block_sizes(GROUP_BLOCK_ROWS)))
     refs = [ray.put(block) for block in blocks]
     on_listed(listed)
+    if not refs:  # every input committed already (or none listed): the bar says so, not "listing inputs"
+        status("nothing left to do")
     if refs:
         configure_ray_data(cfg)
         sink = kind.sink(run.target, NumberClient(ledger.actors[0]), ledger)

@@ -41,10 +41,11 @@ def run_in_terminal(args: list[str]) -> str:
 
 def test_the_bar_says_what_is_starting_and_counts_rows_in_flight(tmp_path, sample_dir):
     out = tmp_path / "out"
-    printed = run_in_terminal(["run", str(REPO / "pipelines" / "local.yaml"), "-o", str(out),
-                               "--set", f"sources.0.path={sample_dir}", "--set", "sources.0.type=dir",
-                               "--set", "output.shard_max_samples=100", "--set", "output.shard_max_seconds=600",
-                               "--set", "masks.natural.work_side=640", "--set", "ray.ingest_batch_size=1"])
+    command = ["run", str(REPO / "pipelines" / "local.yaml"), "-o", str(out),
+               "--set", f"sources.0.path={sample_dir}", "--set", "sources.0.type=dir",
+               "--set", "output.shard_max_samples=100", "--set", "output.shard_max_seconds=600",
+               "--set", "masks.natural.work_side=640", "--set", "ray.ingest_batch_size=1"]
+    printed = run_in_terminal(command)
     frames = [line for line in printed.splitlines() if line.lstrip().startswith("images")]
     assert any("starting Ray" in f for f in frames) and any("loading model" in f for f in frames)
     # before anything is committed (one shard of 100 holds the whole run), rows are counted in flight;
@@ -57,6 +58,10 @@ def test_the_bar_says_what_is_starting_and_counts_rows_in_flight(tmp_path, sampl
     [log] = (out / "logs").glob("run-*.log")
     assert f"logs (Ray's warnings, worker logs): {out / 'logs'}" in " ".join(printed.split())
     assert "core_worker" in log.read_text() or log.read_text() == ""
+    # the same command again: everything is committed, and the bar's last word says so
+    again = run_in_terminal(command)
+    last = [line for line in again.splitlines() if line.lstrip().startswith("images")][-1]
+    assert "resuming: 6 inputs already done, 0 to go" in again and "nothing left to do" in last, last
 
 
 def test_a_run_prints_a_short_summary_and_commits_on_time(tmp_path, sample_dir):
