@@ -312,6 +312,8 @@ def export_ps3_cmd(
     flags of PS3's trainer that read the export."""
     from curate.export.ps3 import export_ps3
 
+    if what not in ("regions", "questions"):
+        _fail(f"--what {what!r}: choose regions or questions")
     result = _run_export(export_ps3, source=output, dest=dest, what=what)
     c = result.counts
     out = Console()

@@ -81,3 +81,12 @@ def test_inspect_lists_an_outputs_samples_and_finds_one_by_its_input(tmp_path):
     assert found.exit_code == 0 and json.loads(found.stdout)["key"] == rows[2]["key"]
     missed = runner.invoke(app, ["inspect", str(out), "img9.png"])
     assert missed.exit_code == 2 and "no sample with the key or input 'img9.png'" in " ".join(missed.output.split())
+
+
+@pytest.mark.parametrize("command", [["export", "ps3", "--what", "bogus"], ["export", "llava", "--box-in", "bogus"]],
+                         ids=" ".join)
+def test_a_bad_choice_names_the_option_and_the_choices(tmp_path, command):
+    done = CliRunner().invoke(app, [*command[:2], str(tmp_path / "corpus"), str(tmp_path / "dest"), *command[2:]])
+    said = " ".join(done.output.split())
+    assert done.exit_code == 2 and f"{command[2]} 'bogus': choose" in said, said
+    assert not (tmp_path / "dest").exists()
