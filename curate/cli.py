@@ -568,15 +568,15 @@ def inspect(
     if key is not None:
         sys.stdout.write(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
         return
-    table = Table(title=f"{output}: {total} samples" + (f", the first {len(samples)}" if total > len(samples) else ""),
-                  title_justify="left")
+    shown = f", the first {len(samples)}" if total > len(samples) else ""
+    table = Table(title=f"{escape(output)}: {total} samples{shown}", title_justify="left")
     for column in ("key", "kind", "size", "regions"):
         table.add_column(column, no_wrap=True)
     table.add_column("input", overflow="fold")  # the whole path, folded: it is what a user looks for
     for s in samples:
         table.add_row(s["key"], s["kind"], f"{s['width']}x{s['height']}", str(s["n_regions"]), escape(s["uri"]))
     console.print(table)
-    console.print(f"one sample's record: curate inspect {output} KEY", highlight=False)
+    console.print(f"one sample's record: curate inspect {output} KEY", highlight=False, markup=False)
 
 
 @app.command()
