@@ -155,3 +155,12 @@ def test_documents_can_have_their_own_mask_backend(tmp_path):
 def test_shipped_pipelines_make_document_regions_of_text_lines(pipeline):
     section = load_config(REPO / "pipelines" / pipeline).masks.for_kind("document")
     assert (section.backend, section.regions) == ("ocr_layout", "lines")
+
+
+def test_a_missing_config_file_names_the_pipelines_that_come_with_curate(tmp_path):
+    with pytest.raises(ConfigError) as missing:
+        load_config(tmp_path / "pipelines" / "local.yaml")
+    said = str(missing.value)
+    assert said.startswith(f"{tmp_path / 'pipelines' / 'local.yaml'}: cannot read config (No such file or directory)")
+    bundled = REPO / "pipelines"
+    assert f"{bundled / 'local.yaml'}" in said and f"{bundled / 'ps3.yaml'}" in said

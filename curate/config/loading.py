@@ -83,11 +83,22 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
+def _bundled_pipelines_hint() -> str:
+    """Where the pipelines that come with curate are, for a path given from another directory: they
+    sit beside the package in a checkout (an installed wheel does not carry them)."""
+    folder = Path(__file__).resolve().parents[2] / "pipelines"
+    found = sorted(folder.glob("*.yaml")) if folder.is_dir() else []
+    if not found:
+        return "; curate's own pipelines are in its repository's pipelines/ folder"
+    return "; curate's own pipelines are " + ", ".join(str(p) for p in found)
+
+
 def _read_yaml(path: Path, overrides: list[str] | None) -> dict:
     try:
         text = path.read_text()
     except OSError as e:
-        raise ConfigError(f"{path}: cannot read config ({e.strerror or e})") from e
+        hint = _bundled_pipelines_hint() if isinstance(e, FileNotFoundError) else ""
+        raise ConfigError(f"{path}: cannot read config ({e.strerror or e}){hint}") from e
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
