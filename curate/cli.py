@@ -570,13 +570,26 @@ def inspect(
         return
     shown = f", the first {len(samples)}" if total > len(samples) else ""
     table = Table(title=f"{escape(output)}: {total} samples{shown}", title_justify="left")
-    for column in ("key", "kind", "size", "regions"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("input", overflow="fold")  # the whole path, folded: it is what a user looks for
-    for s in samples:
-        table.add_row(s["key"], s["kind"], f"{s['width']}x{s['height']}", str(s["n_regions"]), escape(s["uri"]))
+    cells = [_listed_cells(s) for s in samples]
+    for column in (cells[0] if cells else {"key": ""}):
+        # the input's whole path, folded: it is what a user looks for
+        table.add_column(column, no_wrap=column != "input", overflow="fold")
+    for row in cells:
+        table.add_row(*row.values())
     console.print(table)
     console.print(f"one sample's record: curate inspect {output} KEY", highlight=False, markup=False)
+
+
+def _listed_cells(sample: dict) -> dict[str, str]:
+    """One listed sample as the table's cells: width and height as a size, the index's names made
+    plain (``n_regions`` as regions, ``uri`` as input)."""
+    cells = {}
+    for name, value in sample.items():
+        if name == "width":
+            cells["size"] = f"{value}x{sample['height']}"
+        elif name != "height":
+            cells[{"n_regions": "regions", "uri": "input"}.get(name, name)] = escape(str(value))
+    return cells
 
 
 @app.command()

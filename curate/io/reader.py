@@ -9,15 +9,19 @@ from collections.abc import Iterator
 import pyarrow.compute as pc
 
 from curate.io.layout import OutputLayout
-from curate.io.objpath import OutputPath, open_sequential, read_parquet, read_slice
+from curate.io.objpath import OutputPath, open_sequential, read_parquet, read_parquet_schema, read_slice
+
+# What a listing shows of each sample, where the output's index has it: a corpus's kind and regions,
+# a canvas's background and conversation turns
+LISTED = ("key", "kind", "width", "height", "n_regions", "background", "turns", "uri")
 
 
 def find_record(output: str | OutputPath, wanted: str) -> dict:
-    """The ImageRecord of the one sample whose key starts with ``wanted`` or whose input was
-    ``wanted`` (the path or URI as the run listed it, or its end, such as the file's name), read by
-    offset from its shard."""
+    """The record of the one sample whose key starts with ``wanted`` or whose input was ``wanted``
+    (the path or URI as the run listed it, or its end, such as the file's name): a corpus's is read
+    by offset from its shard, a canvas output's (its index has no offsets) found in its shard."""
     layout = OutputLayout.at(output)
-    index = _index(layout, output, ["key", "uri", "shard", "json_offset", "json_size"])
+    index = _written(layout, output, ["key", "uri", "shard", "json_offset", "json_size"])
     hits = index.filter(pc.starts_with(index["key"], wanted.lower()))
     if not hits.num_rows:
         by_input = pc.or_(pc.equal(index["uri"], wanted), pc.ends_with(index["uri"], "/" + wanted.lstrip("/")))
@@ -27,21 +31,30 @@ def find_record(output: str | OutputPath, wanted: str) -> dict:
     if hits.num_rows > 1:
         raise ValueError(f"{output}: {hits.num_rows} samples match {wanted!r}; give more of the key or path")
     hit = hits.to_pylist()[0]
-    return json.loads(read_slice(layout.shards_dir / hit["shard"], hit["json_offset"], hit["json_size"]))
+    shard = layout.shards_dir / hit["shard"]
+    if "json_offset" in hit:
+        return json.loads(read_slice(shard, hit["json_offset"], hit["json_size"]))
+    return next(json.loads(files["json"]) for key, files in shard_samples(shard) if key == hit["key"])
 
 
 def list_samples(output: str | OutputPath, limit: int = 20) -> tuple[int, list[dict]]:
-    """How many samples ``output`` holds, and the first ``limit`` of them in index order: key, kind,
-    size, regions and the input each came from."""
-    index = _index(OutputLayout.at(output), output, ["key", "kind", "width", "height", "n_regions", "uri"])
+    """How many samples ``output`` holds, and the first ``limit`` of them in index order, with the
+    ``LISTED`` columns its index has."""
+    index = _written(OutputLayout.at(output), output, list(LISTED))
     return index.num_rows, index.slice(0, limit).to_pylist()
 
 
-def _index(layout: OutputLayout, output: str | OutputPath, columns: list[str]):
+def _written(layout: OutputLayout, output: str | OutputPath, columns: list[str]):
+    """The index's rows of written samples, with those of ``columns`` it has (a canvas output's index
+    also lists quarantined inputs, by ``status``)."""
     if not layout.index.exists():
         raise FileNotFoundError(f"{output}: no index.parquet (is the run finished?)" if layout.manifest.exists() else
                                 f"{output}: no manifest.json or index.parquet; is this a curate output?")
-    return read_parquet(layout.index, columns=columns)
+    names = read_parquet_schema(layout.index).names
+    index = read_parquet(layout.index, columns=[c for c in [*columns, "status"] if c in names])
+    if "status" in names:
+        index = index.filter(pc.equal(index["status"], "written")).drop_columns(["status"])
+    return index
 
 
 def shard_samples(shard: OutputPath) -> Iterator[tuple[str, dict[str, bytes]]]:

@@ -3,6 +3,7 @@
 import pytest
 
 from curate.io.reader import find_record, list_samples
+from tests.export.conftest import canvas_output  # noqa: F401
 from tests.io.test_corpus import write_question_corpus
 
 
@@ -40,3 +41,21 @@ def test_listing_gives_the_count_and_the_first_samples(corpus):
 def test_a_folder_that_is_no_output_is_named_as_such(tmp_path):
     with pytest.raises(FileNotFoundError, match="no manifest.json or index.parquet; is this a curate output"):
         list_samples(tmp_path / "nowhere")
+
+
+def test_a_canvas_output_is_listed_and_read_too(canvas_output):  # noqa: F811
+    # its index has no record offsets, and lists quarantined inputs beside the written ones
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out, _ = canvas_output
+    index = pq.read_table(out / "index.parquet")
+    bad = {name: None for name in index.column_names} | {"uri": "bad.png", "status": "quarantined", "reason": "x"}
+    pq.write_table(pa.concat_tables([pa.Table.from_pylist([bad], schema=index.schema), index]), out / "index.parquet")
+    total, first = list_samples(out)
+    assert total == 3 and set(first[0]) == {"key", "width", "height", "background", "turns", "uri"}
+    record = find_record(out, first[1]["key"][:10])
+    assert record["key"] == first[1]["key"] and record["source"]["uri"] == first[1]["uri"]
+    assert find_record(out, first[2]["uri"].rsplit("/", 1)[-1])["key"] == first[2]["key"]
+    with pytest.raises(LookupError):
+        find_record(out, "bad.png")  # quarantined: listed in the index, never written
