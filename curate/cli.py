@@ -122,42 +122,49 @@ def run(
         console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False)
 
     from curate.io import interrupt
+
+    interrupt.install()
+    with _ray_quietly(str(cfg.output.path), verbose):
+        try:
+            with progress:
+                result = run_pipeline(cfg, on_progress=on_progress, on_start=on_start, verify=verify,
+                                      on_note=on_note, allow_empty=allow_empty, on_status=on_status)
+            interrupt.ignore_further()  # the run is committed: a late Ctrl-C must not cut Ray's shutdown short
+        except KeyboardInterrupt:
+            interrupt.ignore_further()
+            console.print(f"[yellow]interrupted[/]: {_committed_so_far(str(cfg.output.path))}; "
+                          "run the same command again to resume", highlight=False)
+            raise typer.Exit(130) from None
+        except (BackendUnavailable, OutputRefused, OutputLocked, SourceError, PlanError, IncompleteRun) as e:
+            _fail(str(e))
+        except OSError as e:  # unwritable output, full disk: committed shards stay, nothing partial is left
+            _fail(f"cannot write the output {cfg.output.path}: {e.strerror or e}"
+                  f"{' (' + e.filename + ')' if getattr(e, 'filename', None) else ''}; "
+                  "committed shards are kept and the same command resumes")
+    _print_summary(result.output)
+
+
+@contextmanager
+def _ray_quietly(output: str, verbose: bool):
+    """Quiet by default: for the block, Ray's native error lines and warnings go to a log (moved to
+    OUT/logs/ at the end, and where it went is said), curate's own warnings stay on the terminal."""
+    from curate.io.fs import local_path
     from curate.io.runlog import keep_logs, stderr_to_file
     from curate.runner import RAY_SESSION
 
-    interrupt.install()
     RAY_SESSION["dir"] = None
     run_log = None
     try:
-        # Quiet by default: Ray's native error lines and warnings go to OUT/logs/, not the terminal.
         with (nullcontext() if verbose else stderr_to_file(console)) as run_log, _curate_warnings_on(console):
-            try:
-                with progress:
-                    result = run_pipeline(cfg, on_progress=on_progress, on_start=on_start, verify=verify,
-                                          on_note=on_note, allow_empty=allow_empty, on_status=on_status)
-                interrupt.ignore_further()  # the run is committed: a late Ctrl-C must not cut Ray's shutdown short
-            except KeyboardInterrupt:
-                interrupt.ignore_further()
-                console.print(f"[yellow]interrupted[/]: {_committed_so_far(str(cfg.output.path))}; "
-                              "run the same command again to resume", highlight=False)
-                raise typer.Exit(130) from None
-            except (BackendUnavailable, OutputRefused, OutputLocked, SourceError, PlanError, IncompleteRun) as e:
-                _fail(str(e))
-            except OSError as e:  # unwritable output, full disk: committed shards stay, nothing partial is left
-                _fail(f"cannot write the output {cfg.output.path}: {e.strerror or e}"
-                      f"{' (' + e.filename + ')' if getattr(e, 'filename', None) else ''}; "
-                      "committed shards are kept and the same command resumes")
+            yield
     finally:
         if run_log is not None:
-            from curate.io.fs import local_path
-
             # Only a run that got as far as starting Ray (it claimed the output) writes into it: a
             # refused run leaves the output exactly as it was.
-            root = local_path(str(cfg.output.path)) if RAY_SESSION["dir"] else None
+            root = local_path(output) if RAY_SESSION["dir"] else None
             where = keep_logs(run_log, Path(root) if root else None, RAY_SESSION["dir"])
             if where is not None:
                 console.print(f"[dim]logs (Ray's warnings, worker logs): {where}[/]", highlight=False)
-    _print_summary(result.output)
 
 
 @contextmanager
@@ -252,6 +259,7 @@ def augment_canvas(
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="output directory (output.path)")] = None,
     set_: Annotated[Optional[list[str]], typer.Option(
         "--set", help="override a key: --set canvas.long_side=[2048,4096] (repeatable)")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show Ray's own lines too")] = False,
 ) -> None:
     """Paste low-res VQA images (LLaVA JSON or a parquet table) onto 1K-4K canvases; QA is inherited
     and the pasted box recorded. Writes WebDataset shards + index + manifest; re-running resumes."""
@@ -268,15 +276,16 @@ def augment_canvas(
 
     progress, _, on_progress, _ = _progress_bar("canvases", cfg.ray.progress, cfg.ray.progress_log_every_s)
     interrupt.install()
-    try:
-        with progress:
-            result = run_canvas(cfg, on_progress=on_progress)
-    except KeyboardInterrupt:
-        console.print(f"[yellow]interrupted[/]: {_committed_so_far(str(cfg.output.path))}; "
-                      "run the same command again to resume", highlight=False)
-        raise typer.Exit(130) from None
-    except (OSError, ValueError, RuntimeError) as e:  # OutputRefused and OutputLocked say which output
-        _fail(str(e) if str(cfg.output.path) in str(e) else f"{cfg.source.path}: {e}")
+    with _ray_quietly(str(cfg.output.path), verbose):
+        try:
+            with progress:
+                result = run_canvas(cfg, on_progress=on_progress)
+        except KeyboardInterrupt:
+            console.print(f"[yellow]interrupted[/]: {_committed_so_far(str(cfg.output.path))}; "
+                          "run the same command again to resume", highlight=False)
+            raise typer.Exit(130) from None
+        except (OSError, ValueError, RuntimeError) as e:  # OutputRefused and OutputLocked say which output
+            _fail(str(e) if str(cfg.output.path) in str(e) else f"{cfg.source.path}: {e}")
     Console().print(f"[green]canvas[/] read {result.read} = written {result.written} + quarantined "
                     f"{result.quarantined} (skipped as done: {result.skipped_done}) -> {result.output}")
 

@@ -329,3 +329,20 @@ def test_ctrl_c_on_the_command_line_says_how_to_resume(vqa_dir, tmp_path, monkey
     said = " ".join(result.output.split())
     assert f"interrupted: no sample was committed yet in {tmp_path / 'out'}" in said
     assert "run the same command again to resume" in said
+
+
+@pytest.mark.slow  # a canvas run through Ray, as a real command
+def test_the_command_keeps_rays_lines_in_the_outputs_logs(vqa_dir, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    canvas = [sys.executable, "-m", "curate.cli", "augment", "canvas", str(REPO / "pipelines" / "canvas.yaml")]
+    done = subprocess.run([*canvas, "-o", str(out), "--set", f"source.path={vqa_dir / 'llava.json'}",
+                           "--set", f"source.images={vqa_dir / 'images'}", "--set", "ray.progress=false"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    printed = done.stdout + done.stderr
+    assert done.returncode == 0, printed[-3000:]
+    assert "WARNING" not in printed and "core_worker" not in printed, printed[-3000:]
+    [log] = (out / "logs").glob("run-*.log")
+    assert f"logs (Ray's warnings, worker logs): {out / 'logs'}" in " ".join(printed.split())
