@@ -69,15 +69,22 @@ def _with_inputs(cfg, inputs: list[str] | None):
 
 
 def _input_source(path: str) -> tuple[str, str]:
-    """(source type, path) for one ``--input``: one local image file is a glob matching only itself
-    (escaped: a name such as ``shot [1].png`` would be read as a pattern)."""
+    """(source type, path) for one ``--input``, told by its form: tar shards, a list file, a glob,
+    one local image file (a glob matching only itself, escaped: a name such as ``shot [1].png``
+    would be read as a pattern), else a directory."""
     import glob
 
     from curate.io.sources import is_image_name
 
+    if path.endswith(".tar") or ".tar" in path and any(c in path for c in "*{"):
+        return "webdataset", path
+    if path.endswith((".txt", ".parquet")):
+        return "list", path
     if os.path.isfile(path) and is_image_name(path):
         return "glob", glob.escape(path)
-    return _guess_source_type(path), path
+    if any(c in path for c in "*?["):
+        return "glob", path
+    return "dir", path
 
 
 @app.command()
@@ -430,16 +437,6 @@ def evaluate_cmd(
     except ConfigError as e:
         _fail(str(e))
     _print_evaluation(cfg, checkpoint)
-
-
-def _guess_source_type(path: str) -> str:
-    if path.endswith(".tar") or ".tar" in path and any(c in path for c in "*{"):
-        return "webdataset"
-    if path.endswith((".txt", ".parquet")):
-        return "list"
-    if any(c in path for c in "*?["):
-        return "glob"
-    return "dir"
 
 
 def _print_summary(output: str) -> None:

@@ -117,7 +117,8 @@ class StageActor:
         self.calls += 1
         if first:
             self._tell("first_batch", self.name, True)
-        call_id = uuid.uuid4().hex  # the board tells calls apart: actors' calls end in any order
+        # the board tells calls apart: actors' calls end in any order
+        call_id = uuid.uuid4().hex if self.tells_calls else None
         if self.tells_calls:
             self._tell("call", self.name, call_id, True)
         try:
