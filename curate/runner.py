@@ -316,6 +316,9 @@ class ProgressActor:
     def ready(self, name: str) -> None:
         self.board.ready(name)
 
+    def stopped(self, name: str) -> None:
+        self.board.stopped(name)
+
     def first_batch(self, name: str, started: bool) -> None:
         self.board.first_batch(name, started)
 

@@ -187,3 +187,23 @@ def test_a_paced_stage_actor_waits_before_a_batch_until_a_caption_call_comes_bac
     board.call("caption", "c1", True)  # a caption call runs
     actor(one_row)  # two rows ahead: waits once, until the captions give one back
     assert len(naps) == 1 and board.pacing_view()["regions"]["rows"] == 3
+
+
+def test_a_stage_actor_tells_the_board_it_stopped_once_ready_and_not_before():
+    from curate.io.progress import StageBoard
+
+    board = StageBoard()
+    actor = StageActor(PassOn, None, progress=board_handle(board))
+    assert board.stages["regions"].ready == 1
+    del actor  # Ray Data's graceful release of an idle actor drops the last reference
+    assert (board.stages["regions"].ready, board.stages["regions"].stopped) == (0, 1)
+
+    class Broken(PassOn):
+        def __init__(self, cfg):
+            raise RuntimeError("no model")
+
+    with pytest.raises(RuntimeError):
+        StageActor(Broken, None, progress=board_handle(board))
+    import gc
+    gc.collect()  # the half-built actor goes without a word: it never said it was ready
+    assert (board.stages["regions"].ready, board.stages["regions"].stopped) == (0, 1)

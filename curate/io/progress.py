@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 @dataclass
 class StageState:
     loading: int = 0  # actors building the stage (loading a model)
-    ready: int = 0
+    ready: int = 0  # actors loaded and not yet stopped
+    stopped: int = 0  # actors Ray Data stopped (an idle pool shrinks, and grows again with new ones)
     busy_first: int = 0  # actors on their first batch
     rows: int = 0
     paced: int = 0  # actors waiting for a later stage (ray.masks_lead_calls)
@@ -64,6 +65,12 @@ class StageBoard:
         state.loading -= 1
         state.ready += 1
 
+    def stopped(self, name: str) -> None:
+        """An actor of ``name``'s that was ready has stopped."""
+        state = self._stage(name)
+        state.ready -= 1
+        state.stopped += 1
+
     def first_batch(self, name: str, started: bool) -> None:
         state = self._stage(name)
         state.busy_first += 1 if started else -1
@@ -107,9 +114,10 @@ class StageBoard:
 def describe(snapshot: dict[str, dict[str, int]], rates: dict[str, float]) -> str:
     """One line: what each stage is doing ("regions loading model", "caption first batch",
     "regions 40 (1.2/s)", "documents 12 (0.9/s, 6 actors)", "regions 90 (3.0/s, waiting for later
-    stages)" while paced, ``ray.masks_lead_calls``). Actors are counted as they finish
-    loading and shown where a stage has more than one: a pool that Ray Data grows shows it growing
-    (an actor it later stops is still counted)."""
+    stages)" while paced, ``ray.masks_lead_calls``). The actors running are shown where a stage
+    has more than one, and those Ray Data has stopped once any has: it shrinks an idle pool and
+    grows it again with new actors, each loading its model anew ("documents 900 (4.8/s, 14 actors,
+    31 stopped)")."""
     parts = []
     for name, s in snapshot.items():
         if s["rows"] == 0 and s["loading"] > 0 and s["ready"] == 0:
@@ -119,6 +127,7 @@ def describe(snapshot: dict[str, dict[str, int]], rates: dict[str, float]) -> st
         elif s["rows"] or s["ready"]:
             rate = rates.get(name)
             notes = ([f"{rate:.1f}/s"] if rate else []) + ([f"{s['ready']} actors"] if s["ready"] > 1 else [])
+            notes += [f"{s['stopped']} stopped"] if s.get("stopped") else []
             notes += ["waiting for later stages"] if s.get("paced") else []
             parts.append(f"{name} {s['rows']}" + (f" ({', '.join(notes)})" if notes else ""))
     return " | ".join(parts) or "starting"

@@ -138,3 +138,18 @@ def test_a_log_of_progress_lines_reads_back_as_each_stage_over_time():
     log = "\n".join(["starting", first, "a warning in between", second])
     assert stage_series(log, "images") == {"regions": [(37, 32), (92, 300)], "caption": [(92, 64)]}
     assert stage_series(log, "canvases") == {}  # another run's unit
+
+
+def test_actors_ray_data_stopped_leave_the_count_and_are_shown_stopped():
+    board = StageBoard()
+    board.plan(["documents"])
+    for _ in range(4):
+        board.loading("documents")
+        board.ready("documents")
+    board.rows("documents", 7)
+    board.snapshot()  # the stage's start, held for one read
+    board.stopped("documents")
+    board.stopped("documents")
+    board.loading("documents")
+    board.ready("documents")  # the pool grows again with a new actor
+    assert describe(board.snapshot(), {"documents": 2.0}) == "documents 7 (2.0/s, 3 actors, 2 stopped)"
