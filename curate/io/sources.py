@@ -57,8 +57,21 @@ def _local_dir(root: str) -> Iterator[tuple[str, str | None]]:
 
 
 def _remote_dir(uri: str) -> Iterator[tuple[str, str | None]]:
+    """(URI, None) for each image object under a prefix on object storage, or for the one object
+    ``uri`` names (``-i s3://bucket/photo.jpg``, as a local file is taken)."""
     filesystem, path = fs.resolve(uri)
     scheme = uri.split("://", 1)[0]
+    try:
+        found = filesystem.get_file_info(path)
+    except OSError as e:  # credentials, a bucket we may not read, no endpoint
+        raise SourceError(f"{uri}: cannot read it: {e}") from e
+    if found.type == pafs.FileType.File:
+        if not is_image_name(path):
+            raise SourceError(f"{uri}: not an image file name (one of {', '.join(sorted(IMAGE_EXTENSIONS))})")
+        yield uri, None
+        return
+    if found.type == pafs.FileType.NotFound:
+        raise SourceError(f"{uri}: no such object or prefix")
     infos = filesystem.get_file_info(pafs.FileSelector(path, recursive=True))
     for info in sorted(infos, key=lambda i: i.path):
         if info.type == pafs.FileType.File and is_image_name(info.path):

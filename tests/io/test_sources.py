@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pytest
+from PIL import Image
 
+from curate.cli import _input_source
 from curate.config import SourceConfig
-from curate.io.sources import block_sizes, list_inputs, rechunk, rechunk_by_group
+from curate.io.sources import SourceError, block_sizes, list_inputs, list_source, rechunk, rechunk_by_group
+from tests.io.s3 import s3_bucket, s3_endpoint  # noqa: F401  (fixtures)
 
 
 def test_blocks_stay_small_for_a_short_run_then_grow_to_the_largest():
@@ -67,3 +72,31 @@ def test_sources_are_listed_in_turn_each_in_name_order(tmp_path):
     assert listed == [["pages", "a.png"], ["photos", "x.jpg"], ["scans", "m.png"],
                       ["pages", "b.png"], ["scans", "n.png"], ["pages", "c.png"]]
     assert [row["uri"] for row in list_inputs(sources)] == [row["uri"] for row in list_inputs(sources)]
+
+
+def put_png(uri: str) -> None:
+    filesystem, path = pafs.FileSystem.from_uri(uri)
+    data = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(data, "PNG")
+    with filesystem.open_output_stream(path) as sink:
+        sink.write(data.getvalue())
+
+
+def listed(path: str) -> list[str]:
+    kind, path = _input_source(path)  # as `curate run -i PATH` reads it
+    return [row["uri"] for row in list_source(SourceConfig(type=kind, path=path))]
+
+
+def test_inputs_on_object_storage_a_prefix_or_one_object(s3_bucket):  # noqa: F811
+    root = f"s3://{s3_bucket}/photos"
+    for name in ("a.png", "sub/b.png", "notes.txt"):
+        put_png(f"{root}/{name}")
+    assert listed(root) == [f"{root}/a.png", f"{root}/sub/b.png"]
+    assert listed(f"{root}/a.png") == [f"{root}/a.png"]  # one object, as a local file is taken
+
+
+def test_an_input_prefix_on_object_storage_with_nothing_under_it_is_named(s3_bucket):  # noqa: F811
+    with pytest.raises(SourceError, match=f"s3://{s3_bucket}/nothing: no such object or prefix"):
+        listed(f"s3://{s3_bucket}/nothing")
+    with pytest.raises(SourceError, match="s3://no-such-bucket-here/photos: "):
+        listed("s3://no-such-bucket-here/photos")
