@@ -26,6 +26,29 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 
+def _help_shows_what_options_take() -> None:
+    """typer's help shows each option's Python type: a flag as ``<bool>``, which reads as
+    ``--verify true`` (an error: a flag takes no value), and a repeatable option as ``<list[str]>``
+    (it takes one value per use). Show a flag with no type and a repeatable option with its one
+    value's type; the help text says where an option repeats."""
+    import re
+
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self, ctx):
+        if self.is_flag:
+            return None
+        text = shown(self, ctx)
+        return re.sub(r"^<list\[(.*)\]>", r"<\1>", text) if text else text
+
+    TyperOption.display_type_rich = display_type_rich
+
+
+_help_shows_what_options_take()
+
+
 def _fail(message: str, code: int = 2) -> None:
     console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
@@ -464,7 +487,7 @@ def _print_summary(output: str) -> None:
 def validate(
     pipeline: Annotated[Path, typer.Argument(help="pipeline YAML to check")],
     input: INPUTS = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override a key, as in `run`")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override a key, as in `run` (repeatable)")] = None,
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="output directory, as in `run`")] = None,
     allow_empty: Annotated[bool, typer.Option("--allow-empty", help="accept sources with no input image")] = False,
 ) -> None:

@@ -90,3 +90,17 @@ def test_a_bad_choice_names_the_option_and_the_choices(tmp_path, command):
     said = " ".join(done.output.split())
     assert done.exit_code == 2 and f"{command[2]} 'bogus': choose" in said, said
     assert not (tmp_path / "dest").exists()
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_a_flag_shows_no_value_type_and_a_repeatable_option_the_type_of_one_value(command):
+    # `--verify <bool>` reads as `--verify true` (an error: a flag takes no value); `--input <list[str]>`
+    # as a Python list (it takes one value per use)
+    rows = [line for line in help_text(command, 200).splitlines() if line.lstrip("│ ").startswith("-")]
+    assert rows and not [row for row in rows if "<bool>" in row or "<list[" in row]
+
+
+def test_the_run_commands_options_show_what_they_take():
+    rows = {line.split()[1]: line for line in help_text(["run"], 200).splitlines() if line.startswith("│ --")}
+    assert "<str>" in rows["--input"] and "(repeatable" in rows["--input"]
+    assert "<str>" not in rows["--verify"] and "on resume" in rows["--verify"]
