@@ -5,17 +5,25 @@ Without pynvml or psutil the sampler records nothing and its summary says so (``
 
 from __future__ import annotations
 
+import json
+import os
 import time
+from pathlib import Path
 
 
 class GpuSampler:
     """The GPU's utilisation (NVML: share of time a kernel ran) and the machine's CPU busy share
-    (psutil, all cores) sampled every ``every`` seconds on a thread while the run goes."""
+    (psutil, all cores) sampled every ``every`` seconds on a thread while the run goes.
 
-    def __init__(self, every: float = 0.25):
+    ``save_to``: the summary so far is written there every ``save_every_s`` seconds and at the end,
+    so a run whose machine is lost before it ends still leaves its measured part (a 5,000-image
+    run on a lent machine was, benchmarks/RESULTS.md)."""
+
+    def __init__(self, every: float = 0.25, save_to: Path | None = None, save_every_s: float = 30.0):
         import threading
 
-        self.every, self.samples, self.cpu = every, [], []
+        self.every, self.samples, self.cpu, self.host_gib = every, [], [], []
+        self.save_to, self.save_every_s = save_to, save_every_s
         self.process_peaks: dict[str, float] = {}  # "pid name" -> peak GiB: which actors hold the memory
         self.names: dict[int, str] = {}  # pid -> "pid name"
         self.sm: dict[int, list[int]] = {}  # pid -> [sum of SM-busy %, samples] from NVML's per-process samples
@@ -31,16 +39,26 @@ class GpuSampler:
             return
         pynvml.nvmlInit()
         handle = pynvml.nvmlDeviceGetHandleByIndex(0)
-        start = time.perf_counter()
+        start = saved = time.perf_counter()
         psutil.cpu_percent()  # the first call only starts the count
         while not self._stop.wait(self.every):
             rates = pynvml.nvmlDeviceGetUtilizationRates(handle)
             memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
             self.samples.append((time.perf_counter() - start, rates.gpu, memory.used / 2**30))
             self.cpu.append(psutil.cpu_percent())
+            self.host_gib.append(psutil.virtual_memory().used / 2**30)
             self._sample_processes(pynvml, handle, psutil)
             if len(self.samples) % 4 == 0:  # NVML keeps a buffer of per-process samples: read it each second
                 self._sample_process_utilisation(pynvml, handle)
+            if self.save_to is not None and time.perf_counter() - saved >= self.save_every_s:
+                self.save(partial=True)
+                saved = time.perf_counter()
+
+    def save(self, partial: bool) -> None:
+        """The summary so far to ``save_to``, replaced whole (a reader never sees half a file)."""
+        part = self.save_to.with_name(self.save_to.name + ".tmp")
+        part.write_text(json.dumps({**self.summary(), "partial": partial}, indent=2))
+        os.replace(part, self.save_to)
 
     def _sample_processes(self, pynvml, handle, psutil) -> None:
         for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
@@ -74,6 +92,8 @@ class GpuSampler:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+        if self.save_to is not None:
+            self.save(partial=False)
 
     def summary(self) -> dict:
         """Busy share over the whole run and over the span from the first to the last busy sample
@@ -90,7 +110,9 @@ class GpuSampler:
                 "busy_share_by_30s": busy_share_by_window([(t, u) for t, u, _ in self.samples], 30.0),
                 "cpu_busy_share_while_working": (round(sum(self.cpu[busy[0]:busy[-1] + 1]) / 100 / len(span), 3)
                                                  if span else None),
+                "seconds": round(self.samples[-1][0], 1),
                 "peak_memory_gib": round(max(m for _, _, m in self.samples), 1),
+                "peak_host_memory_gib": round(max(self.host_gib), 1) if self.host_gib else None,
                 "peak_memory_gib_by_process": {k: round(v, 1) for k, v in sorted(self.process_peaks.items())},
                 # mean SM-busy share over the NVML samples that named the process (not a share of the run)
                 "sm_busy_by_process": {self.names.get(pid, str(pid)): {"mean": round(total / 100 / n, 3), "samples": n}

@@ -8,7 +8,8 @@ Qwen2-VL-7B and questions by a random Llama-3.1-8B (transformers backends, check
 workdir first), OCR for pages; the stages share the one GPU by fractional ``num_gpus``
 (``--gpu-shares``). Random captions are noise: caption hygiene is relaxed so that they reach the
 question stage, whose cost is what is measured. The GPU's busy share is sampled with NVML during
-the first run. ``--images varied`` draws ``curate.samples.varied_image`` (a size per image).
+the first run, its summary so far kept in WORKDIR/OUT-NAME_gpu.json every 30 s. ``--images varied``
+draws ``curate.samples.varied_image`` (a size per image).
 
 Generates the offline sample set (rendered pages and scikit-image photos, 1K-4K), saves a random
 EfficientViT-SAM-XL1 made confident as the checkpoint the config points at (no real checkpoint can be
@@ -244,7 +245,8 @@ def main() -> None:
         warm = [few if part == str(images) else args.workdir / f"{args.out_name}_warmup" if part == str(out) else part
                 for part in command]
         warmup_s = round(run_cli([str(part) for part in warm], args.workdir / f"{args.out_name}_warmup.log")[0], 1)
-    with GpuSampler() as gpu:
+    # the GPU's figures so far, kept on disk as the run goes: a machine lost mid-run leaves them
+    with GpuSampler(save_to=args.workdir / f"{args.out_name}_gpu.json") as gpu:
         first_s, how = run_cli(command, args.workdir / f"{args.out_name}_first_run.log", args.deadline)
     busy = gpu.summary()
     manifest = read_manifest(OutputLayout(out))
