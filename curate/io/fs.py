@@ -7,6 +7,7 @@ characters it holds (``run-12:00`` is a folder, not a URI). ``file://`` URIs are
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 import stat
 import threading
@@ -38,6 +39,22 @@ def local_path(uri: str) -> str | None:
     if scheme == "file":
         return uri[len("file://"):]
     return None
+
+
+def beside(list_uri: str, entry: str) -> str:
+    """What ``entry``, a line of the list file at ``list_uri``, names: a relative path is read from
+    the list's folder (local or on object storage), so a list travels with its images; an absolute
+    path or a URI is kept. An entry of a list named from its own folder is kept as written."""
+    if scheme_of(entry) is not None or os.path.isabs(entry):
+        return entry
+    folder = posixpath.dirname(list_uri)
+    if not folder:
+        return entry
+    scheme = scheme_of(folder)
+    if scheme is None:
+        return posixpath.normpath(posixpath.join(folder, entry))
+    head, rest = folder.split("://", 1)
+    return f"{head}://{posixpath.normpath(posixpath.join(rest, entry))}"
 
 
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:

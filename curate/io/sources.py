@@ -86,9 +86,10 @@ def _list_entry(src: SourceConfig, where: str, uri, caption=None) -> tuple[str, 
     if not isinstance(uri, str) or not uri.strip():
         shown = "empty" if uri is None or uri == "" else f"a {type(uri).__name__}, not a string"
         return f"{src.path}#{where}", None, f"{where}: uri is {shown}"
+    uri = fs.beside(src.path, uri.strip())
     if caption is not None and not isinstance(caption, str):
-        return uri.strip(), None, f"{where}: caption is a {type(caption).__name__}, not a string"
-    return uri.strip(), caption, None
+        return uri, None, f"{where}: caption is a {type(caption).__name__}, not a string"
+    return uri, caption, None
 
 
 def _list_parquet(src: SourceConfig) -> Iterator[tuple[str, str | None, str | None]]:

@@ -100,3 +100,24 @@ def test_an_input_prefix_on_object_storage_with_nothing_under_it_is_named(s3_buc
         listed(f"s3://{s3_bucket}/nothing")
     with pytest.raises(SourceError, match="s3://no-such-bucket-here/photos: "):
         listed("s3://no-such-bucket-here/photos")
+
+
+def test_a_lists_relative_entries_are_read_from_the_lists_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "data"
+    (folder / "imgs").mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere.png"
+    (folder / "list.txt").write_text(f"imgs/a.png\n./imgs/b.png\n{elsewhere}\ns3://bucket/c.png\n")
+    pa.parquet.write_table(pa.table({"image": ["imgs/a.png", str(elsewhere)]}), folder / "list.parquet")
+    monkeypatch.chdir(tmp_path)  # the list named from another folder, as `-i data/list.txt`
+    assert listed("data/list.txt") == ["data/imgs/a.png", "data/imgs/b.png", str(elsewhere), "s3://bucket/c.png"]
+    parquet = SourceConfig(type="list", path="data/list.parquet", column="image")
+    assert [row["uri"] for row in list_source(parquet)] == ["data/imgs/a.png", str(elsewhere)]
+    monkeypatch.chdir(folder)  # named from its own folder: the entries as written (as earlier versions listed them)
+    assert listed("list.txt")[:2] == ["imgs/a.png", "./imgs/b.png"]
+
+
+def test_a_list_on_object_storage_names_its_relative_entries_beside_it(s3_bucket):  # noqa: F811
+    filesystem, path = pafs.FileSystem.from_uri(f"s3://{s3_bucket}/lists/train.txt")
+    with filesystem.open_output_stream(path) as sink:
+        sink.write(b"../photos/a.png\n")
+    assert listed(f"s3://{s3_bucket}/lists/train.txt") == [f"s3://{s3_bucket}/photos/a.png"]
