@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from curate.io import interrupt
 from curate.io.committer import CommitTarget, Committer
+from curate.io.fs import DRIVER_CWD_ENV, driver_cwd
 from curate.io.index import read_part
 from curate.io.layout import OutputLayout
 from curate.io.ledger import Ledger, members, route
@@ -46,7 +47,9 @@ def init_ray(cfg) -> None:
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     # Workers write the output: the driver's object-storage settings go with them.
     storage = {name: value for name, value in os.environ.items() if name in STORAGE_ENV}
-    runtime_env = {"env_vars": {"PYTHONWARNINGS": "ignore::DeprecationWarning", **storage}}
+    # relative local paths (inputs, output) name the driver's folders on every node
+    runtime_env = {"env_vars": {"PYTHONWARNINGS": "ignore::DeprecationWarning", DRIVER_CWD_ENV: driver_cwd(),
+                                **storage}}
     if address:
         node_ip = {"_node_ip_address": cfg.ray.node_ip_address} if cfg.ray.node_ip_address else {}
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False, **node_ip)

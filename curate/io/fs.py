@@ -57,11 +57,26 @@ def beside(list_uri: str, entry: str) -> str:
     return f"{head}://{posixpath.normpath(posixpath.join(rest, entry))}"
 
 
+# The driver's current folder, passed to the Ray workers of a run (curate.runner.init_ray)
+DRIVER_CWD_ENV = "CURATE_DRIVER_CWD"
+
+
+def driver_cwd() -> str:
+    """The folder a relative local path is read from: the driver's, in the driver and in its
+    workers alike (a Ray worker on another machine runs in a folder of its own)."""
+    return os.environ.get(DRIVER_CWD_ENV) or os.getcwd()
+
+
+def absolute(path: str) -> str:
+    """A local path made absolute from the driver's folder (``driver_cwd``)."""
+    return os.path.normpath(os.path.join(driver_cwd(), path))
+
+
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     """Return (filesystem, path inside it) for a local path or a URI with a scheme."""
     path = local_path(uri)
     if path is not None:
-        return pafs.LocalFileSystem(), os.path.abspath(path)
+        return pafs.LocalFileSystem(), absolute(path)
     return pafs.FileSystem.from_uri(uri)
 
 
@@ -128,7 +143,7 @@ def local_file_problem(path: str) -> str | None:
     if printable_path(path) != path:
         return "file name is not valid UTF-8 (rename the file)"
     try:
-        st = os.stat(path)
+        st = os.stat(absolute(path))
     except OSError as e:
         return f"cannot read {printable_path(path)}: {e.strerror or e}"
     if not stat.S_ISREG(st.st_mode):

@@ -19,7 +19,7 @@ from typing import IO
 
 import pyarrow.fs as pafs
 
-from curate.io.fs import local_path
+from curate.io.fs import absolute, local_path
 
 
 @dataclass(frozen=True)
@@ -195,7 +195,7 @@ def output_path(uri: str | Path) -> OutputPath:
     if isinstance(uri, (Path, ObjectPath)):
         return uri
     local = local_path(uri)
-    return Path(local) if local is not None else ObjectPath(uri)
+    return Path(absolute(local)) if local is not None else ObjectPath(uri)
 
 
 def open_binary(path: OutputPath):

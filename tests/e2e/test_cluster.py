@@ -43,11 +43,13 @@ def free_port() -> int:
 
 
 def start_node(args: list[str], tmp: Path, name: str, ip: str, env: dict) -> subprocess.Popen:
-    """A Ray node in its own process group (`ray start --block`), so killing the group kills it all."""
+    """A Ray node in its own process group (`ray start --block`), so killing the group kills it all.
+    It starts in a folder of its own: its workers' current directory is not the driver's, as on
+    a cluster's machines."""
     log = open(tmp / f"{name}.log", "w")
     return subprocess.Popen([RAY, "start", "--block", f"--node-ip-address={ip}", "--num-cpus=1",
                              "--disable-usage-stats", *args], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, env=env)
+                            start_new_session=True, env=env, cwd=tmp)
 
 
 def kill_node(proc: subprocess.Popen) -> None:
@@ -128,6 +130,21 @@ def test_cluster_run_equals_single_node_run(cluster, cluster_env, single_node_co
     output, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, output[-3000:]
     assert canonical(tmp_path / "cluster") == single_node_corpus
+
+
+def test_relative_paths_name_the_drivers_folders_on_every_node(cluster, cluster_env, single_node_corpus, sample_dir,
+                                                               tmp_path):
+    address, _ = cluster
+    shutil.copytree(sample_dir, tmp_path / "photos")
+    path = pipeline_yaml(tmp_path, [{"type": "dir", "path": "photos"}], Path("corpus"))
+    proc = subprocess.Popen([sys.executable, "-m", "curate.cli", "run", path.name, "--address", address,
+                             "--set", f"ray.node_ip_address={HEAD_IP}"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**cluster_env, "PYTHONPATH": str(REPO)})
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output[-3000:]
+    assert "quarantined 0" in output, output[-3000:]  # every image read on the workers
+    assert canonical(tmp_path / "corpus") == single_node_corpus
 
 
 def test_killing_a_worker_node_mid_write_to_s3_loses_nothing(cluster, cluster_env, single_node_corpus, sample_dir,

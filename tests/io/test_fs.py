@@ -1,0 +1,30 @@
+"""Paths and URIs: what a relative local path names in the driver and in its Ray workers."""
+
+from __future__ import annotations
+
+from curate.io.fs import DRIVER_CWD_ENV, beside, local_file_problem, read_capped, resolve
+from curate.io.objpath import output_path
+
+
+def test_a_worker_reads_a_relative_path_from_the_drivers_folder(tmp_path, monkeypatch):
+    driver, worker = tmp_path / "driver", tmp_path / "worker"
+    (driver / "photos").mkdir(parents=True)
+    worker.mkdir()
+    (driver / "photos" / "a.png").write_bytes(b"driver's")
+    monkeypatch.chdir(worker)  # a worker on another machine runs in a folder of its own
+    monkeypatch.setenv(DRIVER_CWD_ENV, str(driver))  # as init_ray passes it
+    assert read_capped("photos/a.png", 100) == b"driver's" and local_file_problem("photos/a.png") is None
+    assert "cannot read photos/b.png" in local_file_problem("photos/b.png")  # named as the run listed it
+    assert resolve("photos/../photos/a.png")[1] == str(driver / "photos" / "a.png")
+    assert output_path("out") == driver / "out" and output_path(str(worker)) == worker
+    monkeypatch.delenv(DRIVER_CWD_ENV)  # the driver itself: its own folder
+    assert output_path("out") == worker / "out"
+
+
+def test_a_list_entry_is_named_from_the_lists_folder():
+    assert beside("data/list.txt", "imgs/a.png") == "data/imgs/a.png"
+    assert beside("list.txt", "./imgs/a.png") == "./imgs/a.png"  # named from its own folder: as written
+    assert beside("data/list.txt", "/abs/a.png") == "/abs/a.png"
+    assert beside("data/list.txt", "gs://b/a.png") == "gs://b/a.png"
+    assert beside("s3://b/lists/l.txt", "../photos/a.png") == "s3://b/photos/a.png"
+    assert beside("file:///data/l.txt", "a.png") == "file:///data/a.png"
