@@ -66,9 +66,11 @@ def load_source(item: dict, max_side: int) -> tuple[Image.Image, bytes]:
 
 
 def background_files(folder: str | None) -> list[Path]:
+    """The background photos under ``folder``, by absolute path: the render tasks open them on
+    every node, and a relative folder is the driver's."""
     if not folder:
         return []
-    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in Path(fs.absolute(folder)).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def render_item(item: dict, cfg: CanvasPipelineConfig, backgrounds: list[Path]) -> dict:

@@ -13,6 +13,7 @@ from curate.backends.hf_generate import (
 )
 from curate.backends.shared_prefix import SharedPrefix
 from curate.backends.types import Generation
+from curate.io.fs import local_if_there
 from curate.ops.prompts import question_messages
 
 
@@ -33,9 +34,10 @@ class HfQuestionWriter:
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
             device = pick_device()
-            tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+            source = local_if_there(cfg.model)  # a relative folder: the driver's, on every node
+            tokenizer = AutoTokenizer.from_pretrained(source)
             model = AutoModelForCausalLM.from_pretrained(
-                cfg.model, dtype=resolve_dtype(cfg.dtype, device), attn_implementation=cfg.attn_implementation,
+                source, dtype=resolve_dtype(cfg.dtype, device), attn_implementation=cfg.attn_implementation,
             ).to(device).eval()
         prepare_for_generation(model, cfg, grouped_decode)
         tokenizer.padding_side = "left"

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from PIL import Image
 
 from curate.config import DTYPE_NAMES
+from curate.io.fs import local_if_there
 
 CARRIER_PROMPT = "."
 
@@ -57,7 +58,7 @@ def processor_config(cfg, multimodal: bool):
 
     images = (2 if cfg.thumbnail else 1) if multimodal else 0
     return vLLMEngineProcessorConfig(
-        model_source=cfg.model,
+        model_source=local_if_there(cfg.model),  # a relative folder: the driver's, on every node
         engine_kwargs=engine_kwargs(cfg, images),
         batch_size=cfg.batch_size,
         concurrency=cfg.concurrency,

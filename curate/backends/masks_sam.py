@@ -10,6 +10,7 @@ from curate.amg import AmgParams, BatchedMaskGenerator
 from curate.amg.build import build_efficientvit_sam, build_sam
 from curate.backends.types import MaskSet
 from curate.config import DTYPE_NAMES, EfficientVitSamConfig, SamConfig
+from curate.io.fs import local_if_there
 
 
 def amg_params(cfg: SamConfig | EfficientVitSamConfig, device: str) -> AmgParams:
@@ -34,7 +35,8 @@ class SamFamilyMasks:
         # Half precision only where it is fast; CPU runs in float32.
         dtype = getattr(torch, DTYPE_NAMES[cfg.dtype]) if self.device == "cuda" else torch.float32
         build = build_sam if cfg.backend == "sam" else build_efficientvit_sam
-        model = build(cfg.model, cfg.checkpoint)
+        # a relative checkpoint names the driver's file on every node
+        model = build(cfg.model, local_if_there(cfg.checkpoint) if cfg.checkpoint else cfg.checkpoint)
         if cfg.stand_in_masks:
             from curate.amg.stand_in import make_segmenting
 

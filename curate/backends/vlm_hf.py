@@ -17,6 +17,7 @@ from curate.backends.hf_generate import (
     resolve_dtype,
 )
 from curate.backends.types import CaptionResult
+from curate.io.fs import local_if_there
 from curate.ops.crops import Box
 from curate.ops.hygiene import clean_generation
 from curate.ops.images import map_images
@@ -43,9 +44,10 @@ class HfVlmCaptioner:
             from transformers import AutoModelForImageTextToText, AutoProcessor
 
             device = pick_device()
-            processor = AutoProcessor.from_pretrained(cfg.model)
+            source = local_if_there(cfg.model)  # a relative folder: the driver's, on every node
+            processor = AutoProcessor.from_pretrained(source)
             model = AutoModelForImageTextToText.from_pretrained(
-                cfg.model, dtype=resolve_dtype(cfg.dtype, device), attn_implementation=cfg.attn_implementation,
+                source, dtype=resolve_dtype(cfg.dtype, device), attn_implementation=cfg.attn_implementation,
             ).to(device).eval()
         prepare_for_generation(model, cfg, grouped_decode)
         processor.tokenizer.padding_side = "left"

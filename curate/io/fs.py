@@ -72,6 +72,14 @@ def absolute(path: str) -> str:
     return os.path.normpath(os.path.join(driver_cwd(), path))
 
 
+def local_if_there(name: str) -> str:
+    """A model or checkpoint as every node finds it: a relative path that exists from the driver's
+    folder, made absolute; a hub id (no such folder there), a URI or an absolute path as it is."""
+    if scheme_of(name) is None and not os.path.isabs(name) and os.path.exists(absolute(name)):
+        return absolute(name)
+    return name
+
+
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     """Return (filesystem, path inside it) for a local path or a URI with a scheme."""
     path = local_path(uri)

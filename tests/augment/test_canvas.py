@@ -346,3 +346,12 @@ def test_the_command_keeps_rays_lines_in_the_outputs_logs(vqa_dir, tmp_path):
     assert "WARNING" not in printed and "core_worker" not in printed, printed[-3000:]
     [log] = (out / "logs").glob("run-*.log")
     assert f"logs (Ray's warnings, worker logs): {out / 'logs'}" in " ".join(printed.split())
+
+
+def test_background_photos_of_a_relative_folder_are_named_whole_for_the_render_tasks(tmp_path, monkeypatch):
+    from curate.augment.run import background_files
+
+    (tmp_path / "bg").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "bg" / "a.jpg")
+    monkeypatch.chdir(tmp_path)
+    assert background_files("bg") == [tmp_path / "bg" / "a.jpg"]  # opened on other nodes as it is

@@ -88,3 +88,15 @@ def test_stand_in_masks_are_smooth_regions_and_say_so(monkeypatch):
     [masks] = gen.generate([Image.fromarray(image)])
     assert len(masks) >= 2
     assert ((masks.boxes[:, 2] <= 200) | (masks.boxes[:, 0] >= 200)).all()
+
+
+def test_a_relative_checkpoint_is_read_from_the_drivers_folder_on_a_worker(tiny_builders, tmp_path, monkeypatch):
+    from curate.io.fs import DRIVER_CWD_ENV
+
+    (tmp_path / "driver" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "driver" / "checkpoints" / "evit.pt").write_bytes(b"weights")
+    (tmp_path / "worker").mkdir()
+    monkeypatch.chdir(tmp_path / "worker")  # a Ray worker on another machine: a folder of its own
+    monkeypatch.setenv(DRIVER_CWD_ENV, str(tmp_path / "driver"))
+    backends.build(EfficientVitSamConfig(backend="efficientvit_sam", model="l0", checkpoint="checkpoints/evit.pt"))
+    assert tiny_builders == [("l0", str(tmp_path / "driver" / "checkpoints" / "evit.pt"))]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from curate.io.fs import DRIVER_CWD_ENV, beside, local_file_problem, read_capped, resolve
+from curate.io.fs import DRIVER_CWD_ENV, beside, local_file_problem, local_if_there, read_capped, resolve
 from curate.io.objpath import output_path
 
 
@@ -28,3 +28,13 @@ def test_a_list_entry_is_named_from_the_lists_folder():
     assert beside("data/list.txt", "gs://b/a.png") == "gs://b/a.png"
     assert beside("s3://b/lists/l.txt", "../photos/a.png") == "s3://b/photos/a.png"
     assert beside("file:///data/l.txt", "a.png") == "file:///data/a.png"
+
+
+def test_a_model_named_by_a_relative_folder_is_found_from_the_drivers_folder(tmp_path, monkeypatch):
+    (tmp_path / "driver" / "models" / "qwen").mkdir(parents=True)
+    (tmp_path / "worker").mkdir()
+    monkeypatch.chdir(tmp_path / "worker")
+    monkeypatch.setenv(DRIVER_CWD_ENV, str(tmp_path / "driver"))
+    assert local_if_there("models/qwen") == str(tmp_path / "driver" / "models" / "qwen")
+    for kept in ("Qwen/Qwen2-VL-7B-Instruct", "hf://owner/repo/sam.pt", "/abs/model", "s3://b/m"):
+        assert local_if_there(kept) == kept  # a hub id (no such folder), a URI, an absolute path
