@@ -10,6 +10,11 @@ from pydantic import Field, field_validator, model_validator
 from curate.config import Strict, load_yaml_model
 
 
+def one_or_many(value):
+    """A lone string as a list of one: ``--set data.shards=out/shards/*.tar`` means one glob."""
+    return [value] if isinstance(value, str) else value
+
+
 class TrainDataConfig(Strict):
     shards: list[str] = Field(..., min_length=1, description="tar paths, globs or URLs: region, question or "
                                                               "canvas shards (mixed freely); with ps3_text_box: "
@@ -25,6 +30,8 @@ class TrainDataConfig(Strict):
     global_caption_prob: float = Field(0.25, ge=0, le=1, description="chance that an image with a global "
                                        "caption takes it this step instead of its regions (PS3: 0.25); the "
                                        "pair then contrasts the low-res feature with the global caption")
+
+    _lone_globs = field_validator("shards", "ps3_text_box", mode="before")(one_or_many)
 
 
 class UHDConfig(Strict):
@@ -97,6 +104,8 @@ class TrainEvalConfig(Strict):
     pictures: int = Field(8, ge=0, description="images drawn with their predicted score maps and boxes")
     select_frac: float = Field(0.44, gt=0, le=1, description="share of low-res patches selected for recall "
                                                              "(PS3 Table 7 selects 44%)")
+
+    _lone_glob = field_validator("shards", mode="before")(one_or_many)
 
 
 class TrainConfig(Strict):
