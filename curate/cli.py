@@ -579,8 +579,8 @@ def inspect(
     output: Annotated[str, typer.Argument(help="a curate output: a directory or an s3:// / gs:// URI")],
     key: Annotated[Optional[str], typer.Argument(
         help="a sample's key (20 hex digits) or a prefix of it, or the input it came from (its path as the run "
-             "listed it, or the end of that path, such as the file's name); left out, the first samples are "
-             "listed")] = None,
+             "listed it, the end of that path, such as the file's name, or the file's whole path); left out, the "
+             "first samples are listed")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="how many samples to list without a KEY")] = 20,
 ) -> None:
     """Print one sample's record (KEY.json), read from its shard by offset via the index; without

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import posixpath
 import tarfile
 from collections.abc import Iterator
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.io.layout import OutputLayout
@@ -18,7 +20,8 @@ LISTED = ("key", "kind", "width", "height", "n_regions", "background", "turns", 
 
 def find_record(output: str | OutputPath, wanted: str) -> dict:
     """The record of the one sample whose key starts with ``wanted`` or whose input was ``wanted``
-    (the path or URI as the run listed it, or its end, such as the file's name): a corpus's is read
+    (the path or URI as the run listed it, or its end, such as the file's name, or a longer path that
+    ends with it, such as the file's whole path): a corpus's is read
     by offset from its shard, a canvas output's (its index has no offsets) found in its shard."""
     layout = OutputLayout.at(output)
     index = _written(layout, output, ["key", "uri", "shard", "json_offset", "json_size"])
@@ -26,6 +29,12 @@ def find_record(output: str | OutputPath, wanted: str) -> dict:
     if not hits.num_rows:
         by_input = pc.or_(pc.equal(index["uri"], wanted), pc.ends_with(index["uri"], "/" + wanted.lstrip("/")))
         hits = index.filter(by_input)
+    if not hits.num_rows and "://" not in wanted:
+        # a run that listed a relative path (photos/a.jpg) is asked by the file's whole path or as
+        # ./photos/a.jpg: the listed path is one of the path's endings
+        parts = posixpath.normpath(wanted).strip("/").split("/")
+        endings = pa.array(["/".join(parts[i:]) for i in range(len(parts))])
+        hits = index.filter(pc.is_in(index["uri"], value_set=endings))
     if not hits.num_rows:
         raise LookupError(f"{output}: no sample with the key or input {wanted!r}")
     if hits.num_rows > 1:

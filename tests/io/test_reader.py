@@ -24,6 +24,12 @@ def test_a_sample_is_found_by_the_input_it_came_from(corpus):
     assert find_record(out, "img2.png")["key"] == rows[2]["key"]  # the path as the run listed it
 
 
+def test_a_sample_listed_by_a_relative_path_is_found_by_the_whole_path_too(corpus):
+    out, rows = corpus  # the run listed img2.png from its folder; a user pastes the file's whole path
+    assert find_record(out, "/home/me/photos/img2.png")["key"] == rows[2]["key"]
+    assert find_record(out, "./img2.png")["key"] == rows[2]["key"]
+
+
 def test_a_miss_says_what_was_looked_for_without_quoting_the_message(corpus):
     out, _ = corpus
     with pytest.raises(LookupError) as missed:
