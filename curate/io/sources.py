@@ -197,8 +197,11 @@ def list_source(src: SourceConfig) -> Iterator[dict]:
         generate_samples(src.path, src.count)
     if src.type in ("dir", "samples"):
         if fs.is_local(src.path):
+            if os.path.isfile(src.path):  # given as an input, any file the CLI took for no other kind
+                raise SourceError(f"{src.path}: not an image, a folder, a list (.txt, .parquet) or tar shards; "
+                                  "unpack an archive first")
             if not os.path.isdir(src.path):
-                raise SourceError(f"{src.path}: source directory does not exist")
+                raise SourceError(f"{src.path}: does not exist (no file or folder there)")
             entries = _local_dir(src.path)
         else:
             entries = _remote_dir(src.path)

@@ -121,3 +121,12 @@ def test_a_list_on_object_storage_names_its_relative_entries_beside_it(s3_bucket
     with filesystem.open_output_stream(path) as sink:
         sink.write(b"../photos/a.png\n")
     assert listed(f"s3://{s3_bucket}/lists/train.txt") == [f"s3://{s3_bucket}/photos/a.png"]
+
+
+def test_an_input_that_is_a_file_of_another_kind_says_what_inputs_are(tmp_path):
+    (tmp_path / "photos.zip").write_bytes(b"PK\x03\x04")
+    with pytest.raises(SourceError, match=r"photos.zip: not an image, a folder, a list \(.txt, .parquet\) or "
+                                          r"tar shards; unpack an archive first"):
+        listed(str(tmp_path / "photos.zip"))
+    with pytest.raises(SourceError, match=r"nowhere: does not exist \(no file or folder there\)"):
+        listed(str(tmp_path / "nowhere"))
