@@ -97,8 +97,10 @@ def _input_source(path: str) -> tuple[str, str]:
     would be read as a pattern), else a directory."""
     import glob
 
+    from curate.config.models import expand_home
     from curate.io.sources import is_image_name
 
+    path = expand_home(path)  # `-i '~/photo.jpg'` or `--input=~/photos`: no shell expanded it
     if path.endswith(".tar") or ".tar" in path and any(c in path for c in "*{"):
         return "webdataset", path
     if path.endswith((".txt", ".parquet")):

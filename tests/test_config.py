@@ -164,3 +164,24 @@ def test_a_missing_config_file_names_the_pipelines_that_come_with_curate(tmp_pat
     assert said.startswith(f"{tmp_path / 'pipelines' / 'local.yaml'}: cannot read config (No such file or directory)")
     bundled = REPO / "pipelines"
     assert f"{bundled / 'local.yaml'}" in said and f"{bundled / 'ps3.yaml'}" in said
+
+
+def test_a_path_that_starts_with_the_home_folder_is_expanded(monkeypatch, tmp_path):
+    # `path: ~/photos` in YAML, or `--output=~/corpus`, reaches curate unexpanded by any shell
+    from curate.augment.config import load_canvas_config
+    from curate.config import SourceConfig
+    from curate.train.config import load_train_config
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = load_config(REPO / "pipelines" / "ps3.yaml", ["output.path=~/corpus", "masks.natural.checkpoint=~/w/x.pt",
+                                                        "caption.natural.model=~/models/qwen"])
+    assert cfg.output.path == str(tmp_path / "corpus")
+    assert cfg.masks.natural.checkpoint == str(tmp_path / "w" / "x.pt")
+    assert cfg.caption.natural.model == str(tmp_path / "models" / "qwen")
+    assert SourceConfig(type="dir", path="~/photos").path == str(tmp_path / "photos")
+    assert SourceConfig(type="dir", path="s3://b/~x").path == "s3://b/~x"  # only a leading ~
+    train = load_train_config(REPO / "pipelines" / "train_local.yaml", ["data.shards=~/s/*.tar", "out=~/t"])
+    assert train.data.shards == [str(tmp_path / "s" / "*.tar")] and train.out == str(tmp_path / "t")
+    canvas = load_canvas_config(REPO / "pipelines" / "canvas.yaml",
+                                ["source.path=~/vqa.json", "output.path=~/canvas"])
+    assert canvas.source.path == str(tmp_path / "vqa.json") and canvas.output.path == str(tmp_path / "canvas")

@@ -7,15 +7,15 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from curate.config import OutputConfig, RayConfig, Strict, data_hash, load_yaml_model
+from curate.config import OutputConfig, PathText, RayConfig, Strict, data_hash, load_yaml_model
 
 
 class VqaSourceConfig(Strict):
     """Low-res VQA data: LLaVA-style JSON (conversations + image folder) or a parquet table."""
 
     format: Literal["llava", "table"]
-    path: str = Field(..., description="llava: the JSON file; table: a .parquet file (HF datasets' parquet too)")
-    images: str | None = Field(None, description="llava: folder the entries' 'image' paths are relative to")
+    path: PathText = Field(..., description="llava: the JSON file; table: a .parquet file (HF datasets' parquet too)")
+    images: PathText | None = Field(None, description="llava: folder the entries' 'image' paths are relative to")
     dataset: str | None = Field(None, description="name recorded in each record; defaults to the path's stem")
     image_column: str = Field("image", description="table: bytes, a path, or an HF Image struct {bytes, path}")
     question_column: str = "question"
@@ -32,7 +32,7 @@ class CanvasConfig(Strict):
         (1.0, 1.0), description="pasted image scale, uniform; 1.0 pastes the source pixels unchanged")
     backgrounds: dict[Literal["solid", "noise", "image"], float] = Field(
         {"solid": 1.0, "noise": 1.0}, description="background kinds and their sampling weights")
-    background_images: str | None = Field(None, description="folder of background photos for 'image'")
+    background_images: PathText | None = Field(None, description="folder of background photos for 'image'")
     seed: int = 0
     image_format: Literal["png", "jpg"] = Field(
         "png", description="png keeps the pasted pixels byte-identical to the decoded source")

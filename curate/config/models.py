@@ -8,11 +8,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from typing import Annotated, ClassVar, Literal, Union, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from curate.amg.params import AmgParams
+
+
+def expand_home(value):
+    """``~/x`` as the home folder's ``x``: a path in YAML, or in ``--output=~/x``, reaches curate
+    with no shell to expand it. Only a leading ``~`` (a URI or a hub id never starts with one)."""
+    return os.path.expanduser(value) if isinstance(value, str) and value.startswith("~") else value
+
+
+# a local path (or a URI, or a hub id) as a config names it
+PathText = Annotated[str, BeforeValidator(expand_home)]
 
 
 class Strict(BaseModel):
@@ -42,7 +53,7 @@ class SourceConfig(Strict):
     """
 
     type: Literal["dir", "glob", "list", "webdataset", "samples"]
-    path: str
+    path: PathText
     dataset: str | None = Field(None, description="name recorded in each record; defaults to the path's stem")
     kind: ImageKind | Literal["auto"] = Field(
         "auto", description="route every image of this source as natural/document; 'auto' uses the heuristic"
@@ -144,7 +155,7 @@ class SamFamilyModelConfig(SamAmgParams):
 class EfficientVitSamConfig(SamFamilyModelConfig):
     backend: Literal["efficientvit_sam"]
     model: Literal["l0", "l1", "l2", "xl0", "xl1"] = "xl1"
-    checkpoint: str = Field(..., description="local path or HF id of the EfficientViT-SAM weights")
+    checkpoint: PathText = Field(..., description="local path or HF id of the EfficientViT-SAM weights")
     dtype: DtypeName = "bf16"
     batch_size: int = Field(4, ge=1, description="images per GPU batch")
     num_gpus: float = Field(1.0, ge=0)
@@ -153,7 +164,7 @@ class EfficientVitSamConfig(SamFamilyModelConfig):
 class SamConfig(SamFamilyModelConfig):
     backend: Literal["sam"]
     model: Literal["vit_b", "vit_l", "vit_h"] = "vit_h"
-    checkpoint: str = Field(..., description="local path or HF id of the SAM weights")
+    checkpoint: PathText = Field(..., description="local path or HF id of the SAM weights")
     dtype: DtypeName = "bf16"
     batch_size: int = Field(2, ge=1)
     num_gpus: float = Field(1.0, ge=0)
@@ -312,7 +323,7 @@ class GenerationRuntimeConfig(Strict):
     def runs_in_actor(self) -> bool:
         return self.backend in self.IMPLEMENTATIONS
 
-    model: str | None = Field(None, description="HF id or local checkpoint directory")
+    model: PathText | None = Field(None, description="HF id or local checkpoint directory")
     dtype: DtypeName = "bf16"
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
     max_new_tokens: int = Field(256, ge=1)
@@ -343,7 +354,7 @@ class VlmConfig(GenerationRuntimeConfig):
 
     backend: Literal["hf", "vllm"]
     IMPLEMENTATIONS: ClassVar[dict[str, str]] = {"hf": "curate.backends.vlm_hf:HfVlmCaptioner"}
-    model: str = Field(..., description="HF id or local checkpoint directory")
+    model: PathText = Field(..., description="HF id or local checkpoint directory")
     prompt: str = "Describe in detail everything visible in this image region, including any text."
     min_pixels: int = Field(256 * 28 * 28, ge=28 * 28, description="crop pixel budget, lower bound")
     max_pixels: int = Field(1280 * 28 * 28, ge=28 * 28, description="crop pixel budget, upper bound")
@@ -463,7 +474,7 @@ class RetargetConfig(GenerationRuntimeConfig):
 
 
 class OutputConfig(Strict):
-    path: str = Field("out/run", min_length=1, description="output directory: a local path, or a URI on object "
+    path: PathText = Field("out/run", min_length=1, description="output directory: a local path, or a URI on object "
                                                             "storage (s3://bucket/prefix, gs://bucket/prefix)")
     split: str = Field("train", pattern=r"^[A-Za-z0-9_]+$")
     shard_max_samples: int = Field(1000, ge=1, description="close a shard after this many samples")
@@ -580,7 +591,8 @@ __all__ = [
     "CaptionConfig", "CaptionHygieneConfig", "CorpusOutputConfig", "DTYPE_NAMES", "DocumentCaptionConfig", "DtypeName",
     "EfficientVitSamConfig", "Fraction", "GenerationRuntimeConfig", "GlobalCaptionConfig", "ImageKind", "IngestConfig",
     "MaskBackendConfig", "MasksConfig", "NaturalCaptionConfig", "NoCaptionConfig", "OcrLayoutMasksConfig",
-    "OutputConfig", "PipelineConfig", "PipelineRayConfig", "QuestionRulesConfig", "RapidOcrConfig", "RayConfig",
+    "OutputConfig", "PathText", "PipelineConfig", "PipelineRayConfig", "QuestionRulesConfig", "RapidOcrConfig",
+    "RayConfig",
     "RetargetConfig", "SamAmgParams", "SamConfig", "SelectConfig", "SkimageMasksConfig",
     "SourceConfig", "Strict", "VlmConfig", "backend_names", "data_hash",
 ]

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from curate.config import Strict, load_yaml_model
+from curate.config import PathText, Strict, load_yaml_model
 
 
 def one_or_many(value):
@@ -16,10 +16,10 @@ def one_or_many(value):
 
 
 class TrainDataConfig(Strict):
-    shards: list[str] = Field(..., min_length=1, description="tar paths, globs or URLs: region, question or "
+    shards: list[PathText] = Field(..., min_length=1, description="tar paths, globs or URLs: region, question or "
                                                               "canvas shards (mixed freely); with ps3_text_box: "
                                                               "the image tars of PS3's two-set format")
-    ps3_text_box: list[str] = Field(default_factory=list, description="PS3's two-set format (NVlabs/PS3, "
+    ps3_text_box: list[PathText] = Field(default_factory=list, description="PS3's two-set format (NVlabs/PS3, "
                                     "`curate export ps3`): the text-box tars, read in lock-step with `shards`")
     shuffle_buffer: int = Field(0, ge=0, description="samples in the shuffle buffer (0: keep shard order)")
     shard_shuffle: bool = Field(False, description="shuffle shard order each epoch")
@@ -98,7 +98,7 @@ class TrainLossConfig(Strict):
 
 
 class TrainEvalConfig(Strict):
-    shards: list[str] = Field(default_factory=list, description="held-out shards for `curate evaluate` and "
+    shards: list[PathText] = Field(default_factory=list, description="held-out shards for `curate evaluate` and "
                                                                "`curate train --eval` (same forms as data.shards)")
     max_images: int = Field(256, ge=1, description="images evaluated")
     pictures: int = Field(8, ge=0, description="images drawn with their predicted score maps and boxes")
@@ -116,7 +116,7 @@ class TrainConfig(Strict):
     optim: TrainOptimConfig = Field(default_factory=TrainOptimConfig)
     loss: TrainLossConfig = Field(default_factory=TrainLossConfig)
     eval: TrainEvalConfig = Field(default_factory=TrainEvalConfig)
-    out: str = Field("out/train", description="checkpoints and logs")
+    out: PathText = Field("out/train", description="checkpoints and logs")
     save_every: int = Field(200, ge=1)
     log_every: int = Field(10, ge=1)
     resume: bool = Field(True, description="continue from out/last.pt when it exists")

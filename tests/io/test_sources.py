@@ -130,3 +130,10 @@ def test_an_input_that_is_a_file_of_another_kind_says_what_inputs_are(tmp_path):
         listed(str(tmp_path / "photos.zip"))
     with pytest.raises(SourceError, match=r"nowhere: does not exist \(no file or folder there\)"):
         listed(str(tmp_path / "nowhere"))
+
+
+def test_an_input_under_the_home_folder_is_taken_by_its_kind(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    put = tmp_path / "photo.png"
+    Image.new("RGB", (8, 8)).save(put)
+    assert listed("~/photo.png") == [str(put)]  # one image file, not a folder
