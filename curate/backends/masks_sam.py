@@ -36,7 +36,7 @@ class SamFamilyMasks:
         dtype = getattr(torch, DTYPE_NAMES[cfg.dtype]) if self.device == "cuda" else torch.float32
         build = build_sam if cfg.backend == "sam" else build_efficientvit_sam
         # a relative checkpoint names the driver's file on every node
-        model = build(cfg.model, local_if_there(cfg.checkpoint) if cfg.checkpoint else cfg.checkpoint)
+        model = build(cfg.model, local_if_there(cfg.checkpoint))
         if cfg.stand_in_masks:
             from curate.amg.stand_in import make_segmenting
 

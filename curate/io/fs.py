@@ -74,10 +74,12 @@ def absolute(path: str) -> str:
 
 def local_if_there(name: str) -> str:
     """A model or checkpoint as every node finds it: a relative path that exists from the driver's
-    folder, made absolute; a hub id (no such folder there), a URI or an absolute path as it is."""
-    if scheme_of(name) is None and not os.path.isabs(name) and os.path.exists(absolute(name)):
-        return absolute(name)
-    return name
+    folder, made absolute; a hub id (no such folder there), a URI, an absolute path or an empty
+    name as it is."""
+    if not name or scheme_of(name) is not None or os.path.isabs(name):
+        return name
+    found = absolute(name)
+    return found if os.path.exists(found) else name
 
 
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:

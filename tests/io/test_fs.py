@@ -36,5 +36,5 @@ def test_a_model_named_by_a_relative_folder_is_found_from_the_drivers_folder(tmp
     monkeypatch.chdir(tmp_path / "worker")
     monkeypatch.setenv(DRIVER_CWD_ENV, str(tmp_path / "driver"))
     assert local_if_there("models/qwen") == str(tmp_path / "driver" / "models" / "qwen")
-    for kept in ("Qwen/Qwen2-VL-7B-Instruct", "hf://owner/repo/sam.pt", "/abs/model", "s3://b/m"):
-        assert local_if_there(kept) == kept  # a hub id (no such folder), a URI, an absolute path
+    for kept in ("Qwen/Qwen2-VL-7B-Instruct", "hf://owner/repo/sam.pt", "/abs/model", "s3://b/m", ""):
+        assert local_if_there(kept) == kept  # a hub id (no such folder), a URI, an absolute path, nothing
