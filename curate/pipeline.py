@@ -102,16 +102,15 @@ class StageActor:
         if pace is not None and progress is not None:  # (downstream stage, rows this one may be ahead)
             self.pacer = Pacer(self.name, pace[0], pace[1], board_reader(progress),
                                on_wait=lambda waiting: self._tell("waiting", self.name, waiting))
-        self.told_ready = False
         self._tell("loading", self.name)
         self.stage = stage_cls(cfg)
         self._tell("ready", self.name)
-        self.told_ready = True
 
     def __del__(self):
         # Ray Data releases an actor it scales down gracefully, which runs this: the board counts
-        # the actors still running (a pool shrinks and regrows with new actors; benchmarks/RESULTS.md)
-        if getattr(self, "told_ready", False):
+        # the actors still running (a pool shrinks and regrows with new actors; benchmarks/RESULTS.md).
+        # An actor whose stage failed to build never said it was ready.
+        if hasattr(self, "stage"):
             try:
                 self._tell("stopped", self.name)
             except Exception:  # Ray already gone (the worker's own exit): nobody is left to tell
