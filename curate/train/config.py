@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from curate.config import PathText, Strict, load_yaml_model
 
@@ -15,11 +15,15 @@ def one_or_many(value):
     return [value] if isinstance(value, str) else value
 
 
+# shard paths, globs or URLs: a list, or one of them alone
+Shards = Annotated[list[PathText], BeforeValidator(one_or_many)]
+
+
 class TrainDataConfig(Strict):
-    shards: list[PathText] = Field(..., min_length=1, description="tar paths, globs or URLs: region, question or "
+    shards: Shards = Field(..., min_length=1, description="tar paths, globs or URLs: region, question or "
                                                               "canvas shards (mixed freely); with ps3_text_box: "
                                                               "the image tars of PS3's two-set format")
-    ps3_text_box: list[PathText] = Field(default_factory=list, description="PS3's two-set format (NVlabs/PS3, "
+    ps3_text_box: Shards = Field(default_factory=list, description="PS3's two-set format (NVlabs/PS3, "
                                     "`curate export ps3`): the text-box tars, read in lock-step with `shards`")
     shuffle_buffer: int = Field(0, ge=0, description="samples in the shuffle buffer (0: keep shard order)")
     shard_shuffle: bool = Field(False, description="shuffle shard order each epoch")
@@ -30,8 +34,6 @@ class TrainDataConfig(Strict):
     global_caption_prob: float = Field(0.25, ge=0, le=1, description="chance that an image with a global "
                                        "caption takes it this step instead of its regions (PS3: 0.25); the "
                                        "pair then contrasts the low-res feature with the global caption")
-
-    _lone_globs = field_validator("shards", "ps3_text_box", mode="before")(one_or_many)
 
 
 class UHDConfig(Strict):
@@ -98,14 +100,12 @@ class TrainLossConfig(Strict):
 
 
 class TrainEvalConfig(Strict):
-    shards: list[PathText] = Field(default_factory=list, description="held-out shards for `curate evaluate` and "
+    shards: Shards = Field(default_factory=list, description="held-out shards for `curate evaluate` and "
                                                                "`curate train --eval` (same forms as data.shards)")
     max_images: int = Field(256, ge=1, description="images evaluated")
     pictures: int = Field(8, ge=0, description="images drawn with their predicted score maps and boxes")
     select_frac: float = Field(0.44, gt=0, le=1, description="share of low-res patches selected for recall "
                                                              "(PS3 Table 7 selects 44%)")
-
-    _lone_glob = field_validator("shards", mode="before")(one_or_many)
 
 
 class TrainConfig(Strict):
