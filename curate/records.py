@@ -109,6 +109,7 @@ class QuarantineReason(str, Enum):
     empty_file = "empty_file"
     too_large_file = "too_large_file"
     not_an_image = "not_an_image"
+    unsupported_format = "unsupported_format"  # an image format curate knows but does not decode (PDF, raw)
     truncated = "truncated"
     decompression_bomb = "decompression_bomb"
     too_small = "too_small"

@@ -24,7 +24,22 @@ from curate.io.shards import iter_tar_members
 from curate.records import QuarantineReason
 from curate.rows import new_row, quarantine, to_table
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
+# The names of the formats curate decodes (curate.ops.decode.ALLOWED_FORMATS): a folder lists these.
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif",
+                    ".avif", ".heic", ".heif", ".mpo"}
+
+# Image files curate does not decode. A folder lists them too, each quarantined with what to do: a
+# folder of scans as PDFs, or a camera's raw files, is never left out unsaid.
+_RAW = "camera raw files are not read: develop them to JPEG or PNG first (darktable-cli, rawpy)"
+UNREAD_FORMATS = {
+    ".pdf": "PDF documents are not read: render its pages to images first (pdftoppm -r 200 -png FILE PAGE)",
+    ".jxl": "JPEG XL is not read (Pillow has no decoder for it): convert it to PNG or JPEG first (djxl)",
+    ".jp2": "JPEG 2000 is not read: convert it to PNG first (opj_decompress)",
+    ".j2k": "JPEG 2000 is not read: convert it to PNG first (opj_decompress)",
+    ".psd": "Photoshop documents are not read: export them to PNG first",
+    ".svg": "vector drawings are not read: render them to PNG first (rsvg-convert)",
+    **dict.fromkeys((".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2"), _RAW),
+}
 
 
 class SourceError(ValueError):
@@ -41,23 +56,46 @@ def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def _local_dir(root: str) -> Iterator[tuple[str, str | None]]:
-    """(path, error) pairs below a local directory; symlinked directories are not followed."""
+def unread_format(name: str) -> str | None:
+    """Why an image file of this name is not read, and what to do, where its format is one curate
+    knows but does not decode."""
+    return UNREAD_FORMATS.get(os.path.splitext(name)[1].lower())
+
+
+def is_listed_name(name: str) -> bool:
+    """Whether a folder lists the file: an image curate reads, or one it names the reason it does not."""
+    return is_image_name(name) or unread_format(name) is not None
+
+
+Problem = tuple[QuarantineReason, str]  # a listed input's quarantine reason and detail
+
+
+def listed_file_problem(path: str) -> Problem | None:
+    """Why a listed local file is quarantined before it is read, if it is."""
+    unread = unread_format(path)
+    if unread:
+        return QuarantineReason.unsupported_format, unread
+    problem = local_file_problem(path)
+    return (QuarantineReason.unreadable, problem) if problem else None
+
+
+def _local_dir(root: str) -> Iterator[tuple[str, Problem | None]]:
+    """(path, problem) pairs below a local directory; symlinked directories are not followed."""
     errors: list[OSError] = []
     found = []
     for dirpath, dirnames, filenames in os.walk(root, onerror=errors.append, followlinks=False):
         dirnames.sort()
         for name in sorted(filenames):
-            if is_image_name(name):
+            if is_listed_name(name):
                 found.append(os.path.join(dirpath, name))
     for path in found:
-        yield path, local_file_problem(path)
+        yield path, listed_file_problem(path)
     for err in errors:
-        yield (err.filename or root), f"cannot list directory: {err.strerror or err}"
+        yield (err.filename or root), (QuarantineReason.unreadable, f"cannot list directory: {err.strerror or err}")
 
 
-def _remote_dir(uri: str) -> Iterator[tuple[str, str | None]]:
-    """(URI, None) for each image object under a prefix on object storage, or for the one object
+def _remote_dir(uri: str) -> Iterator[tuple[str, Problem | None]]:
+    """(URI, problem) for each image object under a prefix on object storage, or for the one object
     ``uri`` names (``-i s3://bucket/photo.jpg``, as a local file is taken)."""
     filesystem, path = fs.resolve(uri)
     scheme = uri.split("://", 1)[0]
@@ -74,8 +112,9 @@ def _remote_dir(uri: str) -> Iterator[tuple[str, str | None]]:
         raise SourceError(f"{uri}: no such object or prefix")
     infos = filesystem.get_file_info(pafs.FileSelector(path, recursive=True))
     for info in sorted(infos, key=lambda i: i.path):
-        if info.type == pafs.FileType.File and is_image_name(info.path):
-            yield f"{scheme}://{info.path}", None
+        if info.type == pafs.FileType.File and is_listed_name(info.path):
+            unread = unread_format(info.path)
+            yield f"{scheme}://{info.path}", (QuarantineReason.unsupported_format, unread) if unread else None
 
 
 MAX_LIST_LINE_BYTES = 64 * 1024  # a URI longer than this is no URI (and /dev/zero has no newline)
@@ -198,16 +237,16 @@ def list_source(src: SourceConfig) -> Iterator[dict]:
     if src.type in ("dir", "samples"):
         if fs.is_local(src.path):
             if os.path.isfile(src.path):  # given as an input, any file the CLI took for no other kind
-                raise SourceError(f"{src.path}: not an image, a folder, a list (.txt, .parquet) or tar shards; "
-                                  "unpack an archive first")
+                raise SourceError(f"{src.path}: " + (unread_format(src.path) or (
+                    "not an image, a folder, a list (.txt, .parquet) or tar shards; unpack an archive first")))
             if not os.path.isdir(src.path):
                 raise SourceError(f"{src.path}: does not exist (no file or folder there)")
             entries = _local_dir(src.path)
         else:
             entries = _remote_dir(src.path)
-        for path, error in entries:
+        for path, problem in entries:
             row = new_row(printable_path(path), dataset, src.kind)
-            yield quarantine(row, QuarantineReason.unreadable.value, error) if error else row
+            yield quarantine(row, problem[0].value, problem[1]) if problem else row
     elif src.type == "glob":
         matches = sorted(globlib.glob(src.path, recursive=True))
         if not matches:
@@ -215,8 +254,8 @@ def list_source(src: SourceConfig) -> Iterator[dict]:
         for path in matches:
             if os.path.isfile(path) or os.path.islink(path) or os.path.exists(path) and not os.path.isdir(path):
                 row = new_row(printable_path(path), dataset, src.kind)
-                problem = local_file_problem(path)
-                yield quarantine(row, QuarantineReason.unreadable.value, problem) if problem else row
+                problem = listed_file_problem(path)
+                yield quarantine(row, problem[0].value, problem[1]) if problem else row
     elif src.type == "list":
         entries = _list_parquet(src) if src.path.endswith(".parquet") else _list_text(src)
         for uri, caption, problem in entries:

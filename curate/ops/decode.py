@@ -2,7 +2,8 @@
 
 Stored bytes are the input's own unless it must change: EXIF rotation, a mode other than 8-bit
 RGB/L (CMYK, 16-bit, palette, alpha, ...), or a format other than JPEG/PNG/WebP. Then the normalised
-RGB image is re-encoded (JPEG q95 for JPEG inputs, PNG otherwise) and ``reencoded`` says why.
+RGB image is re-encoded (JPEG q95 for JPEG and other lossy photo formats, PNG otherwise) and
+``reencoded`` says why.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import io
 import warnings
 
 import numpy as np
+import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from curate.config import IngestConfig
@@ -21,6 +23,10 @@ from curate.records import QuarantineReason as Q
 from curate.rows import quarantine
 
 KEEP_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
+# Lossy photo formats a corpus does not keep: stored as JPEG, since as PNG a 4K photo is several times larger.
+PHOTO_FORMATS = {"MPO", "HEIF", "AVIF"}
+
+pillow_heif.register_heif_opener()  # HEIC/HEIF (phone cameras' format) through libheif; AVIF is Pillow's own
 
 
 class Rejected(Exception):
@@ -59,16 +65,22 @@ def read_input(row: dict, max_bytes: int, timeout: float | None = None) -> bytes
 
 # Formats Pillow may open: what image corpora hold. Others (EPS would run Ghostscript, PDF, PSD,
 # ICO, ...) are quarantined as not_an_image without their decoder ever running.
-ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO")
+# A multi-picture JPEG (MPO, phone cameras) opens through the JPEG entry; "MPO" names no opener of its own.
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF")
 
 
 SIGNATURES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"GIF8": "GIF", b"BM": "BMP"}
+# ISO base media file brands (bytes 8-12, after "ftyp") of the HEIF family
+HEIF_BRANDS = {b"heic": "HEIF", b"heix": "HEIF", b"heim": "HEIF", b"heis": "HEIF", b"hevc": "HEIF",
+               b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF", b"avis": "AVIF"}
 
 
 def image_signature(data: bytes) -> str | None:
     """The format named by the file's first bytes, if it is one we read."""
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WebP"
+    if data[4:8] == b"ftyp":
+        return HEIF_BRANDS.get(data[8:12])
     return next((name for magic, name in SIGNATURES.items() if data.startswith(magic)), None)
 
 
@@ -81,12 +93,13 @@ def open_checked(data: bytes, cfg: IngestConfig) -> Image.Image:
             img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise Rejected(Q.decompression_bomb, str(e)) from e
-        except UnidentifiedImageError as e:
-            raise Rejected(Q.not_an_image, "not a recognised image format") from e
         except Exception as e:  # Pillow raises many kinds on corrupt headers
+            if isinstance(e, UnidentifiedImageError) and not image_signature(data):
+                raise Rejected(Q.not_an_image, "not a recognised image format") from e
             if isinstance(e, OSError) and image_signature(data):
                 # A known signature that Pillow cannot open (WebP decodes on open): cut-off data.
-                raise Rejected(Q.truncated, f"{image_signature(data)} data incomplete: {e}") from e
+                said = "its header cannot be read" if isinstance(e, UnidentifiedImageError) else e
+                raise Rejected(Q.truncated, f"{image_signature(data)} data incomplete: {said}") from e
             raise Rejected(Q.not_an_image, f"cannot parse header: {type(e).__name__}: {e}") from e
         check_geometry(img.width, img.height, cfg)
         try:
@@ -96,6 +109,8 @@ def open_checked(data: bytes, cfg: IngestConfig) -> Image.Image:
         except OSError as e:
             raise Rejected(Q.truncated, f"cannot decode pixels: {e}") from e
         except Exception as e:
+            if isinstance(e, ValueError) and image_signature(data) == "HEIF":  # libheif's "Unexpected end of file"
+                raise Rejected(Q.truncated, f"HEIF data incomplete: {e}") from e
             raise Rejected(Q.not_an_image, f"cannot decode pixels: {type(e).__name__}: {e}") from e
     return img
 
@@ -186,9 +201,9 @@ def ingest_row(row: dict, cfg: IngestConfig, image_format: str = "keep", quality
         if KEEP_FORMATS.get(source_format) != ext:
             why.append(f"stored as {ext} (output.image_format)")
     else:
-        ext = KEEP_FORMATS.get(source_format, "png")
+        ext = KEEP_FORMATS.get(source_format) or ("jpg" if source_format in PHOTO_FORMATS else "png")
         if source_format not in KEEP_FORMATS:
-            why.append(f"{source_format} stored as PNG")
+            why.append(f"{source_format} stored as {'JPEG' if ext == 'jpg' else 'PNG'}")
     stored = encode(img, ext, quality) if why else data
     sha = hashlib.sha256(data).hexdigest()
     row.update(

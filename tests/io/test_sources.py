@@ -137,3 +137,27 @@ def test_an_input_under_the_home_folder_is_taken_by_its_kind(tmp_path, monkeypat
     put = tmp_path / "photo.png"
     Image.new("RGB", (8, 8)).save(put)
     assert listed("~/photo.png") == [str(put)]  # one image file, not a folder
+
+
+def test_a_folder_of_phone_photos_lists_every_image_and_names_what_it_cannot_read(tmp_path):
+    """HEIC, AVIF and .jfif photos are inputs; PDFs, raw and JPEG XL files are quarantined with what to
+    do, never left out unsaid; a file that names no image format is not listed."""
+    names = ["IMG_0001.HEIC", "b.avif", "c.jfif", "d.jpe", "e.heif", "scan.pdf", "f.jxl", "g.DNG", "notes.txt"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"not read by the listing")
+    rows = {row["uri"].rsplit("/", 1)[1]: row for row in list_source(SourceConfig(type="dir", path=str(tmp_path)))}
+    assert sorted(rows) == sorted(names[:-1])
+    assert [name for name, row in rows.items() if row["status"] != "quarantined"] == [
+        "IMG_0001.HEIC", "b.avif", "c.jfif", "d.jpe", "e.heif"]
+    assert {name: row["reason"] for name, row in rows.items() if row["status"] == "quarantined"} == {
+        "f.jxl": "unsupported_format", "g.DNG": "unsupported_format", "scan.pdf": "unsupported_format"}
+    assert "render its pages to images" in rows["scan.pdf"]["detail"]
+    assert "camera raw" in rows["g.DNG"]["detail"] and "JPEG XL" in rows["f.jxl"]["detail"]
+
+
+def test_one_input_file_of_a_format_curate_does_not_read_says_what_to_do(tmp_path):
+    (tmp_path / "report.pdf").write_bytes(b"%PDF-1.7")
+    with pytest.raises(SourceError, match=r"report.pdf: PDF documents are not read: render its pages to images"):
+        listed(str(tmp_path / "report.pdf"))
+    Image.new("RGB", (8, 8)).save(tmp_path / "photo.avif")
+    assert listed(str(tmp_path / "photo.avif")) == [str(tmp_path / "photo.avif")]

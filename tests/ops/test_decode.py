@@ -79,3 +79,35 @@ def test_size_limits(tmp_path, limit, reason):
     noise_image(900, 700).save(path)
     value = 1000 if limit == "max_file_bytes" else 800
     assert ingest_file(path, **{limit: value})["reason"] == reason
+
+
+def photo_bytes(fmt: str, **save) -> bytes:
+    buf = io.BytesIO()
+    noise_image(640, 480, seed=7).save(buf, format=fmt, **save)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("name, fmt, save", [
+    ("IMG_0001.HEIC", "HEIF", {}),
+    ("b.avif", "AVIF", {}),
+    ("c.mpo", "MPO", {"save_all": True, "append_images": [noise_image(320, 240, seed=8)]}),
+])
+def test_phone_photo_formats_are_decoded_and_stored_as_jpeg(tmp_path, name, fmt, save):
+    """A lossy photo format that the corpus does not keep is stored as JPEG (q95), not as a PNG
+    several times its size."""
+    path = tmp_path / name
+    path.write_bytes(photo_bytes(fmt, **save))
+    row = ingest_file(path)
+    assert row["status"] == "ok", row["detail"]
+    assert (row["width"], row["height"], row["image_ext"]) == (640, 480, "jpg")
+    assert Image.open(io.BytesIO(row["image"])).format == "JPEG"
+    assert "stored as JPEG" in row["reencoded"]
+
+
+@pytest.mark.parametrize("fmt, keep", [("HEIF", 0.6), ("AVIF", 0.6), ("HEIF", 0.05)])
+def test_a_cut_off_heic_or_avif_photo_is_truncated(tmp_path, fmt, keep):
+    data = photo_bytes(fmt)
+    path = tmp_path / "cut.heic"
+    path.write_bytes(data[: int(len(data) * keep)])
+    row = ingest_file(path)
+    assert row["reason"] == "truncated" and f"{fmt} data incomplete" in row["detail"], row["detail"]
