@@ -20,6 +20,9 @@ class IngestStage:
     def process(self, rows: list[dict]) -> list[dict]:
         out = []
         for row in rows:
+            if row["status"] == "quarantined":  # by the listing (a list's bad line, a PDF): its reason stands
+                out.append(row)
+                continue
             start = time.perf_counter()
             try:
                 row = ingest_row(row, self.cfg, self.image_format, self.quality)
