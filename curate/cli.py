@@ -49,6 +49,35 @@ def _help_shows_what_options_take() -> None:
 _help_shows_what_options_take()
 
 
+# what a bug report needs beside curate's own version
+REPORTED_LIBRARIES = ("ray", "torch", "transformers", "vllm", "pillow", "pyarrow", "webdataset", "pydantic")
+
+
+def _print_version(asked: bool) -> None:
+    if not asked:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    import curate
+
+    def installed(name: str) -> str:
+        try:
+            return f"{name} {version(name)}"
+        except PackageNotFoundError:
+            return f"{name} (not installed)"
+
+    typer.echo(f"curate {curate.__version__}")
+    typer.echo(f"Python {sys.version.split()[0]}; " + ", ".join(map(installed, REPORTED_LIBRARIES)))
+    raise typer.Exit()
+
+
+@app.callback()
+def main(version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="print curate's version and its main libraries' (for a bug report), then exit")] = False) -> None:
+    """The options before a command (the app's help is the Typer's own)."""
+
+
 def _fail(message: str, code: int = 2) -> None:
     console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)

@@ -104,3 +104,16 @@ def test_the_run_commands_options_show_what_they_take():
     rows = {line.split()[1]: line for line in help_text(["run"], 200).splitlines() if line.startswith("│ --")}
     assert "<str>" in rows["--input"] and "(repeatable" in rows["--input"]
     assert "<str>" not in rows["--verify"] and "on resume" in rows["--verify"]
+
+
+def test_version_names_curate_and_the_libraries_a_bug_report_needs():
+    from importlib.metadata import version
+
+    import curate
+
+    done = CliRunner().invoke(app, ["--version"])
+    assert done.exit_code == 0, done.output
+    first, libraries = done.output.splitlines()[0], done.output.splitlines()[1]
+    assert first == f"curate {curate.__version__}"
+    for name in ("ray", "torch", "transformers", "pillow", "pyarrow"):
+        assert f"{name} {version(name)}" in libraries
