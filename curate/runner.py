@@ -29,6 +29,7 @@ from curate.io.index import read_part
 from curate.io.layout import OutputLayout
 from curate.io.ledger import Ledger, members, route
 from curate.io.progress import StageBoard
+from curate.io.shared_output import check_output_shared
 from curate.io.sources import block_sizes, rechunk, rechunk_by_group
 from curate.io.writing import Sink, StreamWriter, write_table
 
@@ -282,6 +283,13 @@ def add_write_stage(ds, cfg, sink: Sink, writers: list | None):
                           batch_size=cfg.output.shard_max_samples, num_cpus=0, compute=pool)
 
 
+def check_writers_see_output(layout: OutputLayout) -> None:
+    """Refuse a local output that some node of a several-node cluster does not share (OutputNotShared)."""
+    if layout.remote:
+        return
+    check_output_shared(str(layout.root), str(layout.meta_dir))
+
+
 def make_and_write(table: pa.Table, make: Callable[[pa.Table], pa.Table], sink: Sink) -> pa.Table:
     """A write task that first makes its rows (a RunKind's ``make_in_writer``): only part rows leave it."""
     return write_table(make(table), sink)
@@ -494,6 +502,8 @@ def run_kind(cfg, run, kind: RunKind, listing: Iterator[pa.Table], on_listed: Ca
         else:
             writers = start_stream_writers(sink) if writer_mode(cfg) == "stream" else None
             ds = add_write_stage(ds, cfg, sink, writers)
+        if not writers:  # tasks on every node write: a local output must be the same folder on each
+            check_writers_see_output(run.committer.layout)
         status("starting the stages")
         watch = BoardWatcher(board, status).start() if board is not None else None
         try:

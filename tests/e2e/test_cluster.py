@@ -42,12 +42,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_node(args: list[str], tmp: Path, name: str, ip: str, env: dict) -> subprocess.Popen:
+def start_node(args: list[str], tmp: Path, name: str, ip: str, env: dict, wrapper: tuple[str, ...] = ()
+               ) -> subprocess.Popen:
     """A Ray node in its own process group (`ray start --block`), so killing the group kills it all.
     It starts in a folder of its own: its workers' current directory is not the driver's, as on
-    a cluster's machines."""
+    a cluster's machines. ``wrapper``: a command that runs ``ray start`` (its arguments follow)."""
     log = open(tmp / f"{name}.log", "w")
-    return subprocess.Popen([RAY, "start", "--block", f"--node-ip-address={ip}", "--num-cpus=1",
+    return subprocess.Popen([*wrapper, RAY, "start", "--block", f"--node-ip-address={ip}", "--num-cpus=1",
                              "--disable-usage-stats", *args], stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True, env=env, cwd=tmp)
 
