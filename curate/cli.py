@@ -390,6 +390,12 @@ def export_ps3_cmd(
     out.print(f"[green]exported[/] {c['samples']} samples ({c['regions']} captioned regions, {c['global_text']} "
               f"global captions) in {result.shards} shard pairs -> {dest}; left out: "
               f"{c['skipped_no_caption']} with no caption, {c['skipped_undecodable']} undecodable", highlight=False)
+    if not c["samples"] and what == "regions":
+        _fail("nothing to train on: no sample has a caption. Natural images are captioned by an MLLM (set "
+              "caption.natural to an hf or vllm backend with a model and run again; the offline default records "
+              "them as skipped); documents get their OCR text", code=1)
+    if not c["samples"]:
+        _fail("nothing to train on: no sample was exported", code=1)
     out.print("PS3 training flags (NVlabs/PS3 train/, open_clip_train.main):", highlight=False)
     out.print("  " + " ".join(shlex.quote(flag) for flag in result.flags()), highlight=False, soft_wrap=True)
 

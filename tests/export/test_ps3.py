@@ -207,3 +207,22 @@ def test_canvas_outputs_export_the_pasted_box_with_its_qa(tmp_path, canvas_outpu
     for (_, _, tb), entry in zip(read, source):
         question = entry["conversations"][0]["value"].replace("<image>", "").strip()
         assert tb["text"] == [f"{question} {entry['conversations'][1]['value']}"] and len(tb["box"]) == 1
+
+
+def test_an_export_with_no_captioned_sample_says_why_and_prints_no_training_flags(tmp_path):
+    """`make demo`'s photos have no MLLM caption: an export of only such samples is an error that
+    says what to set, not PS3 flags with --train-num-samples 0."""
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"name": "x", "sources": [{"type": "dir", "path": str(tmp_path / "in")}],
+                                    "masks": {"natural": {"backend": "skimage_felzenszwalb"}},
+                                    "output": {"path": str(tmp_path / "corpus")}}))
+    writer = CorpusWriter(tmp_path / "corpus", load_config(path)).open()
+    for i in range(2):
+        writer.add(row(i, [region((10, 10, 100, 100))]))
+    writer.finish()
+    result = CliRunner().invoke(app, ["export", "ps3", str(tmp_path / "corpus"), str(tmp_path / "ps3")])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 1, text
+    assert "exported 0 samples" in text and "left out: 2 with no caption" in text
+    assert "nothing to train on: no sample has a caption" in text and "caption.natural" in text
+    assert "--train-num-samples" not in text
