@@ -58,6 +58,28 @@ def test_unknown_key_names_file_and_key(tmp_path):
     assert "select.max_boxs: unknown key" in str(err.value)
 
 
+def test_an_unknown_key_names_the_nearest_known_one(tmp_path):
+    """A typo, or a pipeline's key in a train config (`output.path` there is `out`), gets the key meant."""
+    from curate.train.config import load_train_config
+
+    data = minimal()
+    data["select"] = {"max_boxs": 5}
+    data["masks"]["natural"] = {"backend": "sam", "checkpoint": "x.pt", "points_per_sid": 16}
+    data["sources"][0]["pth"] = "y"
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, data))
+    said = str(err.value)
+    assert "select.max_boxs: unknown key (did you mean max_boxes?)" in said
+    assert "masks.natural.points_per_sid: unknown key (did you mean points_per_side?)" in said
+    assert "sources.0.pth: unknown key (did you mean path?)" in said
+    with pytest.raises(ConfigError, match=r"  output: unknown key \(did you mean out\?\) \(from --set output.path=x\)"):
+        load_train_config(REPO / "pipelines" / "train_local.yaml", ["output.path=x"])
+    data = minimal()
+    data["zzz"] = 1  # nothing near: no guess
+    with pytest.raises(ConfigError, match=r"zzz: unknown key$"):
+        load_config(write(tmp_path, data))
+
+
 def test_unknown_key_inside_backend_union_names_the_key(tmp_path):
     data = minimal()
     data["masks"]["natural"]["points_per_side"] = 24  # a SAM key, not a felzenszwalb one

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +18,47 @@ class ConfigError(ValueError):
     """A pipeline file that cannot be used; the message names the file and the key."""
 
 
-def _format_errors(source: str, err: ValidationError, overrides: list[str] | None = None) -> str:
+def _format_errors(source: str, err: ValidationError, overrides: list[str] | None = None,
+                   model: type[BaseModel] | None = None) -> str:
     lines = [f"{source}: invalid pipeline config"]
     for e in err.errors():
         # Discriminated unions insert the tag into the location; keep only real keys.
         loc = ".".join(_real_keys(e["loc"]))
-        line = f"  {loc}: unknown key" if e["type"] == "extra_forbidden" else f"  {loc or '<root>'}: {e['msg']}"
+        if e["type"] == "extra_forbidden":
+            meant = _nearest_key(model, e["loc"]) if model is not None else None
+            line = f"  {loc}: unknown key" + (f" (did you mean {meant}?)" if meant else "")
+        else:
+            line = f"  {loc or '<root>'}: {e['msg']}"
         lines.append(line + _blame(loc, overrides))
     return "\n".join(lines)
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models a field's annotation may hold (through Optional, unions, lists, Annotated)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def _backend_tags(model: type[BaseModel]) -> tuple:
+    """The values of a union member's ``backend`` Literal (its tag in error locations)."""
+    field = model.model_fields.get("backend")
+    return typing.get_args(field.annotation) if field is not None else ()
+
+
+def _nearest_key(model: type[BaseModel], loc: tuple) -> str | None:
+    """The known key closest to the unknown one at ``loc`` (a typo's intended key), if one is close."""
+    candidates = [model]
+    for part in loc[:-1]:
+        fields = [m.model_fields[part] for m in candidates if isinstance(part, str) and part in m.model_fields]
+        if fields:
+            candidates = [m for field in fields for m in _models_in(field.annotation)]
+        elif isinstance(part, str):  # a discriminated union's tag: the members it names
+            tagged = [m for m in candidates if part in _backend_tags(m)]
+            candidates = tagged or candidates
+    known = {name for m in candidates for name in m.model_fields}
+    close = difflib.get_close_matches(str(loc[-1]), sorted(known), n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 def _blame(loc: str, overrides: list[str] | None) -> str:
@@ -159,8 +194,8 @@ def _drop_keys_of_replaced_backends(raw: dict, before: dict, model: type[BaseMod
 
 
 def _config_error(path: str | Path, what: str, err: ValidationError,
-                  overrides: list[str] | None = None) -> ConfigError:
-    return ConfigError(_format_errors(str(path), err, overrides).replace("pipeline config", what))
+                  overrides: list[str] | None = None, model: type[BaseModel] | None = None) -> ConfigError:
+    return ConfigError(_format_errors(str(path), err, overrides, model).replace("pipeline config", what))
 
 
 def load_yaml_model(model: type[BaseModel], what: str, path: str | Path, overrides: list[str] | None = None):
@@ -176,10 +211,10 @@ def load_yaml_model(model: type[BaseModel], what: str, path: str | Path, overrid
         dropped = _drop_keys_of_replaced_backends(raw, _read_yaml(Path(path), others), model, switches, e) \
             if switches else []
         if not dropped:
-            raise _config_error(path, what, e, overrides) from e
+            raise _config_error(path, what, e, overrides, model) from e
     logging.getLogger(__name__).warning("%s: --set chose another backend; dropped the old backend's options: %s",
                                         path, ", ".join(dropped))
     try:
         return model.model_validate(raw)
     except ValidationError as e:
-        raise _config_error(path, what, e, overrides) from e
+        raise _config_error(path, what, e, overrides, model) from e
