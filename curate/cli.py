@@ -114,10 +114,21 @@ INPUTS = Annotated[Optional[list[str]], typer.Option(
 def _with_inputs(cfg, inputs: list[str] | None):
     """``cfg`` with its sources replaced by ``--input`` paths, where any were given."""
     if inputs:
-        from curate.config import SourceConfig
-
-        cfg.sources = [SourceConfig(type=kind, path=path) for kind, path in map(_input_source, inputs)]
+        cfg.sources = [_input_config(text) for text in inputs]
     return cfg
+
+
+def _input_config(text: str):
+    """The SourceConfig of one ``--input``; a path it refuses (``https://...``) is an error naming it."""
+    from pydantic import ValidationError
+
+    from curate.config import SourceConfig
+
+    kind, path = _input_source(text)
+    try:
+        return SourceConfig(type=kind, path=path)
+    except ValidationError as e:
+        _fail(f"--input {text}: " + "; ".join(error["msg"].removeprefix("Value error, ") for error in e.errors()))
 
 
 def _input_source(path: str) -> tuple[str, str]:
@@ -587,11 +598,12 @@ def stats(
     Writes report.md, report.html (self-contained) and stats.json to OUT/stats; for an output on object
     storage they are drawn in a local folder and copied to OUT/stats.
     """
+    from curate.io.fs import UnsupportedStorage
     from curate.stats.report import write_report
 
     try:
         report = write_report(output, compare=compare, gallery=gallery, folder=report_dir)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, UnsupportedStorage) as e:
         _fail(str(e))
     if print_report:
         Console().print(report.read_text(), markup=False, highlight=False)
@@ -667,9 +679,13 @@ def cat(
     Lets any WebDataset reader stream a corpus on object storage with the credentials and endpoint
     curate uses: ``webdataset.WebDataset("pipe:curate cat s3://bucket/out/shards/000000.tar")``.
     """
+    from curate.io.fs import UnsupportedStorage
     from curate.io.objpath import open_sequential, output_path
 
-    path = output_path(uri)
+    try:
+        path = output_path(uri)
+    except UnsupportedStorage as e:
+        _fail(str(e))
     try:
         with open_sequential(path) as f:
             while chunk := f.read(1 << 20):

@@ -117,3 +117,14 @@ def test_version_names_curate_and_the_libraries_a_bug_report_needs():
     assert first == f"curate {curate.__version__}"
     for name in ("ray", "torch", "transformers", "pillow", "pyarrow"):
         assert f"{name} {version(name)}" in libraries
+
+
+@pytest.mark.parametrize("command", [["stats", "https://example.com/out"], ["inspect", "https://example.com/out"],
+                                     ["cat", "https://example.com/out/index.parquet"],
+                                     ["run", "pipelines/local.yaml", "-i", "https://example.com/photos/"],
+                                     ["validate", "pipelines/local.yaml", "-o", "https://example.com/out"]])
+def test_a_url_where_storage_is_expected_is_a_one_line_error_not_a_traceback(command):
+    done = CliRunner().invoke(app, command)
+    said = " ".join(done.output.split())
+    assert done.exit_code in (1, 2) and "Traceback" not in said, said
+    assert "https:// is not storage curate reads or writes" in said, said

@@ -207,3 +207,17 @@ def test_a_path_that_starts_with_the_home_folder_is_expanded(monkeypatch, tmp_pa
     canvas = load_canvas_config(REPO / "pipelines" / "canvas.yaml",
                                 ["source.path=~/vqa.json", "output.path=~/canvas"])
     assert canvas.source.path == str(tmp_path / "vqa.json") and canvas.output.path == str(tmp_path / "canvas")
+
+
+def test_an_input_or_output_on_storage_curate_cannot_reach_is_a_config_error_naming_the_key(tmp_path):
+    data = minimal()
+    data["sources"][0]["path"] = "https://example.com/photos/"
+    data["output"] = {"path": "ftp://host/out"}
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, data))
+    said = str(err.value)
+    assert "sources.0.path: Value error, https://example.com/photos/: https:// is not storage" in said
+    assert "output.path: Value error, ftp://host/out: ftp:// is not storage" in said
+    data = minimal()
+    data["masks"]["natural"] = {"backend": "sam", "checkpoint": "hf://owner/repo/sam.pt"}  # a hub file: not storage
+    assert load_config(write(tmp_path, data)).masks.natural.checkpoint == "hf://owner/repo/sam.pt"

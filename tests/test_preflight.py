@@ -76,7 +76,7 @@ def test_one_image_file_is_an_input_too(tmp_path):
 
 def test_a_set_typo_names_the_set_argument(tmp_path):
     code, text = curate("validate", config(tmp_path), "--set", "select.max_boxs=5")
-    assert code == 2 and "select.max_boxs: unknown key (from --set select.max_boxs=5)" in text
+    assert code == 2 and "select.max_boxs: unknown key (did you mean max_boxes?) (from --set select.max_boxs=5)" in text
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from tests.conftest import REPO
 
 # Most specific prefix wins. A module may import a lower rank, or its own package.
 RANKS = {
-    "curate.amg": 0,
+    "curate.amg": 0, "curate.uris": 0,
     "curate": 1, "curate.records": 1, "curate.config": 1, "curate.rows": 1, "curate.samples": 1,
     "curate.io": 2,
     "curate.train": 3, "curate.backends.types": 3, "curate.runner": 3,

@@ -11,9 +11,10 @@ import json
 import os
 from typing import Annotated, ClassVar, Literal, Union, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from curate.amg.params import AmgParams
+from curate.uris import storage_problem
 
 
 def expand_home(value):
@@ -24,6 +25,19 @@ def expand_home(value):
 
 # a local path (or a URI, or a hub id) as a config names it
 PathText = Annotated[str, BeforeValidator(expand_home)]
+
+
+def reachable_storage(path: str) -> str:
+    """``path`` when it is local or on a filesystem curate has (not ``https://``: a config error then,
+    rather than a traceback when the run first reads it)."""
+    problem = storage_problem(path)
+    if problem:
+        raise ValueError(problem)
+    return path
+
+
+# where inputs are read or the output is written: a local path or a storage URI
+StoragePath = Annotated[PathText, AfterValidator(reachable_storage)]
 
 
 class Strict(BaseModel):
@@ -53,7 +67,7 @@ class SourceConfig(Strict):
     """
 
     type: Literal["dir", "glob", "list", "webdataset", "samples"]
-    path: PathText
+    path: StoragePath
     dataset: str | None = Field(None, description="name recorded in each record; defaults to the path's stem")
     kind: ImageKind | Literal["auto"] = Field(
         "auto", description="route every image of this source as natural/document; 'auto' uses the heuristic"
@@ -474,7 +488,7 @@ class RetargetConfig(GenerationRuntimeConfig):
 
 
 class OutputConfig(Strict):
-    path: PathText = Field("out/run", min_length=1, description="output directory: a local path, or a URI on object "
+    path: StoragePath = Field("out/run", min_length=1, description="output directory: a local path, or a URI on object "
                                                             "storage (s3://bucket/prefix, gs://bucket/prefix)")
     split: str = Field("train", pattern=r"^[A-Za-z0-9_]+$")
     shard_max_samples: int = Field(1000, ge=1, description="close a shard after this many samples")

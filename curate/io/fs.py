@@ -1,14 +1,12 @@
 """Filesystem access through pyarrow.fs: local paths, s3:// and gs:// URIs behave the same.
 
-A URI is a string that starts with ``SCHEME://``; anything else is a local path, whatever
-characters it holds (``run-12:00`` is a folder, not a URI). ``file://`` URIs are local paths.
+What a URI is: curate.uris. ``file://`` URIs are local paths.
 """
 
 from __future__ import annotations
 
 import os
 import posixpath
-import re
 import stat
 import threading
 from collections.abc import Callable
@@ -17,7 +15,8 @@ from typing import Any, TypeVar
 
 import pyarrow.fs as pafs
 
-_SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
+from curate.uris import scheme_of, storage_problem
+
 T = TypeVar("T")
 
 
@@ -25,10 +24,8 @@ class ReadTimeout(OSError):
     """A read of one input did not finish within its time limit."""
 
 
-def scheme_of(uri: str) -> str | None:
-    """``s3`` for ``s3://bucket/key``; None for a local path."""
-    m = _SCHEME.match(uri)
-    return m.group("scheme").lower() if m else None
+class UnsupportedStorage(ValueError):
+    """A URI whose scheme names no filesystem that pyarrow (so curate) has."""
 
 
 def local_path(uri: str) -> str | None:
@@ -87,6 +84,9 @@ def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     path = local_path(uri)
     if path is not None:
         return pafs.LocalFileSystem(), absolute(path)
+    problem = storage_problem(uri)
+    if problem:
+        raise UnsupportedStorage(problem)
     return pafs.FileSystem.from_uri(uri)
 
 

@@ -19,7 +19,7 @@ from typing import IO
 
 import pyarrow.fs as pafs
 
-from curate.io.fs import absolute, local_path
+from curate.io.fs import absolute, local_path, resolve
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class ObjectPath:
         base, _, self._query = uri.partition("?")
         self._base = base.rstrip("/")
         if _fs is None:
-            _fs, _path = pafs.FileSystem.from_uri(uri)
+            _fs, _path = resolve(uri)
         self._fs = _fs
         self._path = _path.rstrip("/")
 

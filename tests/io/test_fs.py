@@ -38,3 +38,17 @@ def test_a_model_named_by_a_relative_folder_is_found_from_the_drivers_folder(tmp
     assert local_if_there("models/qwen") == str(tmp_path / "driver" / "models" / "qwen")
     for kept in ("Qwen/Qwen2-VL-7B-Instruct", "hf://owner/repo/sam.pt", "/abs/model", "s3://b/m", ""):
         assert local_if_there(kept) == kept  # a hub id (no such folder), a URI, an absolute path, nothing
+
+
+def test_a_uri_of_storage_curate_has_no_filesystem_for_is_named_with_what_it_reads():
+    import pytest
+
+    from curate.io.fs import UnsupportedStorage
+
+    with pytest.raises(UnsupportedStorage, match=r"https://example.com/a.jpg: https:// is not storage curate reads "
+                                                 r"or writes \(local paths, s3://, gs://, abfs://, hdfs://\); it "
+                                                 r"downloads no URL: fetch them first \(img2dataset"):
+        resolve("https://example.com/a.jpg")
+    with pytest.raises(UnsupportedStorage, match=r"ftp://host/x: ftp:// is not storage curate reads or writes"):
+        resolve("ftp://host/x")
+    assert isinstance(UnsupportedStorage("x"), ValueError)  # every caller that reports a bad value reports it
