@@ -11,7 +11,7 @@ from tests.conftest import jpeg_bytes, noise_image
 
 
 def ingest_file(path, **cfg):
-    return ingest_row(new_row(str(path), "test"), IngestConfig(min_side=64, max_pixels=50_000_000, **cfg))
+    return ingest_row(new_row(str(path), "test"), IngestConfig(**{"min_side": 64, "max_pixels": 50_000_000, **cfg}))
 
 
 def test_every_hostile_input_is_handled_or_quarantined_with_its_reason(hostile_dir):
@@ -111,3 +111,11 @@ def test_a_cut_off_heic_or_avif_photo_is_truncated(tmp_path, fmt, keep):
     path.write_bytes(data[: int(len(data) * keep)])
     row = ingest_file(path)
     assert row["reason"] == "truncated" and f"{fmt} data incomplete" in row["detail"], row["detail"]
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_the_decompression_bomb_guard_holds_for_heic_and_avif(tmp_path, fmt):
+    path = tmp_path / "big.heic"
+    path.write_bytes(photo_bytes(fmt))  # 640x480 = 307,200 pixels
+    row = ingest_file(path, max_pixels=150_000)
+    assert row["reason"] == "decompression_bomb", row["detail"]
