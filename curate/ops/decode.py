@@ -84,8 +84,13 @@ def image_signature(data: bytes) -> str | None:
     return next((name for magic, name in SIGNATURES.items() if data.startswith(magic)), None)
 
 
+APPLE_DOUBLE = b"\x00\x05\x16\x07"  # the magic of macOS's ``._NAME`` metadata files
+
+
 def open_checked(data: bytes, cfg: IngestConfig) -> Image.Image:
     """Open and fully decode with the size guards applied before any pixel is decoded."""
+    if data.startswith(APPLE_DOUBLE):  # a folder copied from a Mac holds one beside every photo
+        raise Rejected(Q.not_an_image, "an AppleDouble file (macOS metadata of the file beside it), not an image")
     Image.MAX_IMAGE_PIXELS = cfg.max_pixels
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -119,3 +119,13 @@ def test_the_decompression_bomb_guard_holds_for_heic_and_avif(tmp_path, fmt):
     path.write_bytes(photo_bytes(fmt))  # 640x480 = 307,200 pixels
     row = ingest_file(path, max_pixels=150_000)
     assert row["reason"] == "decompression_bomb", row["detail"]
+
+
+def test_a_macos_appledouble_file_is_named_as_such(tmp_path):
+    """Copied from a Mac to a FAT or network drive, every ``photo.jpg`` gets a ``._photo.jpg`` beside it:
+    4 KB of metadata (AppleDouble), which the quarantine names for what it is."""
+    path = tmp_path / "._photo.jpg"
+    path.write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(4000))
+    row = ingest_file(path)
+    assert row["reason"] == "not_an_image"
+    assert row["detail"] == "an AppleDouble file (macOS metadata of the file beside it), not an image"
