@@ -221,3 +221,15 @@ def test_an_input_or_output_on_storage_curate_cannot_reach_is_a_config_error_nam
     data = minimal()
     data["masks"]["natural"] = {"backend": "sam", "checkpoint": "hf://owner/repo/sam.pt"}  # a hub file: not storage
     assert load_config(write(tmp_path, data)).masks.natural.checkpoint == "hf://owner/repo/sam.pt"
+
+
+def test_a_set_value_is_taken_as_text_where_the_key_takes_text(tmp_path):
+    """`-o 2024-01-01` (a dated folder) or `-o 123` reached output.path as a YAML date or number and was
+    refused; where the key takes a string, the --set value is its own text."""
+    path = write(tmp_path, minimal())
+    for text in ("2024-01-01", "123", "true", "1e3"):
+        assert load_config(path, [f"output.path={text}"]).output.path == text
+    assert load_config(path, ["sources.0.path=2024-01-01"]).sources[0].path == "2024-01-01"
+    assert load_config(path, ["select.max_boxes=6"]).select.max_boxes == 6  # numbers stay numbers
+    with pytest.raises(ConfigError, match=r"select\.max_boxes: .*integer.*\(from --set select.max_boxes=many\)"):
+        load_config(path, ["select.max_boxes=many"])

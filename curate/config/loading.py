@@ -198,6 +198,36 @@ def _config_error(path: str | Path, what: str, err: ValidationError,
     return ConfigError(_format_errors(str(path), err, overrides, model).replace("pipeline config", what))
 
 
+def _override_texts(overrides: list[str] | None) -> dict[tuple[str, ...], str]:
+    """Each ``--set`` key (as a location) and its value's text as typed."""
+    texts = {}
+    for text in overrides or []:
+        key, _, value = text.partition("=")
+        texts[tuple(p for p in key.strip().split(".") if p)] = value.strip()
+    return texts
+
+
+def _validate(model: type[BaseModel], raw: dict, overrides: list[str] | None):
+    """``model`` from ``raw``. A ``--set`` value is read as YAML (``6`` a number, ``[1,2]`` a list), but
+    where its key takes a string and YAML made something else of it (``2024-01-01`` a date, ``123`` a
+    number), the key gets the text as typed."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        texts, retyped = _override_texts(overrides), False
+        for error in e.errors():
+            loc = tuple(_real_keys(error["loc"]))
+            if error["type"] == "string_type" and loc in texts:
+                node: Any = raw
+                for part in loc[:-1]:
+                    node = node[int(part)] if isinstance(node, list) else node[part]
+                node[int(loc[-1]) if isinstance(node, list) else loc[-1]] = texts[loc]
+                retyped = True
+        if not retyped:
+            raise
+    return model.model_validate(raw)
+
+
 def load_yaml_model(model: type[BaseModel], what: str, path: str | Path, overrides: list[str] | None = None):
     """Read a YAML file, apply ``--set`` overrides and validate it as ``model``; errors name the file.
 
@@ -205,7 +235,7 @@ def load_yaml_model(model: type[BaseModel], what: str, path: str | Path, overrid
     NAME does not take are dropped, with a warning naming them (any other unknown key is an error)."""
     raw = _read_yaml(Path(path), overrides)
     try:
-        return model.model_validate(raw)
+        return _validate(model, raw, overrides)
     except ValidationError as e:
         switches, others = _split_backend_switches(overrides)
         dropped = _drop_keys_of_replaced_backends(raw, _read_yaml(Path(path), others), model, switches, e) \
@@ -215,6 +245,6 @@ def load_yaml_model(model: type[BaseModel], what: str, path: str | Path, overrid
     logging.getLogger(__name__).warning("%s: --set chose another backend; dropped the old backend's options: %s",
                                         path, ", ".join(dropped))
     try:
-        return model.model_validate(raw)
+        return _validate(model, raw, overrides)
     except ValidationError as e:
         raise _config_error(path, what, e, overrides, model) from e
