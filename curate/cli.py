@@ -328,6 +328,12 @@ app.add_typer(augment_app, name="augment")
 @augment_app.command("canvas")
 def augment_canvas(
     config: Annotated[Path, typer.Argument(help="canvas YAML, e.g. pipelines/canvas.yaml")],
+    input: Annotated[Optional[str], typer.Option(
+        "--input", "-i", help="the VQA source instead of the config's: a LLaVA JSON (.json) or a parquet table "
+                              "(.parquet, HF datasets' too)")] = None,
+    images: Annotated[Optional[str], typer.Option(
+        "--images", help="with a LLaVA JSON: the folder its 'image' paths are relative to (default: the JSON's "
+                         "folder)")] = None,
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="output directory (output.path)")] = None,
     set_: Annotated[Optional[list[str]], typer.Option(
         "--set", help="override a key: --set canvas.long_side=[2048,4096] (repeatable)")] = None,
@@ -339,7 +345,7 @@ def augment_canvas(
     from curate.augment.run import run_canvas
     from curate.config import ConfigError
 
-    overrides = list(set_ or []) + ([f"output.path={output}"] if output else [])
+    overrides = list(set_ or []) + _vqa_input_overrides(input, images) + ([f"output.path={output}"] if output else [])
     try:
         cfg = load_canvas_config(config, overrides)
     except ConfigError as e:
@@ -360,6 +366,21 @@ def augment_canvas(
             _fail(str(e) if str(cfg.output.path) in str(e) else f"{cfg.source.path}: {e}")
     Console().print(f"[green]canvas[/] read {result.read} = written {result.written} + quarantined "
                     f"{result.quarantined} (skipped as done: {result.skipped_done}) -> {result.output}")
+
+
+def _vqa_input_overrides(path: str | None, images: str | None) -> list[str]:
+    """The config keys that ``augment canvas -i PATH [--images DIR]`` sets, the format told by the name."""
+    if path is None:
+        if images is not None:
+            _fail("--images goes with --input (a LLaVA JSON); or set source.images")
+        return []
+    formats = {".json": "llava", ".parquet": "table"}
+    chosen = formats.get(os.path.splitext(path)[1].lower())
+    if chosen is None:
+        _fail(f"--input {path}: a LLaVA JSON (.json) or a parquet table (.parquet) is a VQA source")
+    if images is not None and chosen != "llava":
+        _fail("--images goes with a LLaVA JSON: a table holds its images or their paths")
+    return [f"source.format={chosen}", f"source.path={path}", f"source.images={images if images else 'null'}"]
 
 
 export_app = typer.Typer(help="Write a finished corpus in the formats other trainers read.", no_args_is_help=True)

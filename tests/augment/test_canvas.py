@@ -355,3 +355,32 @@ def test_background_photos_of_a_relative_folder_are_named_whole_for_the_render_t
     Image.new("RGB", (8, 8)).save(tmp_path / "bg" / "a.jpg")
     monkeypatch.chdir(tmp_path)
     assert background_files("bg") == [tmp_path / "bg" / "a.jpg"]  # opened on other nodes as it is
+
+
+def test_the_command_takes_its_vqa_source_as_an_input_as_run_does(tmp_path, monkeypatch):
+    """`-i llava.json --images DIR` or `-i table.parquet` instead of two --set source.* arguments."""
+    from typer.testing import CliRunner
+
+    import curate.augment.run as canvas_run
+    from curate.augment.run import CanvasResult
+    from curate.cli import app
+
+    seen = []
+
+    def record(cfg, on_progress=None):
+        seen.append(cfg.source)
+        return CanvasResult(0, 0, 0, 0, str(cfg.output.path))
+
+    monkeypatch.setattr(canvas_run, "run_canvas", record)
+    canvas = ["augment", "canvas", str(REPO / "pipelines" / "canvas.yaml"), "-o", str(tmp_path / "out")]
+    done = CliRunner().invoke(app, [*canvas, "-i", "vqa/llava.json", "--images", "vqa/pics"])
+    assert done.exit_code == 0, done.output
+    done = CliRunner().invoke(app, [*canvas, "-i", "hf/train.parquet"])
+    assert done.exit_code == 0, done.output
+    assert [(s.format, s.path, s.images) for s in seen] == [("llava", "vqa/llava.json", "vqa/pics"),
+                                                            ("table", "hf/train.parquet", None)]
+    done = CliRunner().invoke(app, [*canvas, "-i", "vqa/list.txt"])
+    said = " ".join(done.output.split())
+    assert done.exit_code == 2 and "--input vqa/list.txt: a LLaVA JSON (.json) or a parquet table (.parquet)" in said
+    done = CliRunner().invoke(app, [*canvas, "-i", "hf/train.parquet", "--images", "x"])
+    assert done.exit_code == 2 and "--images goes with a LLaVA JSON" in " ".join(done.output.split())
