@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pillow_heif
@@ -87,13 +89,25 @@ def image_signature(data: bytes) -> str | None:
 APPLE_DOUBLE = b"\x00\x05\x16\x07"  # the magic of macOS's ``._NAME`` metadata files
 
 
+@contextmanager
+def bomb_guard(max_pixels: int) -> Iterator[None]:
+    """Pillow's decompression-bomb limit at ``max_pixels`` (its warning an error) while one input opens,
+    and the process's own limit back afterwards: a test, or another stage in the worker, keeps its own."""
+    before = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = before
+
+
 def open_checked(data: bytes, cfg: IngestConfig) -> Image.Image:
     """Open and fully decode with the size guards applied before any pixel is decoded."""
     if data.startswith(APPLE_DOUBLE):  # a folder copied from a Mac holds one beside every photo
         raise Rejected(Q.not_an_image, "an AppleDouble file (macOS metadata of the file beside it), not an image")
-    Image.MAX_IMAGE_PIXELS = cfg.max_pixels
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+    with bomb_guard(cfg.max_pixels):
         try:
             img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:

@@ -129,3 +129,12 @@ def test_a_macos_appledouble_file_is_named_as_such(tmp_path):
     row = ingest_file(path)
     assert row["reason"] == "not_an_image"
     assert row["detail"] == "an AppleDouble file (macOS metadata of the file beside it), not an image"
+
+
+def test_an_inputs_pixel_limit_does_not_outlive_its_decoding(tmp_path):
+    """The limit was left set in the process: a test (or a stage) decoding later met another's limit."""
+    before = Image.MAX_IMAGE_PIXELS
+    path = tmp_path / "a.png"
+    noise_image(640, 480).save(path)
+    assert ingest_file(path, max_pixels=150_000)["reason"] == "decompression_bomb"
+    assert Image.MAX_IMAGE_PIXELS == before
