@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 
 from curate.train.config import TrainConfig
-from curate.train.data import make_loader
+from curate.train.data import expand_shards, make_loader
 from curate.train.losses import same_image_pairs, same_text_positives, selection_loss, sigmoid_contrastive_rows
 from curate.train.model import PS3Encoder
 from curate.train.score_maps import selection_recall
@@ -119,6 +119,7 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None, stop_a
     """Train (or resume) as configured; returns the logged rows (also written to OUT/log.jsonl).
     ``stop_at`` ends this process early (a checkpoint is saved there) without changing the schedule;
     ``on_end`` gets the trained model (unwrapped from DDP) on every rank."""
+    expand_shards(cfg.data.shards)  # a pattern that matches nothing fails before a model loads or `out` is made
     rank, world, local_rank = distributed()
     device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":

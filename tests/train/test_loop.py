@@ -60,3 +60,20 @@ def test_global_captions_are_counted_by_stats(local_shards):
     out = Path(local_shards).parents[1]
     stats, _ = compute_stats(out)
     assert stats.captions.global_captions == stats.counts.written > 0
+
+
+def test_shards_that_match_nothing_fail_before_a_model_loads_or_the_out_folder_is_made(tmp_path, monkeypatch):
+    """The text encoder used to load first (minutes for a real one) and `out` was left behind empty."""
+    import curate.train.loop as loop
+    from curate.train.config import load_train_config
+    from tests.conftest import REPO
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("a model loaded before the shards were checked")
+
+    monkeypatch.setattr(loop, "FrozenTextEncoder", must_not_load)
+    cfg = load_train_config(REPO / "pipelines" / "train_local.yaml",
+                            [f"data.shards={tmp_path}/none/*.tar", f"out={tmp_path / 'run'}"])
+    with pytest.raises(FileNotFoundError, match=f"data.shards: nothing matches {tmp_path}/none/"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
