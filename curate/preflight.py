@@ -34,6 +34,9 @@ def backend_problems(cfg: PipelineConfig) -> list[str]:
     return problems
 
 
+LOOK_AT_INPUTS = 1000  # listed inputs a source's check looks at (a folder's walk is whole before its first)
+
+
 def source_problems(cfg: PipelineConfig, allow_empty: bool = False) -> list[str]:
     """Each source must exist and (unless ``allow_empty``) hold at least one input."""
     problems = []
@@ -41,12 +44,16 @@ def source_problems(cfg: PipelineConfig, allow_empty: bool = False) -> list[str]
         if src.type == "samples":
             continue  # generated at the start of the run
         try:
-            first = list(islice(list_source(src), 1))
+            first = list(islice(list_source(src), LOOK_AT_INPUTS))
         except SourceError as e:
             problems.append(f"sources.{i}: {e}")
             continue
         if not first and not allow_empty:
             problems.append(f"sources.{i}: {src.path} holds no input image (pass --allow-empty to accept)")
+        elif first and all(row["status"] == "quarantined" for row in first):
+            shown = "all" if len(first) < LOOK_AT_INPUTS else "the first"
+            problems.append(f"sources.{i}: {src.path}: {shown} {len(first)} inputs listed are quarantined before a "
+                            f"byte is read (the first, {first[0]['uri']}: {first[0]['reason']}: {first[0]['detail']})")
     return problems
 
 

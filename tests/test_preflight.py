@@ -87,3 +87,19 @@ def test_an_empty_input_set_is_an_error_unless_allowed(tmp_path):
     assert not (tmp_path / "out").exists()  # the failed run gave its new output back
     code, text = curate("run", config(tmp_path), "--allow-empty")
     assert code == 0 and "read 0 = written 0 + quarantined 0" in text
+
+
+def test_a_source_of_only_files_curate_does_not_read_is_named_before_the_run(tmp_path):
+    """A folder of scanned PDFs listed (each quarantined) and validated as sound; the run then wrote nothing."""
+    from curate.config import load_config
+    from curate.preflight import source_problems
+
+    (tmp_path / "in").mkdir()
+    for name in ("a.pdf", "b.pdf"):
+        (tmp_path / "in" / name).write_bytes(b"%PDF-1.4")
+    problems = source_problems(load_config(config(tmp_path)))
+    assert len(problems) == 1 and problems[0].startswith(f"sources.0: {tmp_path / 'in'}: all 2 inputs listed are "
+                                                         "quarantined before a byte is read")
+    assert "unsupported_format: PDF documents are not read" in problems[0] and "a.pdf" in problems[0]
+    image_files(tmp_path / "in", 1)  # one photo among them: the run has work, the PDFs are its quarantine
+    assert source_problems(load_config(config(tmp_path))) == []
