@@ -131,6 +131,13 @@ def _list_entry(src: SourceConfig, where: str, uri, caption=None) -> tuple[str, 
     return uri, caption, None
 
 
+def _holds_images(kind: pa.DataType) -> bool:
+    """Whether a list column holds image bytes (or HF datasets' Image structs) rather than paths."""
+    if pa.types.is_struct(kind):
+        return any(kind.field(i).name == "bytes" for i in range(kind.num_fields))
+    return pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
+
+
 def _list_parquet(src: SourceConfig) -> Iterator[tuple[str, str | None, str | None]]:
     filesystem, path = fs.resolve(src.path)
     try:
@@ -142,6 +149,10 @@ def _list_parquet(src: SourceConfig) -> Iterator[tuple[str, str | None, str | No
         if column is not None and column not in names:
             raise SourceError(f"{src.path}: no column {column!r} for sources[].{option} "
                               f"(columns: {', '.join(names)})")
+    if _holds_images(parquet.schema_arrow.field(src.column).type):
+        raise SourceError(f"{src.path}: column {src.column!r} holds the images themselves, not their paths: curate run "
+                          "reads image files (write them out first, one file per row; `curate augment canvas` reads "
+                          "such a table as it is)")
     columns = [src.column] + ([src.caption_column] if src.caption_column else [])
     row_number = 0
     for batch in parquet.iter_batches(columns=columns, batch_size=65536):  # bounded memory

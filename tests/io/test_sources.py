@@ -161,3 +161,17 @@ def test_one_input_file_of_a_format_curate_does_not_read_says_what_to_do(tmp_pat
         listed(str(tmp_path / "report.pdf"))
     Image.new("RGB", (8, 8)).save(tmp_path / "photo.avif")
     assert listed(str(tmp_path / "photo.avif")) == [str(tmp_path / "photo.avif")]
+
+
+@pytest.mark.parametrize("images", ["structs", "bytes"])
+def test_a_table_whose_column_holds_images_not_paths_says_so(tmp_path, images):
+    """An HF dataset's parquet (images inline as {bytes, path} structs) given as a list: every row was
+    quarantined as 'uri is a dict, not a string'."""
+    data = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(data, "PNG")
+    column = [{"bytes": data.getvalue(), "path": None}] if images == "structs" else [data.getvalue()]
+    pa.parquet.write_table(pa.table({"image": column}), tmp_path / "train.parquet")
+    source = SourceConfig(type="list", path=str(tmp_path / "train.parquet"), column="image")
+    with pytest.raises(SourceError, match=r"train.parquet: column 'image' holds the images themselves, not their "
+                                          r"paths: curate run reads image files \(write them out first"):
+        list(list_source(source))
