@@ -83,11 +83,13 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _load(pipeline: Path, overrides: list[str]):
+def _load(pipeline: Path, overrides: list[str], inputs: list[str] | None = None):
+    """The pipeline config, its sources replaced by ``inputs`` (``-i``) where given, then ``overrides``."""
     from curate.config import ConfigError, load_config
 
+    sources = [dict(zip(("type", "path"), _input_source(text))) for text in inputs or []]
     try:
-        return load_config(pipeline, overrides)
+        return load_config(pipeline, overrides, sources)
     except ConfigError as e:
         _fail(str(e))
 
@@ -109,26 +111,6 @@ def _committed_so_far(output: str) -> str:
 INPUTS = Annotated[Optional[list[str]], typer.Option(
     "--input", "-i", help="replace the config's sources with these directories, globs, lists (.txt, .parquet), "
                           "tar shards or image files (repeatable; kind 'auto')")]
-
-
-def _with_inputs(cfg, inputs: list[str] | None):
-    """``cfg`` with its sources replaced by ``--input`` paths, where any were given."""
-    if inputs:
-        cfg.sources = [_input_config(text) for text in inputs]
-    return cfg
-
-
-def _input_config(text: str):
-    """The SourceConfig of one ``--input``; a path it refuses (``https://...``) is an error naming it."""
-    from pydantic import ValidationError
-
-    from curate.config import SourceConfig
-
-    kind, path = _input_source(text)
-    try:
-        return SourceConfig(type=kind, path=path)
-    except ValidationError as e:
-        _fail(f"--input {text}: " + "; ".join(error["msg"].removeprefix("Value error, ") for error in e.errors()))
 
 
 def _input_source(path: str) -> tuple[str, str]:
@@ -180,7 +162,7 @@ def run(
         overrides.append(f"ray.address={address}")
     if verbose:
         overrides.append("ray.verbose=true")
-    cfg = _with_inputs(_load(pipeline, overrides), input)
+    cfg = _load(pipeline, overrides, input)
 
     from curate.backends import BackendUnavailable
     from curate.io.lock import OutputLocked
@@ -567,7 +549,7 @@ def validate(
     Takes `run`'s `--input`, `--output` and `--set`: put `validate` in place of `run` in the
     command to check that run."""
     overrides = list(set_ or []) + ([f"output.path={output}"] if output else [])
-    cfg = _with_inputs(_load(pipeline, overrides), input)
+    cfg = _load(pipeline, overrides, input)
     from curate.preflight import preflight
 
     problems = preflight(cfg, allow_empty=allow_empty)

@@ -1,5 +1,7 @@
 """The CLI as a new user first meets it: ``--help`` reads as prose at any terminal width."""
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -128,3 +130,19 @@ def test_a_url_where_storage_is_expected_is_a_one_line_error_not_a_traceback(com
     said = " ".join(done.output.split())
     assert done.exit_code in (1, 2) and "Traceback" not in said, said
     assert "https:// is not storage curate reads or writes" in said, said
+
+
+def test_a_set_on_the_sources_applies_to_the_inputs_that_replace_them(tmp_path):
+    """`-i scans/ --set sources.0.kind=document` (or `.column=` for a parquet list): the --set was applied
+    to the config's own sources, which -i then replaced, so it was silently lost."""
+    from curate.cli import _load
+
+    cfg = _load(Path("pipelines/local.yaml"), ["sources.0.kind=document", "select.max_boxes=6"],
+                ["scans/", "more/list.parquet"])
+    assert [(s.type, s.path, s.kind) for s in cfg.sources] == [("dir", "scans/", "document"),
+                                                               ("list", "more/list.parquet", "auto")]
+    assert cfg.select.max_boxes == 6
+    done = CliRunner().invoke(app, ["validate", "pipelines/local.yaml", "-i", str(tmp_path),
+                                    "--set", "sources.1.kind=document"])
+    said = " ".join(done.output.split())
+    assert done.exit_code == 2 and "sources has no item 1" in said, said

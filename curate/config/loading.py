@@ -128,7 +128,9 @@ def _bundled_pipelines_hint() -> str:
     return "; curate's own pipelines are " + ", ".join(str(p) for p in found)
 
 
-def _read_yaml(path: Path, overrides: list[str] | None) -> dict:
+def _read_yaml(path: Path, overrides: list[str] | None, replace: dict | None = None) -> dict:
+    """The file's mapping, its top-level keys in ``replace`` replaced (``-i`` replaces the sources), then
+    the ``--set`` overrides applied."""
     try:
         text = path.read_text()
     except OSError as e:
@@ -140,12 +142,15 @@ def _read_yaml(path: Path, overrides: list[str] | None) -> dict:
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a config is a mapping at the top level")
-    return apply_overrides(raw, overrides or [])
+    return apply_overrides({**raw, **(replace or {})}, overrides or [])
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
-    """Read a pipeline YAML, apply ``--set`` overrides, validate. Raises ConfigError naming the file."""
-    return load_yaml_model(PipelineConfig, "pipeline config", path, overrides)
+def load_config(path: str | Path, overrides: list[str] | None = None,
+                sources: list[dict] | None = None) -> PipelineConfig:
+    """Read a pipeline YAML, apply ``--set`` overrides, validate. Raises ConfigError naming the file.
+    ``sources`` (``-i``) replace the file's before the overrides, so ``--set sources.0.kind=...`` applies to them."""
+    return load_yaml_model(PipelineConfig, "pipeline config", path, overrides,
+                           replace={"sources": sources} if sources else None)
 
 
 def _split_backend_switches(overrides: list[str] | None) -> tuple[dict[tuple[str, ...], str], list[str]]:
@@ -228,17 +233,18 @@ def _validate(model: type[BaseModel], raw: dict, overrides: list[str] | None):
     return model.model_validate(raw)
 
 
-def load_yaml_model(model: type[BaseModel], what: str, path: str | Path, overrides: list[str] | None = None):
+def load_yaml_model(model: type[BaseModel], what: str, path: str | Path, overrides: list[str] | None = None,
+                    replace: dict | None = None):
     """Read a YAML file, apply ``--set`` overrides and validate it as ``model``; errors name the file.
 
     ``--set SECTION.backend=NAME`` replaces a section's backend: the old backend's options that
     NAME does not take are dropped, with a warning naming them (any other unknown key is an error)."""
-    raw = _read_yaml(Path(path), overrides)
+    raw = _read_yaml(Path(path), overrides, replace)
     try:
         return _validate(model, raw, overrides)
     except ValidationError as e:
         switches, others = _split_backend_switches(overrides)
-        dropped = _drop_keys_of_replaced_backends(raw, _read_yaml(Path(path), others), model, switches, e) \
+        dropped = _drop_keys_of_replaced_backends(raw, _read_yaml(Path(path), others, replace), model, switches, e) \
             if switches else []
         if not dropped:
             raise _config_error(path, what, e, overrides, model) from e
