@@ -138,3 +138,13 @@ def test_an_inputs_pixel_limit_does_not_outlive_its_decoding(tmp_path):
     noise_image(640, 480).save(path)
     assert ingest_file(path, max_pixels=150_000)["reason"] == "decompression_bomb"
     assert Image.MAX_IMAGE_PIXELS == before
+
+
+def test_a_heic_photos_orientation_is_applied_once(tmp_path):
+    """libheif turns the image by its orientation and resets the EXIF tag: not turned a second time."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees
+    path = tmp_path / "r.heic"
+    path.write_bytes(photo_bytes("HEIF", exif=exif.tobytes()))
+    row = ingest_file(path)
+    assert (row["width"], row["height"]) == (480, 640)
