@@ -146,6 +146,9 @@ def run(
     verify: Annotated[bool, typer.Option(
         "--verify", help="on resume, also check every committed shard's sha256 (sizes are always checked)")] = False,
     allow_empty: Annotated[bool, typer.Option("--allow-empty", help="accept sources with no input image")] = False,
+    limit: Annotated[Optional[int], typer.Option(
+        "--limit", min=1, help="only the first N listed inputs: a trial run of a config on a large corpus; the "
+                               "same command without --limit continues the output with the rest")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show Ray Data's periodic status too")] = False,
 ) -> None:
     """Run (or resume) a pipeline: ingest -> masks -> select -> caption -> shards.
@@ -182,7 +185,7 @@ def run(
         try:
             with progress:
                 result = run_pipeline(cfg, on_progress=on_progress, on_start=on_start, verify=verify,
-                                      on_note=on_note, allow_empty=allow_empty, on_status=on_status)
+                                      on_note=on_note, allow_empty=allow_empty, on_status=on_status, limit=limit)
             interrupt.ignore_further()  # the run is committed: a late Ctrl-C must not cut Ray's shutdown short
         except KeyboardInterrupt:
             interrupt.ignore_further()
@@ -196,6 +199,9 @@ def run(
                   f"{' (' + e.filename + ')' if getattr(e, 'filename', None) else ''}; "
                   "committed shards are kept and the same command resumes")
     _print_summary(result.output)
+    if limit is not None:
+        console.print(f"[yellow]a trial:[/] the first {limit} listed inputs (--limit); the same command without "
+                      "--limit continues this output with the rest", highlight=False)
 
 
 @contextmanager

@@ -380,10 +380,11 @@ class RunResult:
 def run_pipeline(cfg: PipelineConfig, on_progress: Callable[[int, int], None] | None = None,
                  on_start: Callable[[int, int], None] | None = None, verify: bool = False,
                  on_note: Callable[[str], None] | None = None, allow_empty: bool = False,
-                 on_status: Callable[[dict | str], None] | None = None) -> RunResult:
+                 on_status: Callable[[dict | str], None] | None = None, limit: int | None = None) -> RunResult:
     """Run (or resume) the pipeline described by ``cfg``; returns the final counts.
 
     ``verify``: on resume, check every committed shard's sha256 (sizes are always checked).
+    ``limit``: only the first ``limit`` listed inputs (a trial; a later run without it continues the output).
     ``on_status``: what is starting, then the stages' rows in flight (see ``_process``).
     """
     check_backends(cfg)
@@ -402,7 +403,8 @@ def run_pipeline(cfg: PipelineConfig, on_progress: Callable[[int, int], None] | 
             if on_start:
                 on_start(listing.to_do, n - listing.to_do)
 
-        skipped = take_commits(_process(cfg, run, listed_batches(cfg.sources), listed, on_status), run.committed,
+        batches = listed_batches(cfg.sources, limit=limit)
+        skipped = take_commits(_process(cfg, run, batches, listed, on_status), run.committed,
                                listing, str(cfg.output.path), "samples", on_progress)
         run.finish()
     except KeyboardInterrupt:

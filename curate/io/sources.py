@@ -308,9 +308,10 @@ def numbered_batches(items: Iterable[dict], make_table: Callable[[list[dict]], p
         yield make_table(rows)
 
 
-def listed_batches(sources: list[SourceConfig], size: int = 4096) -> Iterator[pa.Table]:
-    """The corpus's listing as curate.rows tables (numbered_batches)."""
-    return numbered_batches(list_inputs(sources), to_table, size)
+def listed_batches(sources: list[SourceConfig], size: int = 4096, limit: int | None = None) -> Iterator[pa.Table]:
+    """The corpus's listing as curate.rows tables (numbered_batches); its first ``limit`` inputs where
+    one is given (a trial run: the listing's order is stable, so the whole run later continues it)."""
+    return numbered_batches(itertools.islice(list_inputs(sources), limit), to_table, size)
 
 
 def block_sizes(small: int, small_blocks: int = 4096, largest: int = 4096) -> Iterator[int]:

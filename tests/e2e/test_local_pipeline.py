@@ -189,3 +189,26 @@ def test_an_interrupt_says_what_it_leaves_committed(corpus, tmp_path):
     out, result, _, _ = corpus
     assert _committed_so_far(str(out)) == f"{result.written} samples are committed in {out}"
     assert _committed_so_far(str(tmp_path / "never")) == f"no sample was committed yet in {tmp_path / 'never'}"
+
+
+def test_a_trial_run_of_the_first_inputs_is_continued_by_the_same_command_without_the_limit(sample_dir, tmp_path):
+    """`curate run ... --limit 2` to try a config on a big folder; then the whole folder into the same
+    output: the first two are not redone, nothing is lost or written twice."""
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+    from curate.config import SourceConfig
+    from curate.io.sources import list_source
+
+    path = pipeline_yaml(tmp_path, [{"type": "dir", "path": str(sample_dir)}], tmp_path / "out")
+    trial = CliRunner().invoke(app, ["run", str(path), "--limit", "2"])
+    said = " ".join(trial.output.split())
+    assert trial.exit_code == 0, said
+    assert "read 2 = written 2" in said and "the first 2 listed inputs (--limit)" in said
+    whole = CliRunner().invoke(app, ["run", str(path)])
+    said = " ".join(whole.output.split())
+    assert whole.exit_code == 0, said
+    n = sum(1 for _ in list_source(SourceConfig(type="dir", path=str(sample_dir))))
+    assert f"read {n} = written {n}" in said
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["counts"]["written"] == n == len({r["key"] for r in records(tmp_path / "out")})

@@ -175,3 +175,15 @@ def test_a_table_whose_column_holds_images_not_paths_says_so(tmp_path, images):
     with pytest.raises(SourceError, match=r"train.parquet: column 'image' holds the images themselves, not their "
                                           r"paths: curate run reads image files \(write them out first"):
         list(list_source(source))
+
+
+def test_a_limited_listing_is_the_first_inputs_of_the_whole_one(tmp_path):
+    from curate.io.sources import listed_batches
+
+    for name in ("c.png", "a.png", "b.png", "d.png"):
+        (tmp_path / name).write_bytes(b"not read by the listing")
+    sources = [SourceConfig(type="dir", path=str(tmp_path))]
+    whole = [row for t in listed_batches(sources) for row in t.to_pylist()]
+    first = [row for t in listed_batches(sources, limit=2) for row in t.to_pylist()]
+    assert [(r["uri"], r["ordinal"]) for r in first] == [(r["uri"], r["ordinal"]) for r in whole[:2]]
+    assert [r["uri"].rsplit("/", 1)[1] for r in first] == ["a.png", "b.png"]
