@@ -36,9 +36,10 @@ IMAGE_EXTS = ("jpg", "png", "webp")
 MEAN, STD = 0.5, 0.5  # SigLIP's normalisation
 
 
-def expand_shards(patterns: list[str]) -> list[str]:
+def expand_shards(patterns: list[str], key: str = "data.shards") -> list[str]:
     """Globs are expanded (sorted), local ones and object-storage ones (``s3://b/out/shards/*.tar``);
-    brace patterns and other URLs (``pipe:``, ``https://``) are left to webdataset."""
+    brace patterns and other URLs (``pipe:``, ``https://``) are left to webdataset. ``key``: the
+    config key that named them, for the error when one matches nothing."""
     urls = []
     for pattern in patterns:
         scheme = scheme_of(pattern)
@@ -47,7 +48,7 @@ def expand_shards(patterns: list[str]) -> list[str]:
             continue
         found = glob_objects(pattern) if scheme in OBJECT_SCHEMES else sorted(glob.glob(local_path(pattern)))
         if not found:
-            raise FileNotFoundError(f"data.shards: nothing matches {pattern}")
+            raise FileNotFoundError(f"{key}: nothing matches {pattern}")
         urls.extend(found)
     return urls
 
@@ -213,7 +214,7 @@ def _ps3_dataset(cfg, grid: int, epoch_seed: int):
     import webdataset as wds
 
     data = cfg.data
-    images, boxes = expand_shards(data.shards), expand_shards(data.ps3_text_box)
+    images, boxes = expand_shards(data.shards), expand_shards(data.ps3_text_box, "data.ps3_text_box")
     if len(images) != len(boxes):
         raise FileNotFoundError(f"data.shards has {len(images)} image tars, data.ps3_text_box {len(boxes)}: "
                                 "PS3's two sets must pair up shard by shard")

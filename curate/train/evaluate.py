@@ -17,7 +17,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from curate.train.config import TrainConfig
-from curate.train.data import make_loader
+from curate.train.data import expand_shards, make_loader
 from curate.train.geometry import scale_grids
 from curate.train.model import PS3Encoder, box_coverage, chosen_rows
 from curate.train.score_maps import ground_truth_patches, selection_recall
@@ -25,8 +25,6 @@ from curate.train.text import FrozenTextEncoder
 
 
 def load_model(cfg: TrainConfig, checkpoint: Path, text_dim: int, device) -> PS3Encoder:
-    if not checkpoint.exists():
-        raise FileNotFoundError(f"{checkpoint}: no checkpoint (train first, or pass --checkpoint)")
     state = torch.load(checkpoint, map_location=device, weights_only=False)
     model = PS3Encoder(cfg.model, text_dim).to(device)
     try:
@@ -84,9 +82,13 @@ def evaluate(cfg: TrainConfig, checkpoint: Path | None = None, out_dir: Path | N
     selection.png under ``out_dir`` (default: OUT/eval) and returns the report."""
     if not cfg.eval.shards:
         raise FileNotFoundError("eval.shards is empty: name held-out shards (--shards or eval.shards)")
+    checkpoint = checkpoint or Path(cfg.out) / "last.pt"
+    if not checkpoint.exists():  # named before the text model loads (minutes for a real one)
+        raise FileNotFoundError(f"{checkpoint}: no checkpoint (train first, or pass --checkpoint)")
+    expand_shards(cfg.eval.shards, "eval.shards")  # a pattern that matches nothing, too
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     text = FrozenTextEncoder(cfg.model.text, device)
-    model = load_model(cfg, checkpoint or Path(cfg.out) / "last.pt", text.dim, device)
+    model = load_model(cfg, checkpoint, text.dim, device)
     held_out = cfg.model_copy(update={
         "data": cfg.data.model_copy(update={"shards": cfg.eval.shards, "ps3_text_box": [], "global_caption_prob": 0.0,
                                             "max_regions": 1000, "shuffle_buffer": 0, "resampled": False}),
@@ -113,7 +115,7 @@ def evaluate(cfg: TrainConfig, checkpoint: Path | None = None, out_dir: Path | N
     if not images:
         raise RuntimeError(f"eval.shards {cfg.eval.shards}: no sample with a captioned region")
     report = {
-        "checkpoint": str(checkpoint or Path(cfg.out) / "last.pt"), "images": images, "regions": len(top_down),
+        "checkpoint": str(checkpoint), "images": images, "regions": len(top_down),
         "select_frac": frac,
         "recall_top_down": nanmean(top_down), "recall_bottom_up": nanmean(bottom_up),
         "recall_random": nanmean(random_td),

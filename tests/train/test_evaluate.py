@@ -41,3 +41,23 @@ def test_evaluate_names_a_missing_checkpoint(local_shards, tmp_path):
                                       "--shards", local_shards, "--set", f"out={tmp_path / 'none'}"])
     printed = "".join(result.output.split())
     assert result.exit_code != 0 and "nocheckpoint" in printed and str(tmp_path / "none") in printed
+
+
+def test_a_missing_checkpoint_or_shards_are_named_before_the_text_model_loads(tmp_path, monkeypatch):
+    import curate.train.evaluate as evaluate_module
+    from curate.train.config import load_train_config
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("the text model loaded before the checkpoint and shards were checked")
+
+    monkeypatch.setattr(evaluate_module, "FrozenTextEncoder", must_not_load)
+    (tmp_path / "shard.tar").write_bytes(b"")
+    cfg = load_train_config(REPO / "pipelines" / "train_local.yaml",
+                            [f"out={tmp_path / 'none'}", f"eval.shards={tmp_path}/shard.tar"])
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        evaluate_module.evaluate(cfg)
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "last.pt").write_bytes(b"")
+    cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"shards": [f"{tmp_path}/nothing/*.tar"]})})
+    with pytest.raises(FileNotFoundError, match="eval.shards: nothing matches"):
+        evaluate_module.evaluate(cfg)
