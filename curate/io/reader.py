@@ -27,16 +27,9 @@ def find_record(output: str | OutputPath, wanted: str) -> dict:
     index = _written(layout, output, ["key", "uri", "shard", "json_offset", "json_size"])
     hits = index.filter(pc.starts_with(index["key"], wanted.lower()))
     if not hits.num_rows:
-        by_input = pc.or_(pc.equal(index["uri"], wanted), pc.ends_with(index["uri"], "/" + wanted.lstrip("/")))
-        hits = index.filter(by_input)
-    if not hits.num_rows and "://" not in wanted:
-        # a run that listed a relative path (photos/a.jpg) is asked by the file's whole path or as
-        # ./photos/a.jpg: the listed path is one of the path's endings
-        parts = posixpath.normpath(wanted).strip("/").split("/")
-        endings = pa.array(["/".join(parts[i:]) for i in range(len(parts))])
-        hits = index.filter(pc.is_in(index["uri"], value_set=endings))
+        hits = _by_input(index, wanted)
     if not hits.num_rows:
-        raise LookupError(f"{output}: no sample with the key or input {wanted!r}")
+        raise LookupError(_not_written(layout, output, wanted))
     if hits.num_rows > 1:
         raise ValueError(f"{output}: {hits.num_rows} samples match {wanted!r}; give more of the key or path")
     hit = hits.to_pylist()[0]
@@ -44,6 +37,28 @@ def find_record(output: str | OutputPath, wanted: str) -> dict:
     if "json_offset" in hit:
         return json.loads(read_slice(shard, hit["json_offset"], hit["json_size"]))
     return next(json.loads(files["json"]) for key, files in shard_samples(shard) if key == hit["key"])
+
+
+def _by_input(table: pa.Table, wanted: str) -> pa.Table:
+    """The rows of ``table`` whose ``uri`` is the input ``wanted``: the path as the run listed it, its
+    end (the file's name), or, for a run that listed a relative path (photos/a.jpg), the file's whole
+    path or ./photos/a.jpg (the listed path is one of the path's endings)."""
+    hits = table.filter(pc.or_(pc.equal(table["uri"], wanted), pc.ends_with(table["uri"], "/" + wanted.lstrip("/"))))
+    if not hits.num_rows and "://" not in wanted:
+        parts = posixpath.normpath(wanted).strip("/").split("/")
+        endings = pa.array(["/".join(parts[i:]) for i in range(len(parts))])
+        hits = table.filter(pc.is_in(table["uri"], value_set=endings))
+    return hits
+
+
+def _not_written(layout: OutputLayout, output: str | OutputPath, wanted: str) -> str:
+    """Why no sample matches ``wanted``: its input's quarantine reason where the run quarantined it."""
+    if layout.quarantine.exists():
+        quarantined = _by_input(read_parquet(layout.quarantine, columns=["uri", "reason", "detail"]), wanted)
+        if quarantined.num_rows:
+            first = quarantined.to_pylist()[0]
+            return f"{output}: {first['uri']} was not written: quarantined as {first['reason']} ({first['detail']})"
+    return f"{output}: no sample with the key or input {wanted!r}"
 
 
 def list_samples(output: str | OutputPath, limit: int = 20) -> tuple[int, list[dict]]:

@@ -65,3 +65,24 @@ def test_a_canvas_output_is_listed_and_read_too(canvas_output):  # noqa: F811
     assert find_record(out, first[2]["uri"].rsplit("/", 1)[-1])["key"] == first[2]["key"]
     with pytest.raises(LookupError):
         find_record(out, "bad.png")  # quarantined: listed in the index, never written
+
+
+def test_an_input_that_was_not_written_is_told_with_its_quarantine_reason(tmp_path):
+    """`curate inspect OUT scan.pdf`: why is my file not in the corpus? The quarantine says."""
+    from curate.config import PipelineConfig
+    from curate.io.corpus import CorpusWriter
+    from curate.rows import new_row, quarantine
+    from tests.io.test_corpus import _question_row
+
+    out = tmp_path / "c"
+    cfg = PipelineConfig.model_validate({"name": "c", "sources": [{"type": "dir", "path": "x"}],
+                                         "masks": {"natural": {"backend": "skimage_felzenszwalb"}},
+                                         "output": {"path": str(out)}})
+    writer = CorpusWriter(out, cfg).open()
+    writer.add(_question_row(0))
+    writer.add(quarantine(new_row("scans/scan.pdf", "d"), "unsupported_format", "PDF documents are not read"))
+    writer.finish()
+    with pytest.raises(LookupError) as missed:
+        find_record(out, "/home/me/scans/scan.pdf")
+    assert str(missed.value) == (f"{out}: scans/scan.pdf was not written: quarantined as unsupported_format "
+                                 "(PDF documents are not read)")
