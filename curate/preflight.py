@@ -34,7 +34,9 @@ def backend_problems(cfg: PipelineConfig) -> list[str]:
     return problems
 
 
-LOOK_AT_INPUTS = 1000  # listed inputs a source's check looks at (a folder's walk is whole before its first)
+# listed inputs a folder's or a glob's check looks at (their listing reads names only, and a folder's
+# walk is whole before its first); a list's or a tar's reads one (a tar is read to list its members)
+LOOK_AT_INPUTS = 1000
 
 
 def source_problems(cfg: PipelineConfig, allow_empty: bool = False) -> list[str]:
@@ -44,14 +46,14 @@ def source_problems(cfg: PipelineConfig, allow_empty: bool = False) -> list[str]
         if src.type == "samples":
             continue  # generated at the start of the run
         try:
-            first = list(islice(list_source(src), LOOK_AT_INPUTS))
+            first = list(islice(list_source(src), LOOK_AT_INPUTS if src.type in ("dir", "glob") else 1))
         except SourceError as e:
             problems.append(f"sources.{i}: {e}")
             continue
         if not first and not allow_empty:
             problems.append(f"sources.{i}: {src.path} holds no input image (pass --allow-empty to accept)")
-        elif first and all(row["status"] == "quarantined" for row in first):
-            shown = "all" if len(first) < LOOK_AT_INPUTS else "the first"
+        elif src.type in ("dir", "glob") and first and all(row["status"] == "quarantined" for row in first):
+            shown = "the first" if len(first) == LOOK_AT_INPUTS else "all"
             problems.append(f"sources.{i}: {src.path}: {shown} {len(first)} inputs listed are quarantined before a "
                             f"byte is read (the first, {first[0]['uri']}: {first[0]['reason']}: {first[0]['detail']})")
     return problems
