@@ -119,7 +119,9 @@ def train(cfg: TrainConfig, on_log: Callable[[dict], None] | None = None, stop_a
     """Train (or resume) as configured; returns the logged rows (also written to OUT/log.jsonl).
     ``stop_at`` ends this process early (a checkpoint is saved there) without changing the schedule;
     ``on_end`` gets the trained model (unwrapped from DDP) on every rank."""
-    expand_shards(cfg.data.shards)  # a pattern that matches nothing fails before a model loads or `out` is made
+    # a pattern that matches nothing fails before a model loads or `out` is made
+    expand_shards(cfg.data.shards)
+    expand_shards(cfg.data.ps3_text_box, "data.ps3_text_box")
     rank, world, local_rank = distributed()
     device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":

@@ -77,3 +77,9 @@ def test_shards_that_match_nothing_fail_before_a_model_loads_or_the_out_folder_i
     with pytest.raises(FileNotFoundError, match=f"data.shards: nothing matches {tmp_path}/none/"):
         train(cfg)
     assert not (tmp_path / "run").exists()
+    (tmp_path / "shard.tar").write_bytes(b"")
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={
+        "shards": [str(tmp_path / "shard.tar")], "ps3_text_box": [f"{tmp_path}/boxes/*.tar"]})})
+    with pytest.raises(FileNotFoundError, match="data.ps3_text_box: nothing matches"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
