@@ -547,14 +547,20 @@ def validate(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="override a key, as in `run` (repeatable)")] = None,
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="output directory, as in `run`")] = None,
     allow_empty: Annotated[bool, typer.Option("--allow-empty", help="accept sources with no input image")] = False,
+    address: Annotated[Optional[str], typer.Option(
+        "--address", help="as in `run`: a cluster's GPUs are its own, so no local GPU is asked for")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="as in `run` (checks the same)")] = None,
+    verify: Annotated[bool, typer.Option("--verify", help="as in `run` (checks the same)")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="as in `run` (checks the same)")] = False,
 ) -> None:
     """Check a pipeline YAML and what its run needs, without starting it: the backends and their
     packages, checkpoint files, that each source exists and holds inputs, a GPU where a stage asks
     for one, and that the output is writable and ours. Exits 1 naming each problem.
 
-    Takes `run`'s `--input`, `--output` and `--set`: put `validate` in place of `run` in the
-    command to check that run."""
+    Takes every option of `run`: put `validate` in place of `run` in a command to check that run."""
     overrides = list(set_ or []) + ([f"output.path={output}"] if output else [])
+    if address:
+        overrides.append(f"ray.address={address}")
     cfg = _load(pipeline, overrides, input)
     from curate.preflight import preflight
 

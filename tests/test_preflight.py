@@ -103,3 +103,14 @@ def test_a_source_of_only_files_curate_does_not_read_is_named_before_the_run(tmp
     assert "unsupported_format: PDF documents are not read" in problems[0] and "a.pdf" in problems[0]
     image_files(tmp_path / "in", 1)  # one photo among them: the run has work, the PDFs are its quarantine
     assert source_problems(load_config(config(tmp_path))) == []
+
+
+def test_every_option_of_run_is_taken_so_a_run_command_validates_as_it_is(tmp_path):
+    """`curate run P -i X -o Y --limit 50 --verify -v` with `validate` in place of `run` was refused
+    ("No such option: --limit"); the options that check nothing are taken as they are."""
+    image_files(tmp_path / "in", 1)
+    code, text = curate("validate", config(tmp_path), "-i", tmp_path / "in", "-o", tmp_path / "out",
+                        "--limit", "50", "--verify", "--verbose", "--allow-empty")
+    assert code == 0 and "check out" in text, text
+    code, text = curate("validate", config(tmp_path), "--address", "127.0.0.1:1")  # no cluster is contacted
+    assert code == 0 and "check out" in text, text
