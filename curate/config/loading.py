@@ -85,15 +85,21 @@ def _real_keys(loc: tuple) -> list[str]:
 _TAGS = backend_names()
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``a.b.c=value`` -> (['a','b','c'], value parsed as a YAML scalar/flow value)."""
+def split_override(text: str) -> tuple[list[str], str]:
+    """``a.b.c=value`` -> (['a','b','c'], 'value'): the key's parts and the value's text as typed."""
     if "=" not in text:
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. output.path=out/x")
     key, raw = text.split("=", 1)
     parts = [p for p in key.strip().split(".") if p]
     if not parts:
         raise ConfigError(f"--set {text!r}: empty key")
-    return parts, yaml.safe_load(raw) if raw.strip() else ""
+    return parts, raw.strip()
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` -> (['a','b','c'], value parsed as a YAML scalar/flow value)."""
+    parts, raw = split_override(text)
+    return parts, yaml.safe_load(raw) if raw else ""
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
@@ -205,11 +211,7 @@ def _config_error(path: str | Path, what: str, err: ValidationError,
 
 def _override_texts(overrides: list[str] | None) -> dict[tuple[str, ...], str]:
     """Each ``--set`` key (as a location) and its value's text as typed."""
-    texts = {}
-    for text in overrides or []:
-        key, _, value = text.partition("=")
-        texts[tuple(p for p in key.strip().split(".") if p)] = value.strip()
-    return texts
+    return {tuple(parts): raw for parts, raw in map(split_override, overrides or [])}
 
 
 def _validate(model: type[BaseModel], raw: dict, overrides: list[str] | None):
