@@ -70,11 +70,17 @@ def is_listed_name(name: str) -> bool:
 Problem = tuple[QuarantineReason, str]  # a listed input's quarantine reason and detail
 
 
+def unread_format_problem(name: str) -> Problem | None:
+    """The quarantine of a listed file whose format curate knows but does not decode, if it is one."""
+    unread = unread_format(name)
+    return (QuarantineReason.unsupported_format, unread) if unread else None
+
+
 def listed_file_problem(path: str) -> Problem | None:
     """Why a listed local file is quarantined before it is read, if it is."""
-    unread = unread_format(path)
+    unread = unread_format_problem(path)
     if unread:
-        return QuarantineReason.unsupported_format, unread
+        return unread
     problem = local_file_problem(path)
     return (QuarantineReason.unreadable, problem) if problem else None
 
@@ -113,8 +119,7 @@ def _remote_dir(uri: str) -> Iterator[tuple[str, Problem | None]]:
     infos = filesystem.get_file_info(pafs.FileSelector(path, recursive=True))
     for info in sorted(infos, key=lambda i: i.path):
         if info.type == pafs.FileType.File and is_listed_name(info.path):
-            unread = unread_format(info.path)
-            yield f"{scheme}://{info.path}", (QuarantineReason.unsupported_format, unread) if unread else None
+            yield f"{scheme}://{info.path}", unread_format_problem(info.path)
 
 
 MAX_LIST_LINE_BYTES = 64 * 1024  # a URI longer than this is no URI (and /dev/zero has no newline)
